@@ -1,0 +1,321 @@
+//! Configuration: every setting is a flag and an `OTPD_*` environment variable, with its default in `--help`,
+//! validated once at start-up into a [`Config`] whose errors name the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::{AllowedCountries, CodeLength, Policy};
+use crate::hashing::Argon2Params;
+use crate::sms::GatewayConfig;
+use crate::telemetry::LogFormat;
+
+/// The `otpd` command line.
+#[derive(Debug, Parser)]
+#[command(name = "otpd", version, about = "One-time SMS code verification service (gRPC)")]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+/// How strict start-up is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Local development: SQLite, the `log` gateway and a generated pepper are fine.
+    Dev,
+    /// Production: refuses development gateways and a missing pepper.
+    Prod,
+}
+
+/// Every setting, as given.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Public listener (otp.v1.OtpService, health, reflection).
+    #[arg(long, env = "OTPD_LISTEN", default_value = "127.0.0.1:50051", global = true)]
+    pub listen: SocketAddr,
+    /// Admin listener (health, reflection; the supervisor service once it exists).
+    #[arg(long, env = "OTPD_ADMIN_LISTEN", default_value = "127.0.0.1:50052", global = true)]
+    pub admin_listen: SocketAddr,
+    /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
+    #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
+    pub database_url: String,
+    /// SMS gateway: `log` (prints to stdout; dev only) or `file:PATH` (JSON lines; dev only).
+    #[arg(long, env = "OTPD_SMS_GATEWAY", default_value = "log", global = true)]
+    pub sms_gateway: GatewayConfig,
+    /// Sender number on every SMS.
+    #[arg(long, env = "OTPD_SMS_SENDER", default_value = "1800-3400", global = true)]
+    pub sms_sender: String,
+    /// How long the gateway may take to accept one SMS.
+    #[arg(long, env = "OTPD_SMS_TIMEOUT", default_value = "10s", global = true)]
+    pub sms_timeout: humantime::Duration,
+    /// dev or prod.
+    #[arg(long, env = "OTPD_MODE", value_enum, default_value = "dev", global = true)]
+    pub mode: Mode,
+    /// File holding the pepper (the server secret in every code hash; at least 16 bytes). In dev mode it is
+    /// generated at `otpd.pepper` if neither this nor OTPD_PEPPER is set.
+    #[arg(long, env = "OTPD_PEPPER_FILE", global = true)]
+    pub pepper_file: Option<PathBuf>,
+    /// The pepper itself (prefer --pepper-file).
+    #[arg(long, env = "OTPD_PEPPER", hide_env_values = true, global = true)]
+    pub pepper: Option<SecretString>,
+    /// Countries whose mobile numbers may receive codes (ISO 3166-1 alpha-2, comma-separated); national
+    /// formats are read in the first.
+    #[arg(long, env = "OTPD_ALLOWED_COUNTRIES", default_value = "KR", global = true)]
+    pub allowed_countries: AllowedCountries,
+    /// Digits per code (6-8).
+    #[arg(long, env = "OTPD_CODE_LENGTH", default_value_t = 6, global = true)]
+    pub code_length: u8,
+    /// How long a code works (at most 10m).
+    #[arg(long, env = "OTPD_CODE_TTL", default_value = "3m", global = true)]
+    pub code_ttl: humantime::Duration,
+    /// Consecutive wrong codes that lock a number.
+    #[arg(long, env = "OTPD_MAX_FAILED_ATTEMPTS", default_value_t = 10, global = true)]
+    pub max_failed_attempts: u32,
+    /// How long a locked number stays locked.
+    #[arg(long, env = "OTPD_LOCKOUT", default_value = "24h", global = true)]
+    pub lockout: humantime::Duration,
+    /// Minimum time between two SMS to one number.
+    #[arg(long, env = "OTPD_RESEND_COOLDOWN", default_value = "30s", global = true)]
+    pub resend_cooldown: humantime::Duration,
+    /// SMS per number per rolling hour.
+    #[arg(long, env = "OTPD_MAX_SENDS_PER_HOUR", default_value_t = 5, global = true)]
+    pub max_sends_per_hour: u32,
+    /// SMS per number per rolling day.
+    #[arg(long, env = "OTPD_MAX_SENDS_PER_DAY", default_value_t = 10, global = true)]
+    pub max_sends_per_day: u32,
+    /// argon2id memory per hash, KiB.
+    #[arg(long, env = "OTPD_ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
+    pub argon2_memory_kib: u32,
+    /// argon2id passes.
+    #[arg(long, env = "OTPD_ARGON2_ITERATIONS", default_value_t = 2, global = true)]
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    #[arg(long, env = "OTPD_ARGON2_PARALLELISM", default_value_t = 1, global = true)]
+    pub argon2_parallelism: u32,
+    /// Largest accepted request message, bytes.
+    #[arg(long, env = "OTPD_MAX_REQUEST_BYTES", default_value_t = 4096, global = true)]
+    pub max_request_bytes: usize,
+    /// Log format.
+    #[arg(long, env = "OTPD_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Where the pepper comes from.
+#[derive(Debug, Clone)]
+pub enum PepperSource {
+    /// Given inline (`OTPD_PEPPER`).
+    Inline(SecretString),
+    /// Read from a file that must exist.
+    File(PathBuf),
+    /// Dev mode: read from this file, generating it first if it does not exist.
+    Generated(PathBuf),
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// SMS gateway.
+    pub sms_gateway: GatewayConfig,
+    /// Sender number.
+    pub sms_sender: String,
+    /// Per-SMS gateway deadline.
+    pub sms_timeout: std::time::Duration,
+    /// Pepper source.
+    pub pepper: PepperSource,
+    /// Allowed destination countries.
+    pub allowed_countries: AllowedCountries,
+    /// The verification policy.
+    pub policy: Policy,
+    /// Hash cost.
+    pub argon2: Argon2Params,
+    /// Largest accepted request message.
+    pub max_request_bytes: usize,
+}
+
+/// A setting is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting --{setting}: {message}")]
+pub struct ConfigError {
+    /// The flag's name.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { setting, message: message.into() }
+}
+
+fn delta(setting: &'static str, d: humantime::Duration) -> Result<chrono::TimeDelta, ConfigError> {
+    chrono::TimeDelta::from_std(*d).map_err(|_| invalid(setting, "too long"))
+}
+
+impl Settings {
+    /// Checks every setting and resolves the pepper source.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        crate::store::validate_url(&self.database_url).map_err(|m| invalid("database-url", m))?;
+        if self.mode == Mode::Prod && self.sms_gateway.is_dev_only() {
+            return Err(invalid(
+                "sms-gateway",
+                format!("`{}` exposes codes outside the phone and is refused in prod mode", self.sms_gateway),
+            ));
+        }
+        let sender = self.sms_sender.trim();
+        if sender.is_empty() || sender.len() > 20 {
+            return Err(invalid("sms-sender", "must be 1 to 20 characters"));
+        }
+        let pepper = match (&self.pepper, &self.pepper_file, self.mode) {
+            (Some(_), Some(_), _) => return Err(invalid("pepper", "give --pepper or --pepper-file, not both")),
+            (Some(p), None, _) => {
+                crate::hashing::Pepper::new(p.expose_secret().as_bytes().to_vec()).map_err(|m| invalid("pepper", m))?;
+                PepperSource::Inline(p.clone())
+            }
+            (None, Some(path), _) => PepperSource::File(path.clone()),
+            (None, None, Mode::Dev) => PepperSource::Generated(PathBuf::from("otpd.pepper")),
+            (None, None, Mode::Prod) => {
+                return Err(invalid("pepper-file", "prod mode needs a pepper (--pepper-file or OTPD_PEPPER)"));
+            }
+        };
+        let code_length = CodeLength::new(self.code_length).map_err(|m| invalid("code-length", m))?;
+        let code_ttl = delta("code-ttl", self.code_ttl)?;
+        if code_ttl < chrono::TimeDelta::seconds(30) || code_ttl > chrono::TimeDelta::minutes(10) {
+            return Err(invalid("code-ttl", "must be between 30s and 10m (NIST SP 800-63B)"));
+        }
+        if !(1..=100).contains(&self.max_failed_attempts) {
+            return Err(invalid("max-failed-attempts", "must be between 1 and 100"));
+        }
+        let lockout = delta("lockout", self.lockout)?;
+        if lockout <= chrono::TimeDelta::zero() {
+            return Err(invalid("lockout", "must be positive"));
+        }
+        let resend_cooldown = delta("resend-cooldown", self.resend_cooldown)?;
+        if self.max_sends_per_hour == 0 {
+            return Err(invalid("max-sends-per-hour", "must be at least 1"));
+        }
+        if self.max_sends_per_day < self.max_sends_per_hour {
+            return Err(invalid("max-sends-per-day", "must be at least --max-sends-per-hour"));
+        }
+        let argon2 = Argon2Params {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        };
+        argon2.validate().map_err(|m| invalid("argon2-memory-kib", format!("argon2 parameters: {m}")))?;
+        if !(256..=1 << 20).contains(&self.max_request_bytes) {
+            return Err(invalid("max-request-bytes", "must be between 256 and 1048576"));
+        }
+        if self.sms_timeout.is_zero() {
+            return Err(invalid("sms-timeout", "must be positive"));
+        }
+        Ok(Config {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            database_url: self.database_url.clone(),
+            sms_gateway: self.sms_gateway.clone(),
+            sms_sender: sender.to_owned(),
+            sms_timeout: *self.sms_timeout,
+            pepper,
+            allowed_countries: self.allowed_countries.clone(),
+            policy: Policy {
+                code_length,
+                code_ttl,
+                max_failed_attempts: self.max_failed_attempts,
+                lockout,
+                resend_cooldown,
+                max_sends_per_hour: self.max_sends_per_hour,
+                max_sends_per_day: self.max_sends_per_day,
+            },
+            argon2,
+            max_request_bytes: self.max_request_bytes,
+        })
+    }
+}
+
+/// `OTPD_*` environment variables that no setting reads: most likely typos.
+pub fn unknown_env_vars() -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .chain(["OTPD_LOG".to_owned()])
+        .collect();
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("OTPD_") && !known.contains(k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["otpd"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().settings
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let config = settings(&[]).validate().unwrap();
+        assert_eq!(config.sms_sender, "1800-3400");
+        assert_eq!(config.policy.max_failed_attempts, 10);
+        assert_eq!(config.policy.lockout, chrono::TimeDelta::hours(24));
+        assert_eq!(config.policy.code_ttl, chrono::TimeDelta::minutes(3));
+        assert_eq!(config.policy.resend_cooldown, chrono::TimeDelta::seconds(30));
+        assert_eq!(config.argon2, Argon2Params::default());
+        assert!(matches!(config.pepper, PepperSource::Generated(_)));
+    }
+
+    #[test]
+    fn prod_refuses_dev_gateways_and_a_missing_pepper() {
+        let e = settings(&["--mode", "prod"]).validate().unwrap_err();
+        assert_eq!(e.setting, "sms-gateway");
+        let e = settings(&["--mode", "prod", "--sms-gateway", "file:/tmp/x"]).validate().unwrap_err();
+        assert_eq!(e.setting, "sms-gateway");
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        for (args, setting) in [
+            (&["--code-length", "5"][..], "code-length"),
+            (&["--code-ttl", "11m"], "code-ttl"),
+            (&["--max-failed-attempts", "0"], "max-failed-attempts"),
+            (&["--max-sends-per-day", "2"], "max-sends-per-day"),
+            (&["--database-url", "mysql://x"], "database-url"),
+            (&["--pepper", "short"], "pepper"),
+            (&["--argon2-memory-kib", "1"], "argon2-memory-kib"),
+        ] {
+            assert_eq!(settings(args).validate().unwrap_err().setting, setting, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_like_humans_write_them() {
+        let config = settings(&["--code-ttl", "90s", "--lockout", "1h 30m"]).validate().unwrap();
+        assert_eq!(config.policy.code_ttl, chrono::TimeDelta::seconds(90));
+        assert_eq!(config.policy.lockout, chrono::TimeDelta::minutes(90));
+    }
+}

@@ -1,0 +1,53 @@
+//! Domain types: each can only hold a valid value, so the layers below never re-check input.
+
+mod code;
+mod phone;
+mod policy;
+mod purpose;
+
+pub use code::{AppHash, CodeFormatError, CodeLength, OtpCode};
+pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
+pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
+pub use purpose::Purpose;
+
+/// Identifies one verification (a phone number and purpose with its codes); a UUIDv7 so ids sort by creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VerificationId(pub uuid::Uuid);
+
+impl VerificationId {
+    /// A new, time-ordered id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for VerificationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for VerificationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a code reached the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// An SMS from the configured sender.
+    Sms,
+    /// Read out by a team lead (supervisor lookup).
+    Supervisor,
+}
+
+impl Channel {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Supervisor => "supervisor",
+        }
+    }
+}

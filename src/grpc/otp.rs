@@ -1,0 +1,171 @@
+//! `otp.v1.OtpService`: parses requests into domain commands (collecting every bad field), runs the flow, and
+//! converts the outcome.
+
+use tonic::{Request, Response, Status};
+
+use super::{detached, timestamp};
+use crate::domain::{AllowedCountries, AppHash, CodeLength, OtpCode, PhoneError, PhoneNumber, Purpose};
+use crate::pb::otp::v1 as pb;
+use crate::service::{
+    FieldViolation, SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome,
+};
+
+/// The public API.
+#[derive(Clone)]
+pub struct OtpApi {
+    service: VerificationService,
+    countries: AllowedCountries,
+    code_length: CodeLength,
+}
+
+impl OtpApi {
+    /// Serves `service` for numbers of `countries`.
+    pub fn new(service: VerificationService, countries: AllowedCountries) -> Self {
+        let code_length = service.policy().code_length;
+        Self { service, countries, code_length }
+    }
+
+    fn parse_send(&self, req: pb::SendCodeRequest) -> Result<SendCommand, ServiceError> {
+        let mut v = Violations::default();
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let purpose = v.purpose(req.purpose);
+        let sim_phone = if req.sim_phone_number.trim().is_empty() {
+            None
+        } else {
+            v.check(
+                "sim_phone_number",
+                "INVALID_PHONE_NUMBER",
+                PhoneNumber::parse_lenient(&req.sim_phone_number, &self.countries),
+            )
+        };
+        let app_hash = if req.app_hash.is_empty() {
+            None
+        } else {
+            v.check("app_hash", "INVALID_APP_HASH", AppHash::parse(&req.app_hash))
+        };
+        match (phone, purpose, v.into_error()) {
+            (Some(phone), Some(purpose), None) => Ok(SendCommand { phone, purpose, sim_phone, app_hash }),
+            (_, _, error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
+        }
+    }
+
+    fn parse_verify(&self, req: pb::VerifyCodeRequest) -> Result<VerifyCommand, ServiceError> {
+        let mut v = Violations::default();
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let purpose = v.purpose(req.purpose);
+        let code = v.check("code", "INVALID_CODE", OtpCode::parse(&req.code, self.code_length));
+        match (phone, purpose, code, v.into_error()) {
+            (Some(phone), Some(purpose), Some(code), None) => Ok(VerifyCommand { phone, purpose, code }),
+            (.., error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::otp_service_server::OtpService for OtpApi {
+    #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
+    async fn send_code(&self, request: Request<pb::SendCodeRequest>) -> Result<Response<pb::SendCodeResponse>, Status> {
+        let cmd = self.parse_send(request.into_inner())?;
+        record_span(&cmd.phone, cmd.purpose);
+        let service = self.service.clone();
+        let outcome = detached(async move { service.send_code(cmd).await }).await?;
+        Ok(Response::new(outcome.into()))
+    }
+
+    #[tracing::instrument(name = "VerifyCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let cmd = self.parse_verify(request.into_inner())?;
+        record_span(&cmd.phone, cmd.purpose);
+        let service = self.service.clone();
+        let outcome = detached(async move { service.verify_code(cmd).await }).await?;
+        Ok(Response::new(outcome.into()))
+    }
+}
+
+fn record_span(phone: &PhoneNumber, purpose: Purpose) {
+    let span = tracing::Span::current();
+    span.record("phone", tracing::field::display(phone));
+    span.record("purpose", purpose.as_str());
+}
+
+/// Collects every invalid field of a request, so the caller learns all of them at once.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        reason: &'static str,
+        r: Result<T, E>,
+    ) -> Option<T> {
+        r.map_err(|e| self.0.push(FieldViolation { field, reason, description: e.to_string() })).ok()
+    }
+
+    fn phone(&mut self, field: &'static str, input: &str, countries: &AllowedCountries) -> Option<PhoneNumber> {
+        let parsed = PhoneNumber::parse(input, countries);
+        let reason = match &parsed {
+            Err(PhoneError::Unsupported(_)) => "UNSUPPORTED_DESTINATION",
+            _ => "INVALID_PHONE_NUMBER",
+        };
+        self.check(field, reason, parsed)
+    }
+
+    fn purpose(&mut self, value: i32) -> Option<Purpose> {
+        let purpose = match pb::Purpose::try_from(value) {
+            Ok(pb::Purpose::Login) => Ok(Purpose::Login),
+            Ok(pb::Purpose::Signup) => Ok(Purpose::Signup),
+            Ok(pb::Purpose::Reauth) => Ok(Purpose::Reauth),
+            Ok(pb::Purpose::ChangePhone) => Ok(Purpose::ChangePhone),
+            Ok(pb::Purpose::Unspecified) => Err("purpose is required".to_owned()),
+            Err(_) => Err(format!("unknown purpose {value}")),
+        };
+        self.check("purpose", "INVALID_PURPOSE", purpose)
+    }
+
+    fn into_error(self) -> Option<ServiceError> {
+        (!self.0.is_empty()).then_some(ServiceError::InvalidArgument(self.0))
+    }
+}
+
+impl From<SendOutcome> for pb::SendCodeResponse {
+    fn from(o: SendOutcome) -> Self {
+        Self {
+            verification_id: o.verification_id.to_string(),
+            expires_at: Some(timestamp(o.expires_at)),
+            resend_available_at: Some(timestamp(o.resend_available_at)),
+            sends_remaining: i32::try_from(o.sends_remaining).unwrap_or(i32::MAX),
+            sender: o.sender,
+            masked_phone_number: o.masked_phone,
+        }
+    }
+}
+
+impl From<VerifyOutcome> for pb::VerifyCodeResponse {
+    fn from(o: VerifyOutcome) -> Self {
+        let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        match o {
+            VerifyOutcome::Approved { verification_id } => Self {
+                result: pb::VerifyResult::Approved.into(),
+                attempts_remaining: 0,
+                locked_until: None,
+                verification_id: verification_id.to_string(),
+            },
+            VerifyOutcome::WrongCode { verification_id, attempts_remaining, locked_until } => Self {
+                result: pb::VerifyResult::WrongCode.into(),
+                attempts_remaining: count(attempts_remaining),
+                locked_until: locked_until.map(timestamp),
+                verification_id: verification_id.to_string(),
+            },
+            VerifyOutcome::Expired { verification_id, attempts_remaining } => Self {
+                result: pb::VerifyResult::Expired.into(),
+                attempts_remaining: count(attempts_remaining),
+                locked_until: None,
+                verification_id: verification_id.to_string(),
+            },
+        }
+    }
+}

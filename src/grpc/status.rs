@@ -1,0 +1,111 @@
+//! The one mapping from [`ServiceError`] to `tonic::Status`, with the richer error model's details
+//! (`ErrorInfo` in domain `otp.v1`, `BadRequest`, `RetryInfo`, `LocalizedMessage`). Internal causes are logged
+//! with their chain and never sent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::service::ServiceError;
+use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "otp.v1";
+
+const LOCKED_KO: &str = "인증번호가 10회 이상 일치하지 않아 24시간 이후 재인증 가능합니다.";
+const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        let mut details = ErrorDetails::new();
+        let info = |details: &mut ErrorDetails, reason: &str, metadata: HashMap<String, String>| {
+            details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        };
+        let (code, message) = match error {
+            ServiceError::InvalidArgument(violations) => {
+                let reason = violations.first().map_or("INVALID_ARGUMENT", |v| v.reason);
+                info(&mut details, reason, HashMap::new());
+                let mut message = String::from("invalid request:");
+                for v in &violations {
+                    details.add_bad_request_violation(v.field, &v.description);
+                    message.push_str(&format!(" {}: {};", v.field, v.description));
+                }
+                message.pop();
+                (Code::InvalidArgument, message)
+            }
+            ServiceError::SimMismatch => {
+                info(&mut details, "SIM_MISMATCH", HashMap::new());
+                details.set_localized_message("ko-KR", SIM_MISMATCH_KO);
+                (Code::FailedPrecondition, "the SIM's number differs from the number being verified".into())
+            }
+            ServiceError::NoPendingVerification => {
+                info(&mut details, "NO_PENDING_VERIFICATION", HashMap::new());
+                (Code::NotFound, "no pending verification for this number and purpose: send a code first".into())
+            }
+            ServiceError::AlreadyVerified => {
+                info(&mut details, "ALREADY_VERIFIED", HashMap::new());
+                (Code::FailedPrecondition, "this verification is already approved".into())
+            }
+            ServiceError::PhoneLocked { until, retry_after } => {
+                let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                info(&mut details, "PHONE_LOCKED", HashMap::from([("locked_until".into(), until.clone())]));
+                details.set_retry_info(Some(retry_after));
+                details.set_localized_message("ko-KR", LOCKED_KO);
+                let mut status = Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!("too many wrong codes: this number is locked until {until}"),
+                    details,
+                );
+                if let Ok(value) = until.parse() {
+                    status.metadata_mut().insert("otp-locked-until", value);
+                }
+                return status;
+            }
+            ServiceError::ResendCooldown { retry_at, retry_after } => {
+                retry(&mut details, "RESEND_COOLDOWN", retry_at, retry_after);
+                (Code::ResourceExhausted, format!("a code was sent moments ago; retry in {}s", secs(retry_after)))
+            }
+            ServiceError::SendLimit { retry_at, retry_after } => {
+                retry(&mut details, "SEND_LIMIT", retry_at, retry_after);
+                (
+                    Code::ResourceExhausted,
+                    format!("too many codes sent to this number; retry in {}s", secs(retry_after)),
+                )
+            }
+            ServiceError::SmsDeliveryFailed { retry_after } => {
+                info(&mut details, "SMS_DELIVERY_FAILED", HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                (Code::Unavailable, "the SMS could not be delivered; no code was sent".into())
+            }
+            ServiceError::Store(StoreError::Unavailable(cause)) => {
+                tracing::error!(error = %ErrorChain(&cause), "database unavailable");
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::Unavailable, "the service is temporarily unavailable".into())
+            }
+            ServiceError::Store(error @ (StoreError::Query(_) | StoreError::Migrate(_) | StoreError::Corrupt(_))) => {
+                return internal(&error);
+            }
+            ServiceError::Hash(error) => return internal(&error),
+            ServiceError::Task(error) => return internal(&error),
+        };
+        Status::with_error_details(code, message, details)
+    }
+}
+
+fn retry(details: &mut ErrorDetails, reason: &str, at: chrono::DateTime<chrono::Utc>, after: Duration) {
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::from([("retry_at".into(), at)]));
+    details.set_retry_info(Some(after));
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
+    tracing::error!(error = %ErrorChain(error), "internal error");
+    Status::internal("internal error")
+}

@@ -1,0 +1,223 @@
+//! Codes are stored only as argon2id PHC strings, salted per code and keyed with the server's pepper. Hashing is
+//! CPU- and memory-heavy, so it runs on tokio's blocking pool behind a semaphore that bounds how many hashes run
+//! at once (and so how much memory they take), never on the async reactor.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use secrecy::{ExposeSecret, SecretSlice};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::domain::OtpCode;
+
+/// argon2id cost parameters (OWASP's second recommended set by default: m=19 MiB, t=2, p=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+    }
+}
+
+impl Argon2Params {
+    /// Checks the parameters the way argon2 will, so that a bad setting fails at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        self.params().map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn params(&self) -> Result<Params, argon2::Error> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+    }
+}
+
+/// The server secret mixed into every hash, so that a stolen database alone cannot be brute-forced.
+#[derive(Clone)]
+pub struct Pepper(Arc<SecretSlice<u8>>);
+
+impl Pepper {
+    /// The shortest pepper accepted, in bytes.
+    pub const MIN_LEN: usize = 16;
+    /// Argon2's limit on the secret's length is far larger; this keeps configuration mistakes visible.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Wraps secret bytes of an acceptable length.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, String> {
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&bytes.len()) {
+            return Err(format!("must be {} to {} bytes, got {}", Self::MIN_LEN, Self::MAX_LEN, bytes.len()));
+        }
+        Ok(Self(Arc::new(SecretSlice::from(bytes))))
+    }
+
+    /// 32 random bytes from the OS.
+    pub fn generate() -> Self {
+        let mut bytes = vec![0u8; 32];
+        OsRng.unwrap_err().try_fill_bytes(&mut bytes).unwrap_or_else(|e| match e {});
+        Self(Arc::new(SecretSlice::from(bytes)))
+    }
+}
+
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pepper(<redacted>)")
+    }
+}
+
+/// A code's stored form: an argon2id PHC string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CodeHash(pub String);
+
+impl std::fmt::Debug for CodeHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodeHash(..)")
+    }
+}
+
+/// The hashing failed: a bug or resource exhaustion, never the caller's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// argon2 refused (e.g. out of memory).
+    #[error("argon2: {0}")]
+    Argon2(String),
+    /// The blocking task was cancelled or panicked.
+    #[error("hashing task failed")]
+    Join(#[from] tokio::task::JoinError),
+    /// The hashing pool was closed (the service is shutting down).
+    #[error("hashing pool closed")]
+    Closed,
+}
+
+/// Hashes and verifies codes on the bounded blocking pool.
+#[derive(Clone)]
+pub struct CodeHasher {
+    pepper: Pepper,
+    params: Argon2Params,
+    permits: Arc<Semaphore>,
+    hashes: Arc<AtomicU64>,
+}
+
+impl CodeHasher {
+    /// A hasher that runs at most `max_concurrent` argon2 computations at once.
+    pub fn new(pepper: Pepper, params: Argon2Params, max_concurrent: usize) -> Result<Self, String> {
+        params.validate()?;
+        Ok(Self {
+            pepper,
+            params,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            hashes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// How many argon2 computations (hashes and verifications) this hasher has run.
+    pub fn computations(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
+    }
+
+    /// Hashes a new code with a fresh salt.
+    pub async fn hash(&self, code: &OtpCode) -> Result<CodeHash, HashError> {
+        let code = secrecy::SecretString::from(code.expose().to_owned());
+        let counter = Arc::clone(&self.hashes);
+        self.run(move |argon2| {
+            let mut salt = [0u8; 16];
+            OsRng.unwrap_err().try_fill_bytes(&mut salt).unwrap_or_else(|e| match e {});
+            let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
+            counter.fetch_add(1, Ordering::Relaxed);
+            argon2
+                .hash_password(code.expose_secret().as_bytes(), &salt)
+                .map(|h| CodeHash(h.to_string()))
+                .map_err(|e| HashError::Argon2(e.to_string()))
+        })
+        .await
+    }
+
+    /// Returns the index of the first hash in `hashes` that `code` matches.
+    pub async fn find_match(&self, code: &OtpCode, hashes: Vec<CodeHash>) -> Result<Option<usize>, HashError> {
+        let code = secrecy::SecretString::from(code.expose().to_owned());
+        let counter = Arc::clone(&self.hashes);
+        self.run(move |argon2| {
+            for (i, hash) in hashes.iter().enumerate() {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let Ok(parsed) = PasswordHash::new(&hash.0) else {
+                    // A row that is not a PHC string can never match; it is a data problem, not the caller's.
+                    tracing::error!(index = i, "stored code hash is not a PHC string");
+                    continue;
+                };
+                if argon2.verify_password(code.expose_secret().as_bytes(), &parsed).is_ok() {
+                    return Ok(Some(i));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Runs `f` with a keyed argon2id instance on the blocking pool, holding a permit, inside the current span.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Argon2<'_>) -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| HashError::Closed)?;
+        let pepper = self.pepper.clone();
+        let params = self.params;
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let params = params.params().map_err(|e| HashError::Argon2(e.to_string()))?;
+            let argon2 = Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
+                .map_err(|e| HashError::Argon2(e.to_string()))?;
+            f(&argon2)
+        })
+        .instrument(tracing::debug_span!("argon2"))
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CodeLength;
+
+    fn hasher(pepper: Pepper) -> CodeHasher {
+        CodeHasher::new(pepper, Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_verifies_only_the_same_code_with_the_same_pepper() {
+        let pepper = Pepper::generate();
+        let h = hasher(pepper.clone());
+        let code = OtpCode::parse("123456", CodeLength::default()).unwrap();
+        let other = OtpCode::parse("123457", CodeLength::default()).unwrap();
+        let hash = h.hash(&code).await.unwrap();
+        assert!(hash.0.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(!hash.0.contains("123456"));
+        assert_eq!(h.find_match(&code, vec![hash.clone()]).await.unwrap(), Some(0));
+        assert_eq!(h.find_match(&other, vec![hash.clone()]).await.unwrap(), None);
+        let other_pepper = hasher(Pepper::generate());
+        assert_eq!(other_pepper.find_match(&code, vec![hash]).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn same_code_hashes_differently_each_time() {
+        let h = hasher(Pepper::generate());
+        let code = OtpCode::parse("000000", CodeLength::default()).unwrap();
+        assert_ne!(h.hash(&code).await.unwrap(), h.hash(&code).await.unwrap());
+    }
+
+    #[test]
+    fn pepper_length_is_checked() {
+        assert!(Pepper::new(vec![0; 15]).is_err());
+        assert!(Pepper::new(vec![0; 16]).is_ok());
+    }
+}

@@ -1,0 +1,63 @@
+//! Everything a flow can answer other than success. The gRPC layer maps each variant to a status in one
+//! exhaustive `match` (`grpc::status`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::hashing::HashError;
+use crate::store::StoreError;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field, as named in the proto.
+    pub field: &'static str,
+    /// A machine-readable reason, e.g. `INVALID_PHONE_NUMBER`.
+    pub reason: &'static str,
+    /// What is wrong, for people.
+    pub description: String,
+}
+
+/// Why a flow did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed; nothing was changed.
+    #[error("invalid request")]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The device's SIM reports another number than the one being verified.
+    #[error("SIM number differs from the number being verified")]
+    SimMismatch,
+    /// There is no pending verification for the number and purpose.
+    #[error("no pending verification")]
+    NoPendingVerification,
+    /// The verification was already approved.
+    #[error("already verified")]
+    AlreadyVerified,
+    /// Too many failed checks: nothing is sent or checked until `until`.
+    #[error("phone number locked")]
+    PhoneLocked { until: DateTime<Utc>, retry_after: Duration },
+    /// The last SMS went out less than the cooldown ago.
+    #[error("resend cooldown")]
+    ResendCooldown { retry_at: DateTime<Utc>, retry_after: Duration },
+    /// The number's hourly or daily SMS cap is reached.
+    #[error("send limit reached")]
+    SendLimit { retry_at: DateTime<Utc>, retry_after: Duration },
+    /// The gateway did not take the SMS; the code was revoked.
+    #[error("SMS delivery failed")]
+    SmsDeliveryFailed { retry_after: Duration },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The flow's task died.
+    #[error("flow task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How long from `now` until `at`, never negative.
+pub(crate) fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::ZERO)
+}

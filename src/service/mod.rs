@@ -1,0 +1,261 @@
+//! The SendCode and VerifyCode flows (DESIGN.md, "Flows"), independent of gRPC: they take parsed domain values
+//! and return domain outcomes.
+
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::domain::{AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, VerificationId};
+use crate::hashing::CodeHasher;
+use crate::sms::{SmsGateway, SmsMessage, render_body};
+use crate::store::{DeliveryOutcome, NewCode, Reservation, Store};
+
+use error::until;
+pub use error::{FieldViolation, ServiceError};
+
+/// How long a caller should wait before retrying after the gateway failed.
+const DELIVERY_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// A request to send a code.
+#[derive(Debug)]
+pub struct SendCommand {
+    /// The number to verify.
+    pub phone: PhoneNumber,
+    /// What for.
+    pub purpose: Purpose,
+    /// The number the device's SIM reports, when the app knows it.
+    pub sim_phone: Option<PhoneNumber>,
+    /// Android SMS Retriever hash to append.
+    pub app_hash: Option<AppHash>,
+}
+
+/// A code was sent.
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    /// The pending verification.
+    pub verification_id: VerificationId,
+    /// When the code just sent stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The earliest time the next send can succeed.
+    pub resend_available_at: DateTime<Utc>,
+    /// SMS left under the tighter cap.
+    pub sends_remaining: u32,
+    /// The sender number the SMS came from.
+    pub sender: String,
+    /// The destination, masked.
+    pub masked_phone: String,
+}
+
+/// A request to check a code.
+#[derive(Debug)]
+pub struct VerifyCommand {
+    /// The number being verified.
+    pub phone: PhoneNumber,
+    /// What for.
+    pub purpose: Purpose,
+    /// What the driver typed.
+    pub code: OtpCode,
+}
+
+/// The expected outcomes of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The code matched; the verification is consumed.
+    Approved { verification_id: VerificationId },
+    /// No live code matched; `locked_until` is set when this attempt locked the number.
+    WrongCode { verification_id: VerificationId, attempts_remaining: u32, locked_until: Option<DateTime<Utc>> },
+    /// Every code of the verification has expired; not counted as a failure.
+    Expired { verification_id: VerificationId, attempts_remaining: u32 },
+}
+
+/// Sends and checks codes.
+#[derive(Clone)]
+pub struct VerificationService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    hasher: CodeHasher,
+    gateway: Arc<dyn SmsGateway>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    sender: String,
+    delivery_timeout: Duration,
+}
+
+/// What the service is built from.
+pub struct ServiceParts {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Code hashing.
+    pub hasher: CodeHasher,
+    /// SMS delivery.
+    pub gateway: Arc<dyn SmsGateway>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The rules.
+    pub policy: Policy,
+    /// The sender number on every SMS.
+    pub sender: String,
+    /// How long the gateway may take for one SMS.
+    pub delivery_timeout: Duration,
+}
+
+impl VerificationService {
+    /// Assembles the service.
+    pub fn new(parts: ServiceParts) -> Self {
+        let ServiceParts { store, hasher, gateway, clock, policy, sender, delivery_timeout } = parts;
+        Self { inner: Arc::new(Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout }) }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// SendCode: checks the SIM, the lock, the cooldown and the caps; issues a code, records it and hands the
+    /// SMS to the gateway. A failed delivery revokes the code.
+    #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
+    pub async fn send_code(&self, cmd: SendCommand) -> Result<SendOutcome, ServiceError> {
+        let this = &self.inner;
+        if cmd.sim_phone.as_ref().is_some_and(|sim| *sim != cmd.phone) {
+            return Err(ServiceError::SimMismatch);
+        }
+        // Cheap pre-check so that refused sends cost no hash; the transaction below decides.
+        let now = this.clock.now();
+        let history = this.store.send_history(&cmd.phone, now).await?;
+        this.policy.check_send(&history, now).map_err(|r| refusal(r, now))?;
+
+        let code = OtpCode::generate(this.policy.code_length);
+        let hash = this.hasher.hash(&code).await?;
+        let now = this.clock.now();
+        let new_code = NewCode {
+            phone: cmd.phone.clone(),
+            purpose: cmd.purpose,
+            hash,
+            channel: Channel::Sms,
+            now,
+            expires_at: now + this.policy.code_ttl,
+        };
+        let issued = this.store.issue_code(new_code, &this.policy).await?.map_err(|r| refusal(r, now))?;
+
+        let message = SmsMessage {
+            to: cmd.phone.clone(),
+            from: this.sender.clone(),
+            body: render_body(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
+            verification_id: issued.verification_id,
+            sent_at: now,
+        };
+        drop(code);
+        let delivery = tokio::time::timeout(this.delivery_timeout, this.gateway.send(&message)).await;
+        let outcome = match delivery {
+            Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "SMS delivery failed; code revoked");
+                DeliveryOutcome::Failed
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?this.delivery_timeout, "SMS delivery timed out; code revoked");
+                DeliveryOutcome::Failed
+            }
+        };
+        let delivered = outcome != DeliveryOutcome::Failed;
+        if let Err(error) = this.store.record_delivery(issued.code_id, outcome, this.clock.now()).await {
+            // A delivered SMS stays valid even if its receipt is lost; a failed one must be revoked, so that
+            // failure is the caller's too.
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), delivered, "recording SMS delivery failed");
+            if !delivered {
+                return Err(error.into());
+            }
+        }
+        if !delivered {
+            return Err(ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER });
+        }
+        tracing::info!(verification_id = %issued.verification_id, "code sent");
+        Ok(SendOutcome {
+            verification_id: issued.verification_id,
+            expires_at: issued.expires_at,
+            resend_available_at: issued.allowance.resend_available_at,
+            sends_remaining: issued.allowance.sends_remaining,
+            sender: this.sender.clone(),
+            masked_phone: cmd.phone.masked().to_owned(),
+        })
+    }
+
+    /// VerifyCode: refuses while locked, reserves the attempt in the store before any hash is checked, then
+    /// approves exactly once or counts the failure.
+    #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
+    pub async fn verify_code(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, ServiceError> {
+        let this = &self.inner;
+        let now = this.clock.now();
+        let state = this.store.check_state(&cmd.phone, cmd.purpose, now).await?;
+        if let Some(until) = state.locked_until {
+            return Err(locked(until, now));
+        }
+        let Some(pending) = state.pending else {
+            let recently_approved = state.last_approved_at.is_some_and(|at| at > now - this.policy.code_ttl);
+            return Err(if recently_approved {
+                ServiceError::AlreadyVerified
+            } else {
+                ServiceError::NoPendingVerification
+            });
+        };
+        let verification_id = pending.id;
+        if pending.live_codes.is_empty() {
+            let attempts_remaining = this.policy.attempts_remaining(state.failed_attempts);
+            return Ok(VerifyOutcome::Expired { verification_id, attempts_remaining });
+        }
+
+        let reservation = this.store.reserve_attempt(&cmd.phone, now, &this.policy).await?;
+        let (attempt, locks_until) = match reservation {
+            Reservation::Granted { attempt, locks_until } => (attempt, locks_until),
+            Reservation::Locked { until } => return Err(locked(until, now)),
+            Reservation::Unknown => return Err(ServiceError::NoPendingVerification),
+        };
+        let matched = match this.hasher.find_match(&cmd.code, pending.live_codes).await {
+            Ok(matched) => matched,
+            Err(error) => {
+                // Our failure is not the driver's: give the attempt back.
+                this.store.release_attempt(&cmd.phone, reservation, this.clock.now()).await?;
+                return Err(error.into());
+            }
+        };
+        if matched.is_some() {
+            if this.store.approve(verification_id, &cmd.phone, this.clock.now()).await? {
+                tracing::info!(%verification_id, "verification approved");
+                return Ok(VerifyOutcome::Approved { verification_id });
+            }
+            this.store.release_attempt(&cmd.phone, reservation, this.clock.now()).await?;
+            return Err(ServiceError::AlreadyVerified);
+        }
+        if let Some(until) = locks_until {
+            tracing::warn!(target: "audit", phone = %cmd.phone, %until, attempts = attempt, "number locked after failed checks");
+        } else {
+            tracing::info!(attempt, "wrong code");
+        }
+        Ok(VerifyOutcome::WrongCode {
+            verification_id,
+            attempts_remaining: this.policy.attempts_remaining(attempt),
+            locked_until: locks_until,
+        })
+    }
+}
+
+fn locked(until: DateTime<Utc>, now: DateTime<Utc>) -> ServiceError {
+    ServiceError::PhoneLocked { until, retry_after: error::until(until, now) }
+}
+
+fn refusal(refusal: SendRefusal, now: DateTime<Utc>) -> ServiceError {
+    match refusal {
+        SendRefusal::Locked { until } => locked(until, now),
+        SendRefusal::Cooldown { retry_at } => {
+            ServiceError::ResendCooldown { retry_at, retry_after: until(retry_at, now) }
+        }
+        SendRefusal::Limit { retry_at } => ServiceError::SendLimit { retry_at, retry_after: until(retry_at, now) },
+    }
+}

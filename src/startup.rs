@@ -1,0 +1,216 @@
+//! Builds the application from a [`Config`] and serves it: the public listener (OtpService) and the admin
+//! listener, each with health and reflection (v1 and v1alpha), until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::TimeDelta;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, PepperSource};
+use crate::grpc::OtpApi;
+use crate::hashing::{CodeHasher, Pepper};
+use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
+use crate::service::{ServiceParts, VerificationService};
+use crate::store::Store;
+
+/// The name health checks use for the public service.
+pub const OTP_SERVICE_NAME: &str = "otp.v1.OtpService";
+/// How often the database is pinged for the health status.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often old codes and verifications are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Codes are kept this long: the daily send cap looks back one day.
+const RETENTION: TimeDelta = TimeDelta::days(2);
+
+/// A built, bound application, ready to serve.
+pub struct Application {
+    public: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    store: Arc<dyn Store>,
+    hasher: CodeHasher,
+    service: VerificationService,
+    clock: Arc<dyn Clock>,
+}
+
+impl Application {
+    /// Builds with the system clock.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Connects and migrates the store, opens the gateway, binds both listeners.
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
+        store.migrate().await.context("migrating the database")?;
+        let pepper = load_pepper(&config.pepper).await?;
+        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let hasher = CodeHasher::new(pepper, config.argon2, workers).map_err(anyhow::Error::msg)?;
+        let gateway = config.sms_gateway.build().await.with_context(|| format!("opening {}", config.sms_gateway))?;
+        let service = VerificationService::new(ServiceParts {
+            store: Arc::clone(&store),
+            hasher: hasher.clone(),
+            gateway,
+            clock: Arc::clone(&clock),
+            policy: config.policy.clone(),
+            sender: config.sms_sender.clone(),
+            delivery_timeout: config.sms_timeout,
+        });
+        let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let admin =
+            TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
+        Ok(Self { public, admin, config, store, hasher, service, clock })
+    }
+
+    /// The bound public address (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin_listen)
+    }
+
+    /// The code hasher (its counter shows how many argon2 computations ran).
+    pub fn hasher(&self) -> &CodeHasher {
+        &self.hasher
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight calls.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let api = OtpApi::new(self.service.clone(), self.config.allowed_countries.clone());
+        let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
+        let public_addr = self.public_addr();
+        let admin_addr = self.admin_addr();
+
+        let public = Server::builder()
+            .timeout(Duration::from_secs(30))
+            .add_service(health.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+            .add_service(otp)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.public), token.clone().cancelled_owned());
+        let admin = Server::builder()
+            .timeout(Duration::from_secs(30))
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
+
+        let background = tokio::spawn(maintain(Arc::clone(&self.store), self.clock, reporter, token.clone()));
+        tracing::info!(%public_addr, %admin_addr, database = backend(&self.config.database_url),
+            sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
+        let stop = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            stop.cancel();
+        });
+        let (public, admin) = tokio::join!(public, admin);
+        token.cancel();
+        let _ = background.await;
+        public.context("public listener")?;
+        admin.context("admin listener")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+fn backend(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }
+}
+
+/// Keeps the health status in step with the database, and purges old rows.
+async fn maintain(store: Arc<dyn Store>, clock: Arc<dyn Clock>, reporter: HealthReporter, token: CancellationToken) {
+    let mut health = tokio::time::interval(HEALTH_INTERVAL);
+    let mut purge = tokio::time::interval(PURGE_INTERVAL);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            _ = health.tick() => {
+                let status = match store.ping().await {
+                    Ok(()) => ServingStatus::Serving,
+                    Err(error) => {
+                        tracing::error!(error = %crate::telemetry::ErrorChain(&error), "database ping failed");
+                        ServingStatus::NotServing
+                    }
+                };
+                if last != Some(status) {
+                    reporter.set_service_status("", status).await;
+                    reporter.set_service_status(OTP_SERVICE_NAME, status).await;
+                    last = Some(status);
+                }
+            }
+            _ = purge.tick() => match store.purge(clock.now() - RETENTION).await {
+                Ok(n) => tracing::debug!(rows = n, "purged old codes"),
+                Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
+            },
+        }
+    }
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(OTP_SERVICE_NAME, ServingStatus::NotServing).await;
+}
+
+/// Reads the pepper; in dev mode, creates the pepper file (mode 0600) on first start.
+async fn load_pepper(source: &PepperSource) -> anyhow::Result<Pepper> {
+    let bytes = match source {
+        PepperSource::Inline(secret) => secret.expose_secret().as_bytes().to_vec(),
+        PepperSource::File(path) => read_pepper(path).await?,
+        PepperSource::Generated(path) => {
+            if !tokio::fs::try_exists(path).await.unwrap_or(false) {
+                write_new_pepper(path).await?;
+                tracing::warn!(path = %path.display(), "generated a development pepper; keep it to keep codes valid across restarts");
+            }
+            read_pepper(path).await?
+        }
+    };
+    Pepper::new(bytes).map_err(|m| anyhow::anyhow!("invalid setting --pepper-file: {m}"))
+}
+
+async fn read_pepper(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = tokio::fs::read(path).await.with_context(|| format!("reading pepper file {}", path.display()))?;
+    Ok(bytes.trim_ascii().to_vec())
+}
+
+async fn write_new_pepper(path: &Path) -> anyhow::Result<()> {
+    use rand::TryRngCore;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.unwrap_err().try_fill_bytes(&mut raw).unwrap_or_else(|e| match e {});
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await.with_context(|| format!("creating pepper file {}", path.display()))?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, hex::encode(raw).as_bytes()).await?;
+    Ok(())
+}

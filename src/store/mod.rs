@@ -1,0 +1,196 @@
+//! Persistence. Two backends behind one [`Store`] trait: SQLite (embedded default, one instance) and PostgreSQL
+//! (any number of replicas). Every limit that must hold across replicas is one atomic statement or one
+//! transaction here, never process memory. The same conformance tests run against both.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendAllowance, SendHistory, SendRefusal, VerificationId};
+use crate::hashing::CodeHash;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A store operation failed. The text is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or has no free connection: the caller may retry.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A statement failed.
+    #[error("database query failed")]
+    Query(#[source] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds a value the code does not know (a newer schema, or manual edits).
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            _ => StoreError::Query(e),
+        }
+    }
+}
+
+/// Results of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A code to record for a number and purpose.
+#[derive(Debug)]
+pub struct NewCode {
+    /// The destination.
+    pub phone: PhoneNumber,
+    /// What the verification is for.
+    pub purpose: Purpose,
+    /// The code's argon2id hash.
+    pub hash: CodeHash,
+    /// How it reaches the driver.
+    pub channel: Channel,
+    /// When it is issued.
+    pub now: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Identifies one code row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeId(pub i64);
+
+/// A code recorded by [`Store::issue_code`].
+#[derive(Debug, Clone)]
+pub struct IssuedCode {
+    /// Its row.
+    pub code_id: CodeId,
+    /// The pending verification it belongs to (the same across resends).
+    pub verification_id: VerificationId,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// What the send policy allows after this send.
+    pub allowance: SendAllowance,
+}
+
+/// What the gateway did with a code's SMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Handed over; the provider's message id if it gave one.
+    Delivered { message_id: Option<String> },
+    /// Not delivered: the code is revoked and can never approve.
+    Failed,
+}
+
+/// A pending verification and the hashes of its live codes (not expired, not revoked), newest first.
+#[derive(Debug, Clone)]
+pub struct PendingVerification {
+    /// The verification.
+    pub id: VerificationId,
+    /// Hashes of the codes that may still approve it.
+    pub live_codes: Vec<CodeHash>,
+}
+
+/// What a check needs to know about a number and purpose before it reserves an attempt.
+#[derive(Debug, Clone, Default)]
+pub struct CheckState {
+    /// Set while the number is locked.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Consecutive failures counting toward the lockout (0 once a lock has expired).
+    pub failed_attempts: u32,
+    /// The pending verification for the purpose, if any.
+    pub pending: Option<PendingVerification>,
+    /// When the purpose's latest verification was approved, if there is no pending one.
+    pub last_approved_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of reserving a check attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The attempt may be evaluated. `attempt` is the consecutive failure count including it; `locks_until` is
+    /// set when it is the last one allowed (the number is locked unless it matches).
+    Granted { attempt: u32, locks_until: Option<DateTime<Utc>> },
+    /// The number is locked; nothing may be evaluated.
+    Locked { until: DateTime<Utc> },
+    /// The store has no state for the number (nothing was ever sent to it).
+    Unknown,
+}
+
+/// The persistence the service needs. Implementations must make each method atomic across processes.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The number's lock and SMS of the last 24 hours: a cheap pre-check before a code is hashed.
+    async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory>;
+
+    /// In one transaction that serialises sends to the number: re-checks `policy` against the history, then
+    /// creates or extends the pending verification for the purpose and records the code.
+    async fn issue_code(&self, code: NewCode, policy: &Policy) -> StoreResult<Result<IssuedCode, SendRefusal>>;
+
+    /// Records what the gateway did with a code's SMS; a failure revokes the code.
+    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// What a check of `purpose` for the number needs: the lock, the count, the live code hashes.
+    async fn check_state(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<CheckState>;
+
+    /// Atomically counts one more failed attempt before it is evaluated, unless the number is locked; the
+    /// attempt that reaches `policy.max_failed_attempts` sets the lock. An expired lock restarts the count.
+    async fn reserve_attempt(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> StoreResult<Reservation>;
+
+    /// Consumes the verification if it is still pending and resets the number's failure count, in one
+    /// transaction. Returns false if another check consumed it first.
+    async fn approve(&self, verification: VerificationId, phone: &PhoneNumber, now: DateTime<Utc>)
+    -> StoreResult<bool>;
+
+    /// Gives back a reservation whose code matched a verification that another check had just consumed.
+    async fn release_attempt(
+        &self,
+        phone: &PhoneNumber,
+        reservation: Reservation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Deletes codes and finished verifications older than `before` (the send caps look back one day).
+    async fn purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    }
+}
+
+/// Checks that a database URL names a supported backend.
+pub fn validate_url(url: &str) -> Result<(), String> {
+    if ["sqlite:", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p)) {
+        Ok(())
+    } else {
+        Err("must start with sqlite:, postgres:// or postgresql://".into())
+    }
+}
+
+fn count_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}

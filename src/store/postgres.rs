@@ -1,0 +1,340 @@
+//! The PostgreSQL backend: any number of `otpd` replicas share it. Sends to one number are serialised by the
+//! row lock the first statement of the send transaction takes on `phone_state`; check attempts are reserved by
+//! one conditional `UPDATE … RETURNING`, so no replica can evaluate more guesses than the policy allows.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+
+use super::{
+    CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store, StoreResult,
+    count_u32,
+};
+use crate::domain::{PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
+use crate::hashing::CodeHash;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the database a `postgres://` URL names.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("otpd");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests that inspect the database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory> {
+        let mut conn = self.pool.acquire().await?;
+        let locked_until: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+                .bind(phone.e164())
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten();
+        Ok(SendHistory { locked_until, sent: sent_sms(&mut conn, phone, now).await? })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
+    async fn issue_code(&self, code: NewCode, policy: &Policy) -> StoreResult<Result<IssuedCode, SendRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        let phone = code.phone.e164();
+        // The upsert locks the number's row until commit: concurrent sends to it, from any replica, queue here.
+        let locked_until: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "INSERT INTO phone_state (phone, updated_at) VALUES ($1, $2)
+             ON CONFLICT (phone) DO UPDATE SET updated_at = excluded.updated_at
+             RETURNING locked_until",
+        )
+        .bind(phone)
+        .bind(code.now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let history = SendHistory {
+            locked_until: locked_until.filter(|until| *until > code.now),
+            sent: sent_sms(&mut tx, &code.phone, code.now).await?,
+        };
+        let allowance = match policy.check_send(&history, code.now) {
+            Ok(allowance) => allowance,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+
+        let pending: Option<(uuid::Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, expires_at FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'pending'",
+        )
+        .bind(phone)
+        .bind(code.purpose.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let verification = match pending {
+            Some((id, expires_at)) if expires_at > code.now => {
+                sqlx::query(
+                    "UPDATE verifications SET expires_at = GREATEST(expires_at, $2), last_sent_at = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(code.expires_at)
+                .bind(code.now)
+                .execute(&mut *tx)
+                .await?;
+                VerificationId(id)
+            }
+            stale => {
+                if let Some((id, _)) = stale {
+                    sqlx::query("UPDATE verifications SET status = 'expired' WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let id = VerificationId::new();
+                sqlx::query(
+                    "INSERT INTO verifications (id, phone, purpose, status, created_at, expires_at, last_sent_at)
+                     VALUES ($1, $2, $3, 'pending', $4, $5, $4)",
+                )
+                .bind(id.0)
+                .bind(phone)
+                .bind(code.purpose.as_str())
+                .bind(code.now)
+                .bind(code.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        let code_id: i64 = sqlx::query_scalar(
+            "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending') RETURNING id",
+        )
+        .bind(verification.0)
+        .bind(phone)
+        .bind(code.channel.as_str())
+        .bind(&code.hash.0)
+        .bind(code.now)
+        .bind(code.expires_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(IssuedCode {
+            code_id: CodeId(code_id),
+            verification_id: verification,
+            expires_at: code.expires_at,
+            allowance,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(code_id = code.0))]
+    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
+        let query = match outcome {
+            DeliveryOutcome::Delivered { message_id } => {
+                sqlx::query("UPDATE codes SET delivery = 'delivered', provider_message_id = $2 WHERE id = $1")
+                    .bind(code.0)
+                    .bind(message_id)
+            }
+            DeliveryOutcome::Failed => {
+                sqlx::query("UPDATE codes SET delivery = 'failed', revoked_at = $2 WHERE id = $1")
+                    .bind(code.0)
+                    .bind(now)
+            }
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone, purpose = %purpose))]
+    async fn check_state(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<CheckState> {
+        let mut conn = self.pool.acquire().await?;
+        let state: Option<(i32, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
+                .bind(phone.e164())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((failed, locked_until)) = state else {
+            return Ok(CheckState::default());
+        };
+        let lock_expired = locked_until.is_some_and(|until| until <= now);
+        let mut out = CheckState {
+            locked_until: locked_until.filter(|until| *until > now),
+            failed_attempts: if lock_expired { 0 } else { count_u32(failed.into()) },
+            pending: None,
+            last_approved_at: None,
+        };
+        let pending: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'pending'")
+                .bind(phone.e164())
+                .bind(purpose.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(id) = pending {
+            let live_codes = sqlx::query_scalar(
+                "SELECT code_hash FROM codes WHERE verification_id = $1 AND expires_at > $2 AND revoked_at IS NULL
+                 ORDER BY id DESC",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(CodeHash)
+            .collect();
+            out.pending = Some(PendingVerification { id: VerificationId(id), live_codes });
+        } else {
+            out.last_approved_at = sqlx::query_scalar(
+                "SELECT MAX(approved_at) FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'approved'",
+            )
+            .bind(phone.e164())
+            .bind(purpose.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn reserve_attempt(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> StoreResult<Reservation> {
+        let max = i32::try_from(policy.max_failed_attempts).unwrap_or(i32::MAX);
+        let row = sqlx::query(
+            "UPDATE phone_state SET
+                 failed_attempts = (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1,
+                 locked_until = CASE WHEN (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1 >= $3
+                                     THEN $4 ELSE NULL END,
+                 updated_at = $2
+             WHERE phone = $1 AND (locked_until IS NULL OR locked_until <= $2)
+             RETURNING failed_attempts, locked_until",
+        )
+        .bind(phone.e164())
+        .bind(now)
+        .bind(max)
+        .bind(now + policy.lockout)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt: i32 = row.try_get(0)?;
+            return Ok(Reservation::Granted { attempt: count_u32(attempt.into()), locks_until: row.try_get(1)? });
+        }
+        let locked: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1")
+                .bind(phone.e164())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match locked {
+            None => Reservation::Unknown,
+            Some(until) => Reservation::Locked { until: until.unwrap_or(now) },
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone, verification_id = %verification))]
+    async fn approve(
+        &self,
+        verification: VerificationId,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query(
+            "UPDATE verifications SET status = 'approved', approved_at = $2 WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(verification.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if consumed != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+        )
+        .bind(phone.e164())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn release_attempt(
+        &self,
+        phone: &PhoneNumber,
+        reservation: Reservation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let Reservation::Granted { locks_until, .. } = reservation else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE phone_state SET
+                 failed_attempts = GREATEST(failed_attempts - 1, 0),
+                 locked_until = CASE WHEN $2 THEN NULL ELSE locked_until END,
+                 updated_at = $3
+             WHERE phone = $1",
+        )
+        .bind(phone.e164())
+        .bind(locks_until.is_some())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(before).execute(&mut *tx).await?;
+        let verifications = sqlx::query(
+            "DELETE FROM verifications v WHERE created_at < $1 AND (status <> 'pending' OR expires_at < $1)
+             AND NOT EXISTS (SELECT 1 FROM codes c WHERE c.verification_id = v.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(codes.rows_affected() + verifications.rows_affected())
+    }
+}
+
+/// SMS sent to the number in the 24 hours before `now`.
+async fn sent_sms(conn: &mut sqlx::PgConnection, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<Vec<SentSms>> {
+    let rows: Vec<(DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT created_at, delivery FROM codes WHERE phone = $1 AND channel = 'sms' AND created_at > $2",
+    )
+    .bind(phone.e164())
+    .bind(now - TimeDelta::days(1))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(at, delivery)| SentSms { at, failed: delivery == "failed" }).collect())
+}

@@ -1,0 +1,369 @@
+//! The embedded SQLite backend: zero set-up, one `otpd` instance. Times are Unix milliseconds. Write
+//! transactions start with `BEGIN IMMEDIATE`, so they take the database's write lock up front and concurrent
+//! senders queue (up to the busy timeout) instead of failing to upgrade a read lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store, StoreError,
+    StoreResult, count_u32,
+};
+use crate::domain::{PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
+use crate::hashing::CodeHash;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
+}
+
+fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
+    ms.map(from_ms).transpose()
+}
+
+fn verification_id(s: &str) -> StoreResult<VerificationId> {
+    uuid::Uuid::parse_str(s).map(VerificationId).map_err(|_| StoreError::Corrupt(format!("verification id `{s}`")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file a `sqlite://PATH` URL names.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests that inspect the database.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory> {
+        let mut conn = self.pool.acquire().await?;
+        let locked_until: Option<i64> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+                .bind(phone.e164())
+                .bind(ms(now))
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten();
+        Ok(SendHistory { locked_until: opt_from_ms(locked_until)?, sent: sent_sms(&mut conn, phone, now).await? })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
+    async fn issue_code(&self, code: NewCode, policy: &Policy) -> StoreResult<Result<IssuedCode, SendRefusal>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = ms(code.now);
+        let phone = code.phone.e164();
+        let locked_until: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO phone_state (phone, updated_at) VALUES ($1, $2)
+             ON CONFLICT (phone) DO UPDATE SET updated_at = excluded.updated_at
+             RETURNING locked_until",
+        )
+        .bind(phone)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let history = SendHistory {
+            locked_until: opt_from_ms(locked_until)?.filter(|until| *until > code.now),
+            sent: sent_sms(&mut tx, &code.phone, code.now).await?,
+        };
+        let allowance = match policy.check_send(&history, code.now) {
+            Ok(allowance) => allowance,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+
+        let pending: Option<(String, i64)> = sqlx::query_as(
+            "SELECT id, expires_at FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'pending'",
+        )
+        .bind(phone)
+        .bind(code.purpose.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let verification = match pending {
+            Some((id, expires_at)) if expires_at > now => {
+                sqlx::query(
+                    "UPDATE verifications SET expires_at = MAX(expires_at, $2), last_sent_at = $3 WHERE id = $1",
+                )
+                .bind(&id)
+                .bind(ms(code.expires_at))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                verification_id(&id)?
+            }
+            stale => {
+                if let Some((id, _)) = stale {
+                    sqlx::query("UPDATE verifications SET status = 'expired' WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let id = VerificationId::new();
+                sqlx::query(
+                    "INSERT INTO verifications (id, phone, purpose, status, created_at, expires_at, last_sent_at)
+                     VALUES ($1, $2, $3, 'pending', $4, $5, $4)",
+                )
+                .bind(id.to_string())
+                .bind(phone)
+                .bind(code.purpose.as_str())
+                .bind(now)
+                .bind(ms(code.expires_at))
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        let code_id: i64 = sqlx::query_scalar(
+            "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending') RETURNING id",
+        )
+        .bind(verification.to_string())
+        .bind(phone)
+        .bind(code.channel.as_str())
+        .bind(&code.hash.0)
+        .bind(now)
+        .bind(ms(code.expires_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(IssuedCode {
+            code_id: CodeId(code_id),
+            verification_id: verification,
+            expires_at: code.expires_at,
+            allowance,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(code_id = code.0))]
+    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
+        let query = match outcome {
+            DeliveryOutcome::Delivered { message_id } => {
+                sqlx::query("UPDATE codes SET delivery = 'delivered', provider_message_id = $2 WHERE id = $1")
+                    .bind(code.0)
+                    .bind(message_id)
+            }
+            DeliveryOutcome::Failed => {
+                sqlx::query("UPDATE codes SET delivery = 'failed', revoked_at = $2 WHERE id = $1")
+                    .bind(code.0)
+                    .bind(ms(now))
+            }
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone, purpose = %purpose))]
+    async fn check_state(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<CheckState> {
+        let mut conn = self.pool.acquire().await?;
+        let state: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
+                .bind(phone.e164())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((failed, locked_until)) = state else {
+            return Ok(CheckState::default());
+        };
+        let locked_until = opt_from_ms(locked_until)?;
+        let lock_expired = locked_until.is_some_and(|until| until <= now);
+        let mut out = CheckState {
+            locked_until: locked_until.filter(|until| *until > now),
+            failed_attempts: if lock_expired { 0 } else { count_u32(failed) },
+            pending: None,
+            last_approved_at: None,
+        };
+        let pending: Option<String> =
+            sqlx::query_scalar("SELECT id FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'pending'")
+                .bind(phone.e164())
+                .bind(purpose.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(id) = pending {
+            let live_codes = sqlx::query_scalar(
+                "SELECT code_hash FROM codes WHERE verification_id = $1 AND expires_at > $2 AND revoked_at IS NULL
+                 ORDER BY id DESC",
+            )
+            .bind(&id)
+            .bind(ms(now))
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(CodeHash)
+            .collect();
+            out.pending = Some(PendingVerification { id: verification_id(&id)?, live_codes });
+        } else {
+            let approved: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT MAX(approved_at) FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'approved'",
+            )
+            .bind(phone.e164())
+            .bind(purpose.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            out.last_approved_at = opt_from_ms(approved.flatten())?;
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn reserve_attempt(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> StoreResult<Reservation> {
+        let lock_end = now + policy.lockout;
+        let row = sqlx::query(
+            "UPDATE phone_state SET
+                 failed_attempts = (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1,
+                 locked_until = CASE WHEN (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1 >= $3
+                                     THEN $4 ELSE NULL END,
+                 updated_at = $2
+             WHERE phone = $1 AND (locked_until IS NULL OR locked_until <= $2)
+             RETURNING failed_attempts, locked_until",
+        )
+        .bind(phone.e164())
+        .bind(ms(now))
+        .bind(i64::from(policy.max_failed_attempts))
+        .bind(ms(lock_end))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(Reservation::Granted {
+                attempt: count_u32(row.try_get(0)?),
+                locks_until: opt_from_ms(row.try_get(1)?)?,
+            });
+        }
+        let locked: Option<Option<i64>> = sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1")
+            .bind(phone.e164())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match locked {
+            None => Reservation::Unknown,
+            Some(until) => Reservation::Locked { until: opt_from_ms(until)?.unwrap_or(now) },
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone, verification_id = %verification))]
+    async fn approve(
+        &self,
+        verification: VerificationId,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let consumed = sqlx::query(
+            "UPDATE verifications SET status = 'approved', approved_at = $2 WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(verification.to_string())
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if consumed != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+        )
+        .bind(phone.e164())
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn release_attempt(
+        &self,
+        phone: &PhoneNumber,
+        reservation: Reservation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let Reservation::Granted { locks_until, .. } = reservation else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE phone_state SET
+                 failed_attempts = MAX(failed_attempts - 1, 0),
+                 locked_until = CASE WHEN $2 THEN NULL ELSE locked_until END,
+                 updated_at = $3
+             WHERE phone = $1",
+        )
+        .bind(phone.e164())
+        .bind(locks_until.is_some())
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before = ms(before);
+        let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(before).execute(&mut *tx).await?;
+        let verifications = sqlx::query(
+            "DELETE FROM verifications WHERE created_at < $1 AND (status <> 'pending' OR expires_at < $1)
+             AND NOT EXISTS (SELECT 1 FROM codes WHERE codes.verification_id = verifications.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(codes.rows_affected() + verifications.rows_affected())
+    }
+}
+
+/// SMS sent to the number in the 24 hours before `now`.
+async fn sent_sms(
+    conn: &mut sqlx::SqliteConnection,
+    phone: &PhoneNumber,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<SentSms>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT created_at, delivery FROM codes WHERE phone = $1 AND channel = 'sms' AND created_at > $2",
+    )
+    .bind(phone.e164())
+    .bind(ms(now - TimeDelta::days(1)))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(|(at, delivery)| Ok(SentSms { at: from_ms(at)?, failed: delivery == "failed" })).collect()
+}
