@@ -8,6 +8,8 @@ pub use status::ERROR_DOMAIN;
 
 use std::future::Future;
 
+use tracing::Instrument;
+
 use crate::service::ServiceError;
 
 /// Runs a flow on its own task, so that a client hanging up mid-call cannot leave it half done (an attempt
@@ -15,7 +17,7 @@ use crate::service::ServiceError;
 async fn detached<T: Send + 'static>(
     flow: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
 ) -> Result<T, ServiceError> {
-    tokio::spawn(flow).await?
+    tokio::spawn(flow.in_current_span()).await?
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {

@@ -50,7 +50,7 @@ impl From<ServiceError> for Status {
                 (Code::FailedPrecondition, "this verification is already approved".into())
             }
             ServiceError::PhoneLocked { until, retry_after } => {
-                let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 info(&mut details, "PHONE_LOCKED", HashMap::from([("locked_until".into(), until.clone())]));
                 details.set_retry_info(Some(retry_after));
                 details.set_localized_message("ko-KR", LOCKED_KO);
@@ -96,7 +96,7 @@ impl From<ServiceError> for Status {
 }
 
 fn retry(details: &mut ErrorDetails, reason: &str, at: chrono::DateTime<chrono::Utc>, after: Duration) {
-    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     details.set_error_info(reason, ERROR_DOMAIN, HashMap::from([("retry_at".into(), at)]));
     details.set_retry_info(Some(after));
 }

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use crate::domain::{PhoneNumber, VerificationId};
 
-pub use file::FileGateway;
+pub use file::{FileGateway, FileSms};
 pub use log::LogGateway;
 pub use template::render_body;
 

@@ -1,0 +1,13 @@
+//! One integration-test binary (every extra test file would be another binary to link). Each test starts the
+//! real service on loopback against a fresh SQLite file or PostgreSQL database.
+
+mod helpers;
+
+mod concurrency;
+mod grpcurl;
+mod lockout;
+mod secrets;
+mod send_verify;
+mod service_surface;
+mod store_conformance;
+mod validation;

@@ -1,0 +1,177 @@
+//! The `Store` contract, checked directly against both backends with the same tests.
+
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use otpd::domain::{AllowedCountries, Channel, PhoneNumber, Policy, Purpose, SendRefusal};
+use otpd::hashing::CodeHash;
+use otpd::store::{DeliveryOutcome, IssuedCode, NewCode, Reservation, Store};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(
+    resend_extends_the_pending_verification_until_it_expires,
+    issue_code_applies_the_policy_inside_the_transaction,
+    reservations_count_lock_and_restart_after_the_lock,
+    approval_is_exactly_once_and_resets_the_count,
+    release_gives_back_an_attempt_and_its_provisional_lock,
+    failed_delivery_revokes_the_code_but_counts_toward_caps,
+    purge_deletes_old_rows_only,
+);
+
+async fn store(backend: Backend) -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let store = otpd::store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    (store, dir)
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    otpd::clock::to_millis(Utc::now())
+}
+
+fn phone() -> PhoneNumber {
+    PhoneNumber::parse(PHONE, &AllowedCountries::default()).unwrap()
+}
+
+fn new_code(purpose: Purpose, now: chrono::DateTime<Utc>, n: u32) -> NewCode {
+    NewCode {
+        phone: phone(),
+        purpose,
+        hash: CodeHash(format!("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA${n}")),
+        channel: Channel::Sms,
+        now,
+        expires_at: now + TimeDelta::minutes(3),
+    }
+}
+
+fn no_limits() -> Policy {
+    Policy { resend_cooldown: TimeDelta::zero(), max_sends_per_hour: 100, max_sends_per_day: 100, ..Policy::default() }
+}
+
+async fn issue(store: &dyn Store, purpose: Purpose, now: chrono::DateTime<Utc>, n: u32) -> IssuedCode {
+    store.issue_code(new_code(purpose, now, n), &no_limits()).await.unwrap().unwrap()
+}
+
+async fn resend_extends_the_pending_verification_until_it_expires(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let t0 = now();
+    let a = issue(&*store, Purpose::Login, t0, 1).await;
+    let b = issue(&*store, Purpose::Login, t0 + TimeDelta::minutes(1), 2).await;
+    assert_eq!(a.verification_id, b.verification_id);
+    let other = issue(&*store, Purpose::Signup, t0 + TimeDelta::minutes(1), 3).await;
+    assert_ne!(other.verification_id, a.verification_id, "one pending verification per (phone, purpose)");
+
+    let state = store.check_state(&phone(), Purpose::Login, t0 + TimeDelta::minutes(2)).await.unwrap();
+    let pending = state.pending.unwrap();
+    assert_eq!(pending.id, a.verification_id);
+    assert_eq!(pending.live_codes.len(), 2, "both codes are live");
+    let state = store.check_state(&phone(), Purpose::Login, t0 + TimeDelta::seconds(200)).await.unwrap();
+    assert_eq!(state.pending.unwrap().live_codes.len(), 1, "the first code expired, the resent one lives");
+
+    let c = issue(&*store, Purpose::Login, t0 + TimeDelta::minutes(10), 4).await;
+    assert_ne!(c.verification_id, a.verification_id, "a dead verification is replaced");
+    let state = store.check_state(&phone(), Purpose::Login, t0 + TimeDelta::minutes(10)).await.unwrap();
+    assert_eq!(state.pending.unwrap().id, c.verification_id);
+}
+
+async fn issue_code_applies_the_policy_inside_the_transaction(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let policy = Policy::default();
+    let t0 = now();
+    store.issue_code(new_code(Purpose::Login, t0, 1), &policy).await.unwrap().unwrap();
+    let refused = store.issue_code(new_code(Purpose::Signup, t0 + TimeDelta::seconds(5), 2), &policy).await.unwrap();
+    assert_eq!(refused.unwrap_err(), SendRefusal::Cooldown { retry_at: t0 + TimeDelta::seconds(30) });
+    let history = store.send_history(&phone(), t0 + TimeDelta::seconds(5)).await.unwrap();
+    assert_eq!(history.sent.len(), 1, "a refused send records nothing");
+}
+
+async fn reservations_count_lock_and_restart_after_the_lock(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let policy = Policy::default();
+    let t0 = now();
+    assert_eq!(store.reserve_attempt(&phone(), t0, &policy).await.unwrap(), Reservation::Unknown);
+    issue(&*store, Purpose::Login, t0, 1).await;
+    for attempt in 1..10 {
+        let r = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+        assert_eq!(r, Reservation::Granted { attempt, locks_until: None });
+    }
+    let until = t0 + TimeDelta::hours(24);
+    let last = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    assert_eq!(last, Reservation::Granted { attempt: 10, locks_until: Some(until) });
+    assert_eq!(store.reserve_attempt(&phone(), t0, &policy).await.unwrap(), Reservation::Locked { until });
+    let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+    assert_eq!((state.locked_until, state.failed_attempts), (Some(until), 10));
+    assert_eq!(store.send_history(&phone(), t0).await.unwrap().locked_until, Some(until));
+
+    let later = until + TimeDelta::seconds(1);
+    let state = store.check_state(&phone(), Purpose::Login, later).await.unwrap();
+    assert_eq!((state.locked_until, state.failed_attempts), (None, 0), "an expired lock restarts the count");
+    let r = store.reserve_attempt(&phone(), later, &policy).await.unwrap();
+    assert_eq!(r, Reservation::Granted { attempt: 1, locks_until: None });
+}
+
+async fn approval_is_exactly_once_and_resets_the_count(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let policy = Policy::default();
+    let t0 = now();
+    let issued = issue(&*store, Purpose::Login, t0, 1).await;
+    store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    assert!(store.approve(issued.verification_id, &phone(), t0).await.unwrap());
+    assert!(!store.approve(issued.verification_id, &phone(), t0).await.unwrap());
+    let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+    assert_eq!(state.failed_attempts, 0);
+    assert!(state.pending.is_none());
+    assert_eq!(state.last_approved_at.map(|t| t.timestamp_millis()), Some(t0.timestamp_millis()));
+}
+
+async fn release_gives_back_an_attempt_and_its_provisional_lock(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let policy = Policy { max_failed_attempts: 2, ..Policy::default() };
+    let t0 = now();
+    issue(&*store, Purpose::Login, t0, 1).await;
+    store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    let last = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    assert!(matches!(last, Reservation::Granted { attempt: 2, locks_until: Some(_) }));
+    store.release_attempt(&phone(), last, t0).await.unwrap();
+    let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+    assert_eq!((state.failed_attempts, state.locked_until), (1, None));
+    // Releasing never goes below zero.
+    let granted = Reservation::Granted { attempt: 1, locks_until: None };
+    for _ in 0..3 {
+        store.release_attempt(&phone(), granted, t0).await.unwrap();
+    }
+    assert_eq!(store.check_state(&phone(), Purpose::Login, t0).await.unwrap().failed_attempts, 0);
+}
+
+async fn failed_delivery_revokes_the_code_but_counts_toward_caps(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let t0 = now();
+    let a = issue(&*store, Purpose::Login, t0, 1).await;
+    let b = issue(&*store, Purpose::Login, t0, 2).await;
+    store.record_delivery(a.code_id, DeliveryOutcome::Failed, t0).await.unwrap();
+    store.record_delivery(b.code_id, DeliveryOutcome::Delivered { message_id: Some("m-1".into()) }, t0).await.unwrap();
+    let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+    assert_eq!(state.pending.unwrap().live_codes, vec![CodeHash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$2".into())]);
+    let history = store.send_history(&phone(), t0).await.unwrap();
+    let mut failed: Vec<bool> = history.sent.iter().map(|s| s.failed).collect();
+    failed.sort_unstable();
+    assert_eq!(failed, [false, true]);
+}
+
+async fn purge_deletes_old_rows_only(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let t0 = now() - TimeDelta::days(3);
+    let old = issue(&*store, Purpose::Login, t0, 1).await;
+    assert!(store.approve(old.verification_id, &phone(), t0).await.unwrap());
+    let now = now();
+    issue(&*store, Purpose::Signup, now, 2).await;
+    let purged = store.purge(now - TimeDelta::days(2)).await.unwrap();
+    assert_eq!(purged, 2, "the old code and its finished verification");
+    assert!(store.check_state(&phone(), Purpose::Signup, now).await.unwrap().pending.is_some());
+    assert_eq!(store.send_history(&phone(), now).await.unwrap().sent.len(), 1);
+}
