@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::{AllowedCountries, CodeLength, Policy};
+use crate::domain::{AllowedCountries, CodeLength, Policy, TestNumbers};
+use crate::grpc::client_ip::TrustedProxies;
 use crate::hashing::Argon2Params;
-use crate::sms::GatewayConfig;
+use crate::limits::{Limit, LimitSettings, RateOrOff};
+use crate::sms::{GatewayConfig, HttpOptions};
 use crate::telemetry::LogFormat;
 
 /// The `otpd` command line.
 #[derive(Debug, Parser)]
-#[command(name = "otpd", version, about = "One-time SMS code verification service (gRPC)")]
+#[command(name = "otpd", version, about = "One-time SMS code verification service (gRPC)", args_override_self = true)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -54,9 +56,67 @@ pub struct Settings {
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
     pub database_url: String,
-    /// SMS gateway: `log` (prints to stdout; dev only) or `file:PATH` (JSON lines; dev only).
+    /// SMS gateway: `http:URL` (a provider's HTTP API, docs/sms-gateway.md), `log` (prints to stdout; dev only)
+    /// or `file:PATH` (JSON lines; dev only).
     #[arg(long, env = "OTPD_SMS_GATEWAY", default_value = "log", global = true)]
     pub sms_gateway: GatewayConfig,
+    /// `Authorization` header value sent to the HTTP provider, e.g. `Bearer KEY`.
+    #[arg(long, env = "OTPD_SMS_HTTP_AUTH", hide_env_values = true, global = true)]
+    pub sms_http_auth: Option<SecretString>,
+    /// Timeout of one HTTP attempt.
+    #[arg(long, env = "OTPD_SMS_HTTP_ATTEMPT_TIMEOUT", default_value = "3s", global = true)]
+    pub sms_http_attempt_timeout: humantime::Duration,
+    /// HTTP attempts per SMS, the first included (timeouts, connection errors, 5xx and 429 are retried).
+    #[arg(long, env = "OTPD_SMS_HTTP_MAX_ATTEMPTS", default_value_t = 3, global = true)]
+    pub sms_http_max_attempts: u32,
+    /// First retry backoff; doubled per retry with full jitter.
+    #[arg(long, env = "OTPD_SMS_HTTP_BACKOFF", default_value = "200ms", global = true)]
+    pub sms_http_backoff: humantime::Duration,
+    /// Longest retry backoff.
+    #[arg(long, env = "OTPD_SMS_HTTP_MAX_BACKOFF", default_value = "2s", global = true)]
+    pub sms_http_max_backoff: humantime::Duration,
+    /// HTTP requests to the provider in flight at once.
+    #[arg(long, env = "OTPD_SMS_HTTP_CONCURRENCY", default_value_t = 32, global = true)]
+    pub sms_http_concurrency: usize,
+    /// Consecutive failed deliveries that open the circuit breaker.
+    #[arg(long, env = "OTPD_SMS_BREAKER_THRESHOLD", default_value_t = 5, global = true)]
+    pub sms_breaker_threshold: u32,
+    /// How long the open breaker fails fast before probing the provider again.
+    #[arg(long, env = "OTPD_SMS_BREAKER_COOLDOWN", default_value = "30s", global = true)]
+    pub sms_breaker_cooldown: humantime::Duration,
+    /// SendCode calls per client IP (IPv6: per /64): N/s, N/m, N/h or off.
+    #[arg(long, env = "OTPD_SEND_LIMIT_PER_IP", default_value = "60/h", global = true)]
+    pub send_limit_per_ip: RateOrOff,
+    /// SendCode burst per client IP.
+    #[arg(long, env = "OTPD_SEND_BURST_PER_IP", default_value_t = 10, global = true)]
+    pub send_burst_per_ip: u32,
+    /// VerifyCode calls per client IP (IPv6: per /64).
+    #[arg(long, env = "OTPD_VERIFY_LIMIT_PER_IP", default_value = "360/h", global = true)]
+    pub verify_limit_per_ip: RateOrOff,
+    /// VerifyCode burst per client IP.
+    #[arg(long, env = "OTPD_VERIFY_BURST_PER_IP", default_value_t = 30, global = true)]
+    pub verify_burst_per_ip: u32,
+    /// SMS per destination prefix (the first --prefix-digits digits of the E.164 number).
+    #[arg(long, env = "OTPD_SMS_LIMIT_PER_PREFIX", default_value = "100/h", global = true)]
+    pub sms_limit_per_prefix: RateOrOff,
+    /// SMS burst per destination prefix.
+    #[arg(long, env = "OTPD_SMS_BURST_PER_PREFIX", default_value_t = 20, global = true)]
+    pub sms_burst_per_prefix: u32,
+    /// Digits of the E.164 number (without `+`) that make a destination prefix.
+    #[arg(long, env = "OTPD_PREFIX_DIGITS", default_value_t = 7, global = true)]
+    pub prefix_digits: usize,
+    /// SMS for this whole replica.
+    #[arg(long, env = "OTPD_GLOBAL_SMS_LIMIT", default_value = "20/s", global = true)]
+    pub global_sms_limit: RateOrOff,
+    /// SMS burst for this whole replica.
+    #[arg(long, env = "OTPD_GLOBAL_SMS_BURST", default_value_t = 50, global = true)]
+    pub global_sms_burst: u32,
+    /// Proxies whose `x-forwarded-for` is believed (comma-separated CIDRs); empty: the TCP peer is the client.
+    #[arg(long, env = "OTPD_TRUSTED_PROXIES", default_value = "", global = true)]
+    pub trusted_proxies: TrustedProxies,
+    /// Staging test numbers with fixed codes, never sent: `NUMBER=CODE,…`. Refused in prod mode.
+    #[arg(long, env = "OTPD_TEST_NUMBERS", default_value = "", hide_env_values = true, global = true)]
+    pub test_numbers: String,
     /// Sender number on every SMS.
     #[arg(long, env = "OTPD_SMS_SENDER", default_value = "1800-3400", global = true)]
     pub sms_sender: String,
@@ -151,6 +211,14 @@ pub struct Config {
     pub argon2: Argon2Params,
     /// Largest accepted request message.
     pub max_request_bytes: usize,
+    /// The HTTP gateway's behaviour.
+    pub http: HttpOptions,
+    /// Front-line limits.
+    pub limits: LimitSettings,
+    /// Proxies whose `x-forwarded-for` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Staging numbers with fixed codes.
+    pub test_numbers: TestNumbers,
 }
 
 /// A setting is invalid.
@@ -228,6 +296,36 @@ impl Settings {
         if self.sms_timeout.is_zero() {
             return Err(invalid("sms-timeout", "must be positive"));
         }
+        let test_numbers = TestNumbers::parse(&self.test_numbers, &self.allowed_countries, code_length)
+            .map_err(|m| invalid("test-numbers", m))?;
+        if self.mode == Mode::Prod && !test_numbers.is_empty() {
+            return Err(invalid("test-numbers", "fixed codes are refused in prod mode"));
+        }
+        if self.sms_http_max_attempts == 0 || self.sms_http_max_attempts > 10 {
+            return Err(invalid("sms-http-max-attempts", "must be between 1 and 10"));
+        }
+        if self.sms_http_attempt_timeout.is_zero() {
+            return Err(invalid("sms-http-attempt-timeout", "must be positive"));
+        }
+        if self.sms_http_concurrency == 0 {
+            return Err(invalid("sms-http-concurrency", "must be at least 1"));
+        }
+        if self.sms_breaker_threshold == 0 {
+            return Err(invalid("sms-breaker-threshold", "must be at least 1"));
+        }
+        if !(1..=15).contains(&self.prefix_digits) {
+            return Err(invalid("prefix-digits", "must be between 1 and 15"));
+        }
+        for (setting, burst) in [
+            ("send-burst-per-ip", self.send_burst_per_ip),
+            ("verify-burst-per-ip", self.verify_burst_per_ip),
+            ("sms-burst-per-prefix", self.sms_burst_per_prefix),
+            ("global-sms-burst", self.global_sms_burst),
+        ] {
+            if burst == 0 {
+                return Err(invalid(setting, "must be at least 1"));
+            }
+        }
         Ok(Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -248,6 +346,25 @@ impl Settings {
             },
             argon2,
             max_request_bytes: self.max_request_bytes,
+            http: HttpOptions {
+                auth: self.sms_http_auth.clone(),
+                attempt_timeout: *self.sms_http_attempt_timeout,
+                max_attempts: self.sms_http_max_attempts,
+                base_backoff: *self.sms_http_backoff,
+                max_backoff: *self.sms_http_max_backoff,
+                concurrency: self.sms_http_concurrency,
+                breaker_threshold: self.sms_breaker_threshold,
+                breaker_cooldown: *self.sms_breaker_cooldown,
+            },
+            limits: LimitSettings {
+                send_per_ip: Limit { rate: self.send_limit_per_ip.0, burst: self.send_burst_per_ip },
+                verify_per_ip: Limit { rate: self.verify_limit_per_ip.0, burst: self.verify_burst_per_ip },
+                sms_per_prefix: Limit { rate: self.sms_limit_per_prefix.0, burst: self.sms_burst_per_prefix },
+                prefix_digits: self.prefix_digits,
+                global_sms: Limit { rate: self.global_sms_limit.0, burst: self.global_sms_burst },
+            },
+            trusted_proxies: self.trusted_proxies.clone(),
+            test_numbers,
         })
     }
 }
@@ -307,9 +424,52 @@ mod tests {
             (&["--database-url", "mysql://x"], "database-url"),
             (&["--pepper", "short"], "pepper"),
             (&["--argon2-memory-kib", "1"], "argon2-memory-kib"),
+            (
+                &[
+                    "--mode",
+                    "prod",
+                    "--sms-gateway",
+                    "http:https://sms.example/send",
+                    "--pepper",
+                    "0123456789abcdef",
+                    "--test-numbers",
+                    "010-0000-0001=123456",
+                ],
+                "test-numbers",
+            ),
+            (&["--test-numbers", "02-312-3456=123456"], "test-numbers"),
+            (&["--sms-http-max-attempts", "0"], "sms-http-max-attempts"),
+            (&["--prefix-digits", "0"], "prefix-digits"),
+            (&["--global-sms-burst", "0"], "global-sms-burst"),
         ] {
             assert_eq!(settings(args).validate().unwrap_err().setting, setting, "{args:?}");
         }
+    }
+
+    #[test]
+    fn prod_accepts_an_http_gateway_with_a_pepper() {
+        let config = settings(&[
+            "--mode",
+            "prod",
+            "--sms-gateway",
+            "http:https://sms.example/send",
+            "--pepper",
+            "0123456789abcdef",
+        ])
+        .validate()
+        .unwrap();
+        assert!(matches!(config.sms_gateway, GatewayConfig::Http(_)));
+    }
+
+    #[test]
+    fn limits_default_to_the_published_values_and_can_be_turned_off() {
+        let config = settings(&[]).validate().unwrap();
+        assert_eq!(config.limits.send_per_ip.rate.unwrap().to_string(), "60/h");
+        assert_eq!(config.limits.verify_per_ip.rate.unwrap().to_string(), "360/h");
+        assert_eq!(config.limits.sms_per_prefix.rate.unwrap().to_string(), "100/h");
+        assert_eq!(config.limits.global_sms.rate.unwrap().to_string(), "20/s");
+        let config = settings(&["--send-limit-per-ip", "off"]).validate().unwrap();
+        assert_eq!(config.limits.send_per_ip.rate, None);
     }
 
     #[test]

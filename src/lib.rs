@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod hashing;
+pub mod limits;
 pub mod pb;
 pub mod service;
 pub mod sms;

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
 use crate::grpc::OtpApi;
 use crate::hashing::{CodeHasher, Pepper};
+use crate::limits::FrontLimits;
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
 use crate::service::{ServiceParts, VerificationService};
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub const OTP_SERVICE_NAME: &str = "otp.v1.OtpService";
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often old codes and verifications are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often idle keys are dropped from the front-line limiters.
+const LIMITER_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// Codes are kept this long: the daily send cap looks back one day.
 const RETENTION: TimeDelta = TimeDelta::days(2);
 
@@ -43,6 +46,7 @@ pub struct Application {
     hasher: CodeHasher,
     service: VerificationService,
     clock: Arc<dyn Clock>,
+    limits: Arc<FrontLimits>,
 }
 
 impl Application {
@@ -58,7 +62,12 @@ impl Application {
         let pepper = load_pepper(&config.pepper).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let hasher = CodeHasher::new(pepper, config.argon2, workers).map_err(anyhow::Error::msg)?;
-        let gateway = config.sms_gateway.build().await.with_context(|| format!("opening {}", config.sms_gateway))?;
+        let gateway = config
+            .sms_gateway
+            .build(&config.http, Arc::clone(&clock))
+            .await
+            .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
+        let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&store),
             hasher: hasher.clone(),
@@ -67,11 +76,12 @@ impl Application {
             policy: config.policy.clone(),
             sender: config.sms_sender.clone(),
             delivery_timeout: config.sms_timeout,
+            test_numbers: config.test_numbers.clone(),
         });
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, store, hasher, service, clock })
+        Ok(Self { public, admin, config, store, hasher, service, clock, limits })
     }
 
     /// The bound public address (useful with port 0).
@@ -89,6 +99,11 @@ impl Application {
         &self.hasher
     }
 
+    /// The front-line limiters.
+    pub fn limits(&self) -> Arc<FrontLimits> {
+        Arc::clone(&self.limits)
+    }
+
     /// The store.
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
@@ -101,7 +116,12 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let api = OtpApi::new(self.service.clone(), self.config.allowed_countries.clone());
+        let api = OtpApi::new(
+            self.service.clone(),
+            self.config.allowed_countries.clone(),
+            Arc::clone(&self.limits),
+            self.config.trusted_proxies.clone(),
+        );
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
@@ -120,7 +140,8 @@ impl Application {
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
 
-        let background = tokio::spawn(maintain(Arc::clone(&self.store), self.clock, reporter, token.clone()));
+        let background =
+            tokio::spawn(maintain(Arc::clone(&self.store), self.clock, self.limits, reporter, token.clone()));
         tracing::info!(%public_addr, %admin_addr, database = backend(&self.config.database_url),
             sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();
@@ -151,10 +172,17 @@ fn backend(url: &str) -> &'static str {
     if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }
 }
 
-/// Keeps the health status in step with the database, and purges old rows.
-async fn maintain(store: Arc<dyn Store>, clock: Arc<dyn Clock>, reporter: HealthReporter, token: CancellationToken) {
+/// Keeps the health status in step with the database, purges old rows, and keeps the limiters' memory bounded.
+async fn maintain(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    limits: Arc<FrontLimits>,
+    reporter: HealthReporter,
+    token: CancellationToken,
+) {
     let mut health = tokio::time::interval(HEALTH_INTERVAL);
     let mut purge = tokio::time::interval(PURGE_INTERVAL);
+    let mut limiter_cleanup = tokio::time::interval(LIMITER_CLEANUP_INTERVAL);
     let mut last = None;
     loop {
         tokio::select! {
@@ -173,6 +201,7 @@ async fn maintain(store: Arc<dyn Store>, clock: Arc<dyn Clock>, reporter: Health
                     last = Some(status);
                 }
             }
+            _ = limiter_cleanup.tick() => limits.cleanup(),
             _ = purge.tick() => match store.purge(clock.now() - RETENTION).await {
                 Ok(n) => tracing::debug!(rows = n, "purged old codes"),
                 Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),

@@ -4,11 +4,13 @@ mod code;
 mod phone;
 mod policy;
 mod purpose;
+mod test_numbers;
 
 pub use code::{AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
+pub use test_numbers::TestNumbers;
 
 /// Identifies one verification (a phone number and purpose with its codes); a UUIDv7 so ids sort by creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,5 +1,6 @@
 //! The gRPC edge: request parsing into domain types, the service implementations, and the error mapping.
 
+pub mod client_ip;
 mod otp;
 mod status;
 
@@ -18,6 +19,27 @@ async fn detached<T: Send + 'static>(
     flow: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
 ) -> Result<T, ServiceError> {
     tokio::spawn(flow.in_current_span()).await?
+}
+
+/// The caller's deadline from the `grpc-timeout` header (`\d{1,8}[HMSmun]`), as an instant.
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    tokio::time::Instant::now().checked_add(timeout)
+}
+
+fn rate_limited(limited: crate::limits::Limited) -> ServiceError {
+    ServiceError::RateLimited { limit: limited.limit, retry_after: limited.retry_after }
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {

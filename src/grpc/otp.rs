@@ -1,10 +1,14 @@
 //! `otp.v1.OtpService`: parses requests into domain commands (collecting every bad field), runs the flow, and
 //! converts the outcome.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
-use super::{detached, timestamp};
+use super::client_ip::{self, TrustedProxies};
+use super::{deadline, detached, rate_limited, timestamp};
 use crate::domain::{AllowedCountries, AppHash, CodeLength, OtpCode, PhoneError, PhoneNumber, Purpose};
+use crate::limits::FrontLimits;
 use crate::pb::otp::v1 as pb;
 use crate::service::{
     FieldViolation, SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome,
@@ -16,13 +20,20 @@ pub struct OtpApi {
     service: VerificationService,
     countries: AllowedCountries,
     code_length: CodeLength,
+    limits: Arc<FrontLimits>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl OtpApi {
-    /// Serves `service` for numbers of `countries`.
-    pub fn new(service: VerificationService, countries: AllowedCountries) -> Self {
+    /// Serves `service` for numbers of `countries`, behind the front-line `limits`.
+    pub fn new(
+        service: VerificationService,
+        countries: AllowedCountries,
+        limits: Arc<FrontLimits>,
+        trusted_proxies: TrustedProxies,
+    ) -> Self {
         let code_length = service.policy().code_length;
-        Self { service, countries, code_length }
+        Self { service, countries, code_length, limits, trusted_proxies }
     }
 
     fn parse_send(&self, req: pb::SendCodeRequest) -> Result<SendCommand, ServiceError> {
@@ -44,7 +55,9 @@ impl OtpApi {
             v.check("app_hash", "INVALID_APP_HASH", AppHash::parse(&req.app_hash))
         };
         match (phone, purpose, v.into_error()) {
-            (Some(phone), Some(purpose), None) => Ok(SendCommand { phone, purpose, sim_phone, app_hash }),
+            (Some(phone), Some(purpose), None) => {
+                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None })
+            }
             (_, _, error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
     }
@@ -65,8 +78,14 @@ impl OtpApi {
 impl pb::otp_service_server::OtpService for OtpApi {
     #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
     async fn send_code(&self, request: Request<pb::SendCodeRequest>) -> Result<Response<pb::SendCodeResponse>, Status> {
-        let cmd = self.parse_send(request.into_inner())?;
+        // Front-line limits come before any database work or hashing.
+        let client = client_ip::of(&request, &self.trusted_proxies);
+        self.limits.check_send_client(client).map_err(rate_limited)?;
+        let deadline = deadline(request.metadata());
+        let mut cmd = self.parse_send(request.into_inner())?;
+        cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
+        self.limits.check_send_destination(&cmd.phone).map_err(rate_limited)?;
         let service = self.service.clone();
         let outcome = detached(async move { service.send_code(cmd).await }).await?;
         Ok(Response::new(outcome.into()))
@@ -77,6 +96,8 @@ impl pb::otp_service_server::OtpService for OtpApi {
         &self,
         request: Request<pb::VerifyCodeRequest>,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let client = client_ip::of(&request, &self.trusted_proxies);
+        self.limits.check_verify(client).map_err(rate_limited)?;
         let cmd = self.parse_verify(request.into_inner())?;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();

@@ -75,6 +75,11 @@ impl From<ServiceError> for Status {
                     format!("too many codes sent to this number; retry in {}s", secs(retry_after)),
                 )
             }
+            ServiceError::RateLimited { limit, retry_after } => {
+                info(&mut details, "RATE_LIMITED", HashMap::from([("limit".into(), limit.into())]));
+                details.set_retry_info(Some(retry_after));
+                (Code::ResourceExhausted, format!("too many requests ({limit}); retry in {}s", secs(retry_after)))
+            }
             ServiceError::SmsDeliveryFailed { retry_after } => {
                 info(&mut details, "SMS_DELIVERY_FAILED", HashMap::new());
                 details.set_retry_info(Some(retry_after));

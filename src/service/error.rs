@@ -43,6 +43,9 @@ pub enum ServiceError {
     /// The number's hourly or daily SMS cap is reached.
     #[error("send limit reached")]
     SendLimit { retry_at: DateTime<Utc>, retry_after: Duration },
+    /// A front-line limit (per client IP, per destination prefix, per replica) refused the call.
+    #[error("rate limited")]
+    RateLimited { limit: &'static str, retry_after: Duration },
     /// The gateway did not take the SMS; the code was revoked.
     #[error("SMS delivery failed")]
     SmsDeliveryFailed { retry_after: Duration },

@@ -9,9 +9,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::domain::{AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, VerificationId};
+use crate::domain::{
+    AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, TestNumbers, VerificationId,
+};
 use crate::hashing::CodeHasher;
-use crate::sms::{SmsGateway, SmsMessage, render_body};
+use crate::sms::{SmsError, SmsGateway, SmsMessage, render_body};
 use crate::store::{DeliveryOutcome, NewCode, Reservation, Store};
 
 use error::until;
@@ -19,6 +21,8 @@ pub use error::{FieldViolation, ServiceError};
 
 /// How long a caller should wait before retrying after the gateway failed.
 const DELIVERY_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// What is kept of the caller's deadline for the work after delivery (recording it, answering).
+const DEADLINE_RESERVE: Duration = Duration::from_millis(250);
 
 /// A request to send a code.
 #[derive(Debug)]
@@ -31,6 +35,8 @@ pub struct SendCommand {
     pub sim_phone: Option<PhoneNumber>,
     /// Android SMS Retriever hash to append.
     pub app_hash: Option<AppHash>,
+    /// When the caller stops waiting (its gRPC deadline), if it set one.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// A code was sent.
@@ -86,6 +92,7 @@ struct Inner {
     policy: Policy,
     sender: String,
     delivery_timeout: Duration,
+    test_numbers: TestNumbers,
 }
 
 /// What the service is built from.
@@ -104,13 +111,16 @@ pub struct ServiceParts {
     pub sender: String,
     /// How long the gateway may take for one SMS.
     pub delivery_timeout: Duration,
+    /// Staging numbers with fixed codes that never reach the gateway.
+    pub test_numbers: TestNumbers,
 }
 
 impl VerificationService {
     /// Assembles the service.
     pub fn new(parts: ServiceParts) -> Self {
-        let ServiceParts { store, hasher, gateway, clock, policy, sender, delivery_timeout } = parts;
-        Self { inner: Arc::new(Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout }) }
+        let ServiceParts { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers } = parts;
+        let inner = Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The policy in force.
@@ -131,7 +141,9 @@ impl VerificationService {
         let history = this.store.send_history(&cmd.phone, now).await?;
         this.policy.check_send(&history, now).map_err(|r| refusal(r, now))?;
 
-        let code = OtpCode::generate(this.policy.code_length);
+        let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
+        let is_test_number = test_code.is_some();
+        let code = test_code.unwrap_or_else(|| OtpCode::generate(this.policy.code_length));
         let hash = this.hasher.hash(&code).await?;
         let now = this.clock.now();
         let new_code = NewCode {
@@ -150,18 +162,28 @@ impl VerificationService {
             body: render_body(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
             verification_id: issued.verification_id,
             sent_at: now,
+            idempotency_key: format!("{}-{}", issued.verification_id, issued.code_id.0),
         };
         drop(code);
-        let delivery = tokio::time::timeout(this.delivery_timeout, this.gateway.send(&message)).await;
-        let outcome = match delivery {
-            Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
-            Ok(Err(error)) => {
-                tracing::warn!(error = %error, "SMS delivery failed; code revoked");
-                DeliveryOutcome::Failed
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?this.delivery_timeout, "SMS delivery timed out; code revoked");
-                DeliveryOutcome::Failed
+        let mut retry_after = DELIVERY_RETRY_AFTER;
+        let outcome = if is_test_number {
+            tracing::info!("test number: SMS not sent");
+            DeliveryOutcome::Delivered { message_id: Some("test-number".into()) }
+        } else {
+            let deadline = self.delivery_deadline(cmd.deadline);
+            match tokio::time::timeout_at(deadline, this.gateway.send(&message, deadline)).await {
+                Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
+                Ok(Err(error)) => {
+                    if let SmsError::CircuitOpen { retry_after: after } = error {
+                        retry_after = after.max(Duration::from_secs(1));
+                    }
+                    tracing::warn!(error = %error, "SMS delivery failed; code revoked");
+                    DeliveryOutcome::Failed
+                }
+                Err(_) => {
+                    tracing::warn!("SMS delivery timed out; code revoked");
+                    DeliveryOutcome::Failed
+                }
             }
         };
         let delivered = outcome != DeliveryOutcome::Failed;
@@ -174,7 +196,7 @@ impl VerificationService {
             }
         }
         if !delivered {
-            return Err(ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER });
+            return Err(ServiceError::SmsDeliveryFailed { retry_after });
         }
         tracing::info!(verification_id = %issued.verification_id, "code sent");
         Ok(SendOutcome {
@@ -185,6 +207,19 @@ impl VerificationService {
             sender: this.sender.clone(),
             masked_phone: cmd.phone.masked().to_owned(),
         })
+    }
+
+    /// The gateway's deadline: the delivery timeout, shortened to end a little before the caller's own.
+    fn delivery_deadline(&self, caller: Option<tokio::time::Instant>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let own = now + self.inner.delivery_timeout;
+        match caller {
+            Some(caller) => {
+                let left = caller.saturating_duration_since(now);
+                own.min(now + left.saturating_sub(DEADLINE_RESERVE.min(left / 5)))
+            }
+            None => own,
+        }
     }
 
     /// VerifyCode: refuses while locked, reserves the attempt in the store before any hash is checked, then

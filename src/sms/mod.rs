@@ -1,6 +1,8 @@
 //! Delivering codes by SMS. Every message carries the configured sender (1800-3400 by default).
 
+mod breaker;
 mod file;
+mod http;
 mod log;
 mod template;
 
@@ -10,10 +12,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::domain::{PhoneNumber, VerificationId};
 
 pub use file::{FileGateway, FileSms};
+pub use http::{HttpGateway, HttpOptions};
 pub use log::LogGateway;
 pub use template::render_body;
 
@@ -29,6 +34,8 @@ pub struct SmsMessage {
     pub verification_id: VerificationId,
     /// When the message was handed to the gateway.
     pub sent_at: DateTime<Utc>,
+    /// Unique per code: a provider that sees it twice (a retried request) must send one SMS.
+    pub idempotency_key: String,
 }
 
 /// What the gateway reports for a delivered message.
@@ -41,25 +48,33 @@ pub struct Delivery {
 /// Why a message was not delivered. The text is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum SmsError {
-    /// The gateway could not take the message (I/O, provider down, timeout).
+    /// The gateway could not take the message in time (I/O, provider down, timeouts, 5xx after retries).
     #[error("SMS gateway unavailable: {0}")]
     Unavailable(String),
+    /// The provider refused the message (4xx); retrying the same request will not help.
+    #[error("SMS provider rejected the message: {0}")]
+    Rejected(String),
+    /// The circuit breaker is open: the provider was not called.
+    #[error("SMS circuit breaker open")]
+    CircuitOpen { retry_after: std::time::Duration },
 }
 
 /// Something that can deliver an SMS.
 #[async_trait::async_trait]
 pub trait SmsGateway: Send + Sync + 'static {
-    /// Delivers `message`, or says why not.
-    async fn send(&self, message: &SmsMessage) -> Result<Delivery, SmsError>;
+    /// Delivers `message` before `deadline`, or says why not.
+    async fn send(&self, message: &SmsMessage, deadline: Instant) -> Result<Delivery, SmsError>;
 }
 
-/// Which gateway to use, from `--sms-gateway`: `log` or `file:PATH`.
+/// Which gateway to use, from `--sms-gateway`: `log`, `file:PATH` or `http:URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayConfig {
     /// Prints messages on standard output (development only).
     Log,
     /// Appends messages as JSON lines to a file (tests and demos; the file holds codes in clear).
     File(std::path::PathBuf),
+    /// A provider's HTTP API (docs/sms-gateway.md).
+    Http(reqwest::Url),
 }
 
 impl GatewayConfig {
@@ -67,14 +82,16 @@ impl GatewayConfig {
     pub fn is_dev_only(&self) -> bool {
         match self {
             GatewayConfig::Log | GatewayConfig::File(_) => true,
+            GatewayConfig::Http(_) => false,
         }
     }
 
-    /// Opens the gateway.
-    pub async fn build(&self) -> std::io::Result<Arc<dyn SmsGateway>> {
+    /// Opens the gateway; the `http` one with `http` options and its breaker on `clock`.
+    pub async fn build(&self, http: &HttpOptions, clock: Arc<dyn Clock>) -> Result<Arc<dyn SmsGateway>, String> {
         Ok(match self {
             GatewayConfig::Log => Arc::new(LogGateway),
-            GatewayConfig::File(path) => Arc::new(FileGateway::open(path).await?),
+            GatewayConfig::File(path) => Arc::new(FileGateway::open(path).await.map_err(|e| e.to_string())?),
+            GatewayConfig::Http(url) => Arc::new(HttpGateway::new(url.clone(), http.clone(), clock)?),
         })
     }
 }
@@ -82,12 +99,21 @@ impl GatewayConfig {
 impl FromStr for GatewayConfig {
     type Err = String;
 
+    /// `log`, `file:PATH`, or `http:URL` (also a bare `http://…` / `https://…` URL).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once(':') {
-            None if s == "log" => Ok(GatewayConfig::Log),
-            Some(("file", path)) if !path.is_empty() => Ok(GatewayConfig::File(path.into())),
-            _ => Err(format!("`{s}` is not a gateway: use `log` or `file:PATH`")),
+        let http_url =
+            |u: &str| reqwest::Url::parse(u).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if s == "log" {
+            return Ok(GatewayConfig::Log);
         }
+        if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            return Ok(GatewayConfig::File(path.into()));
+        }
+        let bare = s.starts_with("http://") || s.starts_with("https://");
+        if let Some(url) = s.strip_prefix("http:").and_then(http_url).or_else(|| bare.then(|| http_url(s)).flatten()) {
+            return Ok(GatewayConfig::Http(url));
+        }
+        Err(format!("`{s}` is not a gateway: use `log`, `file:PATH` or `http:URL`"))
     }
 }
 
@@ -96,6 +122,8 @@ impl fmt::Display for GatewayConfig {
         match self {
             GatewayConfig::Log => f.write_str("log"),
             GatewayConfig::File(path) => write!(f, "file:{}", path.display()),
+            // The path and query may carry a provider key: show where, not what.
+            GatewayConfig::Http(url) => write!(f, "http:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
         }
     }
 }
@@ -112,6 +140,14 @@ mod tests {
             GatewayConfig::File("/tmp/sms.jsonl".into())
         );
         assert!("file:".parse::<GatewayConfig>().is_err());
+        let url = reqwest::Url::parse("https://sms.example/v1/send").unwrap();
+        assert_eq!(
+            "http:https://sms.example/v1/send".parse::<GatewayConfig>().unwrap(),
+            GatewayConfig::Http(url.clone())
+        );
+        assert_eq!("https://sms.example/v1/send".parse::<GatewayConfig>().unwrap(), GatewayConfig::Http(url));
+        assert!("http://127.0.0.1:8080/send".parse::<GatewayConfig>().is_ok());
+        assert!("http:ftp://x".parse::<GatewayConfig>().is_err());
         assert!("carrier-pigeon".parse::<GatewayConfig>().is_err());
     }
 }

@@ -22,7 +22,7 @@ async fn two_postgres_servers() -> TwoServers {
     let db = TestDb::new(Backend::Postgres, dir.path()).await;
     let sms = dir.path().join("sms.jsonl");
     let gateway = format!("file:{}", sms.display());
-    let args = [
+    let mut args = vec![
         "--database-url",
         &db.url,
         "--sms-gateway",
@@ -34,6 +34,7 @@ async fn two_postgres_servers() -> TwoServers {
         "--argon2-iterations",
         "1",
     ];
+    args.extend_from_slice(&NO_FRONT_LIMITS);
     let a = OtpdProcess::start(dir.path(), "a", &args, &[]).await;
     let b = OtpdProcess::start(dir.path(), "b", &args, &[]).await;
     TwoServers { a, b, db, sms, _dir: dir }

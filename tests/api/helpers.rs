@@ -150,7 +150,20 @@ impl TestDb {
     }
 }
 
-/// Settings as a user would give them, with cheap argon2 parameters (the default cost is tested elsewhere).
+/// Front-line limits off: most tests send many calls from 127.0.0.1. Limit tests set their own.
+pub const NO_FRONT_LIMITS: [&str; 8] = [
+    "--send-limit-per-ip",
+    "off",
+    "--verify-limit-per-ip",
+    "off",
+    "--sms-limit-per-prefix",
+    "off",
+    "--global-sms-limit",
+    "off",
+];
+
+/// Settings as a user would give them, with cheap argon2 parameters (the default cost is tested elsewhere)
+/// and no front-line limits unless `extra` sets them.
 pub fn test_config(db_url: &str, sms_path: &Path, extra: &[&str]) -> Config {
     let sms = format!("file:{}", sms_path.display());
     let mut args = vec![
@@ -170,6 +183,7 @@ pub fn test_config(db_url: &str, sms_path: &Path, extra: &[&str]) -> Config {
         "--argon2-iterations",
         "1",
     ];
+    args.extend_from_slice(&NO_FRONT_LIMITS);
     args.extend_from_slice(extra);
     Cli::try_parse_from(args).unwrap().settings.validate().unwrap()
 }

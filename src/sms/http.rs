@@ -1,0 +1,216 @@
+//! The `http` gateway: a provider's HTTP API, as SMS aggregators are called (protocol in docs/sms-gateway.md).
+//!
+//! `POST` JSON `{from, to, text, reference}` with an optional `Authorization` header and an `Idempotency-Key`, so
+//! a provider can drop the duplicate of a retried request. Each attempt has its own timeout; timeouts,
+//! connection errors, 5xx and 429 are retried with jittered exponential backoff (a `Retry-After` is honoured),
+//! other 4xx never; the whole delivery ends by the caller's deadline. A semaphore caps concurrent requests and a
+//! [`Breaker`] fails fast while the provider is down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::breaker::Breaker;
+use super::{Delivery, SmsError, SmsGateway, SmsMessage};
+use crate::clock::Clock;
+
+/// Settings of the `http` gateway, besides its URL.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The `Authorization` header value, e.g. `Bearer …`.
+    pub auth: Option<SecretString>,
+    /// Timeout of one attempt.
+    pub attempt_timeout: Duration,
+    /// Attempts per message, the first included.
+    pub max_attempts: u32,
+    /// The first backoff; each retry doubles it (with full jitter) up to `max_backoff`.
+    pub base_backoff: Duration,
+    /// The longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Consecutive failed deliveries that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_cooldown: Duration,
+}
+
+/// Delivers SMS through a provider's HTTP API.
+pub struct HttpGateway {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    settings: HttpOptions,
+    permits: Semaphore,
+    breaker: Breaker,
+    requests: AtomicU64,
+}
+
+#[derive(serde::Serialize)]
+struct ProviderRequest<'a> {
+    from: &'a str,
+    to: &'a str,
+    text: &'a str,
+    reference: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ProviderResponse {
+    message_id: Option<String>,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Delivered(Delivery),
+    /// Worth retrying, after `retry_after` if the provider said so.
+    Transient {
+        why: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider refused the message; retrying will not help.
+    Rejected(String),
+}
+
+impl HttpGateway {
+    /// A gateway posting to `url`; the breaker runs on `clock`.
+    pub fn new(url: reqwest::Url, settings: HttpOptions, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.attempt_timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            client,
+            url,
+            permits: Semaphore::new(settings.concurrency.max(1)),
+            breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown, clock),
+            settings,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// How many HTTP requests this gateway has made.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    async fn attempt(&self, message: &SmsMessage, timeout: Duration) -> Attempt {
+        let body = ProviderRequest {
+            from: &message.from,
+            to: message.to.e164(),
+            text: message.body.expose_secret(),
+            reference: message.verification_id.to_string(),
+        };
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .timeout(timeout)
+            .header("Idempotency-Key", &message.idempotency_key)
+            .json(&body);
+        if let Some(auth) = &self.settings.auth {
+            request = request.header(reqwest::header::AUTHORIZATION, auth.expose_secret());
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let response = match request.send().await {
+            Ok(response) => response,
+            // reqwest's error text names the URL, never the body.
+            Err(e) if e.is_timeout() => return Attempt::Transient { why: "timed out".into(), retry_after: None },
+            Err(e) => return Attempt::Transient { why: without_url(e).to_string(), retry_after: None },
+        };
+        let status = response.status();
+        if status.is_success() {
+            // The message is accepted; an unreadable body only costs us the provider's message id.
+            let message_id = response.json::<ProviderResponse>().await.ok().and_then(|r| r.message_id);
+            return Attempt::Delivered(Delivery { message_id });
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(parse_retry_after);
+            return Attempt::Transient { why: format!("provider answered {status}"), retry_after };
+        }
+        Attempt::Rejected(format!("provider answered {status}"))
+    }
+
+    /// The wait before retry number `retry` (1-based): full jitter over an exponential ceiling.
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self.settings.base_backoff.saturating_mul(1 << retry.saturating_sub(1).min(16));
+        let ceiling = ceiling.min(self.settings.max_backoff);
+        rand::rng().random_range(Duration::ZERO..=ceiling)
+    }
+}
+
+#[async_trait::async_trait]
+impl SmsGateway for HttpGateway {
+    async fn send(&self, message: &SmsMessage, deadline: Instant) -> Result<Delivery, SmsError> {
+        self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;
+        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
+            .await
+            .map_err(|_| SmsError::Unavailable("no free connection before the deadline".into()))?
+            .map_err(|_| SmsError::Unavailable("gateway closed".into()))?;
+
+        let mut last = String::from("deadline reached before the first attempt");
+        for attempt in 1..=self.settings.max_attempts.max(1) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let timeout = self.settings.attempt_timeout.min(deadline - now);
+            let retry_after = match self.attempt(message, timeout).await {
+                Attempt::Delivered(delivery) => {
+                    self.breaker.record(true);
+                    return Ok(delivery);
+                }
+                Attempt::Rejected(why) => {
+                    self.breaker.record(true);
+                    return Err(SmsError::Rejected(why));
+                }
+                Attempt::Transient { why, retry_after } => {
+                    tracing::debug!(attempt, %why, "SMS attempt failed");
+                    last = why;
+                    retry_after
+                }
+            };
+            if attempt == self.settings.max_attempts {
+                break;
+            }
+            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            if Instant::now() + wait >= deadline {
+                last.push_str("; no time left to retry");
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        self.breaker.record(false);
+        Err(SmsError::Unavailable(last))
+    }
+}
+
+fn without_url(e: reqwest::Error) -> reqwest::Error {
+    e.without_url()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(value: &reqwest::header::HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let v = |s: &str| reqwest::header::HeaderValue::from_str(s).unwrap();
+        assert_eq!(parse_retry_after(&v("2")), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(&v("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(&v("soon")), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! Real SMS delivery over HTTP against a loopback provider, and the front-line defences against SMS pumping
+//! and brute force: the provider and the hasher count what reaches them.
+
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use otpd::pb::otp::v1::{Purpose, VerifyResult};
+use tonic::Code;
+
+use crate::helpers::*;
+use crate::provider::{FakeProvider, Reply};
+
+/// Fast retries so the tests do not wait on backoff.
+const FAST_RETRIES: [&str; 4] = ["--sms-http-backoff", "10ms", "--sms-http-max-backoff", "50ms"];
+
+async fn app_with_provider(provider: &FakeProvider, extra: &[&str]) -> TestApp {
+    let gateway = provider.gateway();
+    let mut args = vec!["--sms-gateway", gateway.as_str()];
+    args.extend_from_slice(&FAST_RETRIES);
+    args.extend_from_slice(extra);
+    spawn_app_with(Backend::Sqlite, &args).await
+}
+
+fn code_sent(provider: &FakeProvider, index: usize) -> String {
+    code_in(provider.received()[index].body["text"].as_str().unwrap())
+}
+
+async fn message_id(app: &TestApp) -> Option<String> {
+    let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+    sqlx::query_scalar("SELECT provider_message_id FROM codes ORDER BY id DESC LIMIT 1").fetch_one(&pool).await.unwrap()
+}
+
+fn phone(n: u32) -> String {
+    format!("010-{:04}-{:04}", 1000 + n / 10_000, n % 10_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_reaches_the_provider_once_with_the_protocol_fields() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("msg-42")).await;
+    let app = app_with_provider(&provider, &["--sms-http-auth", "Bearer test-key"]).await;
+    let sent = app.send(PHONE, Purpose::Login).await.unwrap();
+
+    let received = provider.received();
+    assert_eq!(received.len(), 1);
+    let body = &received[0].body;
+    assert_eq!(body["from"], "1800-3400");
+    assert_eq!(body["to"], PHONE_E164);
+    assert_eq!(body["reference"], sent.verification_id.as_str());
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("인증번호") && text.contains("타인에게 절대 알려주지 마세요"), "{text}");
+    assert_eq!(received[0].authorization.as_deref(), Some("Bearer test-key"));
+    assert!(received[0].idempotency_key.as_deref().is_some_and(|k| k.starts_with(&sent.verification_id)));
+    assert_eq!(message_id(&app).await.as_deref(), Some("msg-42"));
+
+    let ok = app.verify(PHONE, Purpose::Login, &code_in(text)).await.unwrap();
+    assert_eq!(ok.result(), VerifyResult::Approved);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_until_one_delivery() {
+    let provider = FakeProvider::start(vec![Reply::Status(500), Reply::Status(500)], Reply::Accept("third")).await;
+    let app = app_with_provider(&provider, &[]).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let received = provider.received();
+    assert_eq!(received.len(), 3, "500, 500, then 200");
+    let keys: Vec<_> = received.iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "a retry is the same message to the provider");
+    assert_eq!(message_id(&app).await.as_deref(), Some("third"));
+    let code = code_sent(&provider, 2);
+    assert_eq!(app.verify(PHONE, Purpose::Login, &code).await.unwrap().result(), VerifyResult::Approved);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_provider_is_retried_after_its_retry_after() {
+    let provider = FakeProvider::start(vec![Reply::RetryAfter(429, 1)], Reply::Accept("ok")).await;
+    let app = app_with_provider(&provider, &[]).await;
+    let started = Instant::now();
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(provider.requests(), 2);
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_error_is_not_retried_and_its_code_never_approves() {
+    let provider = FakeProvider::start(vec![Reply::Status(400)], Reply::Accept("never")).await;
+    let app = app_with_provider(&provider, &[]).await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    retry_delay(&err);
+    assert_eq!(provider.requests(), 1, "a 4xx is never retried");
+
+    let r = app.verify(PHONE, Purpose::Login, &code_sent(&provider, 0)).await.unwrap();
+    assert_ne!(r.result(), VerifyResult::Approved, "the undelivered code is revoked");
+    assert_eq!(app.db.phone_state(PHONE_E164).await, (0, false));
+    // A failed send starts no cooldown: the driver may press "send" again at once.
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(
+        app.verify(PHONE, Purpose::Login, &code_sent(&provider, 1)).await.unwrap().result(),
+        VerifyResult::Approved
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_fails_within_the_callers_deadline() {
+    let provider = FakeProvider::start(vec![], Reply::Slow(Duration::from_secs(5))).await;
+    let app = app_with_provider(&provider, &[]).await;
+
+    // The caller's gRPC deadline (1 s) is shorter than --sms-timeout (10 s): the call still answers
+    // UNAVAILABLE, not DEADLINE_EXCEEDED, before the deadline.
+    let mut request = tonic::Request::new(send_req(PHONE, Purpose::Login));
+    request.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let err = app.otp.clone().send_code(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    let r = app.verify(PHONE, Purpose::Login, &code_sent(&provider, 0)).await.unwrap();
+    assert_ne!(r.result(), VerifyResult::Approved);
+
+    // --sms-timeout bounds a caller without a deadline.
+    let provider = FakeProvider::start(vec![], Reply::Slow(Duration::from_secs(5))).await;
+    let app = app_with_provider(&provider, &["--sms-timeout", "500ms"]).await;
+    let started = Instant::now();
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    let r = app.verify(PHONE, Purpose::Login, &code_sent(&provider, 0)).await.unwrap();
+    assert_ne!(r.result(), VerifyResult::Approved);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_fails_fast_after_consecutive_failures_and_recovers() {
+    let provider = FakeProvider::start(vec![], Reply::Status(503)).await;
+    let extra = ["--sms-http-max-attempts", "1", "--sms-breaker-threshold", "3", "--sms-breaker-cooldown", "30s"];
+    let app = app_with_provider(&provider, &extra).await;
+    for n in 0..3 {
+        let err = app.send(&phone(n), Purpose::Login).await.unwrap_err();
+        assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    }
+    assert_eq!(provider.requests(), 3);
+
+    let err = app.send(&phone(3), Purpose::Login).await.unwrap_err();
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    assert_eq!(retry_delay(&err), Duration::from_secs(30), "retry when the breaker will probe");
+    assert_eq!(provider.requests(), 3, "an open breaker does not call the provider");
+
+    provider.set_default(Reply::Accept("back"));
+    app.advance(TimeDelta::seconds(30));
+    app.send(&phone(4), Purpose::Login).await.unwrap();
+    app.send(&phone(5), Purpose::Login).await.unwrap();
+    assert_eq!(provider.requests(), 5, "the probe closed the breaker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_over_its_limit_costs_no_sms_and_no_hash() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let extra = [
+        "--send-limit-per-ip",
+        "60/h",
+        "--send-burst-per-ip",
+        "3",
+        "--verify-limit-per-ip",
+        "360/h",
+        "--verify-burst-per-ip",
+        "2",
+    ];
+    let app = app_with_provider(&provider, &extra).await;
+    for n in 0..3 {
+        app.send(&phone(n), Purpose::Login).await.unwrap();
+    }
+    let (requests, hashes) = (provider.requests(), app.hasher.computations());
+    assert_eq!((requests, hashes), (3, 3));
+
+    for n in 3..13 {
+        let err = app.send(&phone(n), Purpose::Login).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&err), "RATE_LIMITED");
+        assert_eq!(retry_delay(&err), Duration::from_secs(60));
+    }
+    assert_eq!(provider.requests(), 3, "zero extra requests reach the provider");
+    assert_eq!(app.hasher.computations(), 3, "zero hashes for rejected calls");
+
+    let code = code_sent(&provider, 0);
+    app.verify(&phone(0), Purpose::Login, &wrong_code(&code)).await.unwrap();
+    app.verify(&phone(0), Purpose::Login, &wrong_code(&code)).await.unwrap();
+    let hashes = app.hasher.computations();
+    let err = app.verify(&phone(0), Purpose::Login, &code).await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    assert_eq!(app.hasher.computations(), hashes, "a limited check computes no hash");
+    assert_eq!(app.db.phone_state("+821010000000").await, (2, false), "and counts no attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_spread_over_one_prefix_are_cut_at_the_prefix_limit() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let app = app_with_provider(&provider, &["--sms-limit-per-prefix", "100/h", "--sms-burst-per-prefix", "5"]).await;
+    // 010-1234-xxxx: one 7-digit prefix (8210123), five different numbers.
+    for n in 0..5 {
+        app.send(&format!("010-1234-{n:04}"), Purpose::Signup).await.unwrap();
+    }
+    let err = app.send("010-1234-0005", Purpose::Signup).await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    {
+        use tonic_types::StatusExt;
+        assert_eq!(err.get_error_details().error_info().unwrap().metadata["limit"], "destination_prefix");
+    }
+    assert_eq!(provider.requests(), 5);
+    app.send("010-9876-0000", Purpose::Signup).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_wide_sms_rate_applies_to_everyone() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let app = app_with_provider(&provider, &["--global-sms-limit", "10/h", "--global-sms-burst", "2"]).await;
+    app.send("010-1111-0000", Purpose::Login).await.unwrap();
+    app.send("010-2222-0000", Purpose::Login).await.unwrap();
+    let err = app.send("010-3333-0000", Purpose::Login).await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    assert_eq!(provider.requests(), 2);
+}
+
+async fn send_from(app: &TestApp, n: u32, forwarded_for: &str) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(send_req(&phone(n), Purpose::Login));
+    request.metadata_mut().insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    app.otp.clone().send_code(request).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let limit = ["--send-limit-per-ip", "60/h", "--send-burst-per-ip", "2"];
+
+    // No trusted proxy: a client cannot escape its limit by inventing addresses.
+    let app = app_with_provider(&provider, &limit).await;
+    send_from(&app, 0, "203.0.113.1").await.unwrap();
+    send_from(&app, 1, "203.0.113.2").await.unwrap();
+    let err = send_from(&app, 2, "203.0.113.3").await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+
+    // Behind a trusted proxy (loopback here), each forwarded client has its own bucket; what a client
+    // prepends before the proxy's entry is ignored.
+    let mut args = limit.to_vec();
+    args.extend(["--trusted-proxies", "127.0.0.0/8"]);
+    let app = app_with_provider(&provider, &args).await;
+    send_from(&app, 10, "203.0.113.1").await.unwrap();
+    send_from(&app, 11, "198.51.100.9, 203.0.113.1").await.unwrap();
+    let err = send_from(&app, 12, "192.0.2.77, 203.0.113.1").await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    send_from(&app, 13, "203.0.113.2").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_numbers_have_fixed_codes_and_never_reach_the_provider() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let app = app_with_provider(&provider, &["--test-numbers", "010-0000-0001=246810"]).await;
+    app.send("+82 10 0000 0001", Purpose::Login).await.unwrap();
+    assert_eq!(provider.requests(), 0);
+    let r = app.verify("010-0000-0001", Purpose::Login, "246810").await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+    // Other numbers are sent as usual.
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(provider.requests(), 1);
+}
