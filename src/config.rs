@@ -12,6 +12,8 @@ use crate::grpc::client_ip::TrustedProxies;
 use crate::hashing::Argon2Params;
 use crate::limits::{Limit, LimitSettings, RateOrOff};
 use crate::sms::{GatewayConfig, HttpOptions};
+use crate::store::LookupQuota;
+use crate::supervision::LookupPolicy;
 use crate::telemetry::LogFormat;
 
 /// The `otpd` command line.
@@ -27,12 +29,52 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the gRPC service (the default).
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage the supervisors who may use otp.v1.SupervisorService.
+    Supervisors {
+        /// What to do.
+        #[command(subcommand)]
+        command: SupervisorsCommand,
+    },
+    /// Work with the audit log.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `otpd supervisors …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum SupervisorsCommand {
+    /// Add a supervisor and print their new bearer token, alone on standard output (shown only this once).
+    Add {
+        /// Unique name, e.g. kim.minji.
+        #[arg(long)]
+        name: crate::domain::SupervisorName,
+        /// supervisor (team lead), auditor or admin.
+        #[arg(long)]
+        role: crate::domain::Role,
+    },
+    /// List supervisors.
+    List,
+    /// Disable a supervisor: their token stops working at once.
+    Disable {
+        /// The supervisor's name.
+        name: crate::domain::SupervisorName,
+    },
+}
+
+/// `otpd audit …`
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; exits non-zero naming the first bad event.
+    Verify,
 }
 
 /// How strict start-up is.
@@ -167,6 +209,12 @@ pub struct Settings {
     /// argon2id lanes.
     #[arg(long, env = "OTPD_ARGON2_PARALLELISM", default_value_t = 1, global = true)]
     pub argon2_parallelism: u32,
+    /// A supervisor lookup needs an SMS sent to the number at most this long ago.
+    #[arg(long, env = "OTPD_LOOKUP_WINDOW", default_value = "10m", global = true)]
+    pub lookup_window: humantime::Duration,
+    /// Codes one supervisor may look up per hour.
+    #[arg(long, env = "OTPD_SUPERVISOR_LOOKUPS_PER_HOUR", default_value_t = 20, global = true)]
+    pub supervisor_lookups_per_hour: u32,
     /// Largest accepted request message, bytes.
     #[arg(long, env = "OTPD_MAX_REQUEST_BYTES", default_value_t = 4096, global = true)]
     pub max_request_bytes: usize,
@@ -219,6 +267,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Staging numbers with fixed codes.
     pub test_numbers: TestNumbers,
+    /// What supervisor lookups are allowed.
+    pub lookup: LookupPolicy,
 }
 
 /// A setting is invalid.
@@ -316,6 +366,13 @@ impl Settings {
         if !(1..=15).contains(&self.prefix_digits) {
             return Err(invalid("prefix-digits", "must be between 1 and 15"));
         }
+        let lookup_window = delta("lookup-window", self.lookup_window)?;
+        if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
+            return Err(invalid("lookup-window", "must be between 1s and 1h"));
+        }
+        if self.supervisor_lookups_per_hour == 0 {
+            return Err(invalid("supervisor-lookups-per-hour", "must be at least 1"));
+        }
         for (setting, burst) in [
             ("send-burst-per-ip", self.send_burst_per_ip),
             ("verify-burst-per-ip", self.verify_burst_per_ip),
@@ -365,6 +422,10 @@ impl Settings {
             },
             trusted_proxies: self.trusted_proxies.clone(),
             test_numbers,
+            lookup: LookupPolicy {
+                window: lookup_window,
+                quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
+            },
         })
     }
 }

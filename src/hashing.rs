@@ -69,6 +69,20 @@ impl Pepper {
     }
 }
 
+impl Pepper {
+    /// A keyed hash (HMAC-SHA256) of a phone number, so the audit log can be searched by number without
+    /// holding it in clear. Changing the pepper changes every key.
+    pub fn phone_key(&self, e164: &str) -> String {
+        use hmac::Mac;
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose_secret()) else {
+            unreachable!("HMAC accepts keys of any length");
+        };
+        mac.update(b"otpd-audit-phone-v1:");
+        mac.update(e164.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
 impl std::fmt::Debug for Pepper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Pepper(<redacted>)")

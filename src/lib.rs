@@ -17,4 +17,5 @@ pub mod service;
 pub mod sms;
 pub mod startup;
 pub mod store;
+pub mod supervision;
 pub mod telemetry;

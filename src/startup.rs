@@ -19,12 +19,16 @@ use tonic_health::server::HealthReporter;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
-use crate::grpc::OtpApi;
+use crate::grpc::{AuthLayer, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
+use crate::pb::otp::v1::supervisor_service_server::SupervisorServiceServer;
 use crate::service::{ServiceParts, VerificationService};
 use crate::store::Store;
+use crate::store::Stores;
+use crate::supervision::{AuditLog, SupervisionService};
+use tower_layer::Layer;
 
 /// The name health checks use for the public service.
 pub const OTP_SERVICE_NAME: &str = "otp.v1.OtpService";
@@ -43,8 +47,10 @@ pub struct Application {
     admin: TcpListener,
     config: Config,
     store: Arc<dyn Store>,
+    stores: Stores,
     hasher: CodeHasher,
     service: VerificationService,
+    supervision: SupervisionService,
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
 }
@@ -57,11 +63,20 @@ impl Application {
 
     /// Connects and migrates the store, opens the gateway, binds both listeners.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
-        store.migrate().await.context("migrating the database")?;
+        let stores = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
+        stores.verification.migrate().await.context("migrating the database")?;
+        let store = Arc::clone(&stores.verification);
         let pepper = load_pepper(&config.pepper).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let hasher = CodeHasher::new(pepper, config.argon2, workers).map_err(anyhow::Error::msg)?;
+        let hasher = CodeHasher::new(pepper.clone(), config.argon2, workers).map_err(anyhow::Error::msg)?;
+        let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, Arc::clone(&clock));
+        let supervision = SupervisionService::new(
+            audit.clone(),
+            hasher.clone(),
+            Arc::clone(&clock),
+            config.policy.clone(),
+            config.lookup,
+        );
         let gateway = config
             .sms_gateway
             .build(&config.http, Arc::clone(&clock))
@@ -77,11 +92,12 @@ impl Application {
             sender: config.sms_sender.clone(),
             delivery_timeout: config.sms_timeout,
             test_numbers: config.test_numbers.clone(),
+            audit,
         });
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, store, hasher, service, clock, limits })
+        Ok(Self { public, admin, config, store, stores, hasher, service, supervision, clock, limits })
     }
 
     /// The bound public address (useful with port 0).
@@ -109,6 +125,11 @@ impl Application {
         Arc::clone(&self.store)
     }
 
+    /// Both faces of the store.
+    pub fn stores(&self) -> Stores {
+        self.stores.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains in-flight calls.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
@@ -133,11 +154,18 @@ impl Application {
             .add_service(reflection_v1alpha.clone())
             .add_service(otp)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.public), token.clone().cancelled_owned());
+        let supervisor = SupervisorServiceServer::new(SupervisorApi::new(
+            self.supervision.clone(),
+            self.config.allowed_countries.clone(),
+        ))
+        .max_decoding_message_size(self.config.max_request_bytes);
+        let supervisor = AuthLayer::new(Arc::clone(&self.stores.supervision)).layer(supervisor);
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
+            .add_service(supervisor)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
 
         let background =

@@ -1,15 +1,18 @@
 //! Domain types: each can only hold a valid value, so the layers below never re-check input.
 
+pub mod audit;
 mod code;
 mod phone;
 mod policy;
 mod purpose;
+mod supervision;
 mod test_numbers;
 
 pub use code::{AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
+pub use supervision::{Actor, ContactChannel, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;
 
 /// Identifies one verification (a phone number and purpose with its codes); a UUIDv7 so ids sort by creation.

@@ -1,11 +1,15 @@
 //! The gRPC edge: request parsing into domain types, the service implementations, and the error mapping.
 
+mod auth;
 pub mod client_ip;
 mod otp;
 mod status;
+mod supervisor;
 
+pub use auth::AuthLayer;
 pub use otp::OtpApi;
 pub use status::ERROR_DOMAIN;
+pub use supervisor::SupervisorApi;
 
 use std::future::Future;
 

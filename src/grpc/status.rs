@@ -16,6 +16,9 @@ use crate::telemetry::ErrorChain;
 pub const ERROR_DOMAIN: &str = "otp.v1";
 
 const LOCKED_KO: &str = "인증번호가 10회 이상 일치하지 않아 24시간 이후 재인증 가능합니다.";
+const THIRD_PARTY_KO: &str = "발신 번호가 인증 대상 번호와 다릅니다. 제3자 번호로는 인증번호를 안내할 수 없습니다.";
+const PRESS_SEND_KO: &str =
+    "최근 발송된 인증번호가 없습니다. 기사님께 앱에서 인증번호 전송을 먼저 누르도록 안내해 주세요.";
 const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
 
 impl From<ServiceError> for Status {
@@ -84,6 +87,39 @@ impl From<ServiceError> for Status {
                 info(&mut details, "SMS_DELIVERY_FAILED", HashMap::new());
                 details.set_retry_info(Some(retry_after));
                 (Code::Unavailable, "the SMS could not be delivered; no code was sent".into())
+            }
+            ServiceError::Unauthenticated => (Code::Unauthenticated, "a valid bearer token is required".into()),
+            ServiceError::WrongRole => {
+                info(&mut details, "ROLE_NOT_ALLOWED", HashMap::new());
+                (Code::PermissionDenied, "your role does not allow this call".into())
+            }
+            ServiceError::ThirdPartyNumber => {
+                info(&mut details, "THIRD_PARTY_NUMBER", HashMap::new());
+                details.set_localized_message("ko-KR", THIRD_PARTY_KO);
+                (
+                    Code::PermissionDenied,
+                    "the contact number is not the number being verified: no code is given for a third party's number"
+                        .into(),
+                )
+            }
+            ServiceError::NoRecentSend => {
+                info(&mut details, "NO_PENDING_VERIFICATION", HashMap::new());
+                details.set_localized_message("ko-KR", PRESS_SEND_KO);
+                (
+                    Code::FailedPrecondition,
+                    "no code was sent to this number recently: ask the driver to press send in the app first".into(),
+                )
+            }
+            ServiceError::LookupLocked { until } => {
+                let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                info(&mut details, "PHONE_LOCKED", HashMap::from([("locked_until".into(), until.clone())]));
+                details.set_localized_message("ko-KR", LOCKED_KO);
+                (Code::FailedPrecondition, format!("this number is locked until {until}"))
+            }
+            ServiceError::LookupQuota { retry_after } => {
+                info(&mut details, "LOOKUP_QUOTA", HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                (Code::ResourceExhausted, format!("your lookup quota is used up; retry in {}s", secs(retry_after)))
             }
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %ErrorChain(&cause), "database unavailable");

@@ -49,6 +49,24 @@ pub enum ServiceError {
     /// The gateway did not take the SMS; the code was revoked.
     #[error("SMS delivery failed")]
     SmsDeliveryFailed { retry_after: Duration },
+    /// No valid bearer token.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// The supervisor's role does not allow the call.
+    #[error("role not allowed")]
+    WrongRole,
+    /// A lookup for a number other than the one the driver is on.
+    #[error("contact number is not the number being verified")]
+    ThirdPartyNumber,
+    /// A lookup with no SMS sent recently: the driver must press "send" first.
+    #[error("no recent send to look up")]
+    NoRecentSend,
+    /// A lookup for a locked number.
+    #[error("phone number locked")]
+    LookupLocked { until: DateTime<Utc> },
+    /// The supervisor's lookup quota is used up.
+    #[error("lookup quota reached")]
+    LookupQuota { retry_after: Duration },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -9,12 +9,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{
     AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, TestNumbers, VerificationId,
 };
 use crate::hashing::CodeHasher;
 use crate::sms::{SmsError, SmsGateway, SmsMessage, render_body};
 use crate::store::{DeliveryOutcome, NewCode, Reservation, Store};
+use crate::supervision::AuditLog;
 
 use error::until;
 pub use error::{FieldViolation, ServiceError};
@@ -93,6 +95,7 @@ struct Inner {
     sender: String,
     delivery_timeout: Duration,
     test_numbers: TestNumbers,
+    audit: AuditLog,
 }
 
 /// What the service is built from.
@@ -113,13 +116,16 @@ pub struct ServiceParts {
     pub delivery_timeout: Duration,
     /// Staging numbers with fixed codes that never reach the gateway.
     pub test_numbers: TestNumbers,
+    /// Where lockouts are recorded.
+    pub audit: AuditLog,
 }
 
 impl VerificationService {
     /// Assembles the service.
     pub fn new(parts: ServiceParts) -> Self {
-        let ServiceParts { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers } = parts;
-        let inner = Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers };
+        let ServiceParts { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers, audit } =
+            parts;
+        let inner = Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers, audit };
         Self { inner: Arc::new(inner) }
     }
 
@@ -269,7 +275,16 @@ impl VerificationService {
             return Err(ServiceError::AlreadyVerified);
         }
         if let Some(until) = locks_until {
-            tracing::warn!(target: "audit", phone = %cmd.phone, %until, attempts = attempt, "number locked after failed checks");
+            let detail = format!(
+                "locked until {} after {attempt} consecutive wrong codes",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let event =
+                this.audit.event(None, AuditAction::PhoneLocked, Some(&cmd.phone), AuditOutcome::Granted, detail);
+            if let Err(error) = this.audit.append(event).await {
+                // The lock itself is in place; only its audit record is missing, which the log shows.
+                tracing::error!(error = %crate::telemetry::ErrorChain(&error), "could not audit a lockout");
+            }
         } else {
             tracing::info!(attempt, "wrong code");
         }

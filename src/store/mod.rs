@@ -4,6 +4,7 @@
 
 mod postgres;
 mod sqlite;
+mod supervision;
 
 use std::sync::Arc;
 
@@ -14,6 +15,10 @@ use crate::hashing::CodeHash;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use supervision::{
+    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
+    SupervisorRecord, Unlocked, VerificationStatus, quota_detail, unlock_detail,
+};
 
 /// A store operation failed. The text is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
@@ -173,12 +178,25 @@ pub trait Store: Send + Sync + 'static {
     async fn purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
+/// Both faces of one database connection pool.
+#[derive(Clone)]
+pub struct Stores {
+    /// Verifications, codes and phone state.
+    pub verification: Arc<dyn Store>,
+    /// Supervisors and the audit log.
+    pub supervision: Arc<dyn SupervisionStore>,
+}
+
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
-pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+pub async fn connect(url: &str) -> StoreResult<Stores> {
+    fn both<T: Store + SupervisionStore>(store: T) -> Stores {
+        let store = Arc::new(store);
+        Stores { verification: store.clone(), supervision: store }
+    }
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(both(SqliteStore::connect(url).await?))
     } else {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(both(PgStore::connect(url).await?))
     }
 }
 

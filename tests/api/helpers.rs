@@ -19,6 +19,7 @@ use otpd::sms::FileSms;
 use otpd::startup::Application;
 use otpd::store::Store;
 use pb::otp_service_client::OtpServiceClient;
+use pb::supervisor_service_client::SupervisorServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
@@ -197,7 +198,9 @@ pub struct TestApp {
     pub db: TestDb,
     pub sms_path: PathBuf,
     pub store: Arc<dyn Store>,
+    pub stores: otpd::store::Stores,
     pub hasher: otpd::hashing::CodeHasher,
+    pub sup: SupervisorServiceClient<Channel>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub dir: tempfile::TempDir,
@@ -218,11 +221,27 @@ pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
     let app = Application::build_with_clock(config, clock.clone()).await.unwrap();
     let (public_addr, admin_addr) = (app.public_addr(), app.admin_addr());
     let store = app.store();
+    let stores = app.stores();
     let hasher = app.hasher().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until(shutdown.clone().cancelled_owned()));
     let otp = OtpServiceClient::new(channel(public_addr).await);
-    TestApp { public_addr, admin_addr, otp, clock, db, sms_path, store, hasher, shutdown, server: Some(server), dir }
+    let sup = SupervisorServiceClient::new(channel(admin_addr).await);
+    TestApp {
+        public_addr,
+        admin_addr,
+        otp,
+        clock,
+        db,
+        sms_path,
+        store,
+        stores,
+        hasher,
+        sup,
+        shutdown,
+        server: Some(server),
+        dir,
+    }
 }
 
 pub async fn channel(addr: SocketAddr) -> Channel {
@@ -300,6 +319,30 @@ impl TestApp {
         client.check(req).await.unwrap().into_inner().status
     }
 
+    /// Adds a supervisor the way `otpd supervisors add` does and returns their token.
+    pub async fn add_supervisor(&self, name: &str, role: &str) -> String {
+        use secrecy::ExposeSecret;
+        let token = otpd::supervision::token::generate();
+        let added = self
+            .stores
+            .supervision
+            .add_supervisor(
+                &name.parse().unwrap(),
+                role.parse().unwrap(),
+                &otpd::supervision::token::hash_secret(&token),
+                self.now(),
+            )
+            .await
+            .unwrap();
+        assert!(added);
+        token.expose_secret().to_owned()
+    }
+
+    /// Every audit event, oldest first.
+    pub async fn audit(&self) -> Vec<otpd::domain::audit::AuditEvent> {
+        self.stores.supervision.audit_chain(0, 10_000).await.unwrap()
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -312,6 +355,25 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// `msg` with `authorization: Bearer token`.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(msg);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A lookup as a team lead makes it for a driver calling from `contact`.
+pub fn lookup_req(phone: &str, contact: &str) -> pb::LookupCodeRequest {
+    pb::LookupCodeRequest {
+        phone_number: phone.into(),
+        purpose: pb::Purpose::Unspecified.into(),
+        ticket_id: "CS-2026-0001".into(),
+        reason: pb::LookupReason::StrongComplaint.into(),
+        contact: pb::ContactChannel::InboundCall.into(),
+        contact_number: contact.into(),
     }
 }
 

@@ -12,4 +12,5 @@ mod send_verify;
 mod service_surface;
 mod sms_http;
 mod store_conformance;
+mod supervisor;
 mod validation;

@@ -105,5 +105,5 @@ async fn migrate_subcommand_creates_the_schema() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(tables, ["codes", "phone_state", "verifications"]);
+    assert_eq!(tables, ["audit_events", "codes", "phone_state", "supervisors", "verifications"]);
 }

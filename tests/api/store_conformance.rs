@@ -23,7 +23,7 @@ both_backends!(
 async fn store(backend: Backend) -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
-    let store = otpd::store::connect(&db.url).await.unwrap();
+    let store = otpd::store::connect(&db.url).await.unwrap().verification;
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
     (store, dir)

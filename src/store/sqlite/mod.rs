@@ -2,6 +2,8 @@
 //! transactions start with `BEGIN IMMEDIATE`, so they take the database's write lock up front and concurrent
 //! senders queue (up to the busy timeout) instead of failing to upgrade a read lock.
 
+mod supervision;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! row lock the first statement of the send transaction takes on `phone_state`; check attempts are reserved by
 //! one conditional `UPDATE … RETURNING`, so no replica can evaluate more guesses than the policy allows.
 
+mod supervision;
+
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};

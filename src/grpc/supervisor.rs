@@ -1,0 +1,390 @@
+//! `otp.v1.SupervisorService`: parses requests (an authenticated caller's malformed request is audited as
+//! denied), runs the supervision flows, converts the outcomes.
+
+use base64::Engine;
+use tonic::{Request, Response, Status};
+
+use super::{detached, timestamp};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
+use crate::domain::{Actor, AllowedCountries, Channel, ContactChannel, PhoneNumber, Purpose, Reason, TicketId};
+use crate::pb::otp::v1 as pb;
+use crate::service::{FieldViolation, ServiceError};
+use crate::store::{AuditFilter, CodeStatus, PhoneStatus, VerificationStatus};
+use crate::supervision::{LookupCommand, SupervisionService};
+
+/// Default and largest page of ListAuditEvents.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// The supervisor API.
+#[derive(Clone)]
+pub struct SupervisorApi {
+    service: SupervisionService,
+    countries: AllowedCountries,
+}
+
+impl SupervisorApi {
+    /// Serves `service` for numbers of `countries`.
+    pub fn new(service: SupervisionService, countries: AllowedCountries) -> Self {
+        Self { service, countries }
+    }
+
+    /// Audits a malformed request from `actor` as denied and returns its error.
+    async fn refuse(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        phone: Option<&PhoneNumber>,
+        ticket: Option<&TicketId>,
+        violations: Vec<FieldViolation>,
+    ) -> Status {
+        let fields: Vec<&str> = violations.iter().map(|v| v.field).collect();
+        let detail = format!("invalid request: {}", fields.join(", "));
+        let event = self.service.invalid_request_event(actor, action, phone, ticket, detail);
+        self.service.deny(event, ServiceError::InvalidArgument(violations)).await.into()
+    }
+}
+
+fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
+    request.extensions().get::<Actor>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
+}
+
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        reason: &'static str,
+        r: Result<T, E>,
+    ) -> Option<T> {
+        r.map_err(|e| self.0.push(FieldViolation { field, reason, description: e.to_string() })).ok()
+    }
+
+    fn phone(&mut self, input: &str, countries: &AllowedCountries) -> Option<PhoneNumber> {
+        let parsed = PhoneNumber::parse(input, countries);
+        let reason = match &parsed {
+            Err(crate::domain::PhoneError::Unsupported(_)) => "UNSUPPORTED_DESTINATION",
+            _ => "INVALID_PHONE_NUMBER",
+        };
+        self.check("phone_number", reason, parsed)
+    }
+
+    fn ticket(&mut self, input: &str) -> Option<TicketId> {
+        self.check("ticket_id", "INVALID_TICKET_ID", TicketId::parse(input))
+    }
+}
+
+fn purpose_from_pb(value: i32) -> Result<Option<Purpose>, String> {
+    match pb::Purpose::try_from(value) {
+        Ok(pb::Purpose::Unspecified) => Ok(None),
+        Ok(pb::Purpose::Login) => Ok(Some(Purpose::Login)),
+        Ok(pb::Purpose::Signup) => Ok(Some(Purpose::Signup)),
+        Ok(pb::Purpose::Reauth) => Ok(Some(Purpose::Reauth)),
+        Ok(pb::Purpose::ChangePhone) => Ok(Some(Purpose::ChangePhone)),
+        Err(_) => Err(format!("unknown purpose {value}")),
+    }
+}
+
+fn purpose_to_pb(purpose: Purpose) -> pb::Purpose {
+    match purpose {
+        Purpose::Login => pb::Purpose::Login,
+        Purpose::Signup => pb::Purpose::Signup,
+        Purpose::Reauth => pb::Purpose::Reauth,
+        Purpose::ChangePhone => pb::Purpose::ChangePhone,
+    }
+}
+
+fn action_to_pb(action: AuditAction) -> pb::AuditAction {
+    match action {
+        AuditAction::LookupCode => pb::AuditAction::LookupCode,
+        AuditAction::GetPhoneStatus => pb::AuditAction::GetPhoneStatus,
+        AuditAction::UnlockPhone => pb::AuditAction::UnlockPhone,
+        AuditAction::ListAuditEvents => pb::AuditAction::ListAuditEvents,
+        AuditAction::PhoneLocked => pb::AuditAction::PhoneLocked,
+    }
+}
+
+fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
+    Ok(match pb::AuditAction::try_from(value).map_err(|_| format!("unknown action {value}"))? {
+        pb::AuditAction::Unspecified => None,
+        pb::AuditAction::LookupCode => Some(AuditAction::LookupCode),
+        pb::AuditAction::GetPhoneStatus => Some(AuditAction::GetPhoneStatus),
+        pb::AuditAction::UnlockPhone => Some(AuditAction::UnlockPhone),
+        pb::AuditAction::ListAuditEvents => Some(AuditAction::ListAuditEvents),
+        pb::AuditAction::PhoneLocked => Some(AuditAction::PhoneLocked),
+    })
+}
+
+fn contact_to_pb(contact: Option<ContactChannel>) -> pb::ContactChannel {
+    match contact {
+        None => pb::ContactChannel::Unspecified,
+        Some(ContactChannel::InboundCall) => pb::ContactChannel::InboundCall,
+        Some(ContactChannel::OutboundCallback) => pb::ContactChannel::OutboundCallback,
+    }
+}
+
+fn to_datetime(t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, &'static str> {
+    let nanos = u32::try_from(t.nanos).map_err(|_| "not a valid timestamp")?;
+    chrono::DateTime::from_timestamp(t.seconds, nanos).ok_or("not a valid timestamp")
+}
+
+/// Page tokens are opaque to clients: the sequence number to continue below, encoded.
+fn encode_page_token(seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+}
+
+fn decode_page_token(token: &str) -> Result<Option<i64>, &'static str> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| "not a page token")?;
+    let text = String::from_utf8(bytes).map_err(|_| "not a page token")?;
+    text.strip_prefix("v1:").and_then(|n| n.parse().ok()).map(Some).ok_or("not a page token")
+}
+
+#[tonic::async_trait]
+impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
+    #[tracing::instrument(name = "LookupCode", skip_all)]
+    async fn lookup_code(
+        &self,
+        request: Request<pb::LookupCodeRequest>,
+    ) -> Result<Response<pb::LookupCodeResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let phone = v.phone(&req.phone_number, &self.countries);
+        let purpose = v.check("purpose", "INVALID_PURPOSE", purpose_from_pb(req.purpose));
+        let ticket = v.ticket(&req.ticket_id);
+        let reason = match pb::LookupReason::try_from(req.reason) {
+            Ok(pb::LookupReason::StrongComplaint) => Some(()),
+            _ => v.check("reason", "INVALID_REASON", Err::<(), _>("the reason must be STRONG_COMPLAINT")),
+        };
+        let contact = match pb::ContactChannel::try_from(req.contact) {
+            Ok(pb::ContactChannel::InboundCall) => Some(ContactChannel::InboundCall),
+            Ok(pb::ContactChannel::OutboundCallback) => Some(ContactChannel::OutboundCallback),
+            _ => v.check(
+                "contact",
+                "INVALID_CONTACT",
+                Err::<ContactChannel, _>("the contact must be INBOUND_CALL or OUTBOUND_CALLBACK"),
+            ),
+        };
+        let contact_number = if req.contact_number.trim().is_empty() {
+            v.check("contact_number", "INVALID_PHONE_NUMBER", Err::<PhoneNumber, _>("the contact number is required"))
+        } else {
+            v.check(
+                "contact_number",
+                "INVALID_PHONE_NUMBER",
+                PhoneNumber::parse_lenient(&req.contact_number, &self.countries),
+            )
+        };
+        let (Some(phone), Some(purpose), Some(ticket), Some(()), Some(contact), Some(contact_number), true) =
+            (phone.clone(), purpose, ticket.clone(), reason, contact, contact_number, v.0.is_empty())
+        else {
+            return Err(self.refuse(&actor, AuditAction::LookupCode, phone.as_ref(), ticket.as_ref(), v.0).await);
+        };
+        let cmd = LookupCommand { phone, purpose, ticket, contact, contact_number };
+        let service = self.service.clone();
+        let outcome = detached(async move { service.lookup_code(&actor, cmd).await }).await?;
+        Ok(Response::new(pb::LookupCodeResponse {
+            code: outcome.code.expose().to_owned(),
+            verification_id: outcome.verification_id.to_string(),
+            purpose: purpose_to_pb(outcome.purpose).into(),
+            expires_at: Some(timestamp(outcome.expires_at)),
+            masked_phone_number: outcome.masked_phone,
+            audit_event_id: outcome.audit_event_id.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(name = "GetPhoneStatus", skip_all)]
+    async fn get_phone_status(
+        &self,
+        request: Request<pb::GetPhoneStatusRequest>,
+    ) -> Result<Response<pb::GetPhoneStatusResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let phone = v.phone(&req.phone_number, &self.countries);
+        let ticket = v.ticket(&req.ticket_id);
+        let (Some(phone), Some(ticket), true) = (phone.clone(), ticket.clone(), v.0.is_empty()) else {
+            return Err(self.refuse(&actor, AuditAction::GetPhoneStatus, phone.as_ref(), ticket.as_ref(), v.0).await);
+        };
+        let service = self.service.clone();
+        let max = service.policy().max_failed_attempts;
+        let masked = phone.masked().to_owned();
+        let (status, event) = detached(async move { service.phone_status(&actor, &phone, &ticket).await }).await?;
+        Ok(Response::new(status_to_pb(status, &event, masked, max)))
+    }
+
+    #[tracing::instrument(name = "UnlockPhone", skip_all)]
+    async fn unlock_phone(
+        &self,
+        request: Request<pb::UnlockPhoneRequest>,
+    ) -> Result<Response<pb::UnlockPhoneResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let phone = v.phone(&req.phone_number, &self.countries);
+        let ticket = v.ticket(&req.ticket_id);
+        let reason = v.check("reason", "INVALID_REASON", Reason::parse(&req.reason));
+        let (Some(phone), Some(ticket), Some(reason), true) = (phone.clone(), ticket.clone(), reason, v.0.is_empty())
+        else {
+            return Err(self.refuse(&actor, AuditAction::UnlockPhone, phone.as_ref(), ticket.as_ref(), v.0).await);
+        };
+        let service = self.service.clone();
+        let masked = phone.masked().to_owned();
+        let (unlocked, event) =
+            detached(async move { service.unlock_phone(&actor, &phone, &ticket, &reason).await }).await?;
+        Ok(Response::new(pb::UnlockPhoneResponse {
+            masked_phone_number: masked,
+            was_locked: unlocked.was_locked,
+            failed_attempts_cleared: i32::try_from(unlocked.failures_cleared).unwrap_or(i32::MAX),
+            audit_event_id: event.event.id.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(name = "ListAuditEvents", skip_all)]
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let phone = if req.phone_number.trim().is_empty() {
+            None
+        } else {
+            v.check(
+                "phone_number",
+                "INVALID_PHONE_NUMBER",
+                PhoneNumber::parse_lenient(&req.phone_number, &self.countries),
+            )
+        };
+        let since = req.since.as_ref().and_then(|t| v.check("since", "INVALID_TIME", to_datetime(t)));
+        let until = req.until.as_ref().and_then(|t| v.check("until", "INVALID_TIME", to_datetime(t)));
+        let action = v.check("action", "INVALID_ACTION", action_from_pb(req.action)).flatten();
+        let before_seq = v.check("page_token", "INVALID_PAGE_TOKEN", decode_page_token(&req.page_token)).flatten();
+        let page = match req.page_size {
+            0 => Some(DEFAULT_PAGE),
+            n => v.check(
+                "page_size",
+                "INVALID_PAGE_SIZE",
+                u32::try_from(n).ok().filter(|n| *n <= MAX_PAGE).ok_or("page_size must be 0 to 500"),
+            ),
+        };
+        let Some(page) = page.filter(|_| v.0.is_empty()) else {
+            return Err(self.refuse(&actor, AuditAction::ListAuditEvents, phone.as_ref(), None, v.0).await);
+        };
+        let filter = AuditFilter {
+            since,
+            until,
+            actor: Some(req.actor.trim().to_owned()).filter(|a| !a.is_empty()),
+            phone_key: phone.as_ref().map(|p| self.service.phone_key(p)),
+            action,
+            before_seq,
+            limit: page + 1,
+        };
+        let service = self.service.clone();
+        let mut events = detached(async move { service.list_audit(&actor, filter, phone.as_ref()).await }).await?;
+        let next_page_token = if events.len() > page as usize {
+            events.truncate(page as usize);
+            events.last().map(|e| encode_page_token(e.seq)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: events.iter().map(event_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+fn event_to_pb(e: &AuditEvent) -> pb::AuditEvent {
+    let ev = &e.event;
+    pb::AuditEvent {
+        sequence: e.seq,
+        id: ev.id.to_string(),
+        time: Some(timestamp(ev.at)),
+        actor_name: ev.actor_name.clone(),
+        actor_role: ev.actor_role.clone(),
+        action: action_to_pb(ev.action).into(),
+        masked_phone_number: ev.phone_masked.clone().unwrap_or_default(),
+        ticket_id: ev.ticket_id.clone().unwrap_or_default(),
+        reason: ev.reason.clone().unwrap_or_default(),
+        contact: contact_to_pb(ev.contact_channel).into(),
+        contact_matched: ev.contact_matched,
+        outcome: match ev.outcome {
+            AuditOutcome::Granted => pb::AuditOutcome::Granted,
+            AuditOutcome::Denied => pb::AuditOutcome::Denied,
+        }
+        .into(),
+        detail: ev.detail.clone(),
+        prev_hash: e.prev_hash.clone(),
+        hash: e.hash.clone(),
+    }
+}
+
+fn code_to_pb(c: &CodeStatus, now: chrono::DateTime<chrono::Utc>) -> pb::CodeSend {
+    pb::CodeSend {
+        sent_at: Some(timestamp(c.sent_at)),
+        channel: match c.channel {
+            Channel::Sms => pb::CodeChannel::Sms,
+            Channel::Supervisor => pb::CodeChannel::Supervisor,
+        }
+        .into(),
+        delivery: match c.delivery.as_str() {
+            "pending" => pb::DeliveryStatus::Pending,
+            "delivered" => pb::DeliveryStatus::Delivered,
+            "failed" => pb::DeliveryStatus::Failed,
+            _ => pb::DeliveryStatus::Unspecified,
+        }
+        .into(),
+        expires_at: Some(timestamp(c.expires_at)),
+        live: !c.revoked && c.expires_at > now,
+        provider_message_id: c.provider_message_id.clone().unwrap_or_default(),
+    }
+}
+
+fn verification_to_pb(v: &VerificationStatus, now: chrono::DateTime<chrono::Utc>) -> pb::PendingVerification {
+    pb::PendingVerification {
+        verification_id: v.id.to_string(),
+        purpose: purpose_to_pb(v.purpose).into(),
+        created_at: Some(timestamp(v.created_at)),
+        expires_at: Some(timestamp(v.expires_at)),
+        sends: v.codes.iter().map(|c| code_to_pb(c, now)).collect(),
+    }
+}
+
+fn status_to_pb(
+    status: PhoneStatus,
+    event: &AuditEvent,
+    masked: String,
+    max_failed: u32,
+) -> pb::GetPhoneStatusResponse {
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let now = event.event.at;
+    pb::GetPhoneStatusResponse {
+        masked_phone_number: masked,
+        failed_attempts: count(status.failed_attempts),
+        attempts_remaining: count(max_failed.saturating_sub(status.failed_attempts)),
+        locked_until: status.locked_until.map(timestamp),
+        pending: status.pending.iter().map(|v| verification_to_pb(v, now)).collect(),
+        sms_last_hour: count(status.sms_last_hour),
+        sms_last_day: count(status.sms_last_day),
+        audit_event_id: event.event.id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        assert_eq!(decode_page_token(&encode_page_token(42)), Ok(Some(42)));
+        assert_eq!(decode_page_token(""), Ok(None));
+        assert!(decode_page_token("!!").is_err());
+        assert!(decode_page_token("djI6MQ").is_err());
+    }
+}

@@ -1,0 +1,383 @@
+//! Supervisors, lookups and the audit chain on PostgreSQL. Every transaction that appends to the chain first
+//! takes one transaction-scoped advisory lock, so appenders on every replica queue for the head and the chain
+//! cannot fork; the lookup quota is counted under the same lock, so it holds across replicas too.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::PgStore;
+use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
+use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::store::supervision::{quota_detail, unlock_detail};
+use crate::store::{
+    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
+    StoreResult, SupervisionStore, SupervisorRecord, Unlocked, VerificationStatus, count_u32,
+};
+
+/// The advisory lock that serialises audit appends ("otpd_aud").
+const AUDIT_LOCK: i64 = 0x6f74_7064_5f61_7564;
+
+const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
+                             contact_channel, contact_matched, outcome, detail, prev_hash, hash";
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{value}`"))
+}
+
+fn purpose(s: &str) -> StoreResult<Purpose> {
+    Purpose::from_db(s).ok_or_else(|| corrupt("purpose", s))
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<AuditEvent> {
+    let action: String = row.try_get("action")?;
+    let outcome: String = row.try_get("outcome")?;
+    let channel: Option<String> = row.try_get("contact_channel")?;
+    let contact_channel = match channel {
+        Some(c) => Some(ContactChannel::from_db(&c).ok_or_else(|| corrupt("contact channel", &c))?),
+        None => None,
+    };
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        event: NewAuditEvent {
+            id: row.try_get("id")?,
+            at: row.try_get("at")?,
+            actor_name: row.try_get("actor_name")?,
+            actor_role: row.try_get("actor_role")?,
+            action: AuditAction::from_db(&action).ok_or_else(|| corrupt("audit action", &action))?,
+            phone_masked: row.try_get("phone_masked")?,
+            phone_key: row.try_get("phone_key")?,
+            ticket_id: row.try_get("ticket_id")?,
+            reason: row.try_get("reason")?,
+            contact_channel,
+            contact_matched: row.try_get("contact_matched")?,
+            outcome: AuditOutcome::from_db(&outcome).ok_or_else(|| corrupt("audit outcome", &outcome))?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+async fn lock_chain(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Appends `event` after the chain's head. The caller's transaction holds the chain lock.
+async fn append(conn: &mut PgConnection, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let sealed = event.seal(seq + 1, &prev);
+    let e = &sealed.event;
+    sqlx::query(&format!(
+        "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(sealed.seq)
+    .bind(e.id)
+    .bind(e.at)
+    .bind(&e.actor_name)
+    .bind(&e.actor_role)
+    .bind(e.action.as_str())
+    .bind(&e.phone_masked)
+    .bind(&e.phone_key)
+    .bind(&e.ticket_id)
+    .bind(&e.reason)
+    .bind(e.contact_channel.map(ContactChannel::as_str))
+    .bind(e.contact_matched)
+    .bind(e.outcome.as_str())
+    .bind(&e.detail)
+    .bind(&sealed.prev_hash)
+    .bind(&sealed.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sealed)
+}
+
+#[async_trait::async_trait]
+impl SupervisionStore for PgStore {
+    async fn add_supervisor(
+        &self,
+        name: &SupervisorName,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let added = sqlx::query(
+            "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .bind(role.as_str())
+        .bind(token_hash)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(added.rows_affected() == 1)
+    }
+
+    async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
+        let rows: Vec<(String, String, DateTime<Utc>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT name, role, created_at, disabled_at FROM supervisors ORDER BY name")
+                .fetch_all(self.pool())
+                .await?;
+        rows.into_iter()
+            .map(|(name, role, created_at, disabled_at)| {
+                Ok(SupervisorRecord {
+                    role: role.parse().map_err(|_| corrupt("role", &role))?,
+                    name,
+                    created_at,
+                    disabled_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn disable_supervisor(&self, name: &SupervisorName, now: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
+            .bind(name.as_str())
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT name, role FROM supervisors WHERE token_hash = $1 AND disabled_at IS NULL")
+                .bind(token_hash)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|(name, role)| Ok(Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name })).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn lookup_target(
+        &self,
+        phone: &PhoneNumber,
+        purpose_filter: Option<Purpose>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<LookupTarget> {
+        let mut conn = self.pool().acquire().await?;
+        let locked_until: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+                .bind(phone.e164())
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten();
+        let pending: Option<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, purpose, last_sent_at FROM verifications
+             WHERE phone = $1 AND status = 'pending' AND ($2::text IS NULL OR purpose = $2)
+             ORDER BY last_sent_at DESC LIMIT 1",
+        )
+        .bind(phone.e164())
+        .bind(purpose_filter.map(Purpose::as_str))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let pending = match pending {
+            Some((id, p, last_sent_at)) => {
+                Some(LookupCandidate { id: VerificationId(id), purpose: purpose(&p)?, last_sent_at })
+            }
+            None => None,
+        };
+        Ok(LookupTarget { locked_until, pending })
+    }
+
+    #[tracing::instrument(skip_all, fields(verification_id = %verification))]
+    async fn issue_supervisor_code(
+        &self,
+        verification: VerificationId,
+        code: NewCode,
+        quota: LookupQuota,
+        mut event: NewAuditEvent,
+    ) -> StoreResult<LookupIssue> {
+        let mut tx = self.pool().begin().await?;
+        lock_chain(&mut tx).await?;
+        let granted: Vec<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT at FROM audit_events WHERE actor_name = $1 AND action = 'lookup_code' AND outcome = 'granted'
+             AND at > $2 ORDER BY at",
+        )
+        .bind(&event.actor_name)
+        .bind(code.now - quota.window)
+        .fetch_all(&mut *tx)
+        .await?;
+        let max = usize::try_from(quota.max).unwrap_or(usize::MAX);
+        if granted.len() >= max {
+            let retry_at = granted[granted.len() - max] + quota.window;
+            event.outcome = AuditOutcome::Denied;
+            event.detail = quota_detail(quota);
+            let event = append(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(LookupIssue::QuotaExceeded { retry_at, event });
+        }
+        let extended = sqlx::query(
+            "UPDATE verifications SET expires_at = GREATEST(expires_at, $2) WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(verification.0)
+        .bind(code.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if extended.rows_affected() != 1 {
+            return Err(StoreError::Corrupt("the verification stopped being pending during the lookup".into()));
+        }
+        sqlx::query(
+            "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, 'delivered')",
+        )
+        .bind(verification.0)
+        .bind(code.phone.e164())
+        .bind(code.channel.as_str())
+        .bind(&code.hash.0)
+        .bind(code.now)
+        .bind(code.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let event = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(LookupIssue::Issued { expires_at: code.expires_at, event })
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        let mut tx = self.pool().begin().await?;
+        lock_chain(&mut tx).await?;
+        let event = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn phone_status(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<PhoneStatus> {
+        let mut conn = self.pool().acquire().await?;
+        let state: Option<(i32, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
+                .bind(phone.e164())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (failed, locked_until) = state.unwrap_or((0, None));
+        let lock_expired = locked_until.is_some_and(|until| until <= now);
+        let verifications: Vec<(uuid::Uuid, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, purpose, created_at, expires_at FROM verifications
+             WHERE phone = $1 AND status = 'pending' ORDER BY created_at DESC",
+        )
+        .bind(phone.e164())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut pending = Vec::new();
+        for (id, p, created_at, expires_at) in verifications {
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(
+                String,
+                String,
+                DateTime<Utc>,
+                DateTime<Utc>,
+                Option<DateTime<Utc>>,
+                Option<String>,
+            )> = sqlx::query_as(
+                "SELECT channel, delivery, created_at, expires_at, revoked_at, provider_message_id FROM codes
+                     WHERE verification_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let codes = rows
+                .into_iter()
+                .map(|(channel, delivery, sent_at, expires_at, revoked_at, provider_message_id)| CodeStatus {
+                    channel: if channel == "supervisor" { Channel::Supervisor } else { Channel::Sms },
+                    delivery,
+                    sent_at,
+                    expires_at,
+                    revoked: revoked_at.is_some(),
+                    provider_message_id,
+                })
+                .collect();
+            pending.push(VerificationStatus {
+                id: VerificationId(id),
+                purpose: purpose(&p)?,
+                created_at,
+                expires_at,
+                codes,
+            });
+        }
+        let (hour, day): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE created_at > $2), COUNT(*) FROM codes
+             WHERE phone = $1 AND channel = 'sms' AND created_at > $3",
+        )
+        .bind(phone.e164())
+        .bind(now - TimeDelta::hours(1))
+        .bind(now - TimeDelta::days(1))
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(PhoneStatus {
+            failed_attempts: if lock_expired { 0 } else { count_u32(failed.into()) },
+            locked_until: locked_until.filter(|until| *until > now),
+            pending,
+            sms_last_hour: count_u32(hour),
+            sms_last_day: count_u32(day),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn unlock_phone(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        mut event: NewAuditEvent,
+    ) -> StoreResult<(Unlocked, AuditEvent)> {
+        let mut tx = self.pool().begin().await?;
+        lock_chain(&mut tx).await?;
+        let state: Option<(i32, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1 FOR UPDATE")
+                .bind(phone.e164())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (failed, locked_until) = state.unwrap_or((0, None));
+        let was_locked = locked_until.is_some_and(|until| until > now);
+        let unlocked = Unlocked {
+            was_locked,
+            failures_cleared: if was_locked || locked_until.is_none() { count_u32(failed.into()) } else { 0 },
+        };
+        sqlx::query(
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+        )
+        .bind(phone.e164())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        event.detail = unlock_detail(&event.detail, unlocked);
+        let event = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok((unlocked, event))
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events
+             WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
+               AND ($3::text IS NULL OR actor_name = $3) AND ($4::text IS NULL OR phone_key = $4)
+               AND ($5::text IS NULL OR action = $5) AND ($6::bigint IS NULL OR seq < $6)
+             ORDER BY seq DESC LIMIT $7"
+        ))
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(&filter.actor)
+        .bind(&filter.phone_key)
+        .bind(filter.action.map(AuditAction::as_str))
+        .bind(filter.before_seq)
+        .bind(i64::from(filter.limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn audit_chain(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows =
+            sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

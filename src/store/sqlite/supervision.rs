@@ -1,0 +1,365 @@
+//! Supervisors, lookups and the audit chain on SQLite. Every write transaction is `BEGIN IMMEDIATE`, which
+//! takes the database's single write lock: appends are serialised, so the chain cannot fork.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{SqliteStore, from_ms, ms, opt_from_ms, verification_id};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
+use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::store::supervision::{quota_detail, unlock_detail};
+use crate::store::{
+    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
+    StoreResult, SupervisionStore, SupervisorRecord, Unlocked, VerificationStatus, count_u32,
+};
+
+const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
+                             contact_channel, contact_matched, outcome, detail, prev_hash, hash";
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{value}`"))
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
+    let id: String = row.try_get("id")?;
+    let action: String = row.try_get("action")?;
+    let outcome: String = row.try_get("outcome")?;
+    let channel: Option<String> = row.try_get("contact_channel")?;
+    let contact_channel = match channel {
+        Some(c) => Some(ContactChannel::from_db(&c).ok_or_else(|| corrupt("contact channel", &c))?),
+        None => None,
+    };
+    let matched: Option<i64> = row.try_get("contact_matched")?;
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        event: NewAuditEvent {
+            id: uuid::Uuid::parse_str(&id).map_err(|_| corrupt("audit id", &id))?,
+            at: from_ms(row.try_get("at")?)?,
+            actor_name: row.try_get("actor_name")?,
+            actor_role: row.try_get("actor_role")?,
+            action: AuditAction::from_db(&action).ok_or_else(|| corrupt("audit action", &action))?,
+            phone_masked: row.try_get("phone_masked")?,
+            phone_key: row.try_get("phone_key")?,
+            ticket_id: row.try_get("ticket_id")?,
+            reason: row.try_get("reason")?,
+            contact_channel,
+            contact_matched: matched.map(|m| m != 0),
+            outcome: AuditOutcome::from_db(&outcome).ok_or_else(|| corrupt("audit outcome", &outcome))?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Appends `event` after the chain's head. The caller's transaction holds the write lock.
+async fn append(conn: &mut SqliteConnection, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let sealed = event.seal(seq + 1, &prev);
+    let e = &sealed.event;
+    sqlx::query(&format!(
+        "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(sealed.seq)
+    .bind(e.id.to_string())
+    .bind(ms(e.at))
+    .bind(&e.actor_name)
+    .bind(&e.actor_role)
+    .bind(e.action.as_str())
+    .bind(&e.phone_masked)
+    .bind(&e.phone_key)
+    .bind(&e.ticket_id)
+    .bind(&e.reason)
+    .bind(e.contact_channel.map(ContactChannel::as_str))
+    .bind(e.contact_matched.map(i64::from))
+    .bind(e.outcome.as_str())
+    .bind(&e.detail)
+    .bind(&sealed.prev_hash)
+    .bind(&sealed.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sealed)
+}
+
+#[async_trait::async_trait]
+impl SupervisionStore for SqliteStore {
+    async fn add_supervisor(
+        &self,
+        name: &SupervisorName,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let added = sqlx::query(
+            "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .bind(role.as_str())
+        .bind(token_hash)
+        .bind(ms(now))
+        .execute(self.pool())
+        .await?;
+        Ok(added.rows_affected() == 1)
+    }
+
+    async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
+        let rows: Vec<(String, String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT name, role, created_at, disabled_at FROM supervisors ORDER BY name")
+                .fetch_all(self.pool())
+                .await?;
+        rows.into_iter()
+            .map(|(name, role, created_at, disabled_at)| {
+                Ok(SupervisorRecord {
+                    role: role.parse().map_err(|_| corrupt("role", &role))?,
+                    name,
+                    created_at: from_ms(created_at)?,
+                    disabled_at: opt_from_ms(disabled_at)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn disable_supervisor(&self, name: &SupervisorName, now: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
+            .bind(name.as_str())
+            .bind(ms(now))
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT name, role FROM supervisors WHERE token_hash = $1 AND disabled_at IS NULL")
+                .bind(token_hash)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|(name, role)| Ok(Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name })).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn lookup_target(
+        &self,
+        phone: &PhoneNumber,
+        purpose: Option<Purpose>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<LookupTarget> {
+        let mut conn = self.pool().acquire().await?;
+        let locked_until: Option<i64> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+                .bind(phone.e164())
+                .bind(ms(now))
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten();
+        let pending: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT id, purpose, last_sent_at FROM verifications
+             WHERE phone = $1 AND status = 'pending' AND ($2 IS NULL OR purpose = $2)
+             ORDER BY last_sent_at DESC LIMIT 1",
+        )
+        .bind(phone.e164())
+        .bind(purpose.map(Purpose::as_str))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let pending = match pending {
+            Some((id, purpose, last_sent_at)) => Some(LookupCandidate {
+                id: verification_id(&id)?,
+                purpose: Purpose::from_db(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
+                last_sent_at: from_ms(last_sent_at)?,
+            }),
+            None => None,
+        };
+        Ok(LookupTarget { locked_until: opt_from_ms(locked_until)?, pending })
+    }
+
+    #[tracing::instrument(skip_all, fields(verification_id = %verification))]
+    async fn issue_supervisor_code(
+        &self,
+        verification: VerificationId,
+        code: NewCode,
+        quota: LookupQuota,
+        mut event: NewAuditEvent,
+    ) -> StoreResult<LookupIssue> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let granted: Vec<i64> = sqlx::query_scalar(
+            "SELECT at FROM audit_events WHERE actor_name = $1 AND action = 'lookup_code' AND outcome = 'granted'
+             AND at > $2 ORDER BY at",
+        )
+        .bind(&event.actor_name)
+        .bind(ms(code.now - quota.window))
+        .fetch_all(&mut *tx)
+        .await?;
+        let max = usize::try_from(quota.max).unwrap_or(usize::MAX);
+        if granted.len() >= max {
+            let retry_at = from_ms(granted[granted.len() - max])? + quota.window;
+            event.outcome = AuditOutcome::Denied;
+            event.detail = quota_detail(quota);
+            let event = append(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(LookupIssue::QuotaExceeded { retry_at, event });
+        }
+        let extended = sqlx::query(
+            "UPDATE verifications SET expires_at = MAX(expires_at, $2) WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(verification.to_string())
+        .bind(ms(code.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        if extended.rows_affected() != 1 {
+            return Err(StoreError::Corrupt("the verification stopped being pending during the lookup".into()));
+        }
+        sqlx::query(
+            "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, 'delivered')",
+        )
+        .bind(verification.to_string())
+        .bind(code.phone.e164())
+        .bind(code.channel.as_str())
+        .bind(&code.hash.0)
+        .bind(ms(code.now))
+        .bind(ms(code.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        let event = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(LookupIssue::Issued { expires_at: code.expires_at, event })
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let event = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn phone_status(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<PhoneStatus> {
+        let mut conn = self.pool().acquire().await?;
+        let state: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
+                .bind(phone.e164())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (failed, locked_until) = state.unwrap_or((0, None));
+        let locked_until = opt_from_ms(locked_until)?;
+        let lock_expired = locked_until.is_some_and(|until| until <= now);
+        let verifications: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, purpose, created_at, expires_at FROM verifications
+             WHERE phone = $1 AND status = 'pending' ORDER BY created_at DESC",
+        )
+        .bind(phone.e164())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut pending = Vec::new();
+        for (id, purpose, created_at, expires_at) in verifications {
+            let rows: Vec<(String, String, i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT channel, delivery, created_at, expires_at, revoked_at, provider_message_id FROM codes
+                 WHERE verification_id = $1 ORDER BY id",
+            )
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let codes = rows
+                .into_iter()
+                .map(|(channel, delivery, sent_at, expires_at, revoked_at, provider_message_id)| {
+                    Ok(CodeStatus {
+                        channel: if channel == "supervisor" { Channel::Supervisor } else { Channel::Sms },
+                        delivery,
+                        sent_at: from_ms(sent_at)?,
+                        expires_at: from_ms(expires_at)?,
+                        revoked: revoked_at.is_some(),
+                        provider_message_id,
+                    })
+                })
+                .collect::<StoreResult<_>>()?;
+            pending.push(VerificationStatus {
+                id: verification_id(&id)?,
+                purpose: Purpose::from_db(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
+                created_at: from_ms(created_at)?,
+                expires_at: from_ms(expires_at)?,
+                codes,
+            });
+        }
+        let (hour, day): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(created_at > $2), 0), COUNT(*) FROM codes
+             WHERE phone = $1 AND channel = 'sms' AND created_at > $3",
+        )
+        .bind(phone.e164())
+        .bind(ms(now - TimeDelta::hours(1)))
+        .bind(ms(now - TimeDelta::days(1)))
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(PhoneStatus {
+            failed_attempts: if lock_expired { 0 } else { count_u32(failed) },
+            locked_until: locked_until.filter(|until| *until > now),
+            pending,
+            sms_last_hour: count_u32(hour),
+            sms_last_day: count_u32(day),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn unlock_phone(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        mut event: NewAuditEvent,
+    ) -> StoreResult<(Unlocked, AuditEvent)> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let state: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
+                .bind(phone.e164())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (failed, locked_until) = state.unwrap_or((0, None));
+        let was_locked = locked_until.is_some_and(|until| until > ms(now));
+        let unlocked = Unlocked {
+            was_locked,
+            failures_cleared: if was_locked || locked_until.is_none() { count_u32(failed) } else { 0 },
+        };
+        sqlx::query(
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+        )
+        .bind(phone.e164())
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        event.detail = unlock_detail(&event.detail, unlocked);
+        let event = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok((unlocked, event))
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events
+             WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) AND ($3 IS NULL OR actor_name = $3)
+               AND ($4 IS NULL OR phone_key = $4) AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR seq < $6)
+             ORDER BY seq DESC LIMIT $7"
+        ))
+        .bind(filter.since.map(ms))
+        .bind(filter.until.map(ms))
+        .bind(&filter.actor)
+        .bind(&filter.phone_key)
+        .bind(filter.action.map(AuditAction::as_str))
+        .bind(filter.before_seq)
+        .bind(i64::from(filter.limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn audit_chain(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows =
+            sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

@@ -1,0 +1,207 @@
+//! What the supervisor service and the audit log need from the store. Every audit append takes the chain's
+//! head under a lock that serialises all appenders (a PostgreSQL advisory lock; SQLite's write lock), so
+//! concurrent writers, on any replica, can never fork the chain.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{NewCode, StoreResult};
+use crate::domain::audit::{AuditAction, AuditEvent, NewAuditEvent};
+use crate::domain::{Actor, Channel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+
+/// A supervisor as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorRecord {
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When they were added.
+    pub created_at: DateTime<Utc>,
+    /// When they were disabled, if they were.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// The verification a lookup would issue a code for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupCandidate {
+    /// The pending verification.
+    pub id: VerificationId,
+    /// Its purpose.
+    pub purpose: Purpose,
+    /// When its last SMS was sent.
+    pub last_sent_at: DateTime<Utc>,
+}
+
+/// What a lookup needs to know about the number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupTarget {
+    /// Set while the number is locked.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The pending verification of the purpose (or the most recently sent one, if no purpose was named).
+    pub pending: Option<LookupCandidate>,
+}
+
+/// How many codes one supervisor may obtain per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupQuota {
+    /// Granted lookups allowed in the window.
+    pub max: u32,
+    /// The rolling window.
+    pub window: TimeDelta,
+}
+
+/// The outcome of [`SupervisionStore::issue_supervisor_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupIssue {
+    /// The code was recorded and the granted event appended, in one transaction.
+    Issued { expires_at: DateTime<Utc>, event: AuditEvent },
+    /// The supervisor's quota is used up; a denied event was appended instead and no code recorded.
+    QuotaExceeded { retry_at: DateTime<Utc>, event: AuditEvent },
+}
+
+/// One code of a verification, for the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeStatus {
+    /// When it was issued.
+    pub sent_at: DateTime<Utc>,
+    /// SMS or supervisor.
+    pub channel: Channel,
+    /// `pending`, `delivered` or `failed`.
+    pub delivery: String,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// Revoked (a failed delivery).
+    pub revoked: bool,
+    /// The provider's message id.
+    pub provider_message_id: Option<String>,
+}
+
+/// A pending verification, for the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationStatus {
+    /// Its id.
+    pub id: VerificationId,
+    /// Its purpose.
+    pub purpose: Purpose,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its last code expires.
+    pub expires_at: DateTime<Utc>,
+    /// Its codes, oldest first.
+    pub codes: Vec<CodeStatus>,
+}
+
+/// "Why can't I log in?"
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhoneStatus {
+    /// Consecutive failures counting toward the lockout (0 once a lock has expired).
+    pub failed_attempts: u32,
+    /// Set while locked.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Pending verifications, newest first.
+    pub pending: Vec<VerificationStatus>,
+    /// SMS sent in the last hour.
+    pub sms_last_hour: u32,
+    /// SMS sent in the last day.
+    pub sms_last_day: u32,
+}
+
+/// What an unlock changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlocked {
+    /// The number was locked.
+    pub was_locked: bool,
+    /// The failure count before.
+    pub failures_cleared: u32,
+}
+
+/// Which audit events to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// Actor name.
+    pub actor: Option<String>,
+    /// Keyed hash of the number.
+    pub phone_key: Option<String>,
+    /// Action.
+    pub action: Option<AuditAction>,
+    /// Only events with a smaller sequence number (paging).
+    pub before_seq: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Persistence for supervisors, lookups and the audit log.
+#[async_trait::async_trait]
+pub trait SupervisionStore: Send + Sync + 'static {
+    /// Adds a supervisor with the hash of their token. Returns false if the name is taken.
+    async fn add_supervisor(
+        &self,
+        name: &SupervisorName,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Every supervisor, by name.
+    async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>>;
+
+    /// Disables a supervisor; their token stops working at once. Returns false if there is no such name.
+    async fn disable_supervisor(&self, name: &SupervisorName, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// The enabled supervisor whose token hashes to `token_hash`.
+    async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>>;
+
+    /// The number's lock and the verification a lookup would issue a code for.
+    async fn lookup_target(
+        &self,
+        phone: &PhoneNumber,
+        purpose: Option<Purpose>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<LookupTarget>;
+
+    /// In one transaction: checks the actor's quota of granted lookups; records `code` for `verification` and
+    /// appends `event` (granted), or, over quota, appends `event` as denied and records nothing. If the
+    /// append fails, nothing is recorded.
+    async fn issue_supervisor_code(
+        &self,
+        verification: VerificationId,
+        code: NewCode,
+        quota: LookupQuota,
+        event: NewAuditEvent,
+    ) -> StoreResult<LookupIssue>;
+
+    /// Appends one event.
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
+
+    /// The number's state for a supervisor.
+    async fn phone_status(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<PhoneStatus>;
+
+    /// Clears the number's lock and failure count and appends `event` (its detail completed with what changed),
+    /// in one transaction.
+    async fn unlock_phone(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+    ) -> StoreResult<(Unlocked, AuditEvent)>;
+
+    /// Events matching `filter`, newest first.
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Up to `limit` events with a sequence number above `after`, oldest first (for verifying the chain).
+    async fn audit_chain(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// The detail an over-quota lookup is recorded with.
+pub fn quota_detail(quota: LookupQuota) -> String {
+    format!("lookup quota reached: {} codes per {} minutes", quota.max, quota.window.num_minutes())
+}
+
+/// Completes an unlock event's detail with what changed.
+pub fn unlock_detail(detail: &str, unlocked: Unlocked) -> String {
+    format!("{detail} (was locked: {}, failures cleared: {})", unlocked.was_locked, unlocked.failures_cleared)
+}

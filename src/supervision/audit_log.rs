@@ -1,0 +1,88 @@
+//! Appending to the audit log: builds events with the number masked and keyed, stores them, and mirrors each
+//! one to the `audit` tracing target.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, NewAuditEvent, SYSTEM_ACTOR};
+use crate::domain::{Actor, PhoneNumber};
+use crate::hashing::Pepper;
+use crate::store::{StoreResult, SupervisionStore};
+
+/// The service's handle on the audit log.
+#[derive(Clone)]
+pub struct AuditLog {
+    store: Arc<dyn SupervisionStore>,
+    pepper: Pepper,
+    clock: Arc<dyn Clock>,
+}
+
+impl AuditLog {
+    /// An audit log in `store`, keying numbers with `pepper`.
+    pub fn new(store: Arc<dyn SupervisionStore>, pepper: Pepper, clock: Arc<dyn Clock>) -> Self {
+        Self { store, pepper, clock }
+    }
+
+    /// The store behind the log.
+    pub fn store(&self) -> &Arc<dyn SupervisionStore> {
+        &self.store
+    }
+
+    /// The keyed hash under which events about `phone` are found.
+    pub fn phone_key(&self, phone: &PhoneNumber) -> String {
+        self.pepper.phone_key(phone.e164())
+    }
+
+    /// A new event by `actor` (None: the service itself) about `phone`, now.
+    pub fn event(
+        &self,
+        actor: Option<&Actor>,
+        action: AuditAction,
+        phone: Option<&PhoneNumber>,
+        outcome: AuditOutcome,
+        detail: impl Into<String>,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            id: uuid::Uuid::now_v7(),
+            at: self.clock.now(),
+            actor_name: actor.map_or_else(|| SYSTEM_ACTOR.to_owned(), |a| a.name.clone()),
+            actor_role: actor.map_or_else(|| SYSTEM_ACTOR.to_owned(), |a| a.role.as_str().to_owned()),
+            action,
+            phone_masked: phone.map(|p| p.masked().to_owned()),
+            phone_key: phone.map(|p| self.phone_key(p)),
+            ticket_id: None,
+            reason: None,
+            contact_channel: None,
+            contact_matched: None,
+            outcome,
+            detail: detail.into(),
+        }
+    }
+
+    /// Appends `event`.
+    pub async fn append(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        let event = self.store.append_audit(event).await?;
+        trace(&event);
+        Ok(event)
+    }
+}
+
+/// Writes `event` to the `audit` tracing target.
+pub fn trace(event: &AuditEvent) {
+    let e = &event.event;
+    tracing::info!(
+        target: "audit",
+        seq = event.seq,
+        id = %e.id,
+        actor = %e.actor_name,
+        role = %e.actor_role,
+        action = e.action.as_str(),
+        phone = e.phone_masked.as_deref().unwrap_or("-"),
+        ticket = e.ticket_id.as_deref().unwrap_or("-"),
+        contact = e.contact_channel.map_or("-", |c| c.as_str()),
+        contact_matched = ?e.contact_matched,
+        outcome = e.outcome.as_str(),
+        detail = %e.detail,
+        "audit event"
+    );
+}

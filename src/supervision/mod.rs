@@ -1,0 +1,263 @@
+//! The call centre's flows (DESIGN.md, "LookupCode (supervisor)"): code lookup for a strong complaint, phone
+//! status, unlock and the audit log. Every call by an authenticated supervisor is audited, granted or denied;
+//! a code leaves the service only after its granted event is stored in the same transaction as the code.
+
+mod audit_log;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::clock::Clock;
+use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, NewAuditEvent};
+use crate::domain::{
+    Actor, Channel, ContactChannel, OtpCode, PhoneNumber, Policy, Purpose, Reason, Role, TicketId, VerificationId,
+};
+use crate::hashing::CodeHasher;
+use crate::service::ServiceError;
+use crate::store::{AuditFilter, LookupIssue, LookupQuota, NewCode, PhoneStatus, SupervisionStore, Unlocked};
+
+pub use audit_log::{AuditLog, trace};
+
+/// What a lookup is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupPolicy {
+    /// The pending verification's last SMS must be at most this old ("ask the driver to press send").
+    pub window: TimeDelta,
+    /// Codes per supervisor per window.
+    pub quota: LookupQuota,
+}
+
+/// A team lead's lookup, as stated.
+#[derive(Debug, Clone)]
+pub struct LookupCommand {
+    /// The number being verified.
+    pub phone: PhoneNumber,
+    /// The purpose; None: the most recent pending verification.
+    pub purpose: Option<Purpose>,
+    /// The ticket.
+    pub ticket: TicketId,
+    /// How the team lead is in contact with the driver.
+    pub contact: ContactChannel,
+    /// The number the driver is on.
+    pub contact_number: PhoneNumber,
+}
+
+/// A looked-up code.
+#[derive(Debug)]
+pub struct LookupOutcome {
+    /// The code to read out.
+    pub code: OtpCode,
+    /// Its verification.
+    pub verification_id: VerificationId,
+    /// Its purpose.
+    pub purpose: Purpose,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// The number, masked.
+    pub masked_phone: String,
+    /// The granted event.
+    pub audit_event_id: uuid::Uuid,
+}
+
+/// The supervisor-facing service.
+#[derive(Clone)]
+pub struct SupervisionService {
+    audit: AuditLog,
+    hasher: CodeHasher,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    lookup: LookupPolicy,
+}
+
+const LOOKUP_REASON: &str = "strong_complaint";
+
+impl SupervisionService {
+    /// Assembles the service.
+    pub fn new(
+        audit: AuditLog,
+        hasher: CodeHasher,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        lookup: LookupPolicy,
+    ) -> Self {
+        Self { audit, hasher, clock, policy, lookup }
+    }
+
+    fn store(&self) -> &Arc<dyn SupervisionStore> {
+        self.audit.store()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The keyed hash the log uses for `phone`.
+    pub fn phone_key(&self, phone: &PhoneNumber) -> String {
+        self.audit.phone_key(phone)
+    }
+
+    /// Records a refused call and returns `error` (a failure to record is logged: the refusal stands).
+    pub async fn deny(&self, mut event: NewAuditEvent, error: ServiceError) -> ServiceError {
+        event.outcome = AuditOutcome::Denied;
+        if let Err(e) = self.audit.append(event).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&e), "could not audit a denied call");
+        }
+        error
+    }
+
+    /// A denied event for an authenticated call that could not be parsed.
+    pub fn invalid_request_event(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        phone: Option<&PhoneNumber>,
+        ticket: Option<&TicketId>,
+        detail: String,
+    ) -> NewAuditEvent {
+        let mut event = self.audit.event(Some(actor), action, phone, AuditOutcome::Denied, detail);
+        event.ticket_id = ticket.map(|t| t.as_str().to_owned());
+        event
+    }
+
+    async fn require(
+        &self,
+        actor: &Actor,
+        roles: &[Role],
+        action: AuditAction,
+        phone: Option<&PhoneNumber>,
+    ) -> Result<(), ServiceError> {
+        if actor.has_any(roles) {
+            return Ok(());
+        }
+        let needed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let detail = format!("role {} may not do this (needs {} or admin)", actor.role, needed.join(" or "));
+        let event = self.audit.event(Some(actor), action, phone, AuditOutcome::Denied, detail);
+        Err(self.deny(event, ServiceError::WrongRole).await)
+    }
+
+    /// LookupCode: the contact number must be the number being verified; the number must not be locked; a
+    /// pending verification must have had an SMS within the window; the supervisor's quota must allow it.
+    /// Then a fresh code is issued for that verification and audited in one transaction.
+    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %cmd.phone, ticket = cmd.ticket.as_str()))]
+    pub async fn lookup_code(&self, actor: &Actor, cmd: LookupCommand) -> Result<LookupOutcome, ServiceError> {
+        self.require(actor, &[Role::Supervisor], AuditAction::LookupCode, Some(&cmd.phone)).await?;
+        let now = self.clock.now();
+        let matched = cmd.contact_number == cmd.phone;
+        let mut event =
+            self.audit.event(Some(actor), AuditAction::LookupCode, Some(&cmd.phone), AuditOutcome::Granted, "");
+        event.ticket_id = Some(cmd.ticket.as_str().to_owned());
+        event.reason = Some(LOOKUP_REASON.to_owned());
+        event.contact_channel = Some(cmd.contact);
+        event.contact_matched = Some(matched);
+
+        if !matched {
+            event.detail = format!("contact number {} is not the number being verified", cmd.contact_number.masked());
+            return Err(self.deny(event, ServiceError::ThirdPartyNumber).await);
+        }
+        let target = self.store().lookup_target(&cmd.phone, cmd.purpose, now).await?;
+        if let Some(until) = target.locked_until {
+            event.detail = format!("number locked until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            return Err(self.deny(event, ServiceError::LookupLocked { until }).await);
+        }
+        let window_start = now - self.lookup.window;
+        let Some(pending) = target.pending.filter(|p| p.last_sent_at >= window_start) else {
+            let minutes = self.lookup.window.num_minutes();
+            event.detail = format!("no pending verification with an SMS in the last {minutes} minutes");
+            return Err(self.deny(event, ServiceError::NoRecentSend).await);
+        };
+
+        let code = OtpCode::generate(self.policy.code_length);
+        let hash = self.hasher.hash(&code).await?;
+        let now = self.clock.now();
+        let new_code = NewCode {
+            phone: cmd.phone.clone(),
+            purpose: pending.purpose,
+            hash,
+            channel: Channel::Supervisor,
+            now,
+            expires_at: now + self.policy.code_ttl,
+        };
+        event.at = now;
+        event.detail = format!("code issued for the {} verification {}", pending.purpose, pending.id);
+        match self.store().issue_supervisor_code(pending.id, new_code, self.lookup.quota, event).await? {
+            LookupIssue::Issued { expires_at, event } => {
+                trace(&event);
+                Ok(LookupOutcome {
+                    code,
+                    verification_id: pending.id,
+                    purpose: pending.purpose,
+                    expires_at,
+                    masked_phone: cmd.phone.masked().to_owned(),
+                    audit_event_id: event.event.id,
+                })
+            }
+            LookupIssue::QuotaExceeded { retry_at, event } => {
+                trace(&event);
+                let retry_after = (retry_at - now).to_std().unwrap_or(Duration::ZERO);
+                Err(ServiceError::LookupQuota { retry_after })
+            }
+        }
+    }
+
+    /// GetPhoneStatus, audited.
+    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
+    pub async fn phone_status(
+        &self,
+        actor: &Actor,
+        phone: &PhoneNumber,
+        ticket: &TicketId,
+    ) -> Result<(PhoneStatus, AuditEvent), ServiceError> {
+        self.require(actor, &[Role::Supervisor], AuditAction::GetPhoneStatus, Some(phone)).await?;
+        let status = self.store().phone_status(phone, self.clock.now()).await?;
+        let detail = format!(
+            "failed attempts {}, locked {}, {} pending verification(s)",
+            status.failed_attempts,
+            status.locked_until.is_some(),
+            status.pending.len()
+        );
+        let mut event =
+            self.audit.event(Some(actor), AuditAction::GetPhoneStatus, Some(phone), AuditOutcome::Granted, detail);
+        event.ticket_id = Some(ticket.as_str().to_owned());
+        let event = self.audit.append(event).await?;
+        Ok((status, event))
+    }
+
+    /// UnlockPhone: admin only, audited in the same transaction.
+    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
+    pub async fn unlock_phone(
+        &self,
+        actor: &Actor,
+        phone: &PhoneNumber,
+        ticket: &TicketId,
+        reason: &Reason,
+    ) -> Result<(Unlocked, AuditEvent), ServiceError> {
+        self.require(actor, &[Role::Admin], AuditAction::UnlockPhone, Some(phone)).await?;
+        let mut event =
+            self.audit.event(Some(actor), AuditAction::UnlockPhone, Some(phone), AuditOutcome::Granted, "unlocked");
+        event.ticket_id = Some(ticket.as_str().to_owned());
+        event.reason = Some(reason.as_str().to_owned());
+        let (unlocked, event) = self.store().unlock_phone(phone, self.clock.now(), event).await?;
+        trace(&event);
+        Ok((unlocked, event))
+    }
+
+    /// ListAuditEvents: auditor or admin; the read itself is audited.
+    #[tracing::instrument(skip_all, fields(actor = %actor.name))]
+    pub async fn list_audit(
+        &self,
+        actor: &Actor,
+        filter: AuditFilter,
+        phone: Option<&PhoneNumber>,
+    ) -> Result<Vec<AuditEvent>, ServiceError> {
+        self.require(actor, &[Role::Auditor], AuditAction::ListAuditEvents, phone).await?;
+        let events = self.store().audit_events(&filter).await?;
+        let detail = format!("listed {} event(s)", events.len());
+        let event = self.audit.event(Some(actor), AuditAction::ListAuditEvents, phone, AuditOutcome::Granted, detail);
+        self.audit.append(event).await?;
+        Ok(events)
+    }
+}
