@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod domain;
 pub mod grpc;
 pub mod hashing;

@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod audit_chain;
 mod concurrency;
 mod grpcurl;
 mod lockout;
+mod otpctl;
 mod provider;
 mod secrets;
 mod send_verify;

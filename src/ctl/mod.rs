@@ -1,0 +1,300 @@
+//! `otpctl`, the team lead's tool: look a code up for a driver on the phone, see why a number cannot log in,
+//! unlock it (admins), read the audit log (auditors). Readable Korean/English output by default, `--json` for
+//! scripts. The token comes from `OTPCTL_TOKEN`, never from the command line (it would land in shell history).
+
+mod render;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::transport::Channel;
+
+use crate::pb::otp::v1 as pb;
+use pb::supervisor_service_client::SupervisorServiceClient;
+
+/// The `otpctl` command line.
+#[derive(Debug, Parser)]
+#[command(name = "otpctl", version, about = "Team lead's tool for otpd: code lookup, phone status, unlock, audit log")]
+pub struct Args {
+    /// The otpd admin listener.
+    #[arg(long, env = "OTPCTL_SERVER", default_value = "http://127.0.0.1:50052", global = true)]
+    pub server: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// What the code is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PurposeArg {
+    /// Logging in.
+    Login,
+    /// Signing up.
+    Signup,
+    /// Re-authenticating (the chatbot's "인증").
+    Reauth,
+    /// Changing the phone number.
+    ChangePhone,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Look up the code for a driver who keeps not receiving it (strong complaint). Ask the driver to press
+    /// "send" in the app first.
+    Lookup {
+        /// The number being verified.
+        #[arg(long)]
+        phone: String,
+        /// The call-centre ticket.
+        #[arg(long)]
+        ticket: String,
+        /// The driver called in: the caller's number as the phone system shows it.
+        #[arg(long, required_unless_present = "callback", conflicts_with = "callback")]
+        caller: Option<String>,
+        /// You called the driver back: the number you dialled.
+        #[arg(long)]
+        callback: Option<String>,
+        /// Only this purpose (default: the most recent pending verification).
+        #[arg(long, value_enum)]
+        purpose: Option<PurposeArg>,
+    },
+    /// Why can't this number log in? Failures, lock, pending codes and their delivery.
+    Status {
+        /// The number.
+        #[arg(long)]
+        phone: String,
+        /// The call-centre ticket.
+        #[arg(long)]
+        ticket: String,
+    },
+    /// Lift a number's lock (admins).
+    Unlock {
+        /// The number.
+        #[arg(long)]
+        phone: String,
+        /// The call-centre ticket.
+        #[arg(long)]
+        ticket: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Read the audit log, newest first (auditors and admins).
+    Audit {
+        /// From this time: RFC 3339, or a duration ago such as `2h`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time: RFC 3339, or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this supervisor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this number.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Only this action.
+        #[arg(long, value_enum)]
+        action: Option<ActionArg>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+/// Audit actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionArg {
+    /// Code lookups.
+    LookupCode,
+    /// Phone status reads.
+    GetPhoneStatus,
+    /// Unlocks.
+    UnlockPhone,
+    /// Audit log reads.
+    ListAuditEvents,
+    /// Lockouts.
+    PhoneLocked,
+}
+
+/// Runs `otpctl`.
+pub async fn run(args: Args) -> ExitCode {
+    let Some(token) = std::env::var("OTPCTL_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(SecretString::from)
+    else {
+        eprintln!("OTPCTL_TOKEN이 설정되지 않았습니다. / Set OTPCTL_TOKEN to your supervisor token.");
+        return ExitCode::from(2);
+    };
+    let client = match connect(&args.server).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("서버에 연결할 수 없습니다: {} / Cannot reach the server: {e}", args.server);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match call(client, &token, args.command).await {
+        Ok(output) => output,
+        Err(Refusal::Usage(message)) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+        Err(Refusal::Status(status)) => {
+            render::error(&status, args.json);
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!("{}", result.json);
+    } else {
+        print!("{}", result.text);
+    }
+    ExitCode::SUCCESS
+}
+
+/// What a command printed.
+pub struct Output {
+    /// For people.
+    pub text: String,
+    /// For scripts.
+    pub json: serde_json::Value,
+}
+
+enum Refusal {
+    Usage(String),
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for Refusal {
+    fn from(status: tonic::Status) -> Self {
+        Refusal::Status(status)
+    }
+}
+
+async fn connect(server: &str) -> Result<SupervisorServiceClient<Channel>, Box<dyn std::error::Error>> {
+    let channel = Channel::from_shared(server.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await?;
+    Ok(SupervisorServiceClient::new(channel))
+}
+
+fn authed<T>(message: T, token: &SecretString) -> Result<tonic::Request<T>, Refusal> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {}", token.expose_secret()).parse().map_err(|_| {
+        Refusal::Usage("OTPCTL_TOKEN에 사용할 수 없는 문자가 있습니다. / OTPCTL_TOKEN has invalid characters.".into())
+    })?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+fn purpose_to_pb(p: PurposeArg) -> pb::Purpose {
+    match p {
+        PurposeArg::Login => pb::Purpose::Login,
+        PurposeArg::Signup => pb::Purpose::Signup,
+        PurposeArg::Reauth => pb::Purpose::Reauth,
+        PurposeArg::ChangePhone => pb::Purpose::ChangePhone,
+    }
+}
+
+fn action_to_pb(a: ActionArg) -> pb::AuditAction {
+    match a {
+        ActionArg::LookupCode => pb::AuditAction::LookupCode,
+        ActionArg::GetPhoneStatus => pb::AuditAction::GetPhoneStatus,
+        ActionArg::UnlockPhone => pb::AuditAction::UnlockPhone,
+        ActionArg::ListAuditEvents => pb::AuditAction::ListAuditEvents,
+        ActionArg::PhoneLocked => pb::AuditAction::PhoneLocked,
+    }
+}
+
+/// `2026-11-21T10:00:00Z`, or a duration ago (`90m`, `2h`).
+fn parse_time(flag: &str, value: &str) -> Result<prost_types::Timestamp, Refusal> {
+    let at = chrono::DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&chrono::Utc)).or_else(|_| {
+        humantime::parse_duration(value)
+            .ok()
+            .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+            .map(|d| chrono::Utc::now() - d)
+            .ok_or(())
+    });
+    let at = at.map_err(|()| {
+        Refusal::Usage(format!(
+            "--{flag}: RFC 3339 시각 또는 기간(예: 2h) / an RFC 3339 time or a duration ago (e.g. 2h)"
+        ))
+    })?;
+    Ok(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+async fn call(
+    mut client: SupervisorServiceClient<Channel>,
+    token: &SecretString,
+    command: CtlCommand,
+) -> Result<Output, Refusal> {
+    match command {
+        CtlCommand::Lookup { phone, ticket, caller, callback, purpose } => {
+            let (contact, number) = match (caller, callback) {
+                (Some(n), _) => (pb::ContactChannel::InboundCall, n),
+                (None, Some(n)) => (pb::ContactChannel::OutboundCallback, n),
+                (None, None) => {
+                    return Err(Refusal::Usage(
+                        "--caller 또는 --callback 이 필요합니다. / Give --caller or --callback.".into(),
+                    ));
+                }
+            };
+            let request = pb::LookupCodeRequest {
+                phone_number: phone,
+                purpose: purpose.map_or(pb::Purpose::Unspecified, purpose_to_pb).into(),
+                ticket_id: ticket,
+                reason: pb::LookupReason::StrongComplaint.into(),
+                contact: contact.into(),
+                contact_number: number,
+            };
+            let response = client.lookup_code(authed(request, token)?).await?.into_inner();
+            Ok(render::lookup(&response))
+        }
+        CtlCommand::Status { phone, ticket } => {
+            let request = pb::GetPhoneStatusRequest { phone_number: phone, ticket_id: ticket };
+            let response = client.get_phone_status(authed(request, token)?).await?.into_inner();
+            Ok(render::status(&response))
+        }
+        CtlCommand::Unlock { phone, ticket, reason } => {
+            let request = pb::UnlockPhoneRequest { phone_number: phone, ticket_id: ticket, reason };
+            let response = client.unlock_phone(authed(request, token)?).await?.into_inner();
+            Ok(render::unlock(&response))
+        }
+        CtlCommand::Audit { since, until, actor, phone, action, limit } => {
+            let mut events = Vec::new();
+            let mut page_token = String::new();
+            let base = pb::ListAuditEventsRequest {
+                since: since.map(|s| parse_time("since", &s)).transpose()?,
+                until: until.map(|s| parse_time("until", &s)).transpose()?,
+                actor: actor.unwrap_or_default(),
+                phone_number: phone.unwrap_or_default(),
+                action: action.map_or(pb::AuditAction::Unspecified, action_to_pb).into(),
+                ..Default::default()
+            };
+            while events.len() < limit as usize {
+                let want = (limit as usize - events.len()).min(500);
+                let request = pb::ListAuditEventsRequest {
+                    page_size: i32::try_from(want).unwrap_or(500),
+                    page_token: page_token.clone(),
+                    ..base.clone()
+                };
+                let page = client.list_audit_events(authed(request, token)?).await?.into_inner();
+                events.extend(page.events);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            Ok(render::audit(&events))
+        }
+    }
+}

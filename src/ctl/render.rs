@@ -1,0 +1,293 @@
+//! What `otpctl` prints: Korean first, English after, times in KST; JSON with the same facts for scripts.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::json;
+use tonic_types::StatusExt;
+
+use super::Output;
+use crate::pb::otp::v1 as pb;
+
+fn kst() -> FixedOffset {
+    FixedOffset::east_opt(9 * 3600).unwrap_or_else(|| unreachable!("+09:00 is a valid offset"))
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+}
+
+fn rfc3339(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    time(t).map_or(serde_json::Value::Null, |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+}
+
+fn clock(t: DateTime<Utc>) -> String {
+    t.with_timezone(&kst()).format("%Y-%m-%d %H:%M:%S KST").to_string()
+}
+
+fn purpose_name(p: pb::Purpose) -> (&'static str, &'static str) {
+    match p {
+        pb::Purpose::Login => ("로그인", "login"),
+        pb::Purpose::Signup => ("가입", "signup"),
+        pb::Purpose::Reauth => ("재인증", "reauth"),
+        pb::Purpose::ChangePhone => ("번호 변경", "change_phone"),
+        pb::Purpose::Unspecified => ("-", "unspecified"),
+    }
+}
+
+/// "2분 58초 남음 / 2 min 58 s left", or expired.
+fn remaining(until: DateTime<Utc>) -> String {
+    let left = (until - Utc::now()).num_seconds();
+    if left <= 0 {
+        return "만료됨 / expired".into();
+    }
+    format!("{}분 {}초 남음 / {} min {} s left", left / 60, left % 60, left / 60, left % 60)
+}
+
+/// A looked-up code, large and clear.
+pub fn lookup(r: &pb::LookupCodeResponse) -> Output {
+    let spaced: Vec<String> = r.code.chars().map(String::from).collect();
+    let (ko, en) = purpose_name(r.purpose());
+    let mut text = String::new();
+    let _ = writeln!(text);
+    let _ = writeln!(text, "    인증번호 / CODE      {}", spaced.join("  "));
+    let _ = writeln!(text);
+    let _ = writeln!(text, "번호 / number          {}", r.masked_phone_number);
+    let _ = writeln!(text, "용도 / purpose         {ko} / {en}");
+    if let Some(until) = time(r.expires_at.as_ref()) {
+        let _ = writeln!(text, "유효 / valid           {} (until {})", remaining(until), clock(until));
+    }
+    let _ = writeln!(text, "감사 기록 / audit      {}", r.audit_event_id);
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "기사님께 위 인증번호를 불러 주세요. 앱에 입력하면 인증됩니다. 문자로 받은 번호도 계속 유효합니다."
+    );
+    let _ = writeln!(text, "Read the code to the driver, who enters it in the app. The SMS code keeps working too.");
+    let json = json!({
+        "code": r.code,
+        "verification_id": r.verification_id,
+        "purpose": en,
+        "expires_at": rfc3339(r.expires_at.as_ref()),
+        "masked_phone_number": r.masked_phone_number,
+        "audit_event_id": r.audit_event_id,
+    });
+    Output { text, json }
+}
+
+/// Why a number cannot log in.
+pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
+    let mut text = String::new();
+    let _ = writeln!(text, "번호 / number                  {}", r.masked_phone_number);
+    let _ = writeln!(
+        text,
+        "연속 실패 / failed attempts    {} (남은 시도 / left: {})",
+        r.failed_attempts, r.attempts_remaining
+    );
+    match time(r.locked_until.as_ref()) {
+        Some(until) => {
+            let _ = writeln!(text, "잠금 / locked                  예 / yes, until {}", clock(until));
+        }
+        None => {
+            let _ = writeln!(text, "잠금 / locked                  아니오 / no");
+        }
+    }
+    let _ = writeln!(text, "SMS 1시간 / last hour          {}", r.sms_last_hour);
+    let _ = writeln!(text, "SMS 24시간 / last day          {}", r.sms_last_day);
+    if r.pending.is_empty() {
+        let _ = writeln!(text, "대기 중인 인증 없음 / no pending verification");
+    }
+    let mut pending_json = Vec::new();
+    for v in &r.pending {
+        let (ko, en) = purpose_name(v.purpose());
+        let _ = writeln!(text, "\n대기 중 / pending: {ko} / {en}  ({})", v.verification_id);
+        let mut sends = Vec::new();
+        for s in &v.sends {
+            let channel = match s.channel() {
+                pb::CodeChannel::Sms => "SMS",
+                pb::CodeChannel::Supervisor => "팀장 조회 / lookup",
+                pb::CodeChannel::Unspecified => "-",
+            };
+            let delivery = match s.delivery() {
+                pb::DeliveryStatus::Delivered => "전달됨 / delivered",
+                pb::DeliveryStatus::Failed => "실패 / failed",
+                pb::DeliveryStatus::Pending => "전송 중 / pending",
+                pb::DeliveryStatus::Unspecified => "-",
+            };
+            let live = if s.live { "유효 / live" } else { "만료 / dead" };
+            let sent = time(s.sent_at.as_ref()).map(clock).unwrap_or_default();
+            let _ = writeln!(text, "  {sent}  {channel:<20} {delivery:<22} {live}");
+            sends.push(json!({
+                "sent_at": rfc3339(s.sent_at.as_ref()),
+                "channel": match s.channel() { pb::CodeChannel::Sms => "sms", pb::CodeChannel::Supervisor => "supervisor", pb::CodeChannel::Unspecified => "unspecified" },
+                "delivery": match s.delivery() { pb::DeliveryStatus::Delivered => "delivered", pb::DeliveryStatus::Failed => "failed", pb::DeliveryStatus::Pending => "pending", pb::DeliveryStatus::Unspecified => "unspecified" },
+                "expires_at": rfc3339(s.expires_at.as_ref()),
+                "live": s.live,
+                "provider_message_id": s.provider_message_id,
+            }));
+        }
+        pending_json.push(json!({
+            "verification_id": v.verification_id,
+            "purpose": en,
+            "created_at": rfc3339(v.created_at.as_ref()),
+            "expires_at": rfc3339(v.expires_at.as_ref()),
+            "sends": sends,
+        }));
+    }
+    let json = json!({
+        "masked_phone_number": r.masked_phone_number,
+        "failed_attempts": r.failed_attempts,
+        "attempts_remaining": r.attempts_remaining,
+        "locked_until": rfc3339(r.locked_until.as_ref()),
+        "sms_last_hour": r.sms_last_hour,
+        "sms_last_day": r.sms_last_day,
+        "pending": pending_json,
+        "audit_event_id": r.audit_event_id,
+    });
+    Output { text, json }
+}
+
+/// An unlock.
+pub fn unlock(r: &pb::UnlockPhoneResponse) -> Output {
+    let was = if r.was_locked { "예 / yes" } else { "아니오 / no" };
+    let text = format!(
+        "잠금 해제됨 / unlocked: {}\n잠겨 있었음 / was locked: {was}\n지운 실패 횟수 / failures cleared: {}\n감사 기록 / audit: {}\n",
+        r.masked_phone_number, r.failed_attempts_cleared, r.audit_event_id
+    );
+    let json = json!({
+        "masked_phone_number": r.masked_phone_number,
+        "was_locked": r.was_locked,
+        "failed_attempts_cleared": r.failed_attempts_cleared,
+        "audit_event_id": r.audit_event_id,
+    });
+    Output { text, json }
+}
+
+fn action_name(a: pb::AuditAction) -> &'static str {
+    match a {
+        pb::AuditAction::LookupCode => "lookup_code",
+        pb::AuditAction::GetPhoneStatus => "get_phone_status",
+        pb::AuditAction::UnlockPhone => "unlock_phone",
+        pb::AuditAction::ListAuditEvents => "list_audit_events",
+        pb::AuditAction::PhoneLocked => "phone_locked",
+        pb::AuditAction::Unspecified => "unspecified",
+    }
+}
+
+/// Audit events, one line each.
+pub fn audit(events: &[pb::AuditEvent]) -> Output {
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    for e in events {
+        let outcome = match e.outcome() {
+            pb::AuditOutcome::Granted => "granted",
+            pb::AuditOutcome::Denied => "denied",
+            pb::AuditOutcome::Unspecified => "-",
+        };
+        let contact = match e.contact() {
+            pb::ContactChannel::InboundCall => "inbound_call",
+            pb::ContactChannel::OutboundCallback => "outbound_callback",
+            pb::ContactChannel::Unspecified => "",
+        };
+        let at = time(e.time.as_ref()).map(clock).unwrap_or_default();
+        let mut line = format!(
+            "#{:<6} {at}  {}({})  {}  {outcome}",
+            e.sequence,
+            e.actor_name,
+            e.actor_role,
+            action_name(e.action())
+        );
+        for (label, value) in [("", e.masked_phone_number.as_str()), ("ticket ", e.ticket_id.as_str()), ("", contact)] {
+            if !value.is_empty() {
+                let _ = write!(line, "  {label}{value}");
+            }
+        }
+        if let Some(matched) = e.contact_matched {
+            line.push_str(if matched { " (matched)" } else { " (NOT matched)" });
+        }
+        let _ = writeln!(text, "{line}  — {}", e.detail);
+        rows.push(json!({
+            "sequence": e.sequence,
+            "id": e.id,
+            "time": rfc3339(e.time.as_ref()),
+            "actor_name": e.actor_name,
+            "actor_role": e.actor_role,
+            "action": action_name(e.action()),
+            "masked_phone_number": e.masked_phone_number,
+            "ticket_id": e.ticket_id,
+            "reason": e.reason,
+            "contact": contact,
+            "contact_matched": e.contact_matched,
+            "outcome": outcome,
+            "detail": e.detail,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }));
+    }
+    if events.is_empty() {
+        text.push_str("기록 없음 / no events\n");
+    }
+    Output { text, json: json!({ "events": rows }) }
+}
+
+/// A refused call, explained in Korean and English (JSON on stdout with `--json`, text on stderr otherwise).
+pub fn error(status: &tonic::Status, as_json: bool) {
+    let details = status.get_error_details();
+    let reason = details.error_info().map(|i| i.reason.clone()).unwrap_or_default();
+    let retry = details.retry_info().and_then(|r| r.retry_delay).map(|d| d.as_secs().div_ceil(60));
+    let until = details.error_info().and_then(|i| i.metadata.get("locked_until").cloned());
+    let (ko, en) = match (status.code(), reason.as_str()) {
+        (_, "THIRD_PARTY_NUMBER") => (
+            "발신 번호가 인증 대상 번호와 다릅니다. 제3자 번호로는 인증번호를 안내할 수 없습니다.".to_owned(),
+            "The contact number is not the number being verified: the code cannot be given for a third party's number."
+                .to_owned(),
+        ),
+        (_, "NO_PENDING_VERIFICATION") => (
+            "최근 발송된 인증번호가 없습니다. 기사님께 앱에서 인증번호 전송을 먼저 누르도록 안내한 뒤 다시 조회하세요."
+                .to_owned(),
+            "No code was sent to this number recently: ask the driver to press send in the app, then look up again."
+                .to_owned(),
+        ),
+        (_, "PHONE_LOCKED") => {
+            let until = until.unwrap_or_default();
+            (
+                format!(
+                    "인증번호가 10회 이상 일치하지 않아 잠긴 번호입니다 (해제 시각 {until}). 관리자에게 잠금 해제를 요청하세요."
+                ),
+                format!("This number is locked after too many wrong codes (until {until}). Ask an admin to unlock it."),
+            )
+        }
+        (_, "LOOKUP_QUOTA") => {
+            let minutes = retry.unwrap_or(60);
+            (
+                format!("조회 한도를 초과했습니다. {minutes}분 후에 다시 시도하세요."),
+                format!("Your lookup quota is used up; try again in {minutes} min."),
+            )
+        }
+        (tonic::Code::Unauthenticated, _) => (
+            "토큰이 없거나, 잘못되었거나, 비활성화되었습니다 (OTPCTL_TOKEN).".to_owned(),
+            "Missing, unknown or disabled token (OTPCTL_TOKEN).".to_owned(),
+        ),
+        (tonic::Code::PermissionDenied, _) => {
+            ("이 작업을 할 권한이 없습니다.".to_owned(), "Your role does not allow this.".to_owned())
+        }
+        (tonic::Code::InvalidArgument, _) => {
+            let fields: Vec<String> = details
+                .bad_request()
+                .map(|b| b.field_violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect())
+                .unwrap_or_default();
+            (format!("입력값을 확인하세요: {}", fields.join("; ")), format!("Invalid input: {}", fields.join("; ")))
+        }
+        (tonic::Code::Unavailable, _) => (
+            "서버를 일시적으로 사용할 수 없습니다. 잠시 후 다시 시도하세요.".to_owned(),
+            "The server is temporarily unavailable; try again shortly.".to_owned(),
+        ),
+        _ => (format!("요청이 거부되었습니다: {}", status.message()), status.message().to_owned()),
+    };
+    if as_json {
+        let code = format!("{:?}", status.code());
+        println!("{}", json!({ "error": { "code": code, "reason": reason, "message": en, "message_ko": ko } }));
+    } else {
+        eprintln!("{ko}\n{en}");
+    }
+}

@@ -1,0 +1,150 @@
+//! The audit chain under concurrency and tampering, checked by `otpd audit verify`; the supervisors CLI.
+
+use otpd::pb::otp::v1::Purpose;
+use otpd::pb::otp::v1::supervisor_service_client::SupervisorServiceClient;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(concurrent_lookups_and_denials_keep_one_gapless_chain, tampering_is_found_and_named);
+
+/// Runs the `otpd` binary with `args` against `db_url`.
+fn otpd(dir: &std::path::Path, db_url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+        .args(args)
+        .args(["--database-url", db_url])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("OTPD_PEPPER", TEST_PEPPER)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn add_supervisor(dir: &std::path::Path, db_url: &str, name: &str, role: &str) -> String {
+    let out = otpd(dir, db_url, &["supervisors", "add", "--name", name, "--role", role]);
+    assert!(out.status.success(), "{out:?}");
+    stdout(&out).trim().to_owned()
+}
+
+async fn concurrent_lookups_and_denials_keep_one_gapless_chain(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let sms = dir.path().join("sms.jsonl");
+    let gateway = format!("file:{}", sms.display());
+    let mut args = vec!["--database-url", &db.url, "--sms-gateway", &gateway, "--pepper", TEST_PEPPER];
+    args.extend(["--argon2-memory-kib", "1024", "--argon2-iterations", "1", "--supervisor-lookups-per-hour", "100"]);
+    args.extend_from_slice(&NO_FRONT_LIMITS);
+    // PostgreSQL: two replicas append to one chain. SQLite is one instance by design.
+    let a = OtpdProcess::start(dir.path(), "a", &args, &[]).await;
+    let b = match backend {
+        Backend::Postgres => Some(OtpdProcess::start(dir.path(), "b", &args, &[]).await),
+        Backend::Sqlite => None,
+    };
+    let tokens: Vec<String> =
+        ["kim", "choi", "park"].iter().map(|n| add_supervisor(dir.path(), &db.url, n, "supervisor")).collect();
+
+    let phones: Vec<String> = (0..5).map(|i| format!("010-5555-{i:04}")).collect();
+    let mut otp = a.otp().await;
+    for phone in &phones {
+        otp.send_code(send_req(phone, Purpose::Login)).await.unwrap();
+    }
+    let mut clients = vec![SupervisorServiceClient::new(channel(a.admin_addr).await)];
+    if let Some(b) = &b {
+        clients.push(SupervisorServiceClient::new(channel(b.admin_addr).await));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let phone = phones[i % phones.len()].clone();
+        let contact = if i % 3 == 0 { "010-9999-0000".to_owned() } else { phone.clone() };
+        let mut client = clients[i % clients.len()].clone();
+        let token = tokens[i % tokens.len()].clone();
+        tasks.spawn(async move { client.lookup_code(authed(lookup_req(&phone, &contact), &token)).await.is_ok() });
+    }
+    let mut granted = 0;
+    while let Some(ok) = tasks.join_next().await {
+        granted += usize::from(ok.unwrap());
+    }
+    assert_eq!(granted, 50 - 17, "every third lookup is for a third party's number");
+
+    let out = otpd(dir.path(), &db.url, &["audit", "verify"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).starts_with("audit chain intact: 50 events"), "{}", stdout(&out));
+    a.terminate().await;
+    if let Some(b) = b {
+        b.terminate().await;
+    }
+}
+
+async fn tampering_is_found_and_named(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    for _ in 0..5 {
+        app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap();
+    }
+    let dir = app.dir.path();
+    assert!(otpd(dir, &app.db.url, &["audit", "verify"]).status.success());
+
+    // The service's own connection cannot change the log.
+    let forge = "UPDATE audit_events SET ticket_id = 'FORGED' WHERE seq = 3";
+    let statements = [forge, "DELETE FROM audit_events WHERE seq = 5", "DELETE FROM audit_events"];
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+            for sql in statements {
+                let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
+                assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+            }
+            // Someone with the file can drop the trigger; the chain still tells.
+            sqlx::query("DROP TRIGGER audit_events_no_update").execute(&pool).await.unwrap();
+            sqlx::query(forge).execute(&pool).await.unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+            for sql in statements.iter().copied().chain(["TRUNCATE audit_events"]) {
+                let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
+                assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+            }
+            // A superuser can bypass triggers; the chain still tells.
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+            sqlx::query(forge).execute(&mut *conn).await.unwrap();
+        }
+    }
+    let out = otpd(dir, &app.db.url, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit chain broken at audit event 3 "), "{stderr}");
+}
+
+#[tokio::test]
+async fn supervisors_cli_prints_the_token_alone_and_disables() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    let out = otpd(dir.path(), &url, &["supervisors", "add", "--name", "kim.minji", "--role", "supervisor"]);
+    assert!(out.status.success(), "{out:?}");
+    let token = stdout(&out);
+    assert_eq!(token.lines().count(), 1, "the token alone on stdout: {token:?}");
+    assert!(token.starts_with(otpd::supervision::token::PREFIX) && token.trim().len() == 48, "{token:?}");
+
+    let dup = otpd(dir.path(), &url, &["supervisors", "add", "--name", "kim.minji", "--role", "admin"]);
+    assert_eq!(dup.status.code(), Some(1));
+    let bad = otpd(dir.path(), &url, &["supervisors", "add", "--name", "lee", "--role", "root"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(otpd(dir.path(), &url, &["supervisors", "add", "--name", "lee", "--role", "auditor"]).status.success());
+
+    let list = stdout(&otpd(dir.path(), &url, &["supervisors", "list"]));
+    assert!(list.lines().any(|l| l.starts_with("kim.minji") && l.contains("supervisor")), "{list}");
+    assert!(!list.contains(token.trim()), "the list never shows tokens");
+
+    let out = otpd(dir.path(), &url, &["supervisors", "disable", "kim.minji"]);
+    assert!(out.status.success(), "{out:?}");
+    let list = stdout(&otpd(dir.path(), &url, &["supervisors", "list"]));
+    let kim = list.lines().find(|l| l.starts_with("kim.minji")).unwrap();
+    assert!(!kim.trim_end().ends_with('-'), "disabled shows a time: {kim}");
+    assert_eq!(otpd(dir.path(), &url, &["supervisors", "disable", "nobody"]).status.code(), Some(1));
+}
