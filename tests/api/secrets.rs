@@ -68,6 +68,10 @@ async fn no_code_in_trace_logs_or_database_files() {
 
     let (stdout, stderr) = otpd.terminate().await;
     assert!(stderr.contains("verification approved"), "the run was logged: {stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("\"target\":\"audit\"") && l.contains("phone_locked")),
+        "the lockout is on the audit tracing target"
+    );
     assert!(stderr.contains("+82 10-****-5678"), "numbers are logged masked");
     assert!(!stderr.contains(PHONE_E164) && !stdout.contains(PHONE_E164), "numbers are never logged in full");
 
