@@ -5,6 +5,7 @@ pub mod client_ip;
 mod otp;
 mod status;
 mod supervisor;
+mod violations;
 
 pub use auth::AuthLayer;
 pub use otp::OtpApi;

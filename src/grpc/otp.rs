@@ -6,13 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::client_ip::{self, TrustedProxies};
+use super::violations::Violations;
 use super::{deadline, detached, rate_limited, timestamp};
-use crate::domain::{AllowedCountries, AppHash, CodeLength, OtpCode, PhoneError, PhoneNumber, Purpose};
+use crate::domain::{AllowedCountries, AppHash, CodeLength, OtpCode, PhoneNumber, Purpose};
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1 as pb;
-use crate::service::{
-    FieldViolation, SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome,
-};
+use crate::service::{SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome};
 
 /// The public API.
 #[derive(Clone)]
@@ -110,46 +109,6 @@ fn record_span(phone: &PhoneNumber, purpose: Purpose) {
     let span = tracing::Span::current();
     span.record("phone", tracing::field::display(phone));
     span.record("purpose", purpose.as_str());
-}
-
-/// Collects every invalid field of a request, so the caller learns all of them at once.
-#[derive(Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    fn check<T, E: std::fmt::Display>(
-        &mut self,
-        field: &'static str,
-        reason: &'static str,
-        r: Result<T, E>,
-    ) -> Option<T> {
-        r.map_err(|e| self.0.push(FieldViolation { field, reason, description: e.to_string() })).ok()
-    }
-
-    fn phone(&mut self, field: &'static str, input: &str, countries: &AllowedCountries) -> Option<PhoneNumber> {
-        let parsed = PhoneNumber::parse(input, countries);
-        let reason = match &parsed {
-            Err(PhoneError::Unsupported(_)) => "UNSUPPORTED_DESTINATION",
-            _ => "INVALID_PHONE_NUMBER",
-        };
-        self.check(field, reason, parsed)
-    }
-
-    fn purpose(&mut self, value: i32) -> Option<Purpose> {
-        let purpose = match pb::Purpose::try_from(value) {
-            Ok(pb::Purpose::Login) => Ok(Purpose::Login),
-            Ok(pb::Purpose::Signup) => Ok(Purpose::Signup),
-            Ok(pb::Purpose::Reauth) => Ok(Purpose::Reauth),
-            Ok(pb::Purpose::ChangePhone) => Ok(Purpose::ChangePhone),
-            Ok(pb::Purpose::Unspecified) => Err("purpose is required".to_owned()),
-            Err(_) => Err(format!("unknown purpose {value}")),
-        };
-        self.check("purpose", "INVALID_PURPOSE", purpose)
-    }
-
-    fn into_error(self) -> Option<ServiceError> {
-        (!self.0.is_empty()).then_some(ServiceError::InvalidArgument(self.0))
-    }
 }
 
 impl From<SendOutcome> for pb::SendCodeResponse {

@@ -4,6 +4,7 @@
 use base64::Engine;
 use tonic::{Request, Response, Status};
 
+use super::violations::{Violations, optional_purpose};
 use super::{detached, timestamp};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::domain::{Actor, AllowedCountries, Channel, ContactChannel, PhoneNumber, Purpose, Reason, TicketId};
@@ -47,44 +48,6 @@ impl SupervisorApi {
 
 fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
     request.extensions().get::<Actor>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
-}
-
-#[derive(Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    fn check<T, E: std::fmt::Display>(
-        &mut self,
-        field: &'static str,
-        reason: &'static str,
-        r: Result<T, E>,
-    ) -> Option<T> {
-        r.map_err(|e| self.0.push(FieldViolation { field, reason, description: e.to_string() })).ok()
-    }
-
-    fn phone(&mut self, input: &str, countries: &AllowedCountries) -> Option<PhoneNumber> {
-        let parsed = PhoneNumber::parse(input, countries);
-        let reason = match &parsed {
-            Err(crate::domain::PhoneError::Unsupported(_)) => "UNSUPPORTED_DESTINATION",
-            _ => "INVALID_PHONE_NUMBER",
-        };
-        self.check("phone_number", reason, parsed)
-    }
-
-    fn ticket(&mut self, input: &str) -> Option<TicketId> {
-        self.check("ticket_id", "INVALID_TICKET_ID", TicketId::parse(input))
-    }
-}
-
-fn purpose_from_pb(value: i32) -> Result<Option<Purpose>, String> {
-    match pb::Purpose::try_from(value) {
-        Ok(pb::Purpose::Unspecified) => Ok(None),
-        Ok(pb::Purpose::Login) => Ok(Some(Purpose::Login)),
-        Ok(pb::Purpose::Signup) => Ok(Some(Purpose::Signup)),
-        Ok(pb::Purpose::Reauth) => Ok(Some(Purpose::Reauth)),
-        Ok(pb::Purpose::ChangePhone) => Ok(Some(Purpose::ChangePhone)),
-        Err(_) => Err(format!("unknown purpose {value}")),
-    }
 }
 
 fn purpose_to_pb(purpose: Purpose) -> pb::Purpose {
@@ -154,8 +117,8 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let actor = actor(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
-        let phone = v.phone(&req.phone_number, &self.countries);
-        let purpose = v.check("purpose", "INVALID_PURPOSE", purpose_from_pb(req.purpose));
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let purpose = v.check("purpose", "INVALID_PURPOSE", optional_purpose(req.purpose));
         let ticket = v.ticket(&req.ticket_id);
         let reason = match pb::LookupReason::try_from(req.reason) {
             Ok(pb::LookupReason::StrongComplaint) => Some(()),
@@ -180,7 +143,7 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
             )
         };
         let (Some(phone), Some(purpose), Some(ticket), Some(()), Some(contact), Some(contact_number), true) =
-            (phone.clone(), purpose, ticket.clone(), reason, contact, contact_number, v.0.is_empty())
+            (phone.clone(), purpose, ticket.clone(), reason, contact, contact_number, v.is_empty())
         else {
             return Err(self.refuse(&actor, AuditAction::LookupCode, phone.as_ref(), ticket.as_ref(), v.0).await);
         };
@@ -205,9 +168,9 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let actor = actor(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
-        let phone = v.phone(&req.phone_number, &self.countries);
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
         let ticket = v.ticket(&req.ticket_id);
-        let (Some(phone), Some(ticket), true) = (phone.clone(), ticket.clone(), v.0.is_empty()) else {
+        let (Some(phone), Some(ticket), true) = (phone.clone(), ticket.clone(), v.is_empty()) else {
             return Err(self.refuse(&actor, AuditAction::GetPhoneStatus, phone.as_ref(), ticket.as_ref(), v.0).await);
         };
         let service = self.service.clone();
@@ -225,10 +188,10 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let actor = actor(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
-        let phone = v.phone(&req.phone_number, &self.countries);
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
         let ticket = v.ticket(&req.ticket_id);
         let reason = v.check("reason", "INVALID_REASON", Reason::parse(&req.reason));
-        let (Some(phone), Some(ticket), Some(reason), true) = (phone.clone(), ticket.clone(), reason, v.0.is_empty())
+        let (Some(phone), Some(ticket), Some(reason), true) = (phone.clone(), ticket.clone(), reason, v.is_empty())
         else {
             return Err(self.refuse(&actor, AuditAction::UnlockPhone, phone.as_ref(), ticket.as_ref(), v.0).await);
         };
@@ -273,7 +236,7 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
                 u32::try_from(n).ok().filter(|n| *n <= MAX_PAGE).ok_or("page_size must be 0 to 500"),
             ),
         };
-        let Some(page) = page.filter(|_| v.0.is_empty()) else {
+        let Some(page) = page.filter(|_| v.is_empty()) else {
             return Err(self.refuse(&actor, AuditAction::ListAuditEvents, phone.as_ref(), None, v.0).await);
         };
         let filter = AuditFilter {
