@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditCommand, Cli, Command, SupervisorsCommand};
-use crate::domain::audit::ChainVerifier;
+use crate::domain::audit::{AuditAction, ChainVerifier, NewAuditEvent};
 use crate::startup::Application;
 use crate::store::Stores;
 use crate::supervision::token;
@@ -67,7 +67,8 @@ async fn supervisors(stores: &Stores, command: SupervisorsCommand) -> anyhow::Re
     match command {
         SupervisorsCommand::Add { name, role } => {
             let secret = token::generate();
-            if !stores.supervision.add_supervisor(&name, role, &token::hash_secret(&secret), now).await? {
+            let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, format!("added {name} ({role})"));
+            if !stores.supervision.add_supervisor(&name, role, &token::hash_secret(&secret), now, event).await? {
                 anyhow::bail!("a supervisor named `{name}` already exists");
             }
             tracing::info!(target: "audit", supervisor = %name, %role, "supervisor added");
@@ -83,7 +84,8 @@ async fn supervisors(stores: &Stores, command: SupervisorsCommand) -> anyhow::Re
             }
         }
         SupervisorsCommand::Disable { name } => {
-            if !stores.supervision.disable_supervisor(&name, now).await? {
+            let event = NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, now, format!("disabled {name}"));
+            if !stores.supervision.disable_supervisor(&name, now, event).await? {
                 anyhow::bail!("no supervisor named `{name}`");
             }
             tracing::info!(target: "audit", supervisor = %name, "supervisor disabled");

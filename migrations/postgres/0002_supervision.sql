@@ -30,7 +30,8 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_by_actor ON audit_events (actor_name, action, at);
 CREATE INDEX audit_by_phone ON audit_events (phone_key, at);
 
--- Append-only: UPDATE, DELETE and TRUNCATE are rejected for every role, the table owner included.
+-- Append-only: UPDATE, DELETE and TRUNCATE are rejected for every role while these triggers are enabled. The table
+-- owner (or a superuser) can disable them; the hash chain is what reveals such changes (`otpd audit verify`).
 CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'audit_events is append-only: % rejected', TG_OP USING ERRCODE = 'insufficient_privilege';

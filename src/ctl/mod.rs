@@ -121,6 +121,10 @@ pub enum ActionArg {
     ListAuditEvents,
     /// Lockouts.
     PhoneLocked,
+    /// Supervisors added.
+    SupervisorAdded,
+    /// Supervisors disabled.
+    SupervisorDisabled,
 }
 
 /// Runs `otpctl`.
@@ -209,6 +213,8 @@ fn action_to_pb(a: ActionArg) -> pb::AuditAction {
         ActionArg::UnlockPhone => pb::AuditAction::UnlockPhone,
         ActionArg::ListAuditEvents => pb::AuditAction::ListAuditEvents,
         ActionArg::PhoneLocked => pb::AuditAction::PhoneLocked,
+        ActionArg::SupervisorAdded => pb::AuditAction::SupervisorAdded,
+        ActionArg::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
     }
 }
 

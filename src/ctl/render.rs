@@ -170,6 +170,8 @@ fn action_name(a: pb::AuditAction) -> &'static str {
         pb::AuditAction::UnlockPhone => "unlock_phone",
         pb::AuditAction::ListAuditEvents => "list_audit_events",
         pb::AuditAction::PhoneLocked => "phone_locked",
+        pb::AuditAction::SupervisorAdded => "supervisor_added",
+        pb::AuditAction::SupervisorDisabled => "supervisor_disabled",
         pb::AuditAction::Unspecified => "unspecified",
     }
 }

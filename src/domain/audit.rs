@@ -15,6 +15,9 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// The actor of events the service records on its own (lockouts).
 pub const SYSTEM_ACTOR: &str = "system";
 
+/// The role of someone running `otpd` on the command line against the database.
+pub const OPERATOR_ROLE: &str = "operator";
+
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditAction {
@@ -28,16 +31,22 @@ pub enum AuditAction {
     ListAuditEvents,
     /// A number was locked by its 10th consecutive wrong code.
     PhoneLocked,
+    /// An operator added a supervisor (`otpd supervisors add`).
+    SupervisorAdded,
+    /// An operator disabled a supervisor.
+    SupervisorDisabled,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 7] = [
         AuditAction::LookupCode,
         AuditAction::GetPhoneStatus,
         AuditAction::UnlockPhone,
         AuditAction::ListAuditEvents,
         AuditAction::PhoneLocked,
+        AuditAction::SupervisorAdded,
+        AuditAction::SupervisorDisabled,
     ];
 
     /// The name stored in the database.
@@ -48,12 +57,36 @@ impl AuditAction {
             AuditAction::UnlockPhone => "unlock_phone",
             AuditAction::ListAuditEvents => "list_audit_events",
             AuditAction::PhoneLocked => "phone_locked",
+            AuditAction::SupervisorAdded => "supervisor_added",
+            AuditAction::SupervisorDisabled => "supervisor_disabled",
         }
     }
 
     /// The inverse of [`AuditAction::as_str`].
     pub fn from_db(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl NewAuditEvent {
+    /// An event by the operator running `otpd` on the command line (named by the OS user, when known).
+    pub fn by_operator(action: AuditAction, at: DateTime<Utc>, detail: impl Into<String>) -> Self {
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        Self {
+            id: uuid::Uuid::now_v7(),
+            at,
+            actor_name: format!("cli:{user}"),
+            actor_role: OPERATOR_ROLE.to_owned(),
+            action,
+            phone_masked: None,
+            phone_key: None,
+            ticket_id: None,
+            reason: None,
+            contact_channel: None,
+            contact_matched: None,
+            outcome: AuditOutcome::Granted,
+            detail: detail.into(),
+        }
     }
 }
 

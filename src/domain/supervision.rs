@@ -54,6 +54,9 @@ impl FromStr for SupervisorName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let ok = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+        if s.eq_ignore_ascii_case(crate::domain::audit::SYSTEM_ACTOR) {
+            return Err("`system` is reserved for the service's own audit events".into());
+        }
         if (1..=64).contains(&s.chars().count()) && s.chars().all(ok) {
             Ok(Self(s.to_owned()))
         } else {
@@ -174,6 +177,8 @@ mod tests {
         assert!("kim.minji".parse::<SupervisorName>().is_ok());
         assert!("김민지".parse::<SupervisorName>().is_ok());
         assert!("a b".parse::<SupervisorName>().is_err());
+        assert!("System".parse::<SupervisorName>().is_err());
+        assert!("cli:root".parse::<SupervisorName>().is_err(), "operators' audit names cannot be taken");
         assert!(TicketId::parse("CS-2026-000123").is_ok());
         assert!(TicketId::parse(" ").is_err());
         assert!(TicketId::parse("x;drop").is_err());

@@ -66,6 +66,8 @@ fn action_to_pb(action: AuditAction) -> pb::AuditAction {
         AuditAction::UnlockPhone => pb::AuditAction::UnlockPhone,
         AuditAction::ListAuditEvents => pb::AuditAction::ListAuditEvents,
         AuditAction::PhoneLocked => pb::AuditAction::PhoneLocked,
+        AuditAction::SupervisorAdded => pb::AuditAction::SupervisorAdded,
+        AuditAction::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
     }
 }
 
@@ -77,6 +79,8 @@ fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
         pb::AuditAction::UnlockPhone => Some(AuditAction::UnlockPhone),
         pb::AuditAction::ListAuditEvents => Some(AuditAction::ListAuditEvents),
         pb::AuditAction::PhoneLocked => Some(AuditAction::PhoneLocked),
+        pb::AuditAction::SupervisorAdded => Some(AuditAction::SupervisorAdded),
+        pb::AuditAction::SupervisorDisabled => Some(AuditAction::SupervisorDisabled),
     })
 }
 

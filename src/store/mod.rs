@@ -17,7 +17,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
-    SupervisorRecord, Unlocked, VerificationStatus, quota_detail, unlock_detail,
+    SupervisorRecord, Unlocked, VerificationStatus, locked_detail,
 };
 
 /// A store operation failed. The text is for logs, never for clients.

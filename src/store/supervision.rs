@@ -57,6 +57,11 @@ pub enum LookupIssue {
     Issued { expires_at: DateTime<Utc>, event: AuditEvent },
     /// The supervisor's quota is used up; a denied event was appended instead and no code recorded.
     QuotaExceeded { retry_at: DateTime<Utc>, event: AuditEvent },
+    /// The number was locked meanwhile (a 10th wrong code); a denied event was appended, no code recorded.
+    Locked { until: DateTime<Utc>, event: AuditEvent },
+    /// The verification stopped being pending meanwhile (approved, replaced or purged); a denied event was
+    /// appended, no code recorded.
+    NotPending { event: AuditEvent },
 }
 
 /// One code of a verification, for the status view.
@@ -137,20 +142,28 @@ pub struct AuditFilter {
 /// Persistence for supervisors, lookups and the audit log.
 #[async_trait::async_trait]
 pub trait SupervisionStore: Send + Sync + 'static {
-    /// Adds a supervisor with the hash of their token. Returns false if the name is taken.
+    /// Adds a supervisor with the hash of their token and appends `event`, in one transaction. Returns false
+    /// (and appends nothing) if the name is taken.
     async fn add_supervisor(
         &self,
         name: &SupervisorName,
         role: Role,
         token_hash: &str,
         now: DateTime<Utc>,
+        event: NewAuditEvent,
     ) -> StoreResult<bool>;
 
     /// Every supervisor, by name.
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>>;
 
-    /// Disables a supervisor; their token stops working at once. Returns false if there is no such name.
-    async fn disable_supervisor(&self, name: &SupervisorName, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Disables a supervisor (their token stops working at once) and appends `event`, in one transaction.
+    /// Returns false (and appends nothing) if there is no such name.
+    async fn disable_supervisor(
+        &self,
+        name: &SupervisorName,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+    ) -> StoreResult<bool>;
 
     /// The enabled supervisor whose token hashes to `token_hash`.
     async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>>;
@@ -163,9 +176,10 @@ pub trait SupervisionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<LookupTarget>;
 
-    /// In one transaction: checks the actor's quota of granted lookups; records `code` for `verification` and
-    /// appends `event` (granted), or, over quota, appends `event` as denied and records nothing. If the
-    /// append fails, nothing is recorded.
+    /// In one transaction: checks the actor's quota of granted lookups, that the number is still unlocked and
+    /// the verification still pending; records `code` for `verification` and appends `event` (granted), or
+    /// appends `event` as denied (with the reason as its detail) and records nothing. If the append fails,
+    /// nothing is recorded.
     async fn issue_supervisor_code(
         &self,
         verification: VerificationId,
@@ -200,6 +214,14 @@ pub trait SupervisionStore: Send + Sync + 'static {
 pub fn quota_detail(quota: LookupQuota) -> String {
     format!("lookup quota reached: {} codes per {} minutes", quota.max, quota.window.num_minutes())
 }
+
+/// The detail of a lookup refused because the number was locked meanwhile.
+pub fn locked_detail(until: DateTime<Utc>) -> String {
+    format!("number locked until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The detail of a lookup whose verification stopped being pending meanwhile.
+pub const NOT_PENDING_DETAIL: &str = "the verification stopped being pending during the lookup";
 
 /// Completes an unlock event's detail with what changed.
 pub fn unlock_detail(detail: &str, unlocked: Unlocked) -> String {

@@ -160,7 +160,7 @@ impl SupervisionService {
         }
         let target = self.store().lookup_target(&cmd.phone, cmd.purpose, now).await?;
         if let Some(until) = target.locked_until {
-            event.detail = format!("number locked until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            event.detail = crate::store::locked_detail(until);
             return Err(self.deny(event, ServiceError::LookupLocked { until }).await);
         }
         let window_start = now - self.lookup.window;
@@ -199,6 +199,14 @@ impl SupervisionService {
                 trace(&event);
                 let retry_after = (retry_at - now).to_std().unwrap_or(Duration::ZERO);
                 Err(ServiceError::LookupQuota { retry_after })
+            }
+            LookupIssue::Locked { until, event } => {
+                trace(&event);
+                Err(ServiceError::LookupLocked { until })
+            }
+            LookupIssue::NotPending { event } => {
+                trace(&event);
+                Err(ServiceError::NoRecentSend)
             }
         }
     }

@@ -72,7 +72,8 @@ async fn concurrent_lookups_and_denials_keep_one_gapless_chain(backend: Backend)
 
     let out = otpd(dir.path(), &db.url, &["audit", "verify"]);
     assert!(out.status.success(), "{out:?}");
-    assert!(stdout(&out).starts_with("audit chain intact: 50 events"), "{}", stdout(&out));
+    // 50 lookups and the 3 `supervisors add` events.
+    assert!(stdout(&out).starts_with("audit chain intact: 53 events"), "{}", stdout(&out));
     a.terminate().await;
     if let Some(b) = b {
         b.terminate().await;
@@ -147,4 +148,24 @@ async fn supervisors_cli_prints_the_token_alone_and_disables() {
     let kim = list.lines().find(|l| l.starts_with("kim.minji")).unwrap();
     assert!(!kim.trim_end().ends_with('-'), "disabled shows a time: {kim}");
     assert_eq!(otpd(dir.path(), &url, &["supervisors", "disable", "nobody"]).status.code(), Some(1));
+    assert_eq!(
+        otpd(dir.path(), &url, &["supervisors", "add", "--name", "system", "--role", "admin"]).status.code(),
+        Some(2)
+    );
+
+    // Each change is in the audit chain, by the operator.
+    let store = otpd::store::connect(&url).await.unwrap().supervision;
+    let events = store.audit_chain(0, 100).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.action.as_str(), e.event.detail.as_str(), e.event.actor_role.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("supervisor_added", "added kim.minji (supervisor)", "operator"),
+            ("supervisor_added", "added lee (auditor)", "operator"),
+            ("supervisor_disabled", "disabled kim.minji", "operator"),
+        ]
+    );
 }

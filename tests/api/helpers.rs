@@ -319,19 +319,18 @@ impl TestApp {
         client.check(req).await.unwrap().into_inner().status
     }
 
-    /// Adds a supervisor the way `otpd supervisors add` does and returns their token.
+    /// Adds a supervisor the way `otpd supervisors add` does (audited as the operator) and returns their token.
     pub async fn add_supervisor(&self, name: &str, role: &str) -> String {
+        use otpd::domain::audit::{AuditAction, NewAuditEvent};
         use secrecy::ExposeSecret;
         let token = otpd::supervision::token::generate();
+        let event =
+            NewAuditEvent::by_operator(AuditAction::SupervisorAdded, self.now(), format!("added {name} ({role})"));
+        let hash = otpd::supervision::token::hash_secret(&token);
         let added = self
             .stores
             .supervision
-            .add_supervisor(
-                &name.parse().unwrap(),
-                role.parse().unwrap(),
-                &otpd::supervision::token::hash_secret(&token),
-                self.now(),
-            )
+            .add_supervisor(&name.parse().unwrap(), role.parse().unwrap(), &hash, self.now(), event)
             .await
             .unwrap();
         assert!(added);
@@ -341,6 +340,11 @@ impl TestApp {
     /// Every audit event, oldest first.
     pub async fn audit(&self) -> Vec<otpd::domain::audit::AuditEvent> {
         self.stores.supervision.audit_chain(0, 10_000).await.unwrap()
+    }
+
+    /// The audit events of service calls and lockouts (not the operator's `otpd supervisors` changes).
+    pub async fn call_events(&self) -> Vec<otpd::domain::audit::AuditEvent> {
+        self.audit().await.into_iter().filter(|e| e.event.actor_role != otpd::domain::audit::OPERATOR_ROLE).collect()
     }
 
     /// Stops the server and waits for it to drain.

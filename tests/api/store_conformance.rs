@@ -18,6 +18,7 @@ both_backends!(
     release_gives_back_an_attempt_and_its_provisional_lock,
     failed_delivery_revokes_the_code_but_counts_toward_caps,
     purge_deletes_old_rows_only,
+    supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile,
 );
 
 async fn store(backend: Backend) -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -174,4 +175,48 @@ async fn purge_deletes_old_rows_only(backend: Backend) {
     assert_eq!(purged, 2, "the old code and its finished verification");
     assert!(store.check_state(&phone(), Purpose::Signup, now).await.unwrap().pending.is_some());
     assert_eq!(store.send_history(&phone(), now).await.unwrap().sent.len(), 1);
+}
+
+async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(backend: Backend) {
+    use otpd::domain::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+    use otpd::store::{LookupIssue, LookupQuota};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    stores.verification.migrate().await.unwrap();
+    let (store, supervision) = (stores.verification, stores.supervision);
+    let t0 = now();
+    let quota = LookupQuota { max: 20, window: TimeDelta::hours(1) };
+    let event = || {
+        let mut e = NewAuditEvent::by_operator(AuditAction::LookupCode, t0, "code issued");
+        e.actor_name = "kim".into();
+        e
+    };
+    let supervisor_code = || NewCode { channel: Channel::Supervisor, ..new_code(Purpose::Login, t0, 9) };
+
+    // Approved between the lookup's checks and its transaction.
+    let issued = issue(&*store, Purpose::Login, t0, 1).await;
+    assert!(store.approve(issued.verification_id, &phone(), t0).await.unwrap());
+    let outcome =
+        supervision.issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event()).await.unwrap();
+    let LookupIssue::NotPending { event: denied } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(denied.event.outcome, AuditOutcome::Denied);
+
+    // Locked by a 10th wrong code meanwhile.
+    let issued = issue(&*store, Purpose::Login, t0, 2).await;
+    for _ in 0..10 {
+        store.reserve_attempt(&phone(), t0, &Policy::default()).await.unwrap();
+    }
+    let outcome =
+        supervision.issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event()).await.unwrap();
+    let LookupIssue::Locked { until, event: denied } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(until, t0 + TimeDelta::hours(24));
+    assert_eq!(denied.event.outcome, AuditOutcome::Denied);
+    assert_eq!(
+        store.check_state(&phone(), Purpose::Login, t0).await.unwrap().pending.unwrap().live_codes.len(),
+        1,
+        "no code recorded"
+    );
+    assert_eq!(supervision.audit_chain(0, 10).await.unwrap().len(), 2);
 }

@@ -40,7 +40,7 @@ async fn lookup_for_the_callers_own_number_issues_a_code_that_approves(backend: 
     let ok = app.verify(PHONE, Purpose::Login, &r.code).await.unwrap();
     assert_eq!(ok.result(), VerifyResult::Approved);
 
-    let events = app.audit().await;
+    let events = app.call_events().await;
     let lookups: Vec<_> = events.iter().filter(|e| e.event.action == AuditAction::LookupCode).collect();
     assert_eq!(lookups.len(), 1);
     let e = &lookups[0].event;
@@ -77,7 +77,7 @@ async fn a_third_partys_number_is_refused_and_audited(backend: Backend) {
     assert_eq!(reason(&err), "THIRD_PARTY_NUMBER");
     assert!(err.get_error_details().localized_message().unwrap().message.contains("제3자"));
 
-    let events = app.audit().await;
+    let events = app.call_events().await;
     assert_eq!(events.len(), 1);
     let e = &events[0].event;
     assert_eq!((e.action, e.outcome, e.contact_matched), (AuditAction::LookupCode, AuditOutcome::Denied, Some(false)));
@@ -119,7 +119,8 @@ async fn no_recent_send_is_refused_and_audited(backend: Backend) {
     let err = app.sup.clone().lookup_code(authed(req, &kim)).await.unwrap_err();
     assert_eq!(reason(&err), "NO_PENDING_VERIFICATION");
 
-    let denied: Vec<_> = app.audit().await.into_iter().filter(|e| e.event.outcome == AuditOutcome::Denied).collect();
+    let denied: Vec<_> =
+        app.call_events().await.into_iter().filter(|e| e.event.outcome == AuditOutcome::Denied).collect();
     assert_eq!(denied.len(), 3);
 }
 
@@ -164,7 +165,7 @@ async fn locked_number_status_and_unlock(backend: Backend) {
     assert_eq!(unlocked.failed_attempts_cleared, 10);
     assert_eq!(app.verify(PHONE, Purpose::Login, &code).await.unwrap().result(), VerifyResult::Approved);
 
-    let events = app.audit().await;
+    let events = app.call_events().await;
     let kinds: Vec<_> = events.iter().map(|e| (e.event.action, e.event.outcome, e.event.actor_name.as_str())).collect();
     assert_eq!(
         kinds,
@@ -219,7 +220,9 @@ async fn bad_requests_and_authentication(backend: Backend) {
     assert_eq!(sup.list_audit_events(authed(list, &kim)).await.unwrap_err().code(), Code::PermissionDenied);
 
     sup.lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap();
-    app.stores.supervision.disable_supervisor(&"kim".parse().unwrap(), app.now()).await.unwrap();
+    let event =
+        otpd::domain::audit::NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, app.now(), "disabled kim");
+    assert!(app.stores.supervision.disable_supervisor(&"kim".parse().unwrap(), app.now(), event).await.unwrap());
     let err = sup.lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "a disabled supervisor's token stops working at once");
 
@@ -227,9 +230,13 @@ async fn bad_requests_and_authentication(backend: Backend) {
     assert_eq!(app.health(app.admin_addr, "").await, 1);
 
     // Every authenticated call was audited: 5 invalid, 2 wrong role, 1 granted.
-    let events = app.audit().await;
+    let events = app.call_events().await;
     let denied = events.iter().filter(|e| e.event.outcome == AuditOutcome::Denied).count();
     assert_eq!((events.len(), denied), (8, 7));
+    // And so were the operator's changes: two supervisors added, one disabled.
+    let operator: Vec<_> = app.audit().await.into_iter().filter(|e| e.event.actor_role == "operator").collect();
+    let actions: Vec<_> = operator.iter().map(|e| e.event.action).collect();
+    assert_eq!(actions, [AuditAction::SupervisorAdded, AuditAction::SupervisorAdded, AuditAction::SupervisorDisabled]);
 }
 
 async fn lookup_quota_per_supervisor(backend: Backend) {
@@ -245,7 +252,7 @@ async fn lookup_quota_per_supervisor(backend: Backend) {
     assert_eq!((err.code(), reason(&err).as_str()), (Code::ResourceExhausted, "LOOKUP_QUOTA"));
     assert_eq!(retry_delay(&err), std::time::Duration::from_secs(58 * 60), "the first lookup leaves the hour");
     app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &choi)).await.unwrap();
-    let last = app.audit().await.into_iter().rev().nth(1).unwrap();
+    let last = app.call_events().await.into_iter().rev().nth(1).unwrap();
     assert_eq!((last.event.outcome, last.event.actor_name.as_str()), (AuditOutcome::Denied, "kim"));
 }
 
@@ -280,7 +287,7 @@ async fn if_the_audit_write_fails_no_code_leaves(backend: Backend) {
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap_err();
     assert_eq!(err.code(), Code::Internal);
     assert_eq!(err.message(), "internal error", "no internal detail reaches the client");
-    assert!(app.audit().await.is_empty());
+    assert!(app.call_events().await.is_empty());
     let rows = app.db.dump().await;
     assert!(!rows.iter().any(|r| r.contains("supervisor")), "no supervisor code was recorded: {rows:?}");
 }
@@ -313,7 +320,8 @@ async fn audit_log_lists_pages_and_filters(backend: Backend) {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen, [3, 2, 1], "newest first, only this number's lookups");
+    assert_eq!(seen.len(), 3, "only this number's lookups: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
 
     let req = pb::ListAuditEventsRequest { actor: "kim".into(), ..Default::default() };
     let all = app.sup.clone().list_audit_events(authed(req, &auditor)).await.unwrap().into_inner();

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Row};
 use super::PgStore;
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
-use crate::store::supervision::{quota_detail, unlock_detail};
+use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
     StoreResult, SupervisionStore, SupervisorRecord, Unlocked, VerificationStatus, count_u32,
@@ -104,7 +104,10 @@ impl SupervisionStore for PgStore {
         role: Role,
         token_hash: &str,
         now: DateTime<Utc>,
+        event: NewAuditEvent,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        lock_chain(&mut tx).await?;
         let added = sqlx::query(
             "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
@@ -112,9 +115,14 @@ impl SupervisionStore for PgStore {
         .bind(role.as_str())
         .bind(token_hash)
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(added.rows_affected() == 1)
+        if added.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
@@ -134,13 +142,25 @@ impl SupervisionStore for PgStore {
             .collect()
     }
 
-    async fn disable_supervisor(&self, name: &SupervisorName, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn disable_supervisor(
+        &self,
+        name: &SupervisorName,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        lock_chain(&mut tx).await?;
         let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
             .bind(name.as_str())
             .bind(now)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>> {
@@ -212,6 +232,20 @@ impl SupervisionStore for PgStore {
             tx.commit().await?;
             return Ok(LookupIssue::QuotaExceeded { retry_at, event });
         }
+        // Row lock: a concurrent attempt reservation (which may lock the number) waits for this transaction.
+        let locked_until: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 FOR UPDATE")
+                .bind(code.phone.e164())
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        if let Some(until) = locked_until.filter(|until| *until > code.now) {
+            event.outcome = AuditOutcome::Denied;
+            event.detail = locked_detail(until);
+            let event = append(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(LookupIssue::Locked { until, event });
+        }
         let extended = sqlx::query(
             "UPDATE verifications SET expires_at = GREATEST(expires_at, $2) WHERE id = $1 AND status = 'pending'",
         )
@@ -220,7 +254,11 @@ impl SupervisionStore for PgStore {
         .execute(&mut *tx)
         .await?;
         if extended.rows_affected() != 1 {
-            return Err(StoreError::Corrupt("the verification stopped being pending during the lookup".into()));
+            event.outcome = AuditOutcome::Denied;
+            event.detail = NOT_PENDING_DETAIL.to_owned();
+            let event = append(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(LookupIssue::NotPending { event });
         }
         sqlx::query(
             "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)

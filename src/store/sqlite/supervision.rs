@@ -8,7 +8,7 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, from_ms, ms, opt_from_ms, verification_id};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
-use crate::store::supervision::{quota_detail, unlock_detail};
+use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
     StoreResult, SupervisionStore, SupervisorRecord, Unlocked, VerificationStatus, count_u32,
@@ -93,7 +93,9 @@ impl SupervisionStore for SqliteStore {
         role: Role,
         token_hash: &str,
         now: DateTime<Utc>,
+        event: NewAuditEvent,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let added = sqlx::query(
             "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
@@ -101,9 +103,14 @@ impl SupervisionStore for SqliteStore {
         .bind(role.as_str())
         .bind(token_hash)
         .bind(ms(now))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(added.rows_affected() == 1)
+        if added.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
@@ -123,13 +130,24 @@ impl SupervisionStore for SqliteStore {
             .collect()
     }
 
-    async fn disable_supervisor(&self, name: &SupervisorName, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn disable_supervisor(
+        &self,
+        name: &SupervisorName,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
             .bind(name.as_str())
             .bind(ms(now))
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>> {
@@ -202,6 +220,20 @@ impl SupervisionStore for SqliteStore {
             tx.commit().await?;
             return Ok(LookupIssue::QuotaExceeded { retry_at, event });
         }
+        let locked_until: Option<i64> =
+            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+                .bind(code.phone.e164())
+                .bind(ms(code.now))
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        if let Some(until) = opt_from_ms(locked_until)? {
+            event.outcome = AuditOutcome::Denied;
+            event.detail = locked_detail(until);
+            let event = append(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(LookupIssue::Locked { until, event });
+        }
         let extended = sqlx::query(
             "UPDATE verifications SET expires_at = MAX(expires_at, $2) WHERE id = $1 AND status = 'pending'",
         )
@@ -210,7 +242,11 @@ impl SupervisionStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if extended.rows_affected() != 1 {
-            return Err(StoreError::Corrupt("the verification stopped being pending during the lookup".into()));
+            event.outcome = AuditOutcome::Denied;
+            event.detail = NOT_PENDING_DETAIL.to_owned();
+            let event = append(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(LookupIssue::NotPending { event });
         }
         sqlx::query(
             "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
