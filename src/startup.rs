@@ -93,6 +93,7 @@ impl Application {
             delivery_timeout: config.sms_timeout,
             test_numbers: config.test_numbers.clone(),
             audit,
+            limits: Arc::clone(&limits),
         });
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =

@@ -18,6 +18,8 @@ impl TrustedProxies {
 
     /// The client address of a request that arrived from `peer` with these `x-forwarded-for` values.
     pub fn client_ip<'a>(&self, peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a str>) -> IpAddr {
+        // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; the CIDRs are written for a.b.c.d.
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
@@ -27,6 +29,7 @@ impl TrustedProxies {
                 // Garbage written by someone before the first trusted hop: the last address we trust is the answer.
                 break;
             };
+            let ip = ip.to_canonical();
             client = ip;
             if !self.trusts(ip) {
                 break;
@@ -89,6 +92,8 @@ mod tests {
         assert_eq!(trusted.client_ip(peer, std::iter::empty()), peer);
         // garbage stops the walk at the last trusted hop
         assert_eq!(trusted.client_ip(peer, ["evil, 192.0.2.1"].into_iter()), ip("192.0.2.1"));
+        // an IPv4 proxy seen through a dual-stack listener is still the trusted proxy
+        assert_eq!(trusted.client_ip(ip("::ffff:10.0.0.5"), ["203.0.113.9"].into_iter()), ip("203.0.113.9"));
     }
 
     #[test]

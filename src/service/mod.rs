@@ -14,8 +14,9 @@ use crate::domain::{
     AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, TestNumbers, VerificationId,
 };
 use crate::hashing::CodeHasher;
+use crate::limits::FrontLimits;
 use crate::sms::{SmsError, SmsGateway, SmsMessage, render_body};
-use crate::store::{DeliveryOutcome, NewCode, Reservation, Store};
+use crate::store::{Approval, DeliveryOutcome, NewCode, Reservation, Store};
 use crate::supervision::AuditLog;
 
 use error::until;
@@ -25,6 +26,8 @@ pub use error::{FieldViolation, ServiceError};
 const DELIVERY_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// What is kept of the caller's deadline for the work after delivery (recording it, answering).
 const DEADLINE_RESERVE: Duration = Duration::from_millis(250);
+/// How long past its deadline a gateway is waited for before it is abandoned.
+const GATEWAY_GRACE: Duration = Duration::from_millis(50);
 
 /// A request to send a code.
 #[derive(Debug)]
@@ -96,6 +99,7 @@ struct Inner {
     delivery_timeout: Duration,
     test_numbers: TestNumbers,
     audit: AuditLog,
+    limits: Arc<FrontLimits>,
 }
 
 /// What the service is built from.
@@ -118,14 +122,27 @@ pub struct ServiceParts {
     pub test_numbers: TestNumbers,
     /// Where lockouts are recorded.
     pub audit: AuditLog,
+    /// The per-destination and per-replica SMS limits.
+    pub limits: Arc<FrontLimits>,
 }
 
 impl VerificationService {
     /// Assembles the service.
     pub fn new(parts: ServiceParts) -> Self {
-        let ServiceParts { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers, audit } =
-            parts;
-        let inner = Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers, audit };
+        let ServiceParts {
+            store,
+            hasher,
+            gateway,
+            clock,
+            policy,
+            sender,
+            delivery_timeout,
+            test_numbers,
+            audit,
+            limits,
+        } = parts;
+        let inner =
+            Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers, audit, limits };
         Self { inner: Arc::new(inner) }
     }
 
@@ -146,9 +163,16 @@ impl VerificationService {
         let now = this.clock.now();
         let history = this.store.send_history(&cmd.phone, now).await?;
         this.policy.check_send(&history, now).map_err(|r| refusal(r, now))?;
-
         let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
         let is_test_number = test_code.is_some();
+        // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
+        if !is_test_number {
+            this.limits.check_send_destination(&cmd.phone).map_err(|limited| ServiceError::RateLimited {
+                limit: limited.limit,
+                retry_after: limited.retry_after,
+            })?;
+        }
+
         let code = test_code.unwrap_or_else(|| OtpCode::generate(this.policy.code_length));
         let hash = this.hasher.hash(&code).await?;
         let now = this.clock.now();
@@ -177,7 +201,8 @@ impl VerificationService {
             DeliveryOutcome::Delivered { message_id: Some("test-number".into()) }
         } else {
             let deadline = self.delivery_deadline(cmd.deadline);
-            match tokio::time::timeout_at(deadline, this.gateway.send(&message, deadline)).await {
+            // The gateway ends by `deadline` itself; this bound only catches one that does not.
+            match tokio::time::timeout_at(deadline + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await {
                 Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
                 Ok(Err(error)) => {
                     if let SmsError::CircuitOpen { retry_after: after } = error {
@@ -267,12 +292,29 @@ impl VerificationService {
             }
         };
         if matched.is_some() {
-            if this.store.approve(verification_id, &cmd.phone, this.clock.now()).await? {
+            let approval = match this.store.approve(verification_id, &cmd.phone, this.clock.now()).await {
+                Ok(approval) => approval,
+                Err(error) => {
+                    // A right code must not stay counted as a failure (it may have been the 10th) because the
+                    // database hiccupped; the caller may simply try again.
+                    if let Err(e) = this.store.release_attempt(&cmd.phone, reservation, this.clock.now()).await {
+                        tracing::error!(error = %crate::telemetry::ErrorChain(&e), "could not give back an attempt");
+                    }
+                    return Err(error.into());
+                }
+            };
+            if approval == Approval::Approved {
                 tracing::info!(%verification_id, "verification approved");
                 return Ok(VerifyOutcome::Approved { verification_id });
             }
             this.store.release_attempt(&cmd.phone, reservation, this.clock.now()).await?;
-            return Err(ServiceError::AlreadyVerified);
+            return match approval {
+                Approval::Replaced => Ok(VerifyOutcome::Expired {
+                    verification_id,
+                    attempts_remaining: this.policy.attempts_remaining(attempt.saturating_sub(1)),
+                }),
+                Approval::Approved | Approval::AlreadyApproved => Err(ServiceError::AlreadyVerified),
+            };
         }
         if let Some(until) = locks_until {
             let detail = format!(

@@ -11,9 +11,17 @@ use crate::clock::Clock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: DateTime<Utc> },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: DateTime<Utc>,
+    },
+    /// One probe is out since `since`; if it never reports (it cannot, through the guard, but a stuck request
+    /// can take long), another is let through after a further cool-down.
+    HalfOpen {
+        since: DateTime<Utc>,
+    },
 }
 
 /// Counts consecutive failures and decides whether the provider may be called.
@@ -42,24 +50,27 @@ impl Breaker {
         }
     }
 
-    /// Asks to call the provider. While half-open only the one probe is admitted.
-    pub fn admit(&self) -> Result<(), Open> {
+    /// Asks to call the provider. While half-open only the one probe is admitted. The returned guard must be
+    /// told the outcome; dropped without one (an early return, a cancelled call) it counts as a failure.
+    pub fn admit(&self) -> Result<Admission<'_>, Open> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
         match *state {
-            State::Closed { .. } => Ok(()),
-            State::Open { until } if now >= until => {
-                *state = State::HalfOpen;
-                tracing::info!("SMS circuit breaker half-open: probing the provider");
-                Ok(())
+            State::Closed { .. } => {}
+            State::Open { until } | State::HalfOpen { since: until } if now < until => {
+                let retry_after = (until - now).to_std().unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
+                return Err(Open { retry_after });
             }
-            State::Open { until } => Err(Open { retry_after: (until - now).to_std().unwrap_or(Duration::ZERO) }),
-            State::HalfOpen => Err(Open { retry_after: Duration::from_secs(1) }),
+            State::Open { .. } | State::HalfOpen { .. } => {
+                *state = State::HalfOpen { since: now + self.cooldown };
+                tracing::info!("SMS circuit breaker half-open: probing the provider");
+            }
         }
+        Ok(Admission { breaker: self, recorded: false })
     }
 
     /// Records the outcome of an admitted call: `true` if the provider answered (even with a refusal).
-    pub fn record(&self, provider_ok: bool) {
+    fn record(&self, provider_ok: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let next = match (*state, provider_ok) {
             (_, true) => State::Closed { failures: 0 },
@@ -67,16 +78,44 @@ impl Breaker {
                 State::Closed { failures: failures + 1 }
             }
             (State::Open { until }, false) => State::Open { until },
-            (State::Closed { .. } | State::HalfOpen, false) => {
+            (State::Closed { .. } | State::HalfOpen { .. }, false) => {
                 let until = self.clock.now() + self.cooldown;
                 tracing::warn!(%until, "SMS circuit breaker open: failing fast");
                 State::Open { until }
             }
         };
-        if matches!(*state, State::HalfOpen | State::Open { .. }) && matches!(next, State::Closed { .. }) {
+        if matches!(*state, State::HalfOpen { .. } | State::Open { .. }) && matches!(next, State::Closed { .. }) {
             tracing::info!("SMS circuit breaker closed: the provider answers again");
         }
         *state = next;
+    }
+}
+
+/// A call the breaker let through; reports its outcome once.
+pub struct Admission<'a> {
+    breaker: &'a Breaker,
+    recorded: bool,
+}
+
+impl Admission<'_> {
+    /// The provider answered (a delivery, or a refusal that shows it is up).
+    pub fn provider_answered(mut self) {
+        self.recorded = true;
+        self.breaker.record(true);
+    }
+
+    /// The provider failed (timeouts, connection errors, 5xx after retries).
+    pub fn provider_failed(mut self) {
+        self.recorded = true;
+        self.breaker.record(false);
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.record(false);
+        }
     }
 }
 
@@ -90,33 +129,45 @@ mod tests {
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let breaker = Breaker::new(3, Duration::from_secs(30), clock.clone());
         for _ in 0..2 {
-            breaker.admit().unwrap();
-            breaker.record(false);
+            breaker.admit().unwrap().provider_failed();
         }
-        breaker.admit().unwrap();
-        breaker.record(false);
-        assert_eq!(breaker.admit(), Err(Open { retry_after: Duration::from_secs(30) }));
+        breaker.admit().unwrap().provider_failed();
+        assert_eq!(breaker.admit().err(), Some(Open { retry_after: Duration::from_secs(30) }));
 
         clock.advance(TimeDelta::seconds(30));
-        breaker.admit().unwrap();
+        let probe = breaker.admit().unwrap();
         assert!(breaker.admit().is_err(), "only one probe while half-open");
-        breaker.record(false);
+        probe.provider_failed();
         assert!(breaker.admit().is_err(), "a failed probe re-opens");
 
         clock.advance(TimeDelta::seconds(30));
-        breaker.admit().unwrap();
-        breaker.record(true);
-        breaker.admit().unwrap();
-        breaker.admit().unwrap();
+        breaker.admit().unwrap().provider_answered();
+        breaker.admit().unwrap().provider_answered();
+        breaker.admit().unwrap().provider_answered();
+    }
+
+    #[test]
+    fn an_admission_dropped_without_an_outcome_is_a_failure_and_cannot_wedge_half_open() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let breaker = Breaker::new(1, Duration::from_secs(30), clock.clone());
+        drop(breaker.admit().unwrap());
+        assert!(breaker.admit().is_err(), "the dropped call counted as a failure");
+        clock.advance(TimeDelta::seconds(30));
+        let stuck_probe = breaker.admit().unwrap();
+        std::mem::forget(stuck_probe);
+        assert!(breaker.admit().is_err());
+        clock.advance(TimeDelta::seconds(30));
+        breaker.admit().unwrap().provider_answered();
+        assert!(breaker.admit().is_ok(), "a new probe went out after another cool-down and closed it");
     }
 
     #[test]
     fn a_success_resets_the_count() {
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let breaker = Breaker::new(2, Duration::from_secs(30), clock);
-        breaker.record(false);
-        breaker.record(true);
-        breaker.record(false);
+        breaker.admit().unwrap().provider_failed();
+        breaker.admit().unwrap().provider_answered();
+        breaker.admit().unwrap().provider_failed();
         assert!(breaker.admit().is_ok());
     }
 }

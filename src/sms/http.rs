@@ -145,7 +145,7 @@ impl HttpGateway {
 #[async_trait::async_trait]
 impl SmsGateway for HttpGateway {
     async fn send(&self, message: &SmsMessage, deadline: Instant) -> Result<Delivery, SmsError> {
-        self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;
+        let admission = self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;
         let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
             .map_err(|_| SmsError::Unavailable("no free connection before the deadline".into()))?
@@ -160,11 +160,11 @@ impl SmsGateway for HttpGateway {
             let timeout = self.settings.attempt_timeout.min(deadline - now);
             let retry_after = match self.attempt(message, timeout).await {
                 Attempt::Delivered(delivery) => {
-                    self.breaker.record(true);
+                    admission.provider_answered();
                     return Ok(delivery);
                 }
                 Attempt::Rejected(why) => {
-                    self.breaker.record(true);
+                    admission.provider_answered();
                     return Err(SmsError::Rejected(why));
                 }
                 Attempt::Transient { why, retry_after } => {
@@ -177,13 +177,13 @@ impl SmsGateway for HttpGateway {
                 break;
             }
             let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-            if Instant::now() + wait >= deadline {
+            if Instant::now().checked_add(wait).is_none_or(|resume| resume >= deadline) {
                 last.push_str("; no time left to retry");
                 break;
             }
             tokio::time::sleep(wait).await;
         }
-        self.breaker.record(false);
+        admission.provider_failed();
         Err(SmsError::Unavailable(last))
     }
 }

@@ -39,15 +39,41 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
+        match &e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if is_transient(db.as_ref()) => StoreError::Unavailable(e),
             _ => StoreError::Query(e),
         }
     }
+}
+
+/// Errors a retry can clear: PostgreSQL serialization failures and deadlocks (class 40), connection
+/// exceptions (08), insufficient resources (53) and shutdowns (57P); SQLite's BUSY and LOCKED.
+fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = pg.code();
+        return ["40", "08", "53", "57P"].iter().any(|class| code.starts_with(class));
+    }
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        let primary = db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+        return matches!(primary, Some(5 | 6));
+    }
+    false
+}
+
+/// What [`Store::approve`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// This check consumed the verification.
+    Approved,
+    /// Another check approved it first.
+    AlreadyApproved,
+    /// It was replaced by a newer verification (a send after all its codes had expired) or purged.
+    Replaced,
 }
 
 /// Results of store calls.
@@ -162,11 +188,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Reservation>;
 
     /// Consumes the verification if it is still pending and resets the number's failure count, in one
-    /// transaction. Returns false if another check consumed it first.
-    async fn approve(&self, verification: VerificationId, phone: &PhoneNumber, now: DateTime<Utc>)
-    -> StoreResult<bool>;
+    /// transaction that locks the number's row first (the same order as `issue_code`).
+    async fn approve(
+        &self,
+        verification: VerificationId,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Approval>;
 
-    /// Gives back a reservation whose code matched a verification that another check had just consumed.
+    /// Gives back a reservation whose check was not a failure (its code matched a verification consumed
+    /// meanwhile, or the service failed). Only undoes what that reservation did: nothing if the number's lock
+    /// is no longer the one the reservation saw or set.
     async fn release_attempt(
         &self,
         phone: &PhoneNumber,

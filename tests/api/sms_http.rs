@@ -210,6 +210,19 @@ async fn sends_spread_over_one_prefix_are_cut_at_the_prefix_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_resends_do_not_drain_a_prefixs_budget() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let app = app_with_provider(&provider, &["--sms-limit-per-prefix", "100/h", "--sms-burst-per-prefix", "2"]).await;
+    app.send("010-1234-0001", Purpose::Login).await.unwrap();
+    for _ in 0..10 {
+        let err = app.send("010-1234-0001", Purpose::Login).await.unwrap_err();
+        assert_eq!(reason(&err), "RESEND_COOLDOWN");
+    }
+    app.send("010-1234-0002", Purpose::Login).await.unwrap();
+    assert_eq!(reason(&app.send("010-1234-0003", Purpose::Login).await.unwrap_err()), "RATE_LIMITED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replica_wide_sms_rate_applies_to_everyone() {
     let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
     let app = app_with_provider(&provider, &["--global-sms-limit", "10/h", "--global-sms-burst", "2"]).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use otpd::domain::{AllowedCountries, Channel, PhoneNumber, Policy, Purpose, SendRefusal};
 use otpd::hashing::CodeHash;
-use otpd::store::{DeliveryOutcome, IssuedCode, NewCode, Reservation, Store};
+use otpd::store::{Approval, DeliveryOutcome, IssuedCode, NewCode, Reservation, Store};
 
 use crate::both_backends;
 use crate::helpers::*;
@@ -19,6 +19,8 @@ both_backends!(
     failed_delivery_revokes_the_code_but_counts_toward_caps,
     purge_deletes_old_rows_only,
     supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile,
+    a_replaced_verification_is_not_approved,
+    release_never_undoes_another_reservations_lock,
 );
 
 async fn store(backend: Backend) -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -122,8 +124,8 @@ async fn approval_is_exactly_once_and_resets_the_count(backend: Backend) {
     let issued = issue(&*store, Purpose::Login, t0, 1).await;
     store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
     store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
-    assert!(store.approve(issued.verification_id, &phone(), t0).await.unwrap());
-    assert!(!store.approve(issued.verification_id, &phone(), t0).await.unwrap());
+    assert_eq!(store.approve(issued.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
+    assert_eq!(store.approve(issued.verification_id, &phone(), t0).await.unwrap(), Approval::AlreadyApproved);
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
     assert_eq!(state.failed_attempts, 0);
     assert!(state.pending.is_none());
@@ -168,7 +170,7 @@ async fn purge_deletes_old_rows_only(backend: Backend) {
     let (store, _dir) = store(backend).await;
     let t0 = now() - TimeDelta::days(3);
     let old = issue(&*store, Purpose::Login, t0, 1).await;
-    assert!(store.approve(old.verification_id, &phone(), t0).await.unwrap());
+    assert_eq!(store.approve(old.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
     let now = now();
     issue(&*store, Purpose::Signup, now, 2).await;
     let purged = store.purge(now - TimeDelta::days(2)).await.unwrap();
@@ -197,7 +199,7 @@ async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(
 
     // Approved between the lookup's checks and its transaction.
     let issued = issue(&*store, Purpose::Login, t0, 1).await;
-    assert!(store.approve(issued.verification_id, &phone(), t0).await.unwrap());
+    assert_eq!(store.approve(issued.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
     let outcome =
         supervision.issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event()).await.unwrap();
     let LookupIssue::NotPending { event: denied } = outcome else { panic!("{outcome:?}") };
@@ -219,4 +221,31 @@ async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(
         "no code recorded"
     );
     assert_eq!(supervision.audit_chain(0, 10).await.unwrap().len(), 2);
+}
+
+async fn a_replaced_verification_is_not_approved(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let t0 = now();
+    let old = issue(&*store, Purpose::Login, t0, 1).await;
+    let new = issue(&*store, Purpose::Login, t0 + TimeDelta::minutes(10), 2).await;
+    assert_ne!(old.verification_id, new.verification_id);
+    assert_eq!(store.approve(old.verification_id, &phone(), t0).await.unwrap(), Approval::Replaced);
+    assert_eq!(store.approve(new.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
+}
+
+async fn release_never_undoes_another_reservations_lock(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let policy = Policy { max_failed_attempts: 3, ..Policy::default() };
+    let t0 = now();
+    issue(&*store, Purpose::Login, t0, 1).await;
+    let mine = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    assert_eq!(mine, Reservation::Granted { attempt: 1, locks_until: None });
+    // Others' failures lock the number while my check is in flight.
+    store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    let theirs = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    assert!(matches!(theirs, Reservation::Granted { attempt: 3, locks_until: Some(_) }));
+    store.release_attempt(&phone(), mine, t0).await.unwrap();
+    let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+    assert_eq!(state.failed_attempts, 3, "my release did not undo their count");
+    assert!(state.locked_until.is_some(), "nor their lock");
 }

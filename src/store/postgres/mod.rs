@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 use std::str::FromStr;
 
 use super::{
-    CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store, StoreResult,
-    count_u32,
+    Approval, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store,
+    StoreResult, count_u32,
 };
 use crate::domain::{PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
 use crate::hashing::CodeHash;
@@ -265,8 +265,14 @@ impl Store for PgStore {
         verification: VerificationId,
         phone: &PhoneNumber,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Approval> {
         let mut tx = self.pool.begin().await?;
+        // Lock order: the number's row, then the verification (as in issue_code), so a resend racing an
+        // approval queues instead of deadlocking.
+        sqlx::query("SELECT 1 FROM phone_state WHERE phone = $1 FOR UPDATE")
+            .bind(phone.e164())
+            .execute(&mut *tx)
+            .await?;
         let consumed = sqlx::query(
             "UPDATE verifications SET status = 'approved', approved_at = $2 WHERE id = $1 AND status = 'pending'",
         )
@@ -276,7 +282,15 @@ impl Store for PgStore {
         .await?
         .rows_affected();
         if consumed != 1 {
-            return Ok(false);
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM verifications WHERE id = $1")
+                .bind(verification.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(if status.as_deref() == Some("approved") {
+                Approval::AlreadyApproved
+            } else {
+                Approval::Replaced
+            });
         }
         sqlx::query(
             "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
@@ -286,7 +300,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Approval::Approved)
     }
 
     #[tracing::instrument(skip_all, fields(phone = %phone))]
@@ -299,15 +313,17 @@ impl Store for PgStore {
         let Reservation::Granted { locks_until, .. } = reservation else {
             return Ok(());
         };
+        // A reservation that set the lock releases only that lock; one that did not, only while unlocked.
         sqlx::query(
             "UPDATE phone_state SET
                  failed_attempts = GREATEST(failed_attempts - 1, 0),
-                 locked_until = CASE WHEN $2 THEN NULL ELSE locked_until END,
+                 locked_until = NULL,
                  updated_at = $3
-             WHERE phone = $1",
+             WHERE phone = $1 AND failed_attempts > 0
+               AND (($2::timestamptz IS NULL AND locked_until IS NULL) OR locked_until = $2)",
         )
         .bind(phone.e164())
-        .bind(locks_until.is_some())
+        .bind(locks_until)
         .bind(now)
         .execute(&self.pool)
         .await?;

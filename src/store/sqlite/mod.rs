@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store, StoreError,
-    StoreResult, count_u32,
+    Approval, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store,
+    StoreError, StoreResult, count_u32,
 };
 use crate::domain::{PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
 use crate::hashing::CodeHash;
@@ -289,7 +289,7 @@ impl Store for SqliteStore {
         verification: VerificationId,
         phone: &PhoneNumber,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Approval> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let consumed = sqlx::query(
             "UPDATE verifications SET status = 'approved', approved_at = $2 WHERE id = $1 AND status = 'pending'",
@@ -300,7 +300,15 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         if consumed != 1 {
-            return Ok(false);
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM verifications WHERE id = $1")
+                .bind(verification.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(if status.as_deref() == Some("approved") {
+                Approval::AlreadyApproved
+            } else {
+                Approval::Replaced
+            });
         }
         sqlx::query(
             "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
@@ -310,7 +318,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Approval::Approved)
     }
 
     #[tracing::instrument(skip_all, fields(phone = %phone))]
@@ -323,15 +331,17 @@ impl Store for SqliteStore {
         let Reservation::Granted { locks_until, .. } = reservation else {
             return Ok(());
         };
+        // A reservation that set the lock releases only that lock; one that did not, only while unlocked.
         sqlx::query(
             "UPDATE phone_state SET
                  failed_attempts = MAX(failed_attempts - 1, 0),
-                 locked_until = CASE WHEN $2 THEN NULL ELSE locked_until END,
+                 locked_until = NULL,
                  updated_at = $3
-             WHERE phone = $1",
+             WHERE phone = $1 AND failed_attempts > 0
+               AND (($2 IS NULL AND locked_until IS NULL) OR locked_until = $2)",
         )
         .bind(phone.e164())
-        .bind(locks_until.is_some())
+        .bind(locks_until.map(ms))
         .bind(ms(now))
         .execute(&self.pool)
         .await?;
