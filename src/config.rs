@@ -215,6 +215,10 @@ pub struct Settings {
     /// Codes one supervisor may look up per hour.
     #[arg(long, env = "OTPD_SUPERVISOR_LOOKUPS_PER_HOUR", default_value_t = 20, global = true)]
     pub supervisor_lookups_per_hour: u32,
+    /// Apply pending migrations when `serve` starts. Turn off when the service runs as a role that does not own
+    /// the schema (docs/postgres-app-role.sql) and `otpd migrate` runs separately as the owner.
+    #[arg(long, env = "OTPD_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub migrate_on_start: bool,
     /// Largest accepted request message, bytes.
     #[arg(long, env = "OTPD_MAX_REQUEST_BYTES", default_value_t = 4096, global = true)]
     pub max_request_bytes: usize,
@@ -259,6 +263,8 @@ pub struct Config {
     pub argon2: Argon2Params,
     /// Largest accepted request message.
     pub max_request_bytes: usize,
+    /// Apply migrations at start-up.
+    pub migrate_on_start: bool,
     /// The HTTP gateway's behaviour.
     pub http: HttpOptions,
     /// Front-line limits.
@@ -403,6 +409,7 @@ impl Settings {
             },
             argon2,
             max_request_bytes: self.max_request_bytes,
+            migrate_on_start: self.migrate_on_start,
             http: HttpOptions {
                 auth: self.sms_http_auth.clone(),
                 attempt_timeout: *self.sms_http_attempt_timeout,

@@ -64,7 +64,9 @@ impl Application {
     /// Connects and migrates the store, opens the gateway, binds both listeners.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let stores = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
-        stores.verification.migrate().await.context("migrating the database")?;
+        if config.migrate_on_start {
+            stores.verification.migrate().await.context("migrating the database")?;
+        }
         let store = Arc::clone(&stores.verification);
         let pepper = load_pepper(&config.pepper).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);

@@ -212,9 +212,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Spawns the application with extra command-line settings.
 pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
-    init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
+    spawn_app_at(db, dir, extra).await
+}
+
+/// Spawns the application on an existing database.
+pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
+    init_test_log();
     let sms_path = dir.path().join("sms.jsonl");
     let config = test_config(&db.url, &sms_path, extra);
     let clock = Arc::new(ManualClock::new(Utc::now()));

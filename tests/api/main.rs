@@ -8,6 +8,7 @@ mod concurrency;
 mod grpcurl;
 mod lockout;
 mod otpctl;
+mod pg_roles;
 mod provider;
 mod secrets;
 mod send_verify;
