@@ -34,10 +34,9 @@ async fn concurrent_lookups_and_denials_keep_one_gapless_chain(backend: Backend)
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
     let sms = dir.path().join("sms.jsonl");
-    let gateway = format!("file:{}", sms.display());
-    let mut args = vec!["--database-url", &db.url, "--sms-gateway", &gateway, "--pepper", TEST_PEPPER];
-    args.extend(["--argon2-memory-kib", "1024", "--argon2-iterations", "1", "--supervisor-lookups-per-hour", "100"]);
-    args.extend_from_slice(&NO_FRONT_LIMITS);
+    let mut args = process_args(&db.url, &sms);
+    args.extend(["--supervisor-lookups-per-hour".to_owned(), "100".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // PostgreSQL: two replicas append to one chain. SQLite is one instance by design.
     let a = OtpdProcess::start(dir.path(), "a", &args, &[]).await;
     let b = match backend {

@@ -21,20 +21,8 @@ async fn two_postgres_servers() -> TwoServers {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(Backend::Postgres, dir.path()).await;
     let sms = dir.path().join("sms.jsonl");
-    let gateway = format!("file:{}", sms.display());
-    let mut args = vec![
-        "--database-url",
-        &db.url,
-        "--sms-gateway",
-        &gateway,
-        "--pepper",
-        TEST_PEPPER,
-        "--argon2-memory-kib",
-        "1024",
-        "--argon2-iterations",
-        "1",
-    ];
-    args.extend_from_slice(&NO_FRONT_LIMITS);
+    let args = process_args(&db.url, &sms);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let a = OtpdProcess::start(dir.path(), "a", &args, &[]).await;
     let b = OtpdProcess::start(dir.path(), "b", &args, &[]).await;
     TwoServers { a, b, db, sms, _dir: dir }

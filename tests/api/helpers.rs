@@ -410,6 +410,27 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The arguments of a test `otpd` process on `db_url`, writing SMS to `sms`: the shared test pepper, cheap
+/// argon2, no front-line limits.
+pub fn process_args(db_url: &str, sms: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--database-url",
+        db_url,
+        "--sms-gateway",
+        &format!("file:{}", sms.display()),
+        "--pepper",
+        TEST_PEPPER,
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+    ]
+    .map(str::to_owned)
+    .into();
+    args.extend(NO_FRONT_LIMITS.map(str::to_owned));
+    args
+}
+
 /// A real `otpd` process.
 pub struct OtpdProcess {
     pub child: tokio::process::Child,

@@ -59,14 +59,10 @@ impl Store for PgStore {
     #[tracing::instrument(skip_all, fields(phone = %phone))]
     async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory> {
         let mut conn = self.pool.acquire().await?;
-        let locked_until: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
-                .bind(phone.e164())
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await?
-                .flatten();
-        Ok(SendHistory { locked_until, sent: sent_sms(&mut conn, phone, now).await? })
+        Ok(SendHistory {
+            locked_until: active_lock(&mut conn, phone, now).await?,
+            sent: sent_sms(&mut conn, phone, now).await?,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
@@ -343,6 +339,20 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(codes.rows_affected() + verifications.rows_affected())
     }
+}
+
+/// The number's lock, if it is still in force at `now`.
+async fn active_lock(
+    conn: &mut sqlx::PgConnection,
+    phone: &PhoneNumber,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+        .bind(phone.e164())
+        .bind(now)
+        .fetch_optional(conn)
+        .await?
+        .flatten())
 }
 
 /// SMS sent to the number in the 24 hours before `now`.

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::PgStore;
+use super::{PgStore, active_lock};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -180,13 +180,7 @@ impl SupervisionStore for PgStore {
         now: DateTime<Utc>,
     ) -> StoreResult<LookupTarget> {
         let mut conn = self.pool().acquire().await?;
-        let locked_until: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
-                .bind(phone.e164())
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await?
-                .flatten();
+        let locked_until = active_lock(&mut conn, phone, now).await?;
         let pending: Option<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT id, purpose, last_sent_at FROM verifications
              WHERE phone = $1 AND status = 'pending' AND ($2::text IS NULL OR purpose = $2)

@@ -80,14 +80,10 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(phone = %phone))]
     async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory> {
         let mut conn = self.pool.acquire().await?;
-        let locked_until: Option<i64> =
-            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
-                .bind(phone.e164())
-                .bind(ms(now))
-                .fetch_optional(&mut *conn)
-                .await?
-                .flatten();
-        Ok(SendHistory { locked_until: opt_from_ms(locked_until)?, sent: sent_sms(&mut conn, phone, now).await? })
+        Ok(SendHistory {
+            locked_until: active_lock(&mut conn, phone, now).await?,
+            sent: sent_sms(&mut conn, phone, now).await?,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
@@ -362,6 +358,22 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(codes.rows_affected() + verifications.rows_affected())
     }
+}
+
+/// The number's lock, if it is still in force at `now`.
+async fn active_lock(
+    conn: &mut sqlx::SqliteConnection,
+    phone: &PhoneNumber,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    let until: Option<i64> =
+        sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
+            .bind(phone.e164())
+            .bind(ms(now))
+            .fetch_optional(conn)
+            .await?
+            .flatten();
+    opt_from_ms(until)
 }
 
 /// SMS sent to the number in the 24 hours before `now`.

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{SqliteStore, from_ms, ms, opt_from_ms, verification_id};
+use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, verification_id};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -167,13 +167,7 @@ impl SupervisionStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<LookupTarget> {
         let mut conn = self.pool().acquire().await?;
-        let locked_until: Option<i64> =
-            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
-                .bind(phone.e164())
-                .bind(ms(now))
-                .fetch_optional(&mut *conn)
-                .await?
-                .flatten();
+        let locked_until = active_lock(&mut conn, phone, now).await?;
         let pending: Option<(String, String, i64)> = sqlx::query_as(
             "SELECT id, purpose, last_sent_at FROM verifications
              WHERE phone = $1 AND status = 'pending' AND ($2 IS NULL OR purpose = $2)
@@ -191,7 +185,7 @@ impl SupervisionStore for SqliteStore {
             }),
             None => None,
         };
-        Ok(LookupTarget { locked_until: opt_from_ms(locked_until)?, pending })
+        Ok(LookupTarget { locked_until, pending })
     }
 
     #[tracing::instrument(skip_all, fields(verification_id = %verification))]
@@ -220,14 +214,7 @@ impl SupervisionStore for SqliteStore {
             tx.commit().await?;
             return Ok(LookupIssue::QuotaExceeded { retry_at, event });
         }
-        let locked_until: Option<i64> =
-            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
-                .bind(code.phone.e164())
-                .bind(ms(code.now))
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
-        if let Some(until) = opt_from_ms(locked_until)? {
+        if let Some(until) = active_lock(&mut tx, &code.phone, code.now).await? {
             event.outcome = AuditOutcome::Denied;
             event.detail = locked_detail(until);
             let event = append(&mut tx, event).await?;
