@@ -279,7 +279,7 @@ impl VerificationService {
 
         let reservation = this.store.reserve_attempt(&cmd.phone, now, &this.policy).await?;
         let (attempt, locks_until) = match reservation {
-            Reservation::Granted { attempt, locks_until } => (attempt, locks_until),
+            Reservation::Granted { attempt, locks_until, .. } => (attempt, locks_until),
             Reservation::Locked { until } => return Err(locked(until, now)),
             Reservation::Unknown => return Err(ServiceError::NoPendingVerification),
         };

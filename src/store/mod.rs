@@ -148,8 +148,9 @@ pub struct CheckState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
     /// The attempt may be evaluated. `attempt` is the consecutive failure count including it; `locks_until` is
-    /// set when it is the last one allowed (the number is locked unless it matches).
-    Granted { attempt: u32, locks_until: Option<DateTime<Utc>> },
+    /// set when it is the last one allowed (the number is locked unless it matches); `epoch` counts the resets of
+    /// the number's failure count, so a release can tell whether a reset has already erased this attempt.
+    Granted { attempt: u32, locks_until: Option<DateTime<Utc>>, epoch: i64 },
     /// The number is locked; nothing may be evaluated.
     Locked { until: DateTime<Utc> },
     /// The store has no state for the number (nothing was ever sent to it).
@@ -197,8 +198,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Approval>;
 
     /// Gives back a reservation whose check was not a failure (its code matched a verification consumed
-    /// meanwhile, or the service failed). Only undoes what that reservation did: nothing if the number's lock
-    /// is no longer the one the reservation saw or set.
+    /// meanwhile, or the service failed). Only undoes what that reservation did: nothing if the count has been
+    /// reset since (the reset erased it already), and a lock only if this reservation set it.
     async fn release_attempt(
         &self,
         phone: &PhoneNumber,

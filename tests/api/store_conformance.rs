@@ -21,6 +21,7 @@ both_backends!(
     supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile,
     a_replaced_verification_is_not_approved,
     release_never_undoes_another_reservations_lock,
+    losers_reserving_after_the_winner_reset_give_everything_back,
 );
 
 async fn store(backend: Backend) -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -100,11 +101,11 @@ async fn reservations_count_lock_and_restart_after_the_lock(backend: Backend) {
     issue(&*store, Purpose::Login, t0, 1).await;
     for attempt in 1..10 {
         let r = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
-        assert_eq!(r, Reservation::Granted { attempt, locks_until: None });
+        assert_eq!(r, Reservation::Granted { attempt, locks_until: None, epoch: 0 });
     }
     let until = t0 + TimeDelta::hours(24);
     let last = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
-    assert_eq!(last, Reservation::Granted { attempt: 10, locks_until: Some(until) });
+    assert_eq!(last, Reservation::Granted { attempt: 10, locks_until: Some(until), epoch: 0 });
     assert_eq!(store.reserve_attempt(&phone(), t0, &policy).await.unwrap(), Reservation::Locked { until });
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
     assert_eq!((state.locked_until, state.failed_attempts), (Some(until), 10));
@@ -114,7 +115,7 @@ async fn reservations_count_lock_and_restart_after_the_lock(backend: Backend) {
     let state = store.check_state(&phone(), Purpose::Login, later).await.unwrap();
     assert_eq!((state.locked_until, state.failed_attempts), (None, 0), "an expired lock restarts the count");
     let r = store.reserve_attempt(&phone(), later, &policy).await.unwrap();
-    assert_eq!(r, Reservation::Granted { attempt: 1, locks_until: None });
+    assert_eq!(r, Reservation::Granted { attempt: 1, locks_until: None, epoch: 1 }, "the expiry was a reset");
 }
 
 async fn approval_is_exactly_once_and_resets_the_count(backend: Backend) {
@@ -139,12 +140,12 @@ async fn release_gives_back_an_attempt_and_its_provisional_lock(backend: Backend
     issue(&*store, Purpose::Login, t0, 1).await;
     store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
     let last = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
-    assert!(matches!(last, Reservation::Granted { attempt: 2, locks_until: Some(_) }));
+    assert!(matches!(last, Reservation::Granted { attempt: 2, locks_until: Some(_), .. }));
     store.release_attempt(&phone(), last, t0).await.unwrap();
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
     assert_eq!((state.failed_attempts, state.locked_until), (1, None));
     // Releasing never goes below zero.
-    let granted = Reservation::Granted { attempt: 1, locks_until: None };
+    let granted = Reservation::Granted { attempt: 1, locks_until: None, epoch: 0 };
     for _ in 0..3 {
         store.release_attempt(&phone(), granted, t0).await.unwrap();
     }
@@ -237,15 +238,56 @@ async fn release_never_undoes_another_reservations_lock(backend: Backend) {
     let (store, _dir) = store(backend).await;
     let policy = Policy { max_failed_attempts: 3, ..Policy::default() };
     let t0 = now();
-    issue(&*store, Purpose::Login, t0, 1).await;
+    let issued = issue(&*store, Purpose::Login, t0, 1).await;
     let mine = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
-    assert_eq!(mine, Reservation::Granted { attempt: 1, locks_until: None });
-    // Others' failures lock the number while my check is in flight.
+    assert_eq!(mine, Reservation::Granted { attempt: 1, locks_until: None, epoch: 0 });
+    // Others' failures lock the number while my check is in flight: my release gives back my attempt only.
     store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
     let theirs = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
-    assert!(matches!(theirs, Reservation::Granted { attempt: 3, locks_until: Some(_) }));
+    assert!(matches!(theirs, Reservation::Granted { attempt: 3, locks_until: Some(_), .. }));
     store.release_attempt(&phone(), mine, t0).await.unwrap();
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
-    assert_eq!(state.failed_attempts, 3, "my release did not undo their count");
-    assert!(state.locked_until.is_some(), "nor their lock");
+    assert_eq!(state.failed_attempts, 2, "my attempt is given back");
+    assert!(state.locked_until.is_some(), "their lock stays");
+
+    // After a reset (an approval), a release of an attempt reserved before it undoes nothing that came after.
+    let t1 = t0 + TimeDelta::days(2);
+    let fresh = issue(&*store, Purpose::Login, t1, 2).await;
+    assert_ne!(fresh.verification_id, issued.verification_id);
+    let before_reset = store.reserve_attempt(&phone(), t1, &policy).await.unwrap();
+    assert!(matches!(before_reset, Reservation::Granted { epoch: 1, .. }), "{before_reset:?}");
+    assert_eq!(store.approve(fresh.verification_id, &phone(), t1).await.unwrap(), Approval::Approved);
+    issue(&*store, Purpose::Signup, t1, 3).await;
+    for _ in 0..3 {
+        store.reserve_attempt(&phone(), t1, &policy).await.unwrap();
+    }
+    store.release_attempt(&phone(), before_reset, t1).await.unwrap();
+    let state = store.check_state(&phone(), Purpose::Signup, t1).await.unwrap();
+    assert_eq!(state.failed_attempts, 3, "the stale release changed nothing");
+    assert!(state.locked_until.is_some());
+}
+
+/// The interleaving a clean-clone CI run once hit: the winner approves (a reset), then ten losers that had read
+/// the verification before it reserve, the tenth setting a provisional lock, and all of them release.
+async fn losers_reserving_after_the_winner_reset_give_everything_back(backend: Backend) {
+    let (store, _dir) = store(backend).await;
+    let policy = Policy::default();
+    let t0 = now();
+    let issued = issue(&*store, Purpose::Login, t0, 1).await;
+    let winner = store.reserve_attempt(&phone(), t0, &policy).await.unwrap();
+    assert!(matches!(winner, Reservation::Granted { attempt: 1, .. }));
+    assert_eq!(store.approve(issued.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
+    let mut losers = Vec::new();
+    for _ in 0..10 {
+        losers.push(store.reserve_attempt(&phone(), t0, &policy).await.unwrap());
+    }
+    assert!(matches!(losers[9], Reservation::Granted { attempt: 10, locks_until: Some(_), .. }));
+    for (i, loser) in losers.into_iter().enumerate() {
+        assert_eq!(store.approve(issued.verification_id, &phone(), t0).await.unwrap(), Approval::AlreadyApproved);
+        store.release_attempt(&phone(), loser, t0).await.unwrap();
+        let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+        assert_eq!(state.failed_attempts, 9 - u32::try_from(i).unwrap(), "after release {i}");
+    }
+    let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
+    assert_eq!((state.failed_attempts, state.locked_until), (0, None));
 }

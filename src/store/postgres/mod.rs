@@ -230,9 +230,10 @@ impl Store for PgStore {
                  failed_attempts = (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1,
                  locked_until = CASE WHEN (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1 >= $3
                                      THEN $4 ELSE NULL END,
+                 epoch = CASE WHEN locked_until <= $2 THEN epoch + 1 ELSE epoch END,
                  updated_at = $2
              WHERE phone = $1 AND (locked_until IS NULL OR locked_until <= $2)
-             RETURNING failed_attempts, locked_until",
+             RETURNING failed_attempts, locked_until, epoch",
         )
         .bind(phone.e164())
         .bind(now)
@@ -242,7 +243,11 @@ impl Store for PgStore {
         .await?;
         if let Some(row) = row {
             let attempt: i32 = row.try_get(0)?;
-            return Ok(Reservation::Granted { attempt: count_u32(attempt.into()), locks_until: row.try_get(1)? });
+            return Ok(Reservation::Granted {
+                attempt: count_u32(attempt.into()),
+                locks_until: row.try_get(1)?,
+                epoch: row.try_get(2)?,
+            });
         }
         let locked: Option<Option<DateTime<Utc>>> =
             sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1")
@@ -289,7 +294,8 @@ impl Store for PgStore {
             });
         }
         sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
+             WHERE phone = $1",
         )
         .bind(phone.e164())
         .bind(now)
@@ -306,19 +312,18 @@ impl Store for PgStore {
         reservation: Reservation,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let Reservation::Granted { locks_until, .. } = reservation else {
+        let Reservation::Granted { locks_until, epoch, .. } = reservation else {
             return Ok(());
         };
-        // A reservation that set the lock releases only that lock; one that did not, only while unlocked.
         sqlx::query(
             "UPDATE phone_state SET
                  failed_attempts = GREATEST(failed_attempts - 1, 0),
-                 locked_until = NULL,
-                 updated_at = $3
-             WHERE phone = $1 AND failed_attempts > 0
-               AND (($2::timestamptz IS NULL AND locked_until IS NULL) OR locked_until = $2)",
+                 locked_until = CASE WHEN locked_until = $3 THEN NULL ELSE locked_until END,
+                 updated_at = $4
+             WHERE phone = $1 AND epoch = $2",
         )
         .bind(phone.e164())
+        .bind(epoch)
         .bind(locks_until)
         .bind(now)
         .execute(&self.pool)

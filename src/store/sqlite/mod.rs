@@ -253,9 +253,10 @@ impl Store for SqliteStore {
                  failed_attempts = (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1,
                  locked_until = CASE WHEN (CASE WHEN locked_until <= $2 THEN 0 ELSE failed_attempts END) + 1 >= $3
                                      THEN $4 ELSE NULL END,
+                 epoch = CASE WHEN locked_until <= $2 THEN epoch + 1 ELSE epoch END,
                  updated_at = $2
              WHERE phone = $1 AND (locked_until IS NULL OR locked_until <= $2)
-             RETURNING failed_attempts, locked_until",
+             RETURNING failed_attempts, locked_until, epoch",
         )
         .bind(phone.e164())
         .bind(ms(now))
@@ -267,6 +268,7 @@ impl Store for SqliteStore {
             return Ok(Reservation::Granted {
                 attempt: count_u32(row.try_get(0)?),
                 locks_until: opt_from_ms(row.try_get(1)?)?,
+                epoch: row.try_get(2)?,
             });
         }
         let locked: Option<Option<i64>> = sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1")
@@ -307,7 +309,8 @@ impl Store for SqliteStore {
             });
         }
         sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
+             WHERE phone = $1",
         )
         .bind(phone.e164())
         .bind(ms(now))
@@ -324,19 +327,18 @@ impl Store for SqliteStore {
         reservation: Reservation,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let Reservation::Granted { locks_until, .. } = reservation else {
+        let Reservation::Granted { locks_until, epoch, .. } = reservation else {
             return Ok(());
         };
-        // A reservation that set the lock releases only that lock; one that did not, only while unlocked.
         sqlx::query(
             "UPDATE phone_state SET
                  failed_attempts = MAX(failed_attempts - 1, 0),
-                 locked_until = NULL,
-                 updated_at = $3
-             WHERE phone = $1 AND failed_attempts > 0
-               AND (($2 IS NULL AND locked_until IS NULL) OR locked_until = $2)",
+                 locked_until = CASE WHEN locked_until = $3 THEN NULL ELSE locked_until END,
+                 updated_at = $4
+             WHERE phone = $1 AND epoch = $2",
         )
         .bind(phone.e164())
+        .bind(epoch)
         .bind(locks_until.map(ms))
         .bind(ms(now))
         .execute(&self.pool)

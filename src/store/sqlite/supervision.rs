@@ -345,7 +345,8 @@ impl SupervisionStore for SqliteStore {
             failures_cleared: if was_locked || locked_until.is_none() { count_u32(failed) } else { 0 },
         };
         sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, updated_at = $2 WHERE phone = $1",
+            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
+             WHERE phone = $1",
         )
         .bind(phone.e164())
         .bind(ms(now))
