@@ -293,14 +293,7 @@ impl Store for PgStore {
                 Approval::Replaced
             });
         }
-        sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
-             WHERE phone = $1",
-        )
-        .bind(phone.e164())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        reset_count(&mut tx, phone, now).await?;
         tx.commit().await?;
         Ok(Approval::Approved)
     }
@@ -344,6 +337,20 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(codes.rows_affected() + verifications.rows_affected())
     }
+}
+
+/// Clears the number's failure count and lock, and bumps its epoch: every reset must, so that releases of
+/// attempts reserved before it change nothing.
+async fn reset_count(conn: &mut sqlx::PgConnection, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
+         WHERE phone = $1",
+    )
+    .bind(phone.e164())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The number's lock, if it is still in force at `now`.

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{PgStore, active_lock};
+use super::{PgStore, active_lock, reset_count};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -370,14 +370,7 @@ impl SupervisionStore for PgStore {
             was_locked,
             failures_cleared: if was_locked || locked_until.is_none() { count_u32(failed.into()) } else { 0 },
         };
-        sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
-             WHERE phone = $1",
-        )
-        .bind(phone.e164())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        reset_count(&mut tx, phone, now).await?;
         event.detail = unlock_detail(&event.detail, unlocked);
         let event = append(&mut tx, event).await?;
         tx.commit().await?;

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, verification_id};
+use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, reset_count, verification_id};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -344,14 +344,7 @@ impl SupervisionStore for SqliteStore {
             was_locked,
             failures_cleared: if was_locked || locked_until.is_none() { count_u32(failed) } else { 0 },
         };
-        sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
-             WHERE phone = $1",
-        )
-        .bind(phone.e164())
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?;
+        reset_count(&mut tx, phone, now).await?;
         event.detail = unlock_detail(&event.detail, unlocked);
         let event = append(&mut tx, event).await?;
         tx.commit().await?;
