@@ -32,6 +32,10 @@ use tower_layer::Layer;
 
 /// The name health checks use for the public service.
 pub const OTP_SERVICE_NAME: &str = "otp.v1.OtpService";
+/// The name health checks use for the supervisor service.
+pub const SUPERVISOR_SERVICE_NAME: &str = "otp.v1.SupervisorService";
+/// Every name health reports: the whole server ("") and each service.
+const HEALTH_NAMES: [&str; 3] = ["", OTP_SERVICE_NAME, SUPERVISOR_SERVICE_NAME];
 /// How often the database is pinged for the health status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often old codes and verifications are deleted.
@@ -137,6 +141,9 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
         let (reporter, health) = tonic_health::server::health_reporter();
+        // The store answered while the application was built; every name is registered before the listeners
+        // accept anything, so no health check ever sees an unknown service.
+        set_health(&reporter, ServingStatus::Serving).await;
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -203,6 +210,12 @@ fn backend(url: &str) -> &'static str {
     if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }
 }
 
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
 /// Keeps the health status in step with the database, purges old rows, and keeps the limiters' memory bounded.
 async fn maintain(
     store: Arc<dyn Store>,
@@ -214,7 +227,7 @@ async fn maintain(
     let mut health = tokio::time::interval(HEALTH_INTERVAL);
     let mut purge = tokio::time::interval(PURGE_INTERVAL);
     let mut limiter_cleanup = tokio::time::interval(LIMITER_CLEANUP_INTERVAL);
-    let mut last = None;
+    let mut last = Some(ServingStatus::Serving);
     loop {
         tokio::select! {
             () = token.cancelled() => break,
@@ -227,8 +240,7 @@ async fn maintain(
                     }
                 };
                 if last != Some(status) {
-                    reporter.set_service_status("", status).await;
-                    reporter.set_service_status(OTP_SERVICE_NAME, status).await;
+                    set_health(&reporter, status).await;
                     last = Some(status);
                 }
             }
@@ -239,8 +251,7 @@ async fn maintain(
             },
         }
     }
-    reporter.set_service_status("", ServingStatus::NotServing).await;
-    reporter.set_service_status(OTP_SERVICE_NAME, ServingStatus::NotServing).await;
+    set_health(&reporter, ServingStatus::NotServing).await;
 }
 
 /// Reads the pepper; in dev mode, creates the pepper file (mode 0600) on first start.

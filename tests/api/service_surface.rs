@@ -14,7 +14,7 @@ use crate::helpers::*;
 async fn health_is_serving_on_both_listeners() {
     let app = spawn_app(Backend::Sqlite).await;
     for addr in [app.public_addr, app.admin_addr] {
-        for service in ["", "otp.v1.OtpService"] {
+        for service in ["", "otp.v1.OtpService", "otp.v1.SupervisorService"] {
             assert_eq!(app.health(addr, service).await, ServingStatus::Serving as i32, "{addr} {service:?}");
         }
     }
