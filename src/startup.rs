@@ -50,7 +50,6 @@ pub struct Application {
     public: TcpListener,
     admin: TcpListener,
     config: Config,
-    store: Arc<dyn Store>,
     stores: Stores,
     hasher: CodeHasher,
     service: VerificationService,
@@ -71,7 +70,6 @@ impl Application {
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }
-        let store = Arc::clone(&stores.verification);
         let pepper = load_pepper(&config.pepper).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, workers).map_err(anyhow::Error::msg)?;
@@ -90,7 +88,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)));
         let service = VerificationService::new(ServiceParts {
-            store: Arc::clone(&store),
+            store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
             gateway,
             clock: Arc::clone(&clock),
@@ -104,7 +102,7 @@ impl Application {
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, store, stores, hasher, service, supervision, clock, limits })
+        Ok(Self { public, admin, config, stores, hasher, service, supervision, clock, limits })
     }
 
     /// The bound public address (useful with port 0).
@@ -125,11 +123,6 @@ impl Application {
     /// The front-line limiters.
     pub fn limits(&self) -> Arc<FrontLimits> {
         Arc::clone(&self.limits)
-    }
-
-    /// The store.
-    pub fn store(&self) -> Arc<dyn Store> {
-        Arc::clone(&self.store)
     }
 
     /// Both faces of the store.
@@ -178,8 +171,13 @@ impl Application {
             .add_service(supervisor)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
 
-        let background =
-            tokio::spawn(maintain(Arc::clone(&self.store), self.clock, self.limits, reporter, token.clone()));
+        let background = tokio::spawn(maintain(
+            Arc::clone(&self.stores.verification),
+            self.clock,
+            self.limits,
+            reporter,
+            token.clone(),
+        ));
         tracing::info!(%public_addr, %admin_addr, database = backend(&self.config.database_url),
             sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();

@@ -7,10 +7,13 @@ mod render;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::Channel;
 
+use crate::domain::Purpose;
+use crate::domain::audit::AuditAction;
+use crate::grpc::convert::{action_to_pb, purpose_to_pb};
 use crate::pb::otp::v1 as pb;
 use pb::supervisor_service_client::SupervisorServiceClient;
 
@@ -27,19 +30,6 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
-}
-
-/// What the code is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PurposeArg {
-    /// Logging in.
-    Login,
-    /// Signing up.
-    Signup,
-    /// Re-authenticating (the chatbot's "인증").
-    Reauth,
-    /// Changing the phone number.
-    ChangePhone,
 }
 
 /// Subcommands.
@@ -60,9 +50,9 @@ pub enum CtlCommand {
         /// You called the driver back: the number you dialled.
         #[arg(long)]
         callback: Option<String>,
-        /// Only this purpose (default: the most recent pending verification).
-        #[arg(long, value_enum)]
-        purpose: Option<PurposeArg>,
+        /// Only this purpose: login, signup, reauth or change-phone (default: the most recent pending verification).
+        #[arg(long, value_parser = parse_purpose)]
+        purpose: Option<Purpose>,
     },
     /// Why can't this number log in? Failures, lock, pending codes and their delivery.
     Status {
@@ -99,32 +89,24 @@ pub enum CtlCommand {
         /// Only this number.
         #[arg(long)]
         phone: Option<String>,
-        /// Only this action.
-        #[arg(long, value_enum)]
-        action: Option<ActionArg>,
+        /// Only this action: lookup-code, get-phone-status, unlock-phone, list-audit-events, phone-locked,
+        /// supervisor-added or supervisor-disabled.
+        #[arg(long, value_parser = parse_action)]
+        action: Option<AuditAction>,
         /// At most this many events.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
 }
 
-/// Audit actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ActionArg {
-    /// Code lookups.
-    LookupCode,
-    /// Phone status reads.
-    GetPhoneStatus,
-    /// Unlocks.
-    UnlockPhone,
-    /// Audit log reads.
-    ListAuditEvents,
-    /// Lockouts.
-    PhoneLocked,
-    /// Supervisors added.
-    SupervisorAdded,
-    /// Supervisors disabled.
-    SupervisorDisabled,
+/// A purpose as written on the command line (`change-phone` or `change_phone`).
+fn parse_purpose(s: &str) -> Result<Purpose, String> {
+    Purpose::from_db(&s.replace('-', "_")).ok_or_else(|| format!("`{s}`: use login, signup, reauth or change-phone"))
+}
+
+/// An audit action as written on the command line (`lookup-code` or `lookup_code`).
+fn parse_action(s: &str) -> Result<AuditAction, String> {
+    AuditAction::from_db(&s.replace('-', "_")).ok_or_else(|| format!("`{s}` is not an audit action (see --help)"))
 }
 
 /// Runs `otpctl`.
@@ -195,27 +177,6 @@ fn authed<T>(message: T, token: &SecretString) -> Result<tonic::Request<T>, Refu
     })?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
-}
-
-fn purpose_to_pb(p: PurposeArg) -> pb::Purpose {
-    match p {
-        PurposeArg::Login => pb::Purpose::Login,
-        PurposeArg::Signup => pb::Purpose::Signup,
-        PurposeArg::Reauth => pb::Purpose::Reauth,
-        PurposeArg::ChangePhone => pb::Purpose::ChangePhone,
-    }
-}
-
-fn action_to_pb(a: ActionArg) -> pb::AuditAction {
-    match a {
-        ActionArg::LookupCode => pb::AuditAction::LookupCode,
-        ActionArg::GetPhoneStatus => pb::AuditAction::GetPhoneStatus,
-        ActionArg::UnlockPhone => pb::AuditAction::UnlockPhone,
-        ActionArg::ListAuditEvents => pb::AuditAction::ListAuditEvents,
-        ActionArg::PhoneLocked => pb::AuditAction::PhoneLocked,
-        ActionArg::SupervisorAdded => pb::AuditAction::SupervisorAdded,
-        ActionArg::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
-    }
 }
 
 /// `2026-11-21T10:00:00Z`, or a duration ago (`90m`, `2h`).

@@ -163,17 +163,9 @@ pub fn unlock(r: &pb::UnlockPhoneResponse) -> Output {
     Output { text, json }
 }
 
+/// The audit log's own name for an action.
 fn action_name(a: pb::AuditAction) -> &'static str {
-    match a {
-        pb::AuditAction::LookupCode => "lookup_code",
-        pb::AuditAction::GetPhoneStatus => "get_phone_status",
-        pb::AuditAction::UnlockPhone => "unlock_phone",
-        pb::AuditAction::ListAuditEvents => "list_audit_events",
-        pb::AuditAction::PhoneLocked => "phone_locked",
-        pb::AuditAction::SupervisorAdded => "supervisor_added",
-        pb::AuditAction::SupervisorDisabled => "supervisor_disabled",
-        pb::AuditAction::Unspecified => "unspecified",
-    }
+    crate::grpc::convert::action_from_pb(a.into()).ok().flatten().map_or("unspecified", |a| a.as_str())
 }
 
 /// Audit events, one line each.

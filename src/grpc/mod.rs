@@ -2,6 +2,7 @@
 
 mod auth;
 pub mod client_ip;
+pub mod convert;
 mod otp;
 mod status;
 mod supervisor;
@@ -41,10 +42,6 @@ fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Inst
         _ => return None,
     };
     tokio::time::Instant::now().checked_add(timeout)
-}
-
-fn rate_limited(limited: crate::limits::Limited) -> ServiceError {
-    ServiceError::RateLimited { limit: limited.limit, retry_after: limited.retry_after }
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {

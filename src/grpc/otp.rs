@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::client_ip::{self, TrustedProxies};
 use super::violations::Violations;
-use super::{deadline, detached, rate_limited, timestamp};
+use super::{deadline, detached, timestamp};
 use crate::domain::{AllowedCountries, AppHash, CodeLength, OtpCode, PhoneNumber, Purpose};
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1 as pb;
@@ -79,7 +79,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
     async fn send_code(&self, request: Request<pb::SendCodeRequest>) -> Result<Response<pb::SendCodeResponse>, Status> {
         // Front-line limits come before any database work or hashing.
         let client = client_ip::of(&request, &self.trusted_proxies);
-        self.limits.check_send_client(client).map_err(rate_limited)?;
+        self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
         let mut cmd = self.parse_send(request.into_inner())?;
         cmd.deadline = deadline;
@@ -95,7 +95,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         request: Request<pb::VerifyCodeRequest>,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let client = client_ip::of(&request, &self.trusted_proxies);
-        self.limits.check_verify(client).map_err(rate_limited)?;
+        self.limits.check_verify(client).map_err(ServiceError::from)?;
         let cmd = self.parse_verify(request.into_inner())?;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();

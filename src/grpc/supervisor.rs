@@ -4,10 +4,11 @@
 use base64::Engine;
 use tonic::{Request, Response, Status};
 
-use super::violations::{Violations, optional_purpose};
+use super::convert::{action_from_pb, action_to_pb, optional_purpose, purpose_to_pb};
+use super::violations::Violations;
 use super::{detached, timestamp};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
-use crate::domain::{Actor, AllowedCountries, Channel, ContactChannel, PhoneNumber, Purpose, Reason, TicketId};
+use crate::domain::{Actor, AllowedCountries, Channel, ContactChannel, PhoneNumber, Reason, TicketId};
 use crate::pb::otp::v1 as pb;
 use crate::service::{FieldViolation, ServiceError};
 use crate::store::{AuditFilter, CodeStatus, PhoneStatus, VerificationStatus};
@@ -48,40 +49,6 @@ impl SupervisorApi {
 
 fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
     request.extensions().get::<Actor>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
-}
-
-fn purpose_to_pb(purpose: Purpose) -> pb::Purpose {
-    match purpose {
-        Purpose::Login => pb::Purpose::Login,
-        Purpose::Signup => pb::Purpose::Signup,
-        Purpose::Reauth => pb::Purpose::Reauth,
-        Purpose::ChangePhone => pb::Purpose::ChangePhone,
-    }
-}
-
-fn action_to_pb(action: AuditAction) -> pb::AuditAction {
-    match action {
-        AuditAction::LookupCode => pb::AuditAction::LookupCode,
-        AuditAction::GetPhoneStatus => pb::AuditAction::GetPhoneStatus,
-        AuditAction::UnlockPhone => pb::AuditAction::UnlockPhone,
-        AuditAction::ListAuditEvents => pb::AuditAction::ListAuditEvents,
-        AuditAction::PhoneLocked => pb::AuditAction::PhoneLocked,
-        AuditAction::SupervisorAdded => pb::AuditAction::SupervisorAdded,
-        AuditAction::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
-    }
-}
-
-fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
-    Ok(match pb::AuditAction::try_from(value).map_err(|_| format!("unknown action {value}"))? {
-        pb::AuditAction::Unspecified => None,
-        pb::AuditAction::LookupCode => Some(AuditAction::LookupCode),
-        pb::AuditAction::GetPhoneStatus => Some(AuditAction::GetPhoneStatus),
-        pb::AuditAction::UnlockPhone => Some(AuditAction::UnlockPhone),
-        pb::AuditAction::ListAuditEvents => Some(AuditAction::ListAuditEvents),
-        pb::AuditAction::PhoneLocked => Some(AuditAction::PhoneLocked),
-        pb::AuditAction::SupervisorAdded => Some(AuditAction::SupervisorAdded),
-        pb::AuditAction::SupervisorDisabled => Some(AuditAction::SupervisorDisabled),
-    })
 }
 
 fn contact_to_pb(contact: Option<ContactChannel>) -> pb::ContactChannel {

@@ -1,7 +1,7 @@
 //! Collects every invalid field of a request, so the caller learns all of them at once.
 
+use super::convert::optional_purpose;
 use crate::domain::{AllowedCountries, PhoneError, PhoneNumber, Purpose, TicketId};
-use crate::pb::otp::v1 as pb;
 use crate::service::{FieldViolation, ServiceError};
 
 /// The invalid fields found so far.
@@ -57,17 +57,5 @@ impl Violations {
     /// The error for the fields found, if any.
     pub(super) fn into_error(self) -> Option<ServiceError> {
         (!self.0.is_empty()).then_some(ServiceError::InvalidArgument(self.0))
-    }
-}
-
-/// A purpose where `UNSPECIFIED` means "any".
-pub(super) fn optional_purpose(value: i32) -> Result<Option<Purpose>, String> {
-    match pb::Purpose::try_from(value) {
-        Ok(pb::Purpose::Unspecified) => Ok(None),
-        Ok(pb::Purpose::Login) => Ok(Some(Purpose::Login)),
-        Ok(pb::Purpose::Signup) => Ok(Some(Purpose::Signup)),
-        Ok(pb::Purpose::Reauth) => Ok(Some(Purpose::Reauth)),
-        Ok(pb::Purpose::ChangePhone) => Ok(Some(Purpose::ChangePhone)),
-        Err(_) => Err(format!("unknown purpose {value}")),
     }
 }

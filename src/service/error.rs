@@ -78,6 +78,12 @@ pub enum ServiceError {
     Task(#[from] tokio::task::JoinError),
 }
 
+impl From<crate::limits::Limited> for ServiceError {
+    fn from(limited: crate::limits::Limited) -> Self {
+        ServiceError::RateLimited { limit: limited.limit, retry_after: limited.retry_after }
+    }
+}
+
 /// How long from `now` until `at`, never negative.
 pub(crate) fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or(Duration::ZERO)

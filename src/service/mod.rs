@@ -167,10 +167,7 @@ impl VerificationService {
         let is_test_number = test_code.is_some();
         // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
         if !is_test_number {
-            this.limits.check_send_destination(&cmd.phone).map_err(|limited| ServiceError::RateLimited {
-                limit: limited.limit,
-                retry_after: limited.retry_after,
-            })?;
+            this.limits.check_send_destination(&cmd.phone)?;
         }
 
         let code = test_code.unwrap_or_else(|| OtpCode::generate(this.policy.code_length));

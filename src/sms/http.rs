@@ -119,7 +119,7 @@ impl HttpGateway {
             Ok(response) => response,
             // reqwest's error text names the URL, never the body.
             Err(e) if e.is_timeout() => return Attempt::Transient { why: "timed out".into(), retry_after: None },
-            Err(e) => return Attempt::Transient { why: without_url(e).to_string(), retry_after: None },
+            Err(e) => return Attempt::Transient { why: e.without_url().to_string(), retry_after: None },
         };
         let status = response.status();
         if status.is_success() {
@@ -186,10 +186,6 @@ impl SmsGateway for HttpGateway {
         admission.provider_failed();
         Err(SmsError::Unavailable(last))
     }
-}
-
-fn without_url(e: reqwest::Error) -> reqwest::Error {
-    e.without_url()
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.

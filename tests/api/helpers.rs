@@ -17,7 +17,6 @@ use otpd::config::{Cli, Config};
 use otpd::pb::otp::v1 as pb;
 use otpd::sms::FileSms;
 use otpd::startup::Application;
-use otpd::store::Store;
 use pb::otp_service_client::OtpServiceClient;
 use pb::supervisor_service_client::SupervisorServiceClient;
 use tokio_util::sync::CancellationToken;
@@ -197,7 +196,6 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub db: TestDb,
     pub sms_path: PathBuf,
-    pub store: Arc<dyn Store>,
     pub stores: otpd::store::Stores,
     pub hasher: otpd::hashing::CodeHasher,
     pub sup: SupervisorServiceClient<Channel>,
@@ -225,7 +223,6 @@ pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) ->
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let app = Application::build_with_clock(config, clock.clone()).await.unwrap();
     let (public_addr, admin_addr) = (app.public_addr(), app.admin_addr());
-    let store = app.store();
     let stores = app.stores();
     let hasher = app.hasher().clone();
     let shutdown = CancellationToken::new();
@@ -239,7 +236,6 @@ pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) ->
         clock,
         db,
         sms_path,
-        store,
         stores,
         hasher,
         sup,
