@@ -51,12 +51,14 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Errors a retry can clear: PostgreSQL serialization failures and deadlocks (class 40), connection
-/// exceptions (08), insufficient resources (53) and shutdowns (57P); SQLite's BUSY and LOCKED.
+/// Errors that mean "no usable database right now", which a retry can clear: PostgreSQL serialization
+/// failures and deadlocks (class 40), connection exceptions (08), a login refused (28) or a database that is
+/// gone (3D000) when the pool opens a connection, insufficient resources (53) and shutdowns (57P); SQLite's
+/// BUSY and LOCKED.
 fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
     if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
         let code = pg.code();
-        return ["40", "08", "53", "57P"].iter().any(|class| code.starts_with(class));
+        return ["40", "08", "28", "3D", "53", "57P"].iter().any(|class| code.starts_with(class));
     }
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         let primary = db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);

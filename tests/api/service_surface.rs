@@ -107,3 +107,27 @@ async fn migrate_subcommand_creates_the_schema() {
     .unwrap();
     assert_eq!(tables, ["audit_events", "codes", "phone_state", "supervisors", "verifications"]);
 }
+
+/// With the database gone, calls answer UNAVAILABLE with RetryInfo (never INTERNAL with a driver's text) and
+/// health turns NOT_SERVING at its next check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_is_unavailable_and_not_serving() {
+    use sqlx::Connection;
+    let app = spawn_app(Backend::Postgres).await;
+    app.send(PHONE, otpd::pb::otp::v1::Purpose::Login).await.unwrap();
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+
+    let err = app.send("010-2222-3333", otpd::pb::otp::v1::Purpose::Login).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains(&name), "no database text reaches the client: {}", err.message());
+    retry_delay(&err);
+
+    // The health check runs every 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while app.health(app.public_addr, "otp.v1.OtpService").await != ServingStatus::NotServing as i32 {
+        assert!(std::time::Instant::now() < deadline, "health never turned NOT_SERVING");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
