@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -61,11 +61,11 @@ impl Pepper {
         Ok(Self(Arc::new(SecretSlice::from(bytes))))
     }
 
-    /// 32 random bytes from the OS.
-    pub fn generate() -> Self {
-        let mut bytes = vec![0u8; 32];
+    /// A fresh pepper in the form a pepper file holds: 64 hex characters (256 bits from the OS).
+    pub fn generate_text() -> SecretString {
+        let mut bytes = [0u8; 32];
         OsRng.unwrap_err().try_fill_bytes(&mut bytes).unwrap_or_else(|e| match e {});
-        Self(Arc::new(SecretSlice::from(bytes)))
+        SecretString::from(hex::encode(bytes))
     }
 }
 
@@ -141,7 +141,7 @@ impl CodeHasher {
 
     /// Hashes a new code with a fresh salt.
     pub async fn hash(&self, code: &OtpCode) -> Result<CodeHash, HashError> {
-        let code = secrecy::SecretString::from(code.expose().to_owned());
+        let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
         self.run(move |argon2| {
             let mut salt = [0u8; 16];
@@ -158,7 +158,7 @@ impl CodeHasher {
 
     /// Returns the index of the first hash in `hashes` that `code` matches.
     pub async fn find_match(&self, code: &OtpCode, hashes: Vec<CodeHash>) -> Result<Option<usize>, HashError> {
-        let code = secrecy::SecretString::from(code.expose().to_owned());
+        let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
         self.run(move |argon2| {
             for (i, hash) in hashes.iter().enumerate() {
@@ -203,13 +203,17 @@ mod tests {
     use super::*;
     use crate::domain::CodeLength;
 
+    fn fresh() -> Pepper {
+        Pepper::new(Pepper::generate_text().expose_secret().as_bytes().to_vec()).unwrap()
+    }
+
     fn hasher(pepper: Pepper) -> CodeHasher {
         CodeHasher::new(pepper, Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2).unwrap()
     }
 
     #[tokio::test]
     async fn hash_verifies_only_the_same_code_with_the_same_pepper() {
-        let pepper = Pepper::generate();
+        let pepper = fresh();
         let h = hasher(pepper.clone());
         let code = OtpCode::parse("123456", CodeLength::default()).unwrap();
         let other = OtpCode::parse("123457", CodeLength::default()).unwrap();
@@ -218,13 +222,13 @@ mod tests {
         assert!(!hash.0.contains("123456"));
         assert_eq!(h.find_match(&code, vec![hash.clone()]).await.unwrap(), Some(0));
         assert_eq!(h.find_match(&other, vec![hash.clone()]).await.unwrap(), None);
-        let other_pepper = hasher(Pepper::generate());
+        let other_pepper = hasher(fresh());
         assert_eq!(other_pepper.find_match(&code, vec![hash]).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn same_code_hashes_differently_each_time() {
-        let h = hasher(Pepper::generate());
+        let h = hasher(fresh());
         let code = OtpCode::parse("000000", CodeLength::default()).unwrap();
         assert_ne!(h.hash(&code).await.unwrap(), h.hash(&code).await.unwrap());
     }

@@ -274,14 +274,11 @@ async fn read_pepper(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn write_new_pepper(path: &Path) -> anyhow::Result<()> {
-    use rand::TryRngCore;
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.unwrap_err().try_fill_bytes(&mut raw).unwrap_or_else(|e| match e {});
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
     let mut file = options.open(path).await.with_context(|| format!("creating pepper file {}", path.display()))?;
-    tokio::io::AsyncWriteExt::write_all(&mut file, hex::encode(raw).as_bytes()).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, Pepper::generate_text().expose_secret().as_bytes()).await?;
     Ok(())
 }
