@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::{AllowedCountries, CodeLength, Policy, TestNumbers};
+use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, Policy, TestNumbers};
 use crate::grpc::client_ip::TrustedProxies;
 use crate::hashing::Argon2Params;
 use crate::limits::{Limit, LimitSettings, RateOrOff};
@@ -156,6 +156,10 @@ pub struct Settings {
     /// Proxies whose `x-forwarded-for` is believed (comma-separated CIDRs); empty: the TCP peer is the client.
     #[arg(long, env = "OTPD_TRUSTED_PROXIES", default_value = "", global = true)]
     pub trusted_proxies: TrustedProxies,
+    /// Android SMS Retriever hashes of your own apps (comma-separated, 11 characters each). A SendCode may only
+    /// ask for one of these; empty: app hashes are refused.
+    #[arg(long, env = "OTPD_APP_HASHES", default_value = "", global = true)]
+    pub app_hashes: AllowedAppHashes,
     /// Staging test numbers with fixed codes, never sent: `NUMBER=CODE,…`. Refused in prod mode.
     #[arg(long, env = "OTPD_TEST_NUMBERS", default_value = "", hide_env_values = true, global = true)]
     pub test_numbers: String,
@@ -273,6 +277,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Staging numbers with fixed codes.
     pub test_numbers: TestNumbers,
+    /// The SMS Retriever hashes a SendCode may ask for.
+    pub app_hashes: AllowedAppHashes,
     /// What supervisor lookups are allowed.
     pub lookup: LookupPolicy,
 }
@@ -429,6 +435,7 @@ impl Settings {
             },
             trusted_proxies: self.trusted_proxies.clone(),
             test_numbers,
+            app_hashes: self.app_hashes.clone(),
             lookup: LookupPolicy {
                 window: lookup_window,
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },

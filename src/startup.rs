@@ -145,6 +145,7 @@ impl Application {
             self.config.allowed_countries.clone(),
             Arc::clone(&self.limits),
             self.config.trusted_proxies.clone(),
+            self.config.app_hashes.clone(),
         );
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();

@@ -115,6 +115,44 @@ impl AppHash {
     }
 }
 
+/// The app hashes a SendCode may ask for (`--app-hashes`): the hashes of this company's own apps. A client must
+/// never choose the hash freely, or a zero-permission app on the victim's phone could request a code with its own
+/// hash and have Play Services hand it the SMS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedAppHashes(Vec<AppHash>);
+
+impl AllowedAppHashes {
+    /// Parses comma-separated 11-character hashes; empty: none allowed.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        spec.split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| AppHash::parse(h).map_err(|e| format!("`{h}`: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// The requested hash, if it is one of ours.
+    pub fn check(&self, input: &str) -> Result<AppHash, &'static str> {
+        let hash = AppHash::parse(input)?;
+        if self.0.contains(&hash) {
+            Ok(hash)
+        } else if self.0.is_empty() {
+            Err("app hashes are not enabled on this server (--app-hashes)")
+        } else {
+            Err("not the app hash of an allowed app (--app-hashes)")
+        }
+    }
+}
+
+impl std::str::FromStr for AllowedAppHashes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +211,17 @@ mod tests {
         assert!(AppHash::parse("FA+9qCX9VSu").is_ok());
         assert!(AppHash::parse("short").is_err());
         assert!(AppHash::parse("FA+9qCX9VS!").is_err());
+    }
+
+    #[test]
+    fn only_allowed_app_hashes_pass() {
+        let none = AllowedAppHashes::default();
+        assert!(none.check("FA+9qCX9VSu").is_err(), "none allowed by default");
+        let ours = AllowedAppHashes::parse(" FA+9qCX9VSu , abcdefghijk ").unwrap();
+        assert_eq!(ours.check("FA+9qCX9VSu").unwrap().as_str(), "FA+9qCX9VSu");
+        assert!(ours.check("abcdefghijk").is_ok());
+        assert!(ours.check("ZZZZZZZZZZZ").is_err(), "another app's hash");
+        assert!(ours.check("short").is_err());
+        assert!(AllowedAppHashes::parse("FA+9qCX9VSu,bad").is_err());
     }
 }

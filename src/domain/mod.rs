@@ -8,7 +8,7 @@ mod purpose;
 mod supervision;
 mod test_numbers;
 
-pub use code::{AppHash, CodeFormatError, CodeLength, OtpCode};
+pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;

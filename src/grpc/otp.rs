@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::client_ip::{self, TrustedProxies};
 use super::violations::Violations;
 use super::{deadline, detached, timestamp};
-use crate::domain::{AllowedCountries, AppHash, CodeLength, OtpCode, PhoneNumber, Purpose};
+use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, OtpCode, PhoneNumber, Purpose};
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1 as pb;
 use crate::service::{SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome};
@@ -21,18 +21,21 @@ pub struct OtpApi {
     code_length: CodeLength,
     limits: Arc<FrontLimits>,
     trusted_proxies: TrustedProxies,
+    app_hashes: AllowedAppHashes,
 }
 
 impl OtpApi {
-    /// Serves `service` for numbers of `countries`, behind the front-line `limits`.
+    /// Serves `service` for numbers of `countries`, behind the front-line `limits`, appending only the
+    /// `app_hashes` of the company's own apps.
     pub fn new(
         service: VerificationService,
         countries: AllowedCountries,
         limits: Arc<FrontLimits>,
         trusted_proxies: TrustedProxies,
+        app_hashes: AllowedAppHashes,
     ) -> Self {
         let code_length = service.policy().code_length;
-        Self { service, countries, code_length, limits, trusted_proxies }
+        Self { service, countries, code_length, limits, trusted_proxies, app_hashes }
     }
 
     fn parse_send(&self, req: pb::SendCodeRequest) -> Result<SendCommand, ServiceError> {
@@ -51,7 +54,7 @@ impl OtpApi {
         let app_hash = if req.app_hash.is_empty() {
             None
         } else {
-            v.check("app_hash", "INVALID_APP_HASH", AppHash::parse(&req.app_hash))
+            v.check("app_hash", "INVALID_APP_HASH", self.app_hashes.check(&req.app_hash))
         };
         match (phone, purpose, v.into_error()) {
             (Some(phone), Some(purpose), None) => {

@@ -15,6 +15,7 @@ both_backends!(
     sim_mismatch_sends_nothing,
     cooldown_and_caps_send_nothing,
     app_hash_is_the_last_line_of_the_sms,
+    an_app_hash_not_on_the_allow_list_is_refused,
 );
 
 fn ts(t: &prost_types::Timestamp) -> DateTime<Utc> {
@@ -183,11 +184,33 @@ async fn cooldown_and_caps_send_nothing(backend: Backend) {
 }
 
 async fn app_hash_is_the_last_line_of_the_sms(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, &["--app-hashes", "FA+9qCX9VSu,Zm9vYmFyYmF"]).await;
     let mut req = send_req(PHONE, Purpose::Login);
     req.app_hash = "FA+9qCX9VSu".into();
     app.otp.clone().send_code(req).await.unwrap();
     let body = &app.sms()[0].body;
     assert_eq!(body.lines().last(), Some("FA+9qCX9VSu"));
     code_in(body);
+}
+
+/// A zero-permission app on the victim's phone asks for a code with its own SMS Retriever hash, so that Play
+/// Services would hand it the SMS: refused, and nothing is sent or counted.
+async fn an_app_hash_not_on_the_allow_list_is_refused(backend: Backend) {
+    use tonic_types::StatusExt;
+    for allowed in [None, Some("FA+9qCX9VSu")] {
+        let app = match allowed {
+            Some(hash) => spawn_app_with(backend, &["--app-hashes", hash]).await,
+            None => spawn_app(backend).await,
+        };
+        let mut req = send_req(PHONE, Purpose::Login);
+        req.app_hash = "EviLApp0000".into();
+        let err = app.otp.clone().send_code(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert_eq!(reason(&err), "INVALID_APP_HASH");
+        let details = err.get_error_details();
+        let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+        assert_eq!(fields, ["app_hash"]);
+        assert!(app.sms().is_empty(), "nothing sent");
+        assert_eq!(app.send(PHONE, Purpose::Login).await.unwrap().sends_remaining, 4, "nothing counted");
+    }
 }
