@@ -48,6 +48,17 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// How many codes of this channel may be live in one verification at once; issuing one more revokes the
+    /// oldest. Every wrong guess is compared with every live code, so this bounds an attacker's chance per
+    /// lockout period at `max_failed_attempts × (3 + 1)` in 10^6 for 6 digits, not × the number of resends and
+    /// lookups. Three SMS codes keep a late-arriving first SMS working after two resends.
+    pub fn live_codes(self) -> u32 {
+        match self {
+            Channel::Sms => 3,
+            Channel::Supervisor => 1,
+        }
+    }
+
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {

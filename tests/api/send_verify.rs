@@ -1,7 +1,7 @@
 //! The happy paths and the rules around them: resends, purposes, expiry, SIM check, cooldown and caps.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use otpd::pb::otp::v1::{Purpose, VerifyResult};
+use otpd::pb::otp::v1::{self as pb, Purpose, VerifyResult};
 use tonic::Code;
 
 use crate::both_backends;
@@ -16,6 +16,7 @@ both_backends!(
     cooldown_and_caps_send_nothing,
     app_hash_is_the_last_line_of_the_sms,
     an_app_hash_not_on_the_allow_list_is_refused,
+    only_the_three_newest_sms_codes_stay_live,
 );
 
 fn ts(t: &prost_types::Timestamp) -> DateTime<Utc> {
@@ -85,6 +86,37 @@ async fn resend_keeps_count_and_every_live_code_approves(backend: Backend) {
     let ok = app.verify(PHONE, Purpose::Login, &app.last_code()).await.unwrap();
     assert_eq!(ok.result(), VerifyResult::Approved);
     assert_ne!(ok.verification_id, first_sent.verification_id);
+}
+
+/// Every wrong guess is compared with every live code, so the guess budget per lockout period is 10 × the live
+/// codes: five resends must not make it 50. The three newest SMS codes stay live (a late first SMS after two
+/// resends still works); older ones are revoked.
+async fn only_the_three_newest_sms_codes_stay_live(backend: Backend) {
+    for newest in 2..5 {
+        let app = spawn_app(backend).await;
+        let mut codes = Vec::new();
+        for i in 0..5 {
+            if i > 0 {
+                app.advance(TimeDelta::seconds(30));
+            }
+            codes.push(app.send_and_read(PHONE, Purpose::Login).await);
+        }
+        let computations = app.hasher.computations();
+        for old in &codes[..2] {
+            let r = app.verify(PHONE, Purpose::Login, old).await.unwrap();
+            assert_eq!(r.result(), VerifyResult::WrongCode, "codes 1 and 2 no longer approve");
+        }
+        assert_eq!(app.hasher.computations() - computations, 2 * 3, "a guess is compared with 3 codes, not 5");
+
+        let admin = app.add_supervisor("park", "admin").await;
+        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+        let status = app.sup.clone().get_phone_status(authed(req, &admin)).await.unwrap().into_inner();
+        let live: Vec<bool> = status.pending[0].sends.iter().map(|s| s.live).collect();
+        assert_eq!(live, [false, false, true, true, true]);
+
+        let r = app.verify(PHONE, Purpose::Login, &codes[newest]).await.unwrap();
+        assert_eq!(r.result(), VerifyResult::Approved, "code {} of 5 approves", newest + 1);
+    }
 }
 
 async fn code_only_approves_its_purpose(backend: Backend) {

@@ -13,6 +13,7 @@ use crate::helpers::*;
 both_backends!(
     lookup_for_the_callers_own_number_issues_a_code_that_approves,
     the_sms_code_keeps_working_after_a_lookup,
+    a_new_lookup_revokes_the_earlier_supervisor_code,
     a_third_partys_number_is_refused_and_audited,
     no_recent_send_is_refused_and_audited,
     locked_number_status_and_unlock,
@@ -66,6 +67,19 @@ async fn the_sms_code_keeps_working_after_a_lookup(backend: Backend) {
     let looked_up = app.sup.clone().lookup_code(authed(req, &kim)).await.unwrap().into_inner();
     assert_eq!(looked_up.purpose(), Purpose::Signup);
     assert_eq!(app.verify(PHONE, Purpose::Signup, &sms_code).await.unwrap().result(), VerifyResult::Approved);
+}
+
+async fn a_new_lookup_revokes_the_earlier_supervisor_code(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let sms_code = app.send_and_read(PHONE, Purpose::Login).await;
+    let first = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap().into_inner().code;
+    let second = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap().into_inner().code;
+    if first != second && first != sms_code {
+        let r = app.verify(PHONE, Purpose::Login, &first).await.unwrap();
+        assert_eq!(r.result(), VerifyResult::WrongCode, "the first looked-up code was revoked by the second");
+    }
+    assert_eq!(app.verify(PHONE, Purpose::Login, &second).await.unwrap().result(), VerifyResult::Approved);
 }
 
 async fn a_third_partys_number_is_refused_and_audited(backend: Backend) {

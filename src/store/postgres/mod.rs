@@ -15,7 +15,7 @@ use super::{
     Approval, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store,
     StoreResult, count_u32,
 };
-use crate::domain::{PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
+use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
 use crate::hashing::CodeHash;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -141,6 +141,7 @@ impl Store for PgStore {
         .bind(code.expires_at)
         .fetch_one(&mut *tx)
         .await?;
+        trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
         tx.commit().await?;
         Ok(Ok(IssuedCode {
             code_id: CodeId(code_id),
@@ -337,6 +338,29 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(codes.rows_affected() + verifications.rows_affected())
     }
+}
+
+/// Revokes the codes of `channel` in the verification beyond its newest [`Channel::live_codes`], so that a wrong
+/// guess is compared with a bounded number of codes however often the number is resent or looked up.
+pub(super) async fn trim_live_codes(
+    conn: &mut sqlx::PgConnection,
+    verification: VerificationId,
+    channel: Channel,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE codes SET revoked_at = $3
+         WHERE verification_id = $1 AND channel = $2 AND revoked_at IS NULL
+           AND id NOT IN (SELECT id FROM codes WHERE verification_id = $1 AND channel = $2 AND revoked_at IS NULL
+                          ORDER BY id DESC LIMIT $4)",
+    )
+    .bind(verification.0)
+    .bind(channel.as_str())
+    .bind(now)
+    .bind(i64::from(channel.live_codes()))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Clears the number's failure count and lock, and bumps its epoch: every reset must, so that releases of

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{PgStore, active_lock, reset_count};
+use super::{PgStore, active_lock, reset_count, trim_live_codes};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -266,6 +266,7 @@ impl SupervisionStore for PgStore {
         .bind(code.expires_at)
         .execute(&mut *tx)
         .await?;
+        trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
         let event = append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(LookupIssue::Issued { expires_at: code.expires_at, event })

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, reset_count, verification_id};
+use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, reset_count, trim_live_codes, verification_id};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -247,6 +247,7 @@ impl SupervisionStore for SqliteStore {
         .bind(ms(code.expires_at))
         .execute(&mut *tx)
         .await?;
+        trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
         let event = append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(LookupIssue::Issued { expires_at: code.expires_at, event })
