@@ -169,6 +169,10 @@ pub struct Settings {
     /// How long the gateway may take to accept one SMS.
     #[arg(long, env = "OTPD_SMS_TIMEOUT", default_value = "10s", global = true)]
     pub sms_timeout: humantime::Duration,
+    /// SendCode needs at least this much time before the caller's deadline to hash, record and hand over an SMS;
+    /// a shorter deadline is refused DEADLINE_EXCEEDED before anything is hashed, stored or counted.
+    #[arg(long, env = "OTPD_MIN_SEND_DEADLINE", default_value = "500ms", global = true)]
+    pub min_send_deadline: humantime::Duration,
     /// dev or prod.
     #[arg(long, env = "OTPD_MODE", value_enum, default_value = "dev", global = true)]
     pub mode: Mode,
@@ -257,6 +261,8 @@ pub struct Config {
     pub sms_sender: String,
     /// Per-SMS gateway deadline.
     pub sms_timeout: std::time::Duration,
+    /// The least caller deadline SendCode accepts.
+    pub min_send_deadline: std::time::Duration,
     /// Pepper source.
     pub pepper: PepperSource,
     /// Allowed destination countries.
@@ -358,6 +364,9 @@ impl Settings {
         if self.sms_timeout.is_zero() {
             return Err(invalid("sms-timeout", "must be positive"));
         }
+        if *self.min_send_deadline > *self.sms_timeout {
+            return Err(invalid("min-send-deadline", "must not exceed --sms-timeout"));
+        }
         let test_numbers = TestNumbers::parse(&self.test_numbers, &self.allowed_countries, code_length)
             .map_err(|m| invalid("test-numbers", m))?;
         if self.mode == Mode::Prod && !test_numbers.is_empty() {
@@ -402,6 +411,7 @@ impl Settings {
             sms_gateway: self.sms_gateway.clone(),
             sms_sender: sender.to_owned(),
             sms_timeout: *self.sms_timeout,
+            min_send_deadline: *self.min_send_deadline,
             pepper,
             allowed_countries: self.allowed_countries.clone(),
             policy: Policy {

@@ -95,6 +95,7 @@ impl Application {
             policy: config.policy.clone(),
             sender: config.sms_sender.clone(),
             delivery_timeout: config.sms_timeout,
+            min_send_deadline: config.min_send_deadline,
             test_numbers: config.test_numbers.clone(),
             audit,
             limits: Arc::clone(&limits),

@@ -39,7 +39,7 @@ impl std::fmt::Display for VerificationId {
 }
 
 /// How a code reached the driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// An SMS from the configured sender.
     Sms,

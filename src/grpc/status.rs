@@ -88,6 +88,16 @@ impl From<ServiceError> for Status {
                 details.set_retry_info(Some(retry_after));
                 (Code::Unavailable, "the SMS could not be delivered; no code was sent".into())
             }
+            ServiceError::DeadlineTooShort { needed } => {
+                let needed = needed.as_millis().to_string();
+                info(&mut details, "DEADLINE_TOO_SHORT", HashMap::from([("min_deadline_ms".into(), needed.clone())]));
+                (
+                    Code::DeadlineExceeded,
+                    format!(
+                        "the call's deadline leaves no time to send a code (give it at least {needed} ms); nothing was sent or counted"
+                    ),
+                )
+            }
             ServiceError::Unauthenticated => (Code::Unauthenticated, "a valid bearer token is required".into()),
             ServiceError::WrongRole => {
                 info(&mut details, "ROLE_NOT_ALLOWED", HashMap::new());

@@ -49,6 +49,10 @@ pub enum ServiceError {
     /// The gateway did not take the SMS; the code was revoked.
     #[error("SMS delivery failed")]
     SmsDeliveryFailed { retry_after: Duration },
+    /// The caller's deadline leaves (or left) no time to hand an SMS to the provider: refused before anything
+    /// was hashed or stored, or the code was withdrawn. Nothing was sent or counted.
+    #[error("deadline too short to send a code")]
+    DeadlineTooShort { needed: Duration },
     /// No valid bearer token.
     #[error("unauthenticated")]
     Unauthenticated,

@@ -97,6 +97,7 @@ struct Inner {
     policy: Policy,
     sender: String,
     delivery_timeout: Duration,
+    min_send_deadline: Duration,
     test_numbers: TestNumbers,
     audit: AuditLog,
     limits: Arc<FrontLimits>,
@@ -118,6 +119,8 @@ pub struct ServiceParts {
     pub sender: String,
     /// How long the gateway may take for one SMS.
     pub delivery_timeout: Duration,
+    /// The least time before the caller's deadline that SendCode needs to hash, record and hand over an SMS.
+    pub min_send_deadline: Duration,
     /// Staging numbers with fixed codes that never reach the gateway.
     pub test_numbers: TestNumbers,
     /// Where lockouts are recorded.
@@ -137,12 +140,24 @@ impl VerificationService {
             policy,
             sender,
             delivery_timeout,
+            min_send_deadline,
             test_numbers,
             audit,
             limits,
         } = parts;
-        let inner =
-            Inner { store, hasher, gateway, clock, policy, sender, delivery_timeout, test_numbers, audit, limits };
+        let inner = Inner {
+            store,
+            hasher,
+            gateway,
+            clock,
+            policy,
+            sender,
+            delivery_timeout,
+            min_send_deadline,
+            test_numbers,
+            audit,
+            limits,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -158,6 +173,14 @@ impl VerificationService {
         let this = &self.inner;
         if cmd.sim_phone.as_ref().is_some_and(|sim| *sim != cmd.phone) {
             return Err(ServiceError::SimMismatch);
+        }
+        // A caller that will have hung up before the provider can be reached must cost nothing: no hash, no
+        // code, no count toward the number's caps.
+        let too_short = cmd.deadline.is_some_and(|deadline| {
+            deadline.saturating_duration_since(tokio::time::Instant::now()) < this.min_send_deadline
+        });
+        if too_short {
+            return Err(ServiceError::DeadlineTooShort { needed: this.min_send_deadline });
         }
         // Cheap pre-check so that refused sends cost no hash; the transaction below decides.
         let now = this.clock.now();
@@ -201,6 +224,17 @@ impl VerificationService {
             // The gateway ends by `deadline` itself; this bound only catches one that does not.
             match tokio::time::timeout_at(deadline + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await {
                 Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
+                Ok(Err(SmsError::NotSent(why))) => {
+                    // The provider never saw it: the send did not happen, and counts toward nothing.
+                    tracing::warn!(%why, "SMS not handed to the provider; code withdrawn");
+                    this.store.withdraw_code(issued.code_id).await?;
+                    let caller_gone = cmd.deadline.is_some_and(|d| tokio::time::Instant::now() + DEADLINE_RESERVE >= d);
+                    return Err(if caller_gone {
+                        ServiceError::DeadlineTooShort { needed: this.min_send_deadline }
+                    } else {
+                        ServiceError::SmsDeliveryFailed { retry_after }
+                    });
+                }
                 Ok(Err(error)) => {
                     if let SmsError::CircuitOpen { retry_after: after } = error {
                         retry_after = after.max(Duration::from_secs(1));

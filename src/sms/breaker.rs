@@ -51,12 +51,12 @@ impl Breaker {
     }
 
     /// Asks to call the provider. While half-open only the one probe is admitted. The returned guard must be
-    /// told the outcome; dropped without one (an early return, a cancelled call) it counts as a failure.
+    /// told the outcome; dropped without one (a cancelled call) it counts as a failure.
     pub fn admit(&self) -> Result<Admission<'_>, Open> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
-        match *state {
-            State::Closed { .. } => {}
+        let probe = match *state {
+            State::Closed { .. } => false,
             State::Open { until } | State::HalfOpen { since: until } if now < until => {
                 let retry_after = (until - now).to_std().unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
                 return Err(Open { retry_after });
@@ -64,9 +64,20 @@ impl Breaker {
             State::Open { .. } | State::HalfOpen { .. } => {
                 *state = State::HalfOpen { since: now + self.cooldown };
                 tracing::info!("SMS circuit breaker half-open: probing the provider");
+                true
             }
+        };
+        Ok(Admission { breaker: self, recorded: false, probe })
+    }
+
+    /// An admitted call that never reached the provider (or was cut short by its caller's deadline) says
+    /// nothing about the provider: the count stays as it was, and a probe that did not probe lets the next call
+    /// probe at once.
+    fn neutral(&self, probe: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if probe && matches!(*state, State::HalfOpen { .. }) {
+            *state = State::Open { until: self.clock.now() };
         }
-        Ok(Admission { breaker: self, recorded: false })
     }
 
     /// Records the outcome of an admitted call: `true` if the provider answered (even with a refusal).
@@ -95,6 +106,8 @@ impl Breaker {
 pub struct Admission<'a> {
     breaker: &'a Breaker,
     recorded: bool,
+    /// This call is the half-open probe.
+    probe: bool,
 }
 
 impl Admission<'_> {
@@ -108,6 +121,13 @@ impl Admission<'_> {
     pub fn provider_failed(mut self) {
         self.recorded = true;
         self.breaker.record(false);
+    }
+
+    /// The provider was never reached, or every attempt was cut short by the caller's deadline: no evidence
+    /// either way. Counting it would let any caller open the breaker with short deadlines.
+    pub fn not_the_providers_doing(mut self) {
+        self.recorded = true;
+        self.breaker.neutral(self.probe);
     }
 }
 
@@ -159,6 +179,28 @@ mod tests {
         clock.advance(TimeDelta::seconds(30));
         breaker.admit().unwrap().provider_answered();
         assert!(breaker.admit().is_ok(), "a new probe went out after another cool-down and closed it");
+    }
+
+    #[test]
+    fn calls_that_never_reached_the_provider_neither_open_nor_wedge_the_breaker() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let breaker = Breaker::new(2, Duration::from_secs(30), clock.clone());
+        for _ in 0..10 {
+            breaker.admit().unwrap().not_the_providers_doing();
+        }
+        breaker.admit().unwrap().provider_failed();
+        let still_closed = breaker.admit().expect("one real failure, below the threshold: still closed");
+        still_closed.not_the_providers_doing();
+        breaker.admit().unwrap().provider_failed();
+        assert!(breaker.admit().is_err(), "neutral calls kept the count: two real failures open it");
+
+        clock.advance(TimeDelta::seconds(30));
+        let probe = breaker.admit().unwrap();
+        assert!(breaker.admit().is_err(), "one probe at a time");
+        probe.not_the_providers_doing();
+        let probe = breaker.admit().expect("a probe that did not probe lets the next call probe at once");
+        probe.provider_answered();
+        assert!(breaker.admit().is_ok());
     }
 
     #[test]

@@ -66,10 +66,12 @@ struct ProviderResponse {
 /// What one attempt came to.
 enum Attempt {
     Delivered(Delivery),
-    /// Worth retrying, after `retry_after` if the provider said so.
+    /// Worth retrying, after `retry_after` if the provider said so. `provider_failed` is false when the attempt
+    /// only ran out of the caller's deadline, which says nothing about the provider.
     Transient {
         why: String,
         retry_after: Option<Duration>,
+        provider_failed: bool,
     },
     /// The provider refused the message; retrying will not help.
     Rejected(String),
@@ -98,7 +100,8 @@ impl HttpGateway {
         self.requests.load(Ordering::Relaxed)
     }
 
-    async fn attempt(&self, message: &SmsMessage, timeout: Duration) -> Attempt {
+    /// One request with `timeout`; `cut_short` says the timeout is the caller's deadline, not ours.
+    async fn attempt(&self, message: &SmsMessage, timeout: Duration, cut_short: bool) -> Attempt {
         let body = ProviderRequest {
             from: &message.from,
             to: message.to.e164(),
@@ -118,8 +121,17 @@ impl HttpGateway {
         let response = match request.send().await {
             Ok(response) => response,
             // reqwest's error text names the URL, never the body.
-            Err(e) if e.is_timeout() => return Attempt::Transient { why: "timed out".into(), retry_after: None },
-            Err(e) => return Attempt::Transient { why: e.without_url().to_string(), retry_after: None },
+            Err(e) if e.is_timeout() => {
+                let why = if cut_short { "cut short by the caller's deadline" } else { "timed out" };
+                return Attempt::Transient { why: why.into(), retry_after: None, provider_failed: !cut_short };
+            }
+            Err(e) => {
+                return Attempt::Transient {
+                    why: e.without_url().to_string(),
+                    retry_after: None,
+                    provider_failed: true,
+                };
+            }
         };
         let status = response.status();
         if status.is_success() {
@@ -129,7 +141,11 @@ impl HttpGateway {
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(parse_retry_after);
-            return Attempt::Transient { why: format!("provider answered {status}"), retry_after };
+            return Attempt::Transient {
+                why: format!("provider answered {status}"),
+                retry_after,
+                provider_failed: true,
+            };
         }
         Attempt::Rejected(format!("provider answered {status}"))
     }
@@ -146,19 +162,27 @@ impl HttpGateway {
 impl SmsGateway for HttpGateway {
     async fn send(&self, message: &SmsMessage, deadline: Instant) -> Result<Delivery, SmsError> {
         let admission = self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;
-        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
-            .await
-            .map_err(|_| SmsError::Unavailable("no free connection before the deadline".into()))?
-            .map_err(|_| SmsError::Unavailable("gateway closed".into()))?;
+        // Only what the provider did moves the breaker: waiting for a connection or running out of the caller's
+        // deadline is neutral, or anyone could open it for everyone with short deadlines.
+        let Ok(permit) = tokio::time::timeout_at(deadline, self.permits.acquire()).await else {
+            admission.not_the_providers_doing();
+            return Err(SmsError::NotSent("no free connection before the deadline".into()));
+        };
+        let Ok(_permit) = permit else {
+            admission.not_the_providers_doing();
+            return Err(SmsError::NotSent("gateway closed".into()));
+        };
 
-        let mut last = String::from("deadline reached before the first attempt");
+        let mut provider_failed = false;
+        let mut last = None;
         for attempt in 1..=self.settings.max_attempts.max(1) {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
+            let cut_short = deadline - now < self.settings.attempt_timeout;
             let timeout = self.settings.attempt_timeout.min(deadline - now);
-            let retry_after = match self.attempt(message, timeout).await {
+            let retry_after = match self.attempt(message, timeout, cut_short).await {
                 Attempt::Delivered(delivery) => {
                     admission.provider_answered();
                     return Ok(delivery);
@@ -167,9 +191,10 @@ impl SmsGateway for HttpGateway {
                     admission.provider_answered();
                     return Err(SmsError::Rejected(why));
                 }
-                Attempt::Transient { why, retry_after } => {
+                Attempt::Transient { why, retry_after, provider_failed: failed } => {
                     tracing::debug!(attempt, %why, "SMS attempt failed");
-                    last = why;
+                    provider_failed |= failed;
+                    last = Some(why);
                     retry_after
                 }
             };
@@ -178,13 +203,20 @@ impl SmsGateway for HttpGateway {
             }
             let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
             if Instant::now().checked_add(wait).is_none_or(|resume| resume >= deadline) {
-                last.push_str("; no time left to retry");
+                last = last.map(|why| why + "; no time left to retry");
                 break;
             }
             tokio::time::sleep(wait).await;
         }
-        admission.provider_failed();
-        Err(SmsError::Unavailable(last))
+        if provider_failed {
+            admission.provider_failed();
+        } else {
+            admission.not_the_providers_doing();
+        }
+        match last {
+            Some(why) => Err(SmsError::Unavailable(why)),
+            None => Err(SmsError::NotSent("the deadline passed before the first attempt".into())),
+        }
     }
 }
 

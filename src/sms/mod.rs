@@ -57,6 +57,10 @@ pub enum SmsError {
     /// The circuit breaker is open: the provider was not called.
     #[error("SMS circuit breaker open")]
     CircuitOpen { retry_after: std::time::Duration },
+    /// The deadline passed before the message could be handed to the provider (waiting for a connection, or
+    /// before the first attempt): the provider never saw it, so it is no provider failure and no send.
+    #[error("SMS not handed to the provider: {0}")]
+    NotSent(String),
 }
 
 /// Something that can deliver an SMS.

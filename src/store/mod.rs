@@ -133,6 +133,22 @@ pub struct PendingVerification {
     pub live_codes: Vec<CodeHash>,
 }
 
+/// The codes that may approve a verification, from its unrevoked, unexpired codes newest first: at most
+/// [`Channel::live_codes`] of each channel. Issuing codes revokes the older ones too; this holds the bound also
+/// while a newer SMS is still being delivered.
+fn live_codes(newest_first: impl IntoIterator<Item = (Channel, CodeHash)>) -> Vec<CodeHash> {
+    let mut taken = std::collections::HashMap::<Channel, u32>::new();
+    newest_first
+        .into_iter()
+        .filter(|(channel, _)| {
+            let n = taken.entry(*channel).or_default();
+            *n += 1;
+            *n <= channel.live_codes()
+        })
+        .map(|(_, hash)| hash)
+        .collect()
+}
+
 /// What a check needs to know about a number and purpose before it reserves an attempt.
 #[derive(Debug, Clone, Default)]
 pub struct CheckState {
@@ -175,8 +191,14 @@ pub trait Store: Send + Sync + 'static {
     /// creates or extends the pending verification for the purpose and records the code.
     async fn issue_code(&self, code: NewCode, policy: &Policy) -> StoreResult<Result<IssuedCode, SendRefusal>>;
 
-    /// Records what the gateway did with a code's SMS; a failure revokes the code.
+    /// Records what the gateway did with a code's SMS. A failure revokes the code; a delivery revokes the
+    /// verification's SMS codes beyond the newest [`Channel::live_codes`].
     async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Takes back a code whose SMS was never handed to the provider, as if the send had not happened: the code
+    /// row is deleted (so it counts toward no cap), and its verification is deleted if it has no other code or
+    /// else keeps the expiry and last send time of the codes it has left.
+    async fn withdraw_code(&self, code: CodeId) -> StoreResult<()>;
 
     /// What a check of `purpose` for the number needs: the lock, the count, the live code hashes.
     async fn check_state(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<CheckState>;
@@ -244,6 +266,34 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The channel a `codes.channel` value names.
+fn channel(s: &str) -> StoreResult<Channel> {
+    match s {
+        "sms" => Ok(Channel::Sms),
+        "supervisor" => Ok(Channel::Supervisor),
+        _ => Err(StoreError::Corrupt(format!("code channel `{s}`"))),
+    }
+}
+
 fn count_u32(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_three_sms_and_one_supervisor_code_are_live() {
+        let hash = |n: u32| CodeHash(format!("h{n}"));
+        let codes = [
+            (Channel::Sms, hash(6)),
+            (Channel::Supervisor, hash(5)),
+            (Channel::Sms, hash(4)),
+            (Channel::Sms, hash(3)),
+            (Channel::Supervisor, hash(2)),
+            (Channel::Sms, hash(1)),
+        ];
+        assert_eq!(live_codes(codes), [hash(6), hash(5), hash(4), hash(3)]);
+    }
 }

@@ -4,9 +4,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
-use otpd::pb::otp::v1::{Purpose, VerifyResult};
+use std::sync::Arc;
+
+use otpd::pb::otp::v1::{self as pb, Purpose, VerifyResult};
 use tonic::Code;
 
+use crate::both_backends;
 use crate::helpers::*;
 use crate::provider::{FakeProvider, Reply};
 
@@ -14,11 +17,97 @@ use crate::provider::{FakeProvider, Reply};
 const FAST_RETRIES: [&str; 4] = ["--sms-http-backoff", "10ms", "--sms-http-max-backoff", "50ms"];
 
 async fn app_with_provider(provider: &FakeProvider, extra: &[&str]) -> TestApp {
+    app_with_provider_on(Backend::Sqlite, provider, extra).await
+}
+
+async fn app_with_provider_on(backend: Backend, provider: &FakeProvider, extra: &[&str]) -> TestApp {
     let gateway = provider.gateway();
     let mut args = vec!["--sms-gateway", gateway.as_str()];
     args.extend_from_slice(&FAST_RETRIES);
     args.extend_from_slice(extra);
-    spawn_app_with(Backend::Sqlite, &args).await
+    spawn_app_with(backend, &args).await
+}
+
+both_backends!(short_deadlines_cannot_open_the_breaker_or_burn_a_victims_caps, a_send_never_handed_over_is_withdrawn);
+
+async fn send_within(app: &TestApp, phone: &str, timeout: Duration) -> Result<pb::SendCodeResponse, tonic::Status> {
+    let mut request = tonic::Request::new(send_req(phone, Purpose::Login));
+    request.set_timeout(timeout);
+    app.otp.clone().send_code(request).await.map(tonic::Response::into_inner)
+}
+
+/// The review's attack: SendCode with a 20 ms deadline (`grpcurl -max-time 0.02`), five times at any numbers and
+/// ten at a victim's. Before the fix each call hashed and stored a code, the gateway found the deadline gone and
+/// reported a provider failure: the breaker opened for everyone, and the victim was out of SMS for a day.
+async fn short_deadlines_cannot_open_the_breaker_or_burn_a_victims_caps(backend: Backend) {
+    let provider = FakeProvider::start(vec![], Reply::Accept("ok")).await;
+    let app = app_with_provider_on(backend, &provider, &[]).await;
+    // The client gives up after 20 ms (tonic answers CANCELLED when its own timer wins).
+    let gave_up = |err: &tonic::Status| matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled);
+    for n in 0..5 {
+        let err = send_within(&app, &phone(n), Duration::from_millis(20)).await.unwrap_err();
+        assert!(gave_up(&err), "{err:?}");
+    }
+    for _ in 0..10 {
+        let err = send_within(&app, PHONE, Duration::from_millis(20)).await.unwrap_err();
+        assert!(gave_up(&err), "{err:?}");
+    }
+    // The server refuses such calls itself, with the reason, before it hashes or stores anything.
+    let err = send_within(&app, PHONE, Duration::from_millis(300)).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::DeadlineExceeded, "DEADLINE_TOO_SHORT"));
+    // Calls run detached from their client; give any that were still running time to finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.hasher.computations(), 0, "nothing was hashed");
+    assert!(app.db.dump().await.is_empty(), "nothing was stored");
+
+    // The breaker is closed: real sends go through, and the victim has every SMS of the hour left.
+    app.send(&phone(10), Purpose::Login).await.unwrap();
+    let sent = app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(sent.sends_remaining, 4);
+    assert_eq!(provider.requests(), 2);
+}
+
+/// A send whose deadline passes while it waits for a connection to the provider never reaches it: the code is
+/// withdrawn (no cap counts it) and the breaker does not count it as the provider's failure.
+async fn a_send_never_handed_over_is_withdrawn(backend: Backend) {
+    let provider = FakeProvider::start(vec![Reply::Slow(Duration::from_millis(1500))], Reply::Accept("ok")).await;
+    let extra = ["--sms-http-concurrency", "1", "--sms-breaker-threshold", "1"];
+    let app = Arc::new(app_with_provider_on(backend, &provider, &extra).await);
+    let holder = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.send(&phone(1), Purpose::Login).await })
+    };
+    while provider.requests() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The only connection is busy for 1.5 s; this caller gives up after 1 s.
+    let err = send_within(&app, PHONE, Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // Before the slow delivery ends: had the breaker counted that as a failure (threshold 1), it would be open
+    // and this send would fail fast instead of waiting for the connection.
+    app.send(&phone(2), Purpose::Login).await.unwrap();
+    holder.await.unwrap().unwrap();
+    assert_eq!(provider.requests(), 2, "the withdrawn send never reached the provider");
+
+    let sent = app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(sent.sends_remaining, 4, "the withdrawn send counts toward no cap");
+    assert_eq!(sent.resend_available_at.unwrap().seconds, (app.now() + TimeDelta::seconds(30)).timestamp());
+}
+
+/// Attempts that only ran out of the caller's deadline say nothing about the provider: they count toward the
+/// number's caps (the provider may deliver them) but not toward the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_cut_short_by_the_caller_do_not_open_the_breaker() {
+    let provider = FakeProvider::start(vec![], Reply::Slow(Duration::from_secs(5))).await;
+    let app = app_with_provider(&provider, &["--sms-breaker-threshold", "1", "--sms-http-max-attempts", "1"]).await;
+    for n in 0..3 {
+        let err = send_within(&app, &phone(n), Duration::from_millis(800)).await.unwrap_err();
+        assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    }
+    provider.set_default(Reply::Accept("fine"));
+    app.send(&phone(0), Purpose::Login).await.expect("the breaker stayed closed");
+    let again = app.send(&phone(1), Purpose::Login).await.unwrap();
+    assert_eq!(again.sends_remaining, 3, "the cut-short send counted toward the caps");
 }
 
 fn code_sent(provider: &FakeProvider, index: usize) -> String {

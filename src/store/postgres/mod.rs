@@ -141,7 +141,6 @@ impl Store for PgStore {
         .bind(code.expires_at)
         .fetch_one(&mut *tx)
         .await?;
-        trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
         tx.commit().await?;
         Ok(Ok(IssuedCode {
             code_id: CodeId(code_id),
@@ -153,19 +152,66 @@ impl Store for PgStore {
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
     async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
-        let query = match outcome {
+        let mut tx = self.pool.begin().await?;
+        match outcome {
             DeliveryOutcome::Delivered { message_id } => {
-                sqlx::query("UPDATE codes SET delivery = 'delivered', provider_message_id = $2 WHERE id = $1")
-                    .bind(code.0)
-                    .bind(message_id)
+                let delivered: Option<(uuid::Uuid, String)> = sqlx::query_as(
+                    "UPDATE codes SET delivery = 'delivered', provider_message_id = $2 WHERE id = $1
+                     RETURNING verification_id, channel",
+                )
+                .bind(code.0)
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((verification, channel)) = delivered {
+                    trim_live_codes(&mut tx, VerificationId(verification), super::channel(&channel)?, now).await?;
+                }
             }
             DeliveryOutcome::Failed => {
                 sqlx::query("UPDATE codes SET delivery = 'failed', revoked_at = $2 WHERE id = $1")
                     .bind(code.0)
                     .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
-        };
-        query.execute(&self.pool).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(code_id = code.0))]
+    async fn withdraw_code(&self, code: CodeId) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // The number's row first, as every transaction that changes a verification takes it.
+        sqlx::query("SELECT 1 FROM phone_state WHERE phone = (SELECT phone FROM codes WHERE id = $1) FOR UPDATE")
+            .bind(code.0)
+            .execute(&mut *tx)
+            .await?;
+        let verification: Option<uuid::Uuid> =
+            sqlx::query_scalar("DELETE FROM codes WHERE id = $1 RETURNING verification_id")
+                .bind(code.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(verification) = verification {
+            sqlx::query(
+                "DELETE FROM verifications WHERE id = $1
+                 AND NOT EXISTS (SELECT 1 FROM codes WHERE codes.verification_id = verifications.id)",
+            )
+            .bind(verification)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE verifications SET
+                     expires_at = COALESCE((SELECT MAX(expires_at) FROM codes WHERE verification_id = $1), expires_at),
+                     last_sent_at = COALESCE(
+                         (SELECT MAX(created_at) FROM codes WHERE verification_id = $1 AND channel = 'sms'), created_at)
+                 WHERE id = $1",
+            )
+            .bind(verification)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -194,8 +240,8 @@ impl Store for PgStore {
                 .fetch_optional(&mut *conn)
                 .await?;
         if let Some(id) = pending {
-            let live_codes = sqlx::query_scalar(
-                "SELECT code_hash FROM codes WHERE verification_id = $1 AND expires_at > $2 AND revoked_at IS NULL
+            let live_codes = sqlx::query_as::<_, (String, String)>(
+                "SELECT channel, code_hash FROM codes WHERE verification_id = $1 AND expires_at > $2 AND revoked_at IS NULL
                  ORDER BY id DESC",
             )
             .bind(id)
@@ -203,8 +249,9 @@ impl Store for PgStore {
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
-            .map(CodeHash)
-            .collect();
+            .map(|(channel, hash)| Ok((super::channel(&channel)?, CodeHash(hash))))
+            .collect::<StoreResult<Vec<_>>>()?;
+            let live_codes = super::live_codes(live_codes);
             out.pending = Some(PendingVerification { id: VerificationId(id), live_codes });
         } else {
             out.last_approved_at = sqlx::query_scalar(
