@@ -2,6 +2,7 @@
 
 mod auth;
 pub mod client_ip;
+pub mod codec;
 pub mod convert;
 mod otp;
 mod status;

@@ -59,9 +59,24 @@ fn contact_to_pb(contact: Option<ContactChannel>) -> pb::ContactChannel {
     }
 }
 
+/// A filter time: a valid timestamp from 1970 to 9999 (what both databases store; anything else is a mistake).
 fn to_datetime(t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, &'static str> {
-    let nanos = u32::try_from(t.nanos).map_err(|_| "not a valid timestamp")?;
+    const LAST_SECOND: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000).ok_or("not a valid timestamp")?;
+    if !(0..=LAST_SECOND).contains(&t.seconds) {
+        return Err("must be between 1970-01-01 and 9999-12-31");
+    }
     chrono::DateTime::from_timestamp(t.seconds, nanos).ok_or("not a valid timestamp")
+}
+
+/// The actor filter: a name as the log records it (a supervisor, `system`, `cli:<user>`), at most 128
+/// characters, no control characters; empty means any actor.
+fn actor_filter(input: &str) -> Result<Option<String>, &'static str> {
+    let actor = input.trim();
+    if actor.chars().count() > 128 || actor.chars().any(char::is_control) {
+        return Err("an actor name is at most 128 characters, without control characters");
+    }
+    Ok(Some(actor.to_owned()).filter(|a| !a.is_empty()))
 }
 
 /// Page tokens are opaque to clients: the sequence number to continue below, encoded.
@@ -198,6 +213,7 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let since = req.since.as_ref().and_then(|t| v.check("since", "INVALID_TIME", to_datetime(t)));
         let until = req.until.as_ref().and_then(|t| v.check("until", "INVALID_TIME", to_datetime(t)));
         let action = v.check("action", "INVALID_ACTION", action_from_pb(req.action)).flatten();
+        let actor_name = v.check("actor", "INVALID_ACTOR", actor_filter(&req.actor)).flatten();
         let before_seq = v.check("page_token", "INVALID_PAGE_TOKEN", decode_page_token(&req.page_token)).flatten();
         let page = match req.page_size {
             0 => Some(DEFAULT_PAGE),
@@ -213,7 +229,7 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let filter = AuditFilter {
             since,
             until,
-            actor: Some(req.actor.trim().to_owned()).filter(|a| !a.is_empty()),
+            actor: actor_name,
             phone_key: phone.as_ref().map(|p| self.service.phone_key(p)),
             action,
             before_seq,

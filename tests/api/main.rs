@@ -6,6 +6,7 @@ mod helpers;
 mod audit_chain;
 mod concurrency;
 mod grpcurl;
+mod hostile_input;
 mod lockout;
 mod otpctl;
 mod pg_roles;
