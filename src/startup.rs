@@ -164,7 +164,7 @@ impl Application {
             self.config.allowed_countries.clone(),
         ))
         .max_decoding_message_size(self.config.max_request_bytes);
-        let supervisor = AuthLayer::new(Arc::clone(&self.stores.supervision)).layer(supervisor);
+        let supervisor = AuthLayer::new(self.supervision.clone()).layer(supervisor);
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
             .add_service(health)

@@ -1,10 +1,10 @@
 //! Bearer-token authentication for the supervisor service, as a tower layer: it resolves
 //! `authorization: Bearer <token>` to an enabled supervisor and puts the [`Actor`] into the request's
-//! extensions, or answers `UNAUTHENTICATED` before the service sees the call. Health and reflection on the same
-//! listener are not wrapped, so load balancers and grpcurl need no token.
+//! extensions, or answers `UNAUTHENTICATED` before the service sees the call (a disabled supervisor's call is
+//! audited under their name first). Health and reflection on the same listener are not wrapped, so load
+//! balancers and grpcurl need no token.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::Status;
@@ -14,19 +14,19 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 
 use crate::domain::Actor;
-use crate::store::SupervisionStore;
-use crate::supervision::token;
+use crate::domain::audit::AuditAction;
+use crate::supervision::SupervisionService;
 
 /// Wraps a service with bearer-token authentication.
 #[derive(Clone)]
 pub struct AuthLayer {
-    store: Arc<dyn SupervisionStore>,
+    supervision: SupervisionService,
 }
 
 impl AuthLayer {
-    /// Tokens are checked against `store`.
-    pub fn new(store: Arc<dyn SupervisionStore>) -> Self {
-        Self { store }
+    /// Tokens are resolved, and disabled supervisors' calls audited, by `supervision`.
+    pub fn new(supervision: SupervisionService) -> Self {
+        Self { supervision }
     }
 }
 
@@ -34,7 +34,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
     type Service = Authenticated<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticated { inner, store: Arc::clone(&self.store) }
+        Authenticated { inner, supervision: self.supervision.clone() }
     }
 }
 
@@ -42,7 +42,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
-    store: Arc<dyn SupervisionStore>,
+    supervision: SupervisionService,
 }
 
 impl<S: NamedService> NamedService for Authenticated<S> {
@@ -66,9 +66,10 @@ where
         // The ready clone stays here; the one that was polled ready serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let store = Arc::clone(&self.store);
+        let supervision = self.supervision.clone();
         Box::pin(async move {
-            match authenticate(&*store, request.headers()).await {
+            let action = action_of(request.uri().path());
+            match authenticate(&supervision, request.headers(), action).await {
                 Ok(actor) => {
                     request.extensions_mut().insert(actor);
                     inner.call(request).await
@@ -79,7 +80,22 @@ where
     }
 }
 
-async fn authenticate(store: &dyn SupervisionStore, headers: &HeaderMap) -> Result<Actor, Status> {
+/// The audited action of a supervisor service method, from the request path.
+fn action_of(path: &str) -> Option<AuditAction> {
+    match path.rsplit('/').next()? {
+        "LookupCode" => Some(AuditAction::LookupCode),
+        "GetPhoneStatus" => Some(AuditAction::GetPhoneStatus),
+        "UnlockPhone" => Some(AuditAction::UnlockPhone),
+        "ListAuditEvents" => Some(AuditAction::ListAuditEvents),
+        _ => None,
+    }
+}
+
+async fn authenticate(
+    supervision: &SupervisionService,
+    headers: &HeaderMap,
+    action: Option<AuditAction>,
+) -> Result<Actor, Status> {
     let Some(value) = headers.get("authorization") else {
         return Err(Status::unauthenticated("missing `authorization: Bearer <token>`"));
     };
@@ -90,16 +106,9 @@ async fn authenticate(store: &dyn SupervisionStore, headers: &HeaderMap) -> Resu
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
-        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?;
-    match store.actor_by_token(&token::hash(token)).await {
-        Ok(Some(actor)) => Ok(actor),
-        Ok(None) => {
-            tracing::warn!(target: "audit", "supervisor call with an unknown or disabled token");
-            Err(Status::unauthenticated("unknown or disabled token"))
-        }
-        Err(error) => {
-            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "token lookup failed");
-            Err(Status::unavailable("the service is temporarily unavailable"))
-        }
-    }
+        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?
+        .to_owned();
+    // Detached like every flow: a client hanging up must not cancel the audit of a refused call.
+    let supervision = supervision.clone();
+    Ok(super::detached(async move { supervision.authenticate(&token, action).await }).await?)
 }

@@ -99,6 +99,15 @@ impl From<ServiceError> for Status {
                 )
             }
             ServiceError::Unauthenticated => (Code::Unauthenticated, "a valid bearer token is required".into()),
+            ServiceError::SupervisorDisabled => {
+                info(&mut details, "SUPERVISOR_DISABLED", HashMap::new());
+                (Code::Unauthenticated, "this token's supervisor is disabled".into())
+            }
+            ServiceError::AuditUnavailable => {
+                info(&mut details, "AUDIT_UNAVAILABLE", HashMap::new());
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::Unavailable, "the audit log cannot be written, so nothing was done; retry shortly".into())
+            }
             ServiceError::WrongRole => {
                 info(&mut details, "ROLE_NOT_ALLOWED", HashMap::new());
                 (Code::PermissionDenied, "your role does not allow this call".into())

@@ -56,6 +56,13 @@ pub enum ServiceError {
     /// No valid bearer token.
     #[error("unauthenticated")]
     Unauthenticated,
+    /// The token belongs to a supervisor who was disabled (the refusal is audited under their name).
+    #[error("supervisor disabled")]
+    SupervisorDisabled,
+    /// The supervisor call's audit event could not be written, so the call was not done (granted or denied):
+    /// nothing a supervisor does goes unrecorded.
+    #[error("audit log unavailable")]
+    AuditUnavailable,
     /// The supervisor's role does not allow the call.
     #[error("role not allowed")]
     WrongRole,

@@ -17,7 +17,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
-    SupervisorRecord, Unlocked, VerificationStatus, locked_detail,
+    SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, locked_detail,
 };
 
 /// A store operation failed. The text is for logs, never for clients.

@@ -21,6 +21,16 @@ pub struct SupervisorRecord {
     pub disabled_at: Option<DateTime<Utc>>,
 }
 
+/// Whose a bearer token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHolder {
+    /// The supervisor.
+    pub actor: Actor,
+    /// Set once they were disabled: the token no longer works, but whose it was is still known, so the refusal
+    /// can be audited under their name.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
 /// The verification a lookup would issue a code for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupCandidate {
@@ -165,8 +175,8 @@ pub trait SupervisionStore: Send + Sync + 'static {
         event: NewAuditEvent,
     ) -> StoreResult<bool>;
 
-    /// The enabled supervisor whose token hashes to `token_hash`.
-    async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>>;
+    /// The supervisor whose token hashes to `token_hash`, enabled or not.
+    async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>>;
 
     /// The number's lock and the verification a lookup would issue a code for.
     async fn lookup_target(

@@ -100,13 +100,14 @@ impl SupervisionService {
         self.audit.phone_key(phone)
     }
 
-    /// Records a refused call and returns `error` (a failure to record is logged: the refusal stands).
+    /// Records a refused call and returns `error`, or `AuditUnavailable` if it cannot be recorded: a refusal
+    /// nobody can see later must not look like an ordinary one.
     pub async fn deny(&self, mut event: NewAuditEvent, error: ServiceError) -> ServiceError {
         event.outcome = AuditOutcome::Denied;
-        if let Err(e) = self.audit.append(event).await {
-            tracing::error!(error = %crate::telemetry::ErrorChain(&e), "could not audit a denied call");
+        match self.audit.append(event).await {
+            Ok(_) => error,
+            Err(e) => audit_failed(e),
         }
-        error
     }
 
     /// A denied event for an authenticated call that could not be parsed.
@@ -183,7 +184,8 @@ impl SupervisionService {
         };
         event.at = now;
         event.detail = format!("code issued for the {} verification {}", pending.purpose, pending.id);
-        match self.store().issue_supervisor_code(pending.id, new_code, self.lookup.quota, event).await? {
+        let issued = self.store().issue_supervisor_code(pending.id, new_code, self.lookup.quota, event).await;
+        match issued.map_err(audit_failed)? {
             LookupIssue::Issued { expires_at, event } => {
                 trace(&event);
                 Ok(LookupOutcome {
@@ -230,7 +232,7 @@ impl SupervisionService {
         let mut event =
             self.audit.event(Some(actor), AuditAction::GetPhoneStatus, Some(phone), AuditOutcome::Granted, detail);
         event.ticket_id = Some(ticket.as_str().to_owned());
-        let event = self.audit.append(event).await?;
+        let event = self.audit.append(event).await.map_err(audit_failed)?;
         Ok((status, event))
     }
 
@@ -248,7 +250,8 @@ impl SupervisionService {
             self.audit.event(Some(actor), AuditAction::UnlockPhone, Some(phone), AuditOutcome::Granted, "unlocked");
         event.ticket_id = Some(ticket.as_str().to_owned());
         event.reason = Some(reason.as_str().to_owned());
-        let (unlocked, event) = self.store().unlock_phone(phone, self.clock.now(), event).await?;
+        let (unlocked, event) =
+            self.store().unlock_phone(phone, self.clock.now(), event).await.map_err(audit_failed)?;
         trace(&event);
         Ok((unlocked, event))
     }
@@ -265,7 +268,32 @@ impl SupervisionService {
         let events = self.store().audit_events(&filter).await?;
         let detail = format!("listed {} event(s)", events.len());
         let event = self.audit.event(Some(actor), AuditAction::ListAuditEvents, phone, AuditOutcome::Granted, detail);
-        self.audit.append(event).await?;
+        self.audit.append(event).await.map_err(audit_failed)?;
         Ok(events)
     }
+
+    /// Resolves a bearer token to its supervisor. A disabled supervisor's call is refused and audited as denied
+    /// under their name, as `action` (the method called, when it is one of the service's).
+    pub async fn authenticate(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
+        let Some(holder) = self.store().token_holder(&token::hash(token)).await? else {
+            tracing::warn!(target: "audit", "supervisor call with an unknown token");
+            return Err(ServiceError::Unauthenticated);
+        };
+        let Some(disabled_at) = holder.disabled_at else {
+            return Ok(holder.actor);
+        };
+        let Some(action) = action else {
+            return Err(ServiceError::SupervisorDisabled);
+        };
+        let when = disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let detail = format!("SUPERVISOR_DISABLED: the token of a supervisor disabled at {when}");
+        let event = self.audit.event(Some(&holder.actor), action, None, AuditOutcome::Denied, detail);
+        Err(self.deny(event, ServiceError::SupervisorDisabled).await)
+    }
+}
+
+/// A write that carries a supervisor call's audit event failed: the call did not happen.
+fn audit_failed(error: crate::store::StoreError) -> ServiceError {
+    tracing::error!(error = %crate::telemetry::ErrorChain(&error), "could not write a supervisor call's audit event");
+    ServiceError::AuditUnavailable
 }

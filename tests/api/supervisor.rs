@@ -20,6 +20,7 @@ both_backends!(
     bad_requests_and_authentication,
     lookup_quota_per_supervisor,
     if_the_audit_write_fails_no_code_leaves,
+    a_disabled_supervisors_call_is_audited,
     audit_log_lists_pages_and_filters,
 );
 
@@ -243,10 +244,10 @@ async fn bad_requests_and_authentication(backend: Backend) {
     // Health and reflection on the admin listener need no token.
     assert_eq!(app.health(app.admin_addr, "").await, 1);
 
-    // Every authenticated call was audited: 5 invalid, 2 wrong role, 1 granted.
+    // Every call by a known supervisor was audited: 5 invalid, 2 wrong role, 1 granted, 1 after being disabled.
     let events = app.call_events().await;
     let denied = events.iter().filter(|e| e.event.outcome == AuditOutcome::Denied).count();
-    assert_eq!((events.len(), denied), (8, 7));
+    assert_eq!((events.len(), denied), (9, 8));
     // And so were the operator's changes: two supervisors added, one disabled.
     let operator: Vec<_> = app.audit().await.into_iter().filter(|e| e.event.actor_role == "operator").collect();
     let actions: Vec<_> = operator.iter().map(|e| e.event.action).collect();
@@ -299,11 +300,45 @@ async fn if_the_audit_write_fails_no_code_leaves(backend: Backend) {
         }
     }
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Internal);
-    assert_eq!(err.message(), "internal error", "no internal detail reaches the client");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "AUDIT_UNAVAILABLE"));
+    assert!(!err.message().contains("audit down"), "no internal detail reaches the client");
     assert!(app.call_events().await.is_empty());
     let rows = app.db.dump().await;
     assert!(!rows.iter().any(|r| r.contains("supervisor")), "no supervisor code was recorded: {rows:?}");
+
+    // Nothing a supervisor does goes unrecorded: a call whose event cannot be written, granted or denied,
+    // answers UNAVAILABLE rather than its usual answer.
+    let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, "010-9999-8888"), &kim)).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "AUDIT_UNAVAILABLE"), "a denial");
+    let status = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let err = app.sup.clone().get_phone_status(authed(status, &kim)).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "AUDIT_UNAVAILABLE"), "a granted read");
+    let err = app.sup.clone().list_audit_events(authed(pb::ListAuditEventsRequest::default(), &kim)).await;
+    assert_eq!(reason(&err.unwrap_err()), "AUDIT_UNAVAILABLE", "a wrong role");
+    assert!(app.call_events().await.is_empty());
+}
+
+/// A disabled supervisor's token is refused, and the refusal is audited under their name.
+async fn a_disabled_supervisors_call_is_audited(backend: Backend) {
+    use otpd::domain::audit::NewAuditEvent;
+    let app = spawn_app(backend).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let event = NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, app.now(), "disabled kim");
+    assert!(app.stores.supervision.disable_supervisor(&"kim".parse().unwrap(), app.now(), event).await.unwrap());
+
+    let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unauthenticated, "SUPERVISOR_DISABLED"));
+    let events = app.call_events().await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0].event;
+    assert_eq!((e.actor_name.as_str(), e.action, e.outcome), ("kim", AuditAction::LookupCode, AuditOutcome::Denied));
+    assert!(e.detail.contains("SUPERVISOR_DISABLED"), "{}", e.detail);
+
+    // An unknown token has no name to audit under.
+    let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), "otps_nobody")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(app.call_events().await.len(), 1);
 }
 
 async fn audit_log_lists_pages_and_filters(backend: Backend) {

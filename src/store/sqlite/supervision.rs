@@ -11,7 +11,7 @@ use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, 
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
-    StoreResult, SupervisionStore, SupervisorRecord, Unlocked, VerificationStatus, count_u32,
+    StoreResult, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, count_u32,
 };
 
 const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
@@ -150,13 +150,17 @@ impl SupervisionStore for SqliteStore {
         Ok(true)
     }
 
-    async fn actor_by_token(&self, token_hash: &str) -> StoreResult<Option<Actor>> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT name, role FROM supervisors WHERE token_hash = $1 AND disabled_at IS NULL")
+    async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>> {
+        let row: Option<(String, String, Option<i64>)> =
+            sqlx::query_as("SELECT name, role, disabled_at FROM supervisors WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(self.pool())
                 .await?;
-        row.map(|(name, role)| Ok(Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name })).transpose()
+        let Some((name, role, disabled_at)) = row else {
+            return Ok(None);
+        };
+        let actor = Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name };
+        Ok(Some(TokenHolder { actor, disabled_at: opt_from_ms(disabled_at)? }))
     }
 
     #[tracing::instrument(skip_all, fields(phone = %phone))]
