@@ -7,11 +7,12 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditCommand, Cli, Command, SupervisorsCommand};
-use crate::domain::audit::{AuditAction, ChainVerifier, NewAuditEvent};
-use crate::startup::Application;
+use crate::config::{AuditCommand, Cli, Command, Config, SupervisorsCommand};
+use crate::domain::audit::{AuditAction, AuditKey, ChainVerifier, HeadPin, NewAuditEvent};
+use crate::startup::{Application, Keys, load_keys};
 use crate::store::Stores;
 use crate::supervision::token;
+use crate::supervision::trace;
 use crate::telemetry::{self, ErrorChain};
 
 /// Runs the command and returns the process exit code.
@@ -34,12 +35,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Migrate => open(&config.database_url).await.map(|_| tracing::info!("migrations applied")),
-        Command::Supervisors { command } => match open(&config.database_url).await {
-            Ok(stores) => supervisors(&stores, command).await,
+        Command::Supervisors { command } => match open_keyed(&config).await {
+            Ok((stores, keys)) => supervisors(&stores, &keys.audit_key, command).await,
             Err(error) => Err(error),
         },
-        Command::Audit { command: AuditCommand::Verify } => match open(&config.database_url).await {
-            Ok(stores) => verify_audit(&stores).await,
+        Command::Audit { command: AuditCommand::Verify { expect_head } } => match open_keyed(&config).await {
+            Ok((stores, keys)) => verify_audit(&stores, keys.audit_key, expect_head).await,
             Err(error) => Err(error),
         },
     };
@@ -61,17 +62,24 @@ async fn open(url: &str) -> anyhow::Result<Stores> {
     Ok(stores)
 }
 
-async fn supervisors(stores: &Stores, command: SupervisorsCommand) -> anyhow::Result<()> {
+/// Connects, migrates, and reads the keys the audit chain needs.
+async fn open_keyed(config: &Config) -> anyhow::Result<(Stores, Keys)> {
+    let stores = open(&config.database_url).await?;
+    Ok((stores, load_keys(config).await?))
+}
+
+async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsCommand) -> anyhow::Result<()> {
     let now = SystemClock.now();
     let mut out = std::io::stdout().lock();
     match command {
         SupervisorsCommand::Add { name, role } => {
             let secret = token::generate();
             let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, format!("added {name} ({role})"));
-            if !stores.supervision.add_supervisor(&name, role, &token::hash_secret(&secret), now, event).await? {
+            let hash = token::hash_secret(&secret);
+            let Some(event) = stores.supervision.add_supervisor(&name, role, &hash, now, event, key).await? else {
                 anyhow::bail!("a supervisor named `{name}` already exists");
-            }
-            tracing::info!(target: "audit", supervisor = %name, %role, "supervisor added");
+            };
+            trace(&event);
             // The token alone on stdout, so `TOKEN=$(otpd supervisors add …)` works; it is shown only now.
             writeln!(out, "{}", secret.expose_secret())?;
         }
@@ -85,30 +93,37 @@ async fn supervisors(stores: &Stores, command: SupervisorsCommand) -> anyhow::Re
         }
         SupervisorsCommand::Disable { name } => {
             let event = NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, now, format!("disabled {name}"));
-            if !stores.supervision.disable_supervisor(&name, now, event).await? {
+            let Some(event) = stores.supervision.disable_supervisor(&name, now, event, key).await? else {
                 anyhow::bail!("no supervisor named `{name}`");
-            }
-            tracing::info!(target: "audit", supervisor = %name, "supervisor disabled");
+            };
+            trace(&event);
             writeln!(out, "disabled {name}")?;
         }
     }
     Ok(())
 }
 
-/// Reads the chain page by page and checks every link.
-async fn verify_audit(stores: &Stores) -> anyhow::Result<()> {
+/// Reads the chain page by page and checks every link and seal, and that it reaches every expected head.
+async fn verify_audit(stores: &Stores, key: AuditKey, expect_head: Vec<HeadPin>) -> anyhow::Result<()> {
     const PAGE: u32 = 1000;
-    let mut verifier = ChainVerifier::default();
+    let mut verifier = ChainVerifier::new(key, expect_head);
+    let broken = |broken| anyhow::anyhow!("audit chain broken at {broken}");
     loop {
         let page = stores.supervision.audit_chain(verifier.checked(), PAGE).await?;
         for event in &page {
-            verifier.check(event).map_err(|broken| anyhow::anyhow!("audit chain broken at {broken}"))?;
+            verifier.check(event).map_err(broken)?;
         }
         if page.len() < PAGE as usize {
             break;
         }
     }
-    println!("audit chain intact: {} events, head {}", verifier.checked(), verifier.head());
+    verifier.finish().map_err(broken)?;
+    let (checked, unkeyed) = (verifier.checked(), verifier.unkeyed());
+    print!("audit chain intact: {checked} events, head {checked}:{}", verifier.head());
+    if unkeyed > 0 {
+        print!(" ({unkeyed} leading events sealed without a key, written before keyed chains)");
+    }
+    println!();
     Ok(())
 }
 

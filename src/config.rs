@@ -71,10 +71,15 @@ pub enum SupervisorsCommand {
 }
 
 /// `otpd audit …`
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain; exits non-zero naming the first bad event.
-    Verify,
+    /// Check the whole chain (links, seals under the audit key); exits non-zero naming the first bad event.
+    Verify {
+        /// An event the chain must still reach unchanged, as `SEQ:HASH` from the `audit` log lines (`seq`,
+        /// `hash`) that you keep outside the database. Catches a cut-off tail. Repeatable.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Vec<crate::domain::audit::HeadPin>,
+    },
 }
 
 /// How strict start-up is.
@@ -180,6 +185,10 @@ pub struct Settings {
     /// generated at `otpd.pepper` if neither this nor OTPD_PEPPER is set.
     #[arg(long, env = "OTPD_PEPPER_FILE", global = true)]
     pub pepper_file: Option<PathBuf>,
+    /// File holding the audit chain's key (at least 16 bytes). Default: derived from the pepper. Set it before
+    /// you rotate the pepper, or the chain written so far stops verifying.
+    #[arg(long, env = "OTPD_AUDIT_KEY_FILE", global = true)]
+    pub audit_key_file: Option<PathBuf>,
     /// The pepper itself (prefer --pepper-file).
     #[arg(long, env = "OTPD_PEPPER", hide_env_values = true, global = true)]
     pub pepper: Option<SecretString>,
@@ -265,6 +274,8 @@ pub struct Config {
     pub min_send_deadline: std::time::Duration,
     /// Pepper source.
     pub pepper: PepperSource,
+    /// The audit key's file; None: derived from the pepper.
+    pub audit_key_file: Option<PathBuf>,
     /// Allowed destination countries.
     pub allowed_countries: AllowedCountries,
     /// The verification policy.
@@ -413,6 +424,7 @@ impl Settings {
             sms_timeout: *self.sms_timeout,
             min_send_deadline: *self.min_send_deadline,
             pepper,
+            audit_key_file: self.audit_key_file.clone(),
             allowed_countries: self.allowed_countries.clone(),
             policy: Policy {
                 code_length,

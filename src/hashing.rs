@@ -83,6 +83,21 @@ impl Pepper {
     }
 }
 
+impl Pepper {
+    /// The audit chain's key when no `--audit-key-file` is given: an HMAC of a fixed label under the pepper, so
+    /// it is as secret as the pepper but never equal to it. Rotating the pepper then changes the audit key:
+    /// set an audit key file first to keep the chain verifiable across a pepper rotation.
+    pub fn derive_audit_key(&self) -> crate::domain::audit::AuditKey {
+        use hmac::Mac;
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose_secret()) else {
+            unreachable!("HMAC accepts keys of any length");
+        };
+        mac.update(b"otpd-audit-chain-key-v2");
+        let key = mac.finalize().into_bytes().to_vec();
+        crate::domain::audit::AuditKey::new(key).unwrap_or_else(|_| unreachable!("32 bytes is long enough"))
+    }
+}
+
 impl std::fmt::Debug for Pepper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Pepper(<redacted>)")

@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
+use crate::domain::audit::AuditKey;
 use crate::grpc::{AuthLayer, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
@@ -70,10 +71,10 @@ impl Application {
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }
-        let pepper = load_pepper(&config.pepper).await?;
+        let Keys { pepper, audit_key } = load_keys(&config).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, workers).map_err(anyhow::Error::msg)?;
-        let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, Arc::clone(&clock));
+        let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
         let supervision = SupervisionService::new(
             audit.clone(),
             hasher.clone(),
@@ -254,6 +255,27 @@ async fn maintain(
     set_health(&reporter, ServingStatus::NotServing).await;
 }
 
+/// The service's secrets.
+pub struct Keys {
+    /// Mixed into every code hash; keys the audit log's phone numbers.
+    pub pepper: Pepper,
+    /// Seals the audit chain.
+    pub audit_key: AuditKey,
+}
+
+/// Reads the pepper and the audit key (from its file, or derived from the pepper).
+pub async fn load_keys(config: &Config) -> anyhow::Result<Keys> {
+    let pepper = load_pepper(&config.pepper).await?;
+    let audit_key = match &config.audit_key_file {
+        Some(path) => {
+            let bytes = read_pepper(path).await?;
+            AuditKey::new(bytes).map_err(|m| anyhow::anyhow!("invalid setting --audit-key-file: {m}"))?
+        }
+        None => pepper.derive_audit_key(),
+    };
+    Ok(Keys { pepper, audit_key })
+}
+
 /// Reads the pepper; in dev mode, creates the pepper file (mode 0600) on first start.
 async fn load_pepper(source: &PepperSource) -> anyhow::Result<Pepper> {
     let bytes = match source {
@@ -270,8 +292,9 @@ async fn load_pepper(source: &PepperSource) -> anyhow::Result<Pepper> {
     Pepper::new(bytes).map_err(|m| anyhow::anyhow!("invalid setting --pepper-file: {m}"))
 }
 
+/// A secret file's bytes, without surrounding white space.
 async fn read_pepper(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = tokio::fs::read(path).await.with_context(|| format!("reading pepper file {}", path.display()))?;
+    let bytes = tokio::fs::read(path).await.with_context(|| format!("reading secret file {}", path.display()))?;
     Ok(bytes.trim_ascii().to_vec())
 }
 

@@ -1,10 +1,21 @@
-//! The audit log: an append-only chain of events, each sealed with the SHA-256 of a canonical encoding of its
-//! fields and of the previous event's hash, so that changing, removing or reordering any event breaks every
-//! hash after it.
+//! The audit log: an append-only chain of events, each sealed with an HMAC-SHA256, under a key the database never
+//! holds, of a canonical encoding of its fields and of the previous event's seal. Changing, removing or reordering
+//! any event breaks every seal after it, and only the key's holder can re-seal: whoever owns the table cannot
+//! rewrite history and recompute the chain. Cutting off the tail leaves an intact, shorter chain, which only a
+//! head kept outside the database reveals: every appended event's sequence and seal go to the `audit` log target,
+//! and `otpd audit verify --expect-head SEQ:HASH` checks the chain still reaches it.
+//!
+//! Chains written before the key existed (link v1, plain SHA-256) keep verifying as a prefix; once a keyed
+//! event is in the chain, an unkeyed one after it is a forgery.
 
 use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
+use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 
 use super::ContactChannel;
@@ -156,46 +167,123 @@ pub struct AuditEvent {
     pub prev_hash: String,
     /// This event's hash (hex).
     pub hash: String,
+    /// How the hash was computed.
+    pub link: ChainLink,
+}
+
+/// How an event's hash is computed: the link format, stored with each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainLink {
+    /// v1: plain SHA-256. Anyone who can write the table can recompute it; kept so that chains written before
+    /// v2 still verify.
+    Sha256,
+    /// v2: HMAC-SHA256 under the [`AuditKey`].
+    HmacSha256,
+}
+
+impl ChainLink {
+    /// The version stored in the database.
+    pub fn version(self) -> i64 {
+        match self {
+            ChainLink::Sha256 => 1,
+            ChainLink::HmacSha256 => 2,
+        }
+    }
+
+    /// The inverse of [`ChainLink::version`].
+    pub fn from_version(version: i64) -> Option<Self> {
+        [ChainLink::Sha256, ChainLink::HmacSha256].into_iter().find(|l| l.version() == version)
+    }
+}
+
+/// The secret that seals the audit chain: derived from the pepper, or read from `--audit-key-file`. The
+/// database never holds it, so whoever owns the table cannot re-seal a rewritten chain.
+#[derive(Clone)]
+pub struct AuditKey(Arc<SecretSlice<u8>>);
+
+impl AuditKey {
+    /// The shortest key accepted, in bytes.
+    pub const MIN_LEN: usize = 16;
+
+    /// Wraps secret bytes of an acceptable length.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, String> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(format!("must be at least {} bytes, got {}", Self::MIN_LEN, bytes.len()));
+        }
+        Ok(Self(Arc::new(SecretSlice::from(bytes))))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        let Ok(mac) = Hmac::<Sha256>::new_from_slice(self.0.expose_secret()) else {
+            unreachable!("HMAC accepts keys of any length");
+        };
+        mac
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(<redacted>)")
+    }
 }
 
 impl NewAuditEvent {
-    /// Places the event after `prev_hash` at `seq` and computes its hash.
-    pub fn seal(self, seq: i64, prev_hash: &str) -> AuditEvent {
-        let hash = chain_hash(seq, prev_hash, &self);
-        AuditEvent { seq, event: self, prev_hash: prev_hash.to_owned(), hash }
+    /// Places the event after `prev_hash` at `seq` and seals it with `key`.
+    pub fn seal(self, seq: i64, prev_hash: &str, key: &AuditKey) -> AuditEvent {
+        let hash = chain_hash(ChainLink::HmacSha256, key, seq, prev_hash, &self);
+        AuditEvent { seq, event: self, prev_hash: prev_hash.to_owned(), hash, link: ChainLink::HmacSha256 }
+    }
+
+    /// Seals the event with the unkeyed v1 link, as events were before v2: what anyone with the table could
+    /// compute. Only for verifying (and testing against) chains of that time.
+    pub fn seal_unkeyed(self, seq: i64, prev_hash: &str) -> AuditEvent {
+        let mut h = Sha256::new();
+        encode(&mut h, b"otpd-audit-v1", seq, prev_hash, &self);
+        let hash = hex::encode(h.finalize());
+        AuditEvent { seq, event: self, prev_hash: prev_hash.to_owned(), hash, link: ChainLink::Sha256 }
     }
 }
 
-/// SHA-256 over a canonical encoding: every field in a fixed order, each length-prefixed (absent fields have
-/// their own marker), so no two different events encode alike.
-fn chain_hash(seq: i64, prev_hash: &str, e: &NewAuditEvent) -> String {
-    fn field(h: &mut Sha256, value: Option<&str>) {
-        match value {
-            Some(v) => {
-                h.update((v.len() as u64).to_be_bytes());
-                h.update(v.as_bytes());
-            }
-            None => h.update(u64::MAX.to_be_bytes()),
+/// The event's seal under `link`.
+fn chain_hash(link: ChainLink, key: &AuditKey, seq: i64, prev_hash: &str, e: &NewAuditEvent) -> String {
+    match link {
+        ChainLink::Sha256 => e.clone().seal_unkeyed(seq, prev_hash).hash,
+        ChainLink::HmacSha256 => {
+            let mut mac = key.mac();
+            encode(&mut mac, b"otpd-audit-v2", seq, prev_hash, e);
+            hex::encode(mac.finalize().into_bytes())
         }
     }
-    let mut h = Sha256::new();
-    h.update(b"otpd-audit-v1");
-    h.update(seq.to_be_bytes());
-    field(&mut h, Some(prev_hash));
-    field(&mut h, Some(&e.id.to_string()));
-    h.update(e.at.timestamp_millis().to_be_bytes());
-    field(&mut h, Some(&e.actor_name));
-    field(&mut h, Some(&e.actor_role));
-    field(&mut h, Some(e.action.as_str()));
-    field(&mut h, e.phone_masked.as_deref());
-    field(&mut h, e.phone_key.as_deref());
-    field(&mut h, e.ticket_id.as_deref());
-    field(&mut h, e.reason.as_deref());
-    field(&mut h, e.contact_channel.map(ContactChannel::as_str));
-    field(&mut h, e.contact_matched.map(|m| if m { "true" } else { "false" }));
-    field(&mut h, Some(e.outcome.as_str()));
-    field(&mut h, Some(&e.detail));
-    hex::encode(h.finalize())
+}
+
+/// A canonical encoding: a domain tag, then every field in a fixed order, each length-prefixed (absent fields
+/// have their own marker), so no two different events encode alike.
+fn encode(h: &mut impl Update, tag: &[u8], seq: i64, prev_hash: &str, e: &NewAuditEvent) {
+    fn field(h: &mut impl Update, value: Option<&str>) {
+        match value {
+            Some(v) => {
+                h.update(&(v.len() as u64).to_be_bytes());
+                h.update(v.as_bytes());
+            }
+            None => h.update(&u64::MAX.to_be_bytes()),
+        }
+    }
+    h.update(tag);
+    h.update(&seq.to_be_bytes());
+    field(h, Some(prev_hash));
+    field(h, Some(&e.id.to_string()));
+    h.update(&e.at.timestamp_millis().to_be_bytes());
+    field(h, Some(&e.actor_name));
+    field(h, Some(&e.actor_role));
+    field(h, Some(e.action.as_str()));
+    field(h, e.phone_masked.as_deref());
+    field(h, e.phone_key.as_deref());
+    field(h, e.ticket_id.as_deref());
+    field(h, e.reason.as_deref());
+    field(h, e.contact_channel.map(ContactChannel::as_str));
+    field(h, e.contact_matched.map(|m| if m { "true" } else { "false" }));
+    field(h, Some(e.outcome.as_str()));
+    field(h, Some(&e.detail));
 }
 
 /// Where a chain is broken.
@@ -219,21 +307,49 @@ impl fmt::Display for ChainError {
     }
 }
 
-/// Checks events in sequence order, page by page: feed every event to [`ChainVerifier::check`].
-#[derive(Debug)]
-pub struct ChainVerifier {
-    next_seq: i64,
-    prev_hash: String,
+/// An event the operator recorded from the `audit` log target: the chain must still reach it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadPin {
+    /// Its sequence number.
+    pub seq: i64,
+    /// Its hash (hex).
+    pub hash: String,
 }
 
-impl Default for ChainVerifier {
-    fn default() -> Self {
-        Self { next_seq: 1, prev_hash: GENESIS_HASH.to_owned() }
+impl FromStr for HeadPin {
+    type Err = String;
+
+    /// `SEQ:HASH`, as the `audit` log lines give them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not SEQ:HASH (an event's sequence number and 64 hex digits)");
+        let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Self { seq, hash: hash.to_ascii_lowercase() })
     }
 }
 
+/// Checks events in sequence order, page by page: feed every event to [`ChainVerifier::check`], then
+/// [`ChainVerifier::finish`].
+#[derive(Debug)]
+pub struct ChainVerifier {
+    key: AuditKey,
+    pins: Vec<HeadPin>,
+    next_seq: i64,
+    prev_hash: String,
+    unkeyed: i64,
+    keyed_seen: bool,
+}
+
 impl ChainVerifier {
-    /// Checks the next event: its sequence number, its link to the previous one, and its own hash.
+    /// A verifier for chains sealed with `key`, which must reach every one of `pins`.
+    pub fn new(key: AuditKey, pins: Vec<HeadPin>) -> Self {
+        Self { key, pins, next_seq: 1, prev_hash: GENESIS_HASH.to_owned(), unkeyed: 0, keyed_seen: false }
+    }
+
+    /// Checks the next event: its sequence number, its link to the previous one, its seal, and any pin on it.
     pub fn check(&mut self, event: &AuditEvent) -> Result<(), ChainError> {
         let fail = |problem: String| ChainError { seq: event.seq, id: Some(event.event.id), problem };
         if event.seq != self.next_seq {
@@ -246,18 +362,55 @@ impl ChainVerifier {
         if event.prev_hash != self.prev_hash {
             return Err(fail("its previous-hash does not match the event before it".into()));
         }
-        let expected = chain_hash(event.seq, &event.prev_hash, &event.event);
+        match event.link {
+            ChainLink::HmacSha256 => self.keyed_seen = true,
+            ChainLink::Sha256 if self.keyed_seen => {
+                return Err(fail("sealed without the key after keyed events (re-sealed by someone without it)".into()));
+            }
+            ChainLink::Sha256 => self.unkeyed += 1,
+        }
+        let expected = chain_hash(event.link, &self.key, event.seq, &event.prev_hash, &event.event);
         if event.hash != expected {
-            return Err(fail("its content does not match its hash (altered)".into()));
+            return Err(fail("its content does not match its seal (altered, or another audit key)".into()));
+        }
+        if let Some(pin) = self.pins.iter().find(|p| p.seq == event.seq) {
+            if pin.hash != event.hash {
+                return Err(fail(format!(
+                    "it is not the expected head {}:{} (the chain was rewritten)",
+                    pin.seq, pin.hash
+                )));
+            }
         }
         self.next_seq += 1;
         self.prev_hash.clone_from(&event.hash);
         Ok(())
     }
 
+    /// After the last event: every pinned head must have been reached.
+    pub fn finish(&self) -> Result<(), ChainError> {
+        match self.pins.iter().filter(|p| p.seq >= self.next_seq).min_by_key(|p| p.seq) {
+            Some(pin) => Err(ChainError {
+                seq: pin.seq,
+                id: None,
+                problem: format!(
+                    "missing: the chain ends at event {}, before the expected head {}:{} (events were removed)",
+                    self.checked(),
+                    pin.seq,
+                    pin.hash
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// How many events were checked.
     pub fn checked(&self) -> i64 {
         self.next_seq - 1
+    }
+
+    /// How many of them carry the unkeyed v1 link (written before keyed chains; they lead the chain).
+    pub fn unkeyed(&self) -> i64 {
+        self.unkeyed
     }
 
     /// The hash of the last event checked.
@@ -272,7 +425,7 @@ mod tests {
 
     fn event(detail: &str) -> NewAuditEvent {
         NewAuditEvent {
-            id: uuid::Uuid::now_v7(),
+            id: uuid::Uuid::parse_str("01890a5d-ac96-774b-bcce-b302099a8057").unwrap(),
             at: DateTime::from_timestamp_millis(1_800_000_000_000).unwrap(),
             actor_name: "kim".into(),
             actor_role: "supervisor".into(),
@@ -288,52 +441,132 @@ mod tests {
         }
     }
 
-    fn chain(n: usize) -> Vec<AuditEvent> {
+    fn key() -> AuditKey {
+        AuditKey::new(b"an audit key of the test suite".to_vec()).unwrap()
+    }
+
+    /// `unkeyed` events sealed with v1, then `keyed` with v2.
+    fn chain(unkeyed: usize, keyed: usize) -> Vec<AuditEvent> {
         let mut prev = GENESIS_HASH.to_owned();
-        (1..=n)
+        (1..=unkeyed + keyed)
             .map(|i| {
-                let e = event(&format!("event {i}")).seal(i64::try_from(i).unwrap(), &prev);
+                let seq = i64::try_from(i).unwrap();
+                let e = event(&format!("event {i}"));
+                let e = if i <= unkeyed { e.seal_unkeyed(seq, &prev) } else { e.seal(seq, &prev, &key()) };
                 prev.clone_from(&e.hash);
                 e
             })
             .collect()
     }
 
-    fn verify(events: &[AuditEvent]) -> Result<i64, ChainError> {
-        let mut v = ChainVerifier::default();
+    fn verify_with(events: &[AuditEvent], key: AuditKey, pins: Vec<HeadPin>) -> Result<i64, ChainError> {
+        let mut v = ChainVerifier::new(key, pins);
         for e in events {
             v.check(e)?;
         }
+        v.finish()?;
         Ok(v.checked())
     }
 
+    fn verify(events: &[AuditEvent]) -> Result<i64, ChainError> {
+        verify_with(events, key(), vec![])
+    }
+
+    /// Re-seals `events[from..]` the way someone with the table but not the key can: with the v1 link.
+    fn reseal_unkeyed(events: &mut [AuditEvent], from: usize) {
+        for i in from..events.len() {
+            let prev = if i == 0 { GENESIS_HASH.to_owned() } else { events[i - 1].hash.clone() };
+            events[i] = events[i].event.clone().seal_unkeyed(events[i].seq, &prev);
+        }
+    }
+
     #[test]
-    fn an_intact_chain_verifies() {
-        assert_eq!(verify(&chain(5)), Ok(5));
+    fn the_v1_link_is_unchanged_so_old_chains_verify() {
+        // Computed independently from the v1 encoding (Python hashlib), before v2 existed.
+        let e = event("event 1").seal_unkeyed(1, GENESIS_HASH);
+        assert_eq!(e.hash, "11d7c2b928431b769a4a0a93f246c64f7202b44f962a962f26cd6503037e25ae");
+        assert_eq!(verify(&chain(3, 0)), Ok(3));
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_old_links_first() {
+        assert_eq!(verify(&chain(0, 5)), Ok(5));
+        let mut v = ChainVerifier::new(key(), vec![]);
+        for e in &chain(2, 3) {
+            v.check(e).unwrap();
+        }
+        assert_eq!((v.checked(), v.unkeyed()), (5, 2));
     }
 
     #[test]
     fn any_change_is_found_at_the_changed_event() {
-        let mut events = chain(5);
+        let mut events = chain(0, 5);
         events[2].event.ticket_id = Some("T-2".into());
         assert_eq!(verify(&events).unwrap_err().seq, 3);
 
-        let mut events = chain(5);
+        let mut events = chain(0, 5);
         events[1].event.contact_matched = None;
         assert_eq!(verify(&events).unwrap_err().seq, 2);
 
-        let mut events = chain(5);
+        let mut events = chain(0, 5);
         events.remove(3);
         let err = verify(&events).unwrap_err();
         assert_eq!(err.seq, 4);
         assert!(err.problem.contains("missing"));
 
-        // Re-sealing a changed event does not help: the next one no longer links to it.
-        let mut events = chain(5);
+        // Re-sealing a changed event with the key does not help: the next one no longer links to it.
+        let mut events = chain(0, 5);
         let mut changed = events[1].event.clone();
         changed.detail = "nothing happened".into();
-        events[1] = changed.seal(2, &events[0].hash);
+        events[1] = changed.seal(2, &events[0].hash, &key());
         assert_eq!(verify(&events).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn a_suffix_resealed_without_the_key_is_found() {
+        // Change event 3 and recompute every later hash, as v1 allowed anyone to.
+        let mut events = chain(0, 5);
+        events[2].event.detail = "nothing happened".into();
+        reseal_unkeyed(&mut events, 2);
+        let err = verify(&events).unwrap_err();
+        assert_eq!(err.seq, 3);
+        assert!(err.problem.contains("without the key"), "{err}");
+
+        // Claiming the v2 link for a hash computed without the key fails the seal.
+        let mut events = chain(0, 5);
+        events[2].event.detail = "nothing happened".into();
+        reseal_unkeyed(&mut events, 2);
+        for e in &mut events[2..] {
+            e.link = ChainLink::HmacSha256;
+        }
+        assert_eq!(verify(&events).unwrap_err().seq, 3);
+
+        // And another key is not the key.
+        let other = AuditKey::new(b"someone else's key, not ours".to_vec()).unwrap();
+        assert_eq!(verify_with(&chain(0, 2), other, vec![]).unwrap_err().seq, 1);
+    }
+
+    #[test]
+    fn a_cut_off_tail_is_found_only_against_a_head_kept_elsewhere() {
+        let events = chain(0, 5);
+        let head = HeadPin { seq: 5, hash: events[4].hash.clone() };
+        assert_eq!(verify(&events[..4]), Ok(4), "a shorter chain is intact by itself");
+        let err = verify_with(&events[..4], key(), vec![head.clone()]).unwrap_err();
+        assert_eq!(err.seq, 5);
+        assert!(err.problem.contains("removed"), "{err}");
+        assert_eq!(verify_with(&events, key(), vec![head]), Ok(5));
+
+        let wrong = HeadPin { seq: 3, hash: events[4].hash.clone() };
+        assert!(verify_with(&events, key(), vec![wrong]).unwrap_err().problem.contains("rewritten"));
+    }
+
+    #[test]
+    fn head_pins_parse() {
+        let hash = "ab".repeat(32);
+        assert_eq!(format!("7:{hash}").parse::<HeadPin>().unwrap(), HeadPin { seq: 7, hash: hash.clone() });
+        assert!(format!("0:{hash}").parse::<HeadPin>().is_err());
+        assert!("7:abc".parse::<HeadPin>().is_err());
+        assert!(hash.parse::<HeadPin>().is_err());
     }
 
     #[test]
@@ -343,6 +576,6 @@ mod tests {
         a.reason = None;
         b.reason = Some(String::new());
         b.id = a.id;
-        assert_ne!(a.seal(1, GENESIS_HASH).hash, b.seal(1, GENESIS_HASH).hash);
+        assert_ne!(a.seal(1, GENESIS_HASH, &key()).hash, b.seal(1, GENESIS_HASH, &key()).hash);
     }
 }

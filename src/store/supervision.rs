@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{NewCode, StoreResult};
-use crate::domain::audit::{AuditAction, AuditEvent, NewAuditEvent};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, NewAuditEvent};
 use crate::domain::{Actor, Channel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 
 /// A supervisor as listed.
@@ -152,8 +152,8 @@ pub struct AuditFilter {
 /// Persistence for supervisors, lookups and the audit log.
 #[async_trait::async_trait]
 pub trait SupervisionStore: Send + Sync + 'static {
-    /// Adds a supervisor with the hash of their token and appends `event`, in one transaction. Returns false
-    /// (and appends nothing) if the name is taken.
+    /// Adds a supervisor with the hash of their token and appends `event` sealed with `key`, in one
+    /// transaction. Returns the event, or None (and appends nothing) if the name is taken.
     async fn add_supervisor(
         &self,
         name: &SupervisorName,
@@ -161,19 +161,21 @@ pub trait SupervisionStore: Send + Sync + 'static {
         token_hash: &str,
         now: DateTime<Utc>,
         event: NewAuditEvent,
-    ) -> StoreResult<bool>;
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>>;
 
     /// Every supervisor, by name.
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>>;
 
-    /// Disables a supervisor (their token stops working at once) and appends `event`, in one transaction.
-    /// Returns false (and appends nothing) if there is no such name.
+    /// Disables a supervisor (their token stops working at once) and appends `event` sealed with `key`, in one
+    /// transaction. Returns the event, or None (and appends nothing) if there is no such name.
     async fn disable_supervisor(
         &self,
         name: &SupervisorName,
         now: DateTime<Utc>,
         event: NewAuditEvent,
-    ) -> StoreResult<bool>;
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>>;
 
     /// The supervisor whose token hashes to `token_hash`, enabled or not.
     async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>>;
@@ -196,10 +198,11 @@ pub trait SupervisionStore: Send + Sync + 'static {
         code: NewCode,
         quota: LookupQuota,
         event: NewAuditEvent,
+        key: &AuditKey,
     ) -> StoreResult<LookupIssue>;
 
-    /// Appends one event.
-    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Appends one event, sealed with `key`.
+    async fn append_audit(&self, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent>;
 
     /// The number's state for a supervisor.
     async fn phone_status(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<PhoneStatus>;
@@ -211,6 +214,7 @@ pub trait SupervisionStore: Send + Sync + 'static {
         phone: &PhoneNumber,
         now: DateTime<Utc>,
         event: NewAuditEvent,
+        key: &AuditKey,
     ) -> StoreResult<(Unlocked, AuditEvent)>;
 
     /// Events matching `filter`, newest first.

@@ -1,10 +1,11 @@
-//! Appending to the audit log: builds events with the number masked and keyed, stores them, and mirrors each
-//! one to the `audit` tracing target.
+//! Appending to the audit log: builds events with the number masked and keyed, stores them sealed with the audit
+//! key, and publishes each one's sequence and seal on the `audit` tracing target, outside the database, where an
+//! operator keeps them to detect a cut-off tail (`otpd audit verify --expect-head`).
 
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, NewAuditEvent, SYSTEM_ACTOR};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent, SYSTEM_ACTOR};
 use crate::domain::{Actor, PhoneNumber};
 use crate::hashing::Pepper;
 use crate::store::{StoreResult, SupervisionStore};
@@ -14,18 +15,24 @@ use crate::store::{StoreResult, SupervisionStore};
 pub struct AuditLog {
     store: Arc<dyn SupervisionStore>,
     pepper: Pepper,
+    key: AuditKey,
     clock: Arc<dyn Clock>,
 }
 
 impl AuditLog {
-    /// An audit log in `store`, keying numbers with `pepper`.
-    pub fn new(store: Arc<dyn SupervisionStore>, pepper: Pepper, clock: Arc<dyn Clock>) -> Self {
-        Self { store, pepper, clock }
+    /// An audit log in `store`, keying numbers with `pepper` and sealing events with `key`.
+    pub fn new(store: Arc<dyn SupervisionStore>, pepper: Pepper, key: AuditKey, clock: Arc<dyn Clock>) -> Self {
+        Self { store, pepper, key, clock }
     }
 
     /// The store behind the log.
     pub fn store(&self) -> &Arc<dyn SupervisionStore> {
         &self.store
+    }
+
+    /// The key that seals events.
+    pub fn key(&self) -> &AuditKey {
+        &self.key
     }
 
     /// The keyed hash under which events about `phone` are found.
@@ -61,18 +68,19 @@ impl AuditLog {
 
     /// Appends `event`.
     pub async fn append(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
-        let event = self.store.append_audit(event).await?;
+        let event = self.store.append_audit(event, &self.key).await?;
         trace(&event);
         Ok(event)
     }
 }
 
-/// Writes `event` to the `audit` tracing target.
+/// Writes `event` to the `audit` tracing target, with its sequence and seal: the chain's head, published.
 pub fn trace(event: &AuditEvent) {
     let e = &event.event;
     tracing::info!(
         target: "audit",
         seq = event.seq,
+        hash = %event.hash,
         id = %e.id,
         actor = %e.actor_name,
         role = %e.actor_role,

@@ -184,7 +184,8 @@ impl SupervisionService {
         };
         event.at = now;
         event.detail = format!("code issued for the {} verification {}", pending.purpose, pending.id);
-        let issued = self.store().issue_supervisor_code(pending.id, new_code, self.lookup.quota, event).await;
+        let issued =
+            self.store().issue_supervisor_code(pending.id, new_code, self.lookup.quota, event, self.audit.key()).await;
         match issued.map_err(audit_failed)? {
             LookupIssue::Issued { expires_at, event } => {
                 trace(&event);
@@ -250,8 +251,8 @@ impl SupervisionService {
             self.audit.event(Some(actor), AuditAction::UnlockPhone, Some(phone), AuditOutcome::Granted, "unlocked");
         event.ticket_id = Some(ticket.as_str().to_owned());
         event.reason = Some(reason.as_str().to_owned());
-        let (unlocked, event) =
-            self.store().unlock_phone(phone, self.clock.now(), event).await.map_err(audit_failed)?;
+        let unlocked = self.store().unlock_phone(phone, self.clock.now(), event, self.audit.key()).await;
+        let (unlocked, event) = unlocked.map_err(audit_failed)?;
         trace(&event);
         Ok((unlocked, event))
     }

@@ -1,12 +1,155 @@
 //! The audit chain under concurrency and tampering, checked by `otpd audit verify`; the supervisors CLI.
 
-use otpd::pb::otp::v1::Purpose;
 use otpd::pb::otp::v1::supervisor_service_client::SupervisorServiceClient;
+use otpd::pb::otp::v1::{self as pb, Purpose};
 
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(concurrent_lookups_and_denials_keep_one_gapless_chain, tampering_is_found_and_named);
+both_backends!(
+    concurrent_lookups_and_denials_keep_one_gapless_chain,
+    tampering_is_found_and_named,
+    a_cut_off_tail_is_caught_by_the_head_published_in_the_logs,
+    a_suffix_resealed_without_the_key_is_caught,
+    a_chain_from_before_keyed_links_still_verifies,
+);
+
+/// Runs `statements` on a connection that bypasses the append-only triggers, as the table's owner (or a
+/// superuser) can.
+async fn as_owner_bypassing_triggers(db: &TestDb, statements: Vec<(String, Vec<String>)>) {
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query("DROP TRIGGER audit_events_no_update").execute(&pool).await.unwrap();
+            sqlx::query("DROP TRIGGER audit_events_no_delete").execute(&pool).await.unwrap();
+            for (sql, binds) in statements {
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                q.execute(&pool).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+            for (sql, binds) in statements {
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                q.execute(&mut *conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Statements that store `events` in place of the rows with their sequence numbers.
+fn rewrite(events: &[otpd::domain::audit::AuditEvent]) -> Vec<(String, Vec<String>)> {
+    events
+        .iter()
+        .map(|e| {
+            let sql = format!(
+                "UPDATE audit_events SET detail = $1, prev_hash = $2, hash = $3, chain_link = {} WHERE seq = {}",
+                e.link.version(),
+                e.seq
+            );
+            (sql, vec![e.event.detail.clone(), e.prev_hash.clone(), e.hash.clone()])
+        })
+        .collect()
+}
+
+/// Re-seals `events` from index `from` on with the unkeyed v1 link, as anyone who can write the table can.
+fn reseal_unkeyed(events: &mut [otpd::domain::audit::AuditEvent], from: usize) {
+    for i in from..events.len() {
+        let prev = if i == 0 { otpd::domain::audit::GENESIS_HASH.to_owned() } else { events[i - 1].hash.clone() };
+        events[i] = events[i].event.clone().seal_unkeyed(events[i].seq, &prev);
+    }
+}
+
+/// The last `audit` event a JSON-logging otpd published: `SEQ:HASH`.
+fn published_head(log: &str) -> String {
+    let last = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "audit" && v["hash"].is_string())
+        .unwrap_or_else(|| panic!("no audit event in the log:\n{log}"));
+    format!("{}:{}", last["seq"], last["hash"].as_str().unwrap())
+}
+
+/// Whoever owns the table can delete the newest events: the shorter chain is intact by itself. The head the
+/// service published in its logs, kept outside the database, is what shows the cut.
+async fn a_cut_off_tail_is_caught_by_the_head_published_in_the_logs(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let sms = dir.path().join("sms.jsonl");
+    let mut args = process_args(&db.url, &sms);
+    args.extend(["--log-format".to_owned(), "json".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = OtpdProcess::start(dir.path(), "a", &args, &[]).await;
+    let kim = add_supervisor(dir.path(), &db.url, "kim", "supervisor");
+    server.otp().await.send_code(send_req(PHONE, Purpose::Login)).await.unwrap();
+    let mut sup = SupervisorServiceClient::new(channel(server.admin_addr).await);
+    for _ in 0..3 {
+        sup.lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap();
+    }
+    let (_, stderr) = server.terminate().await;
+    let head = published_head(&stderr);
+    assert!(head.starts_with("4:"), "{head}");
+    let out = otpd(dir.path(), &db.url, &["audit", "verify", "--expect-head", &head]);
+    assert!(out.status.success(), "{out:?}");
+
+    as_owner_bypassing_triggers(&db, vec![("DELETE FROM audit_events WHERE seq = 4".into(), vec![])]).await;
+    let out = otpd(dir.path(), &db.url, &["audit", "verify"]);
+    assert!(stdout(&out).starts_with("audit chain intact: 3 events"), "alone, the chain cannot tell: {out:?}");
+    let out = otpd(dir.path(), &db.url, &["audit", "verify", "--expect-head", &head]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the chain ends at event 3") && stderr.contains("removed"), "{stderr}");
+}
+
+/// Plain SHA-256 let the table's owner change an event and recompute every later hash. Under the key, the
+/// first re-sealed event is named, with no expected head needed.
+async fn a_suffix_resealed_without_the_key_is_caught(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    for _ in 0..4 {
+        app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap();
+    }
+    let mut events = app.audit().await;
+    assert_eq!(events.len(), 5);
+    events[2].event.detail = "nothing was looked up".into();
+    reseal_unkeyed(&mut events, 2);
+    as_owner_bypassing_triggers(&app.db, rewrite(&events[2..])).await;
+
+    let out = otpd(app.dir.path(), &app.db.url, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit chain broken at audit event 3 ") && stderr.contains("without the key"), "{stderr}");
+}
+
+/// Events written before keyed links (v1) keep verifying, and new ones are keyed after them.
+async fn a_chain_from_before_keyed_links_still_verifies(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_supervisor("kim", "supervisor").await;
+    app.add_supervisor("lee", "auditor").await;
+    // As the rows of an installation that ran the earlier version: sealed with v1.
+    let mut events = app.audit().await;
+    reseal_unkeyed(&mut events, 0);
+    as_owner_bypassing_triggers(&app.db, rewrite(&events)).await;
+
+    let park = app.add_supervisor("park", "admin").await;
+    let req = pb::ListAuditEventsRequest::default();
+    app.sup.clone().list_audit_events(authed(req, &park)).await.unwrap();
+    let links: Vec<i64> = app.audit().await.iter().map(|e| e.link.version()).collect();
+    assert_eq!(links, [1, 1, 2, 2]);
+    let out = otpd(app.dir.path(), &app.db.url, &["audit", "verify"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("4 events") && stdout(&out).contains("2 leading events sealed without a key"));
+}
 
 /// Runs the `otpd` binary with `args` against `db_url`.
 fn otpd(dir: &std::path::Path, db_url: &str, args: &[&str]) -> std::process::Output {

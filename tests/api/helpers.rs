@@ -25,6 +25,11 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// A pepper shared by the test servers, so that processes can check each other's codes.
 pub const TEST_PEPPER: &str = "test-pepper-0123456789abcdef";
+/// The audit key the test servers derive from [`TEST_PEPPER`].
+pub fn test_audit_key() -> otpd::domain::audit::AuditKey {
+    otpd::hashing::Pepper::new(TEST_PEPPER.as_bytes().to_vec()).unwrap().derive_audit_key()
+}
+
 /// A Korean mobile number in three spellings.
 pub const PHONE: &str = "010-1234-5678";
 pub const PHONE_E164: &str = "+821012345678";
@@ -331,11 +336,20 @@ impl TestApp {
         let added = self
             .stores
             .supervision
-            .add_supervisor(&name.parse().unwrap(), role.parse().unwrap(), &hash, self.now(), event)
+            .add_supervisor(&name.parse().unwrap(), role.parse().unwrap(), &hash, self.now(), event, &test_audit_key())
             .await
             .unwrap();
-        assert!(added);
+        assert!(added.is_some());
         token.expose_secret().to_owned()
+    }
+
+    /// Disables a supervisor the way `otpd supervisors disable` does.
+    pub async fn disable_supervisor(&self, name: &str) {
+        use otpd::domain::audit::{AuditAction, NewAuditEvent};
+        let event = NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, self.now(), format!("disabled {name}"));
+        let (key, name) = (test_audit_key(), name.parse().unwrap());
+        let disabled = self.stores.supervision.disable_supervisor(&name, self.now(), event, &key);
+        assert!(disabled.await.unwrap().is_some());
     }
 
     /// Every audit event, oldest first.

@@ -25,7 +25,14 @@ async fn the_service_role_serves_but_cannot_touch_the_audit_log() {
     let hash = otpd::supervision::token::hash_secret(&token);
     owner
         .supervision
-        .add_supervisor(&"kim".parse().unwrap(), "supervisor".parse().unwrap(), &hash, chrono::Utc::now(), event)
+        .add_supervisor(
+            &"kim".parse().unwrap(),
+            "supervisor".parse().unwrap(),
+            &hash,
+            chrono::Utc::now(),
+            event,
+            &test_audit_key(),
+        )
         .await
         .unwrap();
     let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();

@@ -201,8 +201,10 @@ async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(
     // Approved between the lookup's checks and its transaction.
     let issued = issue(&*store, Purpose::Login, t0, 1).await;
     assert_eq!(store.approve(issued.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
-    let outcome =
-        supervision.issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event()).await.unwrap();
+    let outcome = supervision
+        .issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event(), &test_audit_key())
+        .await
+        .unwrap();
     let LookupIssue::NotPending { event: denied } = outcome else { panic!("{outcome:?}") };
     assert_eq!(denied.event.outcome, AuditOutcome::Denied);
 
@@ -211,8 +213,10 @@ async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(
     for _ in 0..10 {
         store.reserve_attempt(&phone(), t0, &Policy::default()).await.unwrap();
     }
-    let outcome =
-        supervision.issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event()).await.unwrap();
+    let outcome = supervision
+        .issue_supervisor_code(issued.verification_id, supervisor_code(), quota, event(), &test_audit_key())
+        .await
+        .unwrap();
     let LookupIssue::Locked { until, event: denied } = outcome else { panic!("{outcome:?}") };
     assert_eq!(until, t0 + TimeDelta::hours(24));
     assert_eq!(denied.event.outcome, AuditOutcome::Denied);

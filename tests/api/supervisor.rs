@@ -235,9 +235,7 @@ async fn bad_requests_and_authentication(backend: Backend) {
     assert_eq!(sup.list_audit_events(authed(list, &kim)).await.unwrap_err().code(), Code::PermissionDenied);
 
     sup.lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap();
-    let event =
-        otpd::domain::audit::NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, app.now(), "disabled kim");
-    assert!(app.stores.supervision.disable_supervisor(&"kim".parse().unwrap(), app.now(), event).await.unwrap());
+    app.disable_supervisor("kim").await;
     let err = sup.lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "a disabled supervisor's token stops working at once");
 
@@ -320,12 +318,10 @@ async fn if_the_audit_write_fails_no_code_leaves(backend: Backend) {
 
 /// A disabled supervisor's token is refused, and the refusal is audited under their name.
 async fn a_disabled_supervisors_call_is_audited(backend: Backend) {
-    use otpd::domain::audit::NewAuditEvent;
     let app = spawn_app(backend).await;
     let kim = app.add_supervisor("kim", "supervisor").await;
     app.send(PHONE, Purpose::Login).await.unwrap();
-    let event = NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, app.now(), "disabled kim");
-    assert!(app.stores.supervision.disable_supervisor(&"kim".parse().unwrap(), app.now(), event).await.unwrap());
+    app.disable_supervisor("kim").await;
 
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).as_str()), (Code::Unauthenticated, "SUPERVISOR_DISABLED"));

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{PgStore, active_lock, reset_count, trim_live_codes};
-use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
@@ -19,7 +19,7 @@ use crate::store::{
 const AUDIT_LOCK: i64 = 0x6f74_7064_5f61_7564;
 
 const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
-                             contact_channel, contact_matched, outcome, detail, prev_hash, hash";
+                             contact_channel, contact_matched, outcome, detail, prev_hash, hash, chain_link";
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{value}`"))
@@ -33,6 +33,8 @@ fn event_from_row(row: &PgRow) -> StoreResult<AuditEvent> {
     let action: String = row.try_get("action")?;
     let outcome: String = row.try_get("outcome")?;
     let channel: Option<String> = row.try_get("contact_channel")?;
+    let link: i16 = row.try_get("chain_link")?;
+    let link = i64::from(link);
     let contact_channel = match channel {
         Some(c) => Some(ContactChannel::from_db(&c).ok_or_else(|| corrupt("contact channel", &c))?),
         None => None,
@@ -56,6 +58,7 @@ fn event_from_row(row: &PgRow) -> StoreResult<AuditEvent> {
         },
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+        link: ChainLink::from_version(link).ok_or_else(|| corrupt("audit chain link", &link.to_string()))?,
     })
 }
 
@@ -65,15 +68,15 @@ async fn lock_chain(conn: &mut PgConnection) -> StoreResult<()> {
 }
 
 /// Appends `event` after the chain's head. The caller's transaction holds the chain lock.
-async fn append(conn: &mut PgConnection, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+async fn append(conn: &mut PgConnection, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
     let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
     let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
-    let sealed = event.seal(seq + 1, &prev);
+    let sealed = event.seal(seq + 1, &prev, key);
     let e = &sealed.event;
     sqlx::query(&format!(
-        "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(sealed.seq)
     .bind(e.id)
@@ -91,6 +94,7 @@ async fn append(conn: &mut PgConnection, event: NewAuditEvent) -> StoreResult<Au
     .bind(&e.detail)
     .bind(&sealed.prev_hash)
     .bind(&sealed.hash)
+    .bind(i16::try_from(sealed.link.version()).unwrap_or(i16::MAX))
     .execute(&mut *conn)
     .await?;
     Ok(sealed)
@@ -105,7 +109,8 @@ impl SupervisionStore for PgStore {
         token_hash: &str,
         now: DateTime<Utc>,
         event: NewAuditEvent,
-    ) -> StoreResult<bool> {
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = self.pool().begin().await?;
         lock_chain(&mut tx).await?;
         let added = sqlx::query(
@@ -118,11 +123,11 @@ impl SupervisionStore for PgStore {
         .execute(&mut *tx)
         .await?;
         if added.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
-        append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(event))
     }
 
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
@@ -147,7 +152,8 @@ impl SupervisionStore for PgStore {
         name: &SupervisorName,
         now: DateTime<Utc>,
         event: NewAuditEvent,
-    ) -> StoreResult<bool> {
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = self.pool().begin().await?;
         lock_chain(&mut tx).await?;
         let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
@@ -156,11 +162,11 @@ impl SupervisionStore for PgStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
-        append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(event))
     }
 
     async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>> {
@@ -210,6 +216,7 @@ impl SupervisionStore for PgStore {
         code: NewCode,
         quota: LookupQuota,
         mut event: NewAuditEvent,
+        key: &AuditKey,
     ) -> StoreResult<LookupIssue> {
         let mut tx = self.pool().begin().await?;
         lock_chain(&mut tx).await?;
@@ -226,7 +233,7 @@ impl SupervisionStore for PgStore {
             let retry_at = granted[granted.len() - max] + quota.window;
             event.outcome = AuditOutcome::Denied;
             event.detail = quota_detail(quota);
-            let event = append(&mut tx, event).await?;
+            let event = append(&mut tx, event, key).await?;
             tx.commit().await?;
             return Ok(LookupIssue::QuotaExceeded { retry_at, event });
         }
@@ -240,7 +247,7 @@ impl SupervisionStore for PgStore {
         if let Some(until) = locked_until.filter(|until| *until > code.now) {
             event.outcome = AuditOutcome::Denied;
             event.detail = locked_detail(until);
-            let event = append(&mut tx, event).await?;
+            let event = append(&mut tx, event, key).await?;
             tx.commit().await?;
             return Ok(LookupIssue::Locked { until, event });
         }
@@ -254,7 +261,7 @@ impl SupervisionStore for PgStore {
         if extended.rows_affected() != 1 {
             event.outcome = AuditOutcome::Denied;
             event.detail = NOT_PENDING_DETAIL.to_owned();
-            let event = append(&mut tx, event).await?;
+            let event = append(&mut tx, event, key).await?;
             tx.commit().await?;
             return Ok(LookupIssue::NotPending { event });
         }
@@ -271,15 +278,15 @@ impl SupervisionStore for PgStore {
         .execute(&mut *tx)
         .await?;
         trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
-        let event = append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok(LookupIssue::Issued { expires_at: code.expires_at, event })
     }
 
-    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+    async fn append_audit(&self, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
         let mut tx = self.pool().begin().await?;
         lock_chain(&mut tx).await?;
-        let event = append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -361,6 +368,7 @@ impl SupervisionStore for PgStore {
         phone: &PhoneNumber,
         now: DateTime<Utc>,
         mut event: NewAuditEvent,
+        key: &AuditKey,
     ) -> StoreResult<(Unlocked, AuditEvent)> {
         let mut tx = self.pool().begin().await?;
         lock_chain(&mut tx).await?;
@@ -377,7 +385,7 @@ impl SupervisionStore for PgStore {
         };
         reset_count(&mut tx, phone, now).await?;
         event.detail = unlock_detail(&event.detail, unlocked);
-        let event = append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok((unlocked, event))
     }

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, reset_count, trim_live_codes, verification_id};
-use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome, GENESIS_HASH, NewAuditEvent};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
 use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
@@ -15,7 +15,7 @@ use crate::store::{
 };
 
 const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
-                             contact_channel, contact_matched, outcome, detail, prev_hash, hash";
+                             contact_channel, contact_matched, outcome, detail, prev_hash, hash, chain_link";
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{value}`"))
@@ -26,6 +26,7 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
     let action: String = row.try_get("action")?;
     let outcome: String = row.try_get("outcome")?;
     let channel: Option<String> = row.try_get("contact_channel")?;
+    let link: i64 = row.try_get("chain_link")?;
     let contact_channel = match channel {
         Some(c) => Some(ContactChannel::from_db(&c).ok_or_else(|| corrupt("contact channel", &c))?),
         None => None,
@@ -50,19 +51,20 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
         },
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+        link: ChainLink::from_version(link).ok_or_else(|| corrupt("audit chain link", &link.to_string()))?,
     })
 }
 
 /// Appends `event` after the chain's head. The caller's transaction holds the write lock.
-async fn append(conn: &mut SqliteConnection, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+async fn append(conn: &mut SqliteConnection, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
     let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
     let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
-    let sealed = event.seal(seq + 1, &prev);
+    let sealed = event.seal(seq + 1, &prev, key);
     let e = &sealed.event;
     sqlx::query(&format!(
-        "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(sealed.seq)
     .bind(e.id.to_string())
@@ -80,6 +82,7 @@ async fn append(conn: &mut SqliteConnection, event: NewAuditEvent) -> StoreResul
     .bind(&e.detail)
     .bind(&sealed.prev_hash)
     .bind(&sealed.hash)
+    .bind(sealed.link.version())
     .execute(&mut *conn)
     .await?;
     Ok(sealed)
@@ -94,7 +97,8 @@ impl SupervisionStore for SqliteStore {
         token_hash: &str,
         now: DateTime<Utc>,
         event: NewAuditEvent,
-    ) -> StoreResult<bool> {
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let added = sqlx::query(
             "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
@@ -106,11 +110,11 @@ impl SupervisionStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if added.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
-        append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(event))
     }
 
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
@@ -135,7 +139,8 @@ impl SupervisionStore for SqliteStore {
         name: &SupervisorName,
         now: DateTime<Utc>,
         event: NewAuditEvent,
-    ) -> StoreResult<bool> {
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
             .bind(name.as_str())
@@ -143,11 +148,11 @@ impl SupervisionStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
-        append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(event))
     }
 
     async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>> {
@@ -199,6 +204,7 @@ impl SupervisionStore for SqliteStore {
         code: NewCode,
         quota: LookupQuota,
         mut event: NewAuditEvent,
+        key: &AuditKey,
     ) -> StoreResult<LookupIssue> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let granted: Vec<i64> = sqlx::query_scalar(
@@ -214,14 +220,14 @@ impl SupervisionStore for SqliteStore {
             let retry_at = from_ms(granted[granted.len() - max])? + quota.window;
             event.outcome = AuditOutcome::Denied;
             event.detail = quota_detail(quota);
-            let event = append(&mut tx, event).await?;
+            let event = append(&mut tx, event, key).await?;
             tx.commit().await?;
             return Ok(LookupIssue::QuotaExceeded { retry_at, event });
         }
         if let Some(until) = active_lock(&mut tx, &code.phone, code.now).await? {
             event.outcome = AuditOutcome::Denied;
             event.detail = locked_detail(until);
-            let event = append(&mut tx, event).await?;
+            let event = append(&mut tx, event, key).await?;
             tx.commit().await?;
             return Ok(LookupIssue::Locked { until, event });
         }
@@ -235,7 +241,7 @@ impl SupervisionStore for SqliteStore {
         if extended.rows_affected() != 1 {
             event.outcome = AuditOutcome::Denied;
             event.detail = NOT_PENDING_DETAIL.to_owned();
-            let event = append(&mut tx, event).await?;
+            let event = append(&mut tx, event, key).await?;
             tx.commit().await?;
             return Ok(LookupIssue::NotPending { event });
         }
@@ -252,14 +258,14 @@ impl SupervisionStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
-        let event = append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok(LookupIssue::Issued { expires_at: code.expires_at, event })
     }
 
-    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+    async fn append_audit(&self, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let event = append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -336,6 +342,7 @@ impl SupervisionStore for SqliteStore {
         phone: &PhoneNumber,
         now: DateTime<Utc>,
         mut event: NewAuditEvent,
+        key: &AuditKey,
     ) -> StoreResult<(Unlocked, AuditEvent)> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let state: Option<(i64, Option<i64>)> =
@@ -351,7 +358,7 @@ impl SupervisionStore for SqliteStore {
         };
         reset_count(&mut tx, phone, now).await?;
         event.detail = unlock_detail(&event.detail, unlocked);
-        let event = append(&mut tx, event).await?;
+        let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok((unlocked, event))
     }
