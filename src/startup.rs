@@ -246,7 +246,7 @@ async fn maintain(
                 }
             }
             _ = limiter_cleanup.tick() => limits.cleanup(),
-            _ = purge.tick() => match store.purge(clock.now() - RETENTION).await {
+            _ = purge.tick() => match store.purge(clock.now() - RETENTION, clock.now()).await {
                 Ok(n) => tracing::debug!(rows = n, "purged old codes"),
                 Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
             },

@@ -231,9 +231,16 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 
-    /// Deletes codes and finished verifications older than `before` (the send caps look back one day).
-    async fn purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Deletes codes and finished verifications older than `before` (the send caps look back one day), then
+    /// forgets numbers with nothing left to remember at `now` (no failures, no lock in force, no verification or
+    /// code, untouched since `before`), in batches of [`PURGE_BATCH`] that concurrent purges on other replicas
+    /// skip rather than wait for. Returns the rows deleted.
+    async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
 }
+
+/// Phone states forgotten per statement: small, so a purge never holds many row locks or the SQLite write lock
+/// for long.
+pub const PURGE_BATCH: i64 = 500;
 
 /// Both faces of one database connection pool.
 #[derive(Clone)]

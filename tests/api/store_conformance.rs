@@ -18,6 +18,7 @@ both_backends!(
     release_gives_back_an_attempt_and_its_provisional_lock,
     failed_delivery_revokes_the_code_but_counts_toward_caps,
     purge_deletes_old_rows_only,
+    purge_forgets_numbers_with_nothing_to_remember,
     supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile,
     a_replaced_verification_is_not_approved,
     release_never_undoes_another_reservations_lock,
@@ -174,10 +175,64 @@ async fn purge_deletes_old_rows_only(backend: Backend) {
     assert_eq!(store.approve(old.verification_id, &phone(), t0).await.unwrap(), Approval::Approved);
     let now = now();
     issue(&*store, Purpose::Signup, now, 2).await;
-    let purged = store.purge(now - TimeDelta::days(2)).await.unwrap();
-    assert_eq!(purged, 2, "the old code and its finished verification");
+    let purged = store.purge(now - TimeDelta::days(2), now).await.unwrap();
+    assert_eq!(purged, 2, "the old code and its finished verification; the number has a pending one");
     assert!(store.check_state(&phone(), Purpose::Signup, now).await.unwrap().pending.is_some());
     assert_eq!(store.send_history(&phone(), now).await.unwrap().sent.len(), 1);
+}
+
+/// `phone_state` rows were never removed: anyone could grow the table by asking for codes to many numbers. The
+/// purge forgets numbers with nothing to remember, and keeps failures and locks in force.
+async fn purge_forgets_numbers_with_nothing_to_remember(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let store = otpd::store::connect(&db.url).await.unwrap().verification;
+    store.migrate().await.unwrap();
+    let t0 = now() - TimeDelta::days(3);
+    let number = |n: u32| PhoneNumber::parse(&format!("010-1111-{n:04}"), &AllowedCountries::default()).unwrap();
+    let week_lock = Policy { lockout: TimeDelta::days(7), ..Policy::default() };
+    for n in 1..=4 {
+        let code = NewCode { phone: number(n), ..new_code(Purpose::Login, t0, n) };
+        let issued = store.issue_code(code, &no_limits()).await.unwrap().unwrap();
+        let failures = [0, 3, 10, 10][n as usize - 1];
+        let policy = if n == 4 { &week_lock } else { &Policy::default() };
+        for _ in 0..failures {
+            store.reserve_attempt(&number(n), t0, policy).await.unwrap();
+        }
+        if n == 1 {
+            store.approve(issued.verification_id, &number(1), t0).await.unwrap();
+        }
+    }
+    // Many numbers that were only ever touched, to go through several batches.
+    let touched = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)
+                   INSERT INTO phone_state (phone, updated_at) SELECT '+8210999' || i, $1 FROM n";
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(touched).bind(t0.timestamp_millis()).execute(&pool).await.unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(touched).bind(t0).execute(&pool).await.unwrap();
+        }
+    }
+
+    // Two replicas purge at once: each number is forgotten once, and neither waits for or fails on the other.
+    let other = otpd::store::connect(&db.url).await.unwrap().verification;
+    let now = now();
+    let (a, b) = tokio::join!(store.purge(now - TimeDelta::days(2), now), other.purge(now - TimeDelta::days(2), now));
+    let purged = a.unwrap() + b.unwrap();
+    // 4 codes, 4 verifications, the approved number, the expired lock and the 1,100 touched numbers.
+    assert_eq!(purged, 4 + 4 + 2 + 1100);
+
+    let forgotten = |r: Reservation| r == Reservation::Unknown;
+    assert!(forgotten(store.reserve_attempt(&number(1), now, &Policy::default()).await.unwrap()), "approved");
+    let kept = store.reserve_attempt(&number(2), now, &Policy::default()).await.unwrap();
+    assert!(matches!(kept, Reservation::Granted { attempt: 4, .. }), "3 failures are remembered: {kept:?}");
+    assert!(forgotten(store.reserve_attempt(&number(3), now, &Policy::default()).await.unwrap()), "lock over");
+    let locked = store.reserve_attempt(&number(4), now, &Policy::default()).await.unwrap();
+    assert!(matches!(locked, Reservation::Locked { .. }), "a lock in force is remembered: {locked:?}");
+    assert_eq!(store.purge(now - TimeDelta::days(2), now).await.unwrap(), 0);
 }
 
 async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(backend: Backend) {

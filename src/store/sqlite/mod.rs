@@ -387,19 +387,47 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let before = ms(before);
-        let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(before).execute(&mut *tx).await?;
+        let cutoff = ms(before);
+        let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(cutoff).execute(&mut *tx).await?;
         let verifications = sqlx::query(
             "DELETE FROM verifications WHERE created_at < $1 AND (status <> 'pending' OR expires_at < $1)
              AND NOT EXISTS (SELECT 1 FROM codes WHERE codes.verification_id = verifications.id)",
         )
-        .bind(before)
+        .bind(cutoff)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(codes.rows_affected() + verifications.rows_affected())
+        let forgotten = forget_idle_numbers(&self.pool, before, now).await?;
+        Ok(codes.rows_affected() + verifications.rows_affected() + forgotten)
+    }
+}
+
+/// Deletes, batch by batch, the phone states with nothing to remember (see [`Store::purge`]). An expired lock
+/// restarts the count, so its failures are nothing to remember either.
+async fn forget_idle_numbers(pool: &SqlitePool, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
+    let mut forgotten = 0;
+    loop {
+        let batch = sqlx::query(
+            "DELETE FROM phone_state WHERE phone IN (
+               SELECT phone FROM phone_state p
+               WHERE p.updated_at < $1
+                 AND (p.locked_until IS NULL AND p.failed_attempts = 0 OR p.locked_until <= $2)
+                 AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.phone = p.phone)
+                 AND NOT EXISTS (SELECT 1 FROM codes c WHERE c.phone = p.phone)
+               LIMIT $3)",
+        )
+        .bind(ms(before))
+        .bind(ms(now))
+        .bind(super::PURGE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        forgotten += batch;
+        if batch < super::PURGE_BATCH.unsigned_abs() {
+            return Ok(forgotten);
+        }
     }
 }
 
