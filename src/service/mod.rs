@@ -86,21 +86,7 @@ pub enum VerifyOutcome {
 /// Sends and checks codes.
 #[derive(Clone)]
 pub struct VerificationService {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    store: Arc<dyn Store>,
-    hasher: CodeHasher,
-    gateway: Arc<dyn SmsGateway>,
-    clock: Arc<dyn Clock>,
-    policy: Policy,
-    sender: String,
-    delivery_timeout: Duration,
-    min_send_deadline: Duration,
-    test_numbers: TestNumbers,
-    audit: AuditLog,
-    limits: Arc<FrontLimits>,
+    inner: Arc<ServiceParts>,
 }
 
 /// What the service is built from.
@@ -132,33 +118,7 @@ pub struct ServiceParts {
 impl VerificationService {
     /// Assembles the service.
     pub fn new(parts: ServiceParts) -> Self {
-        let ServiceParts {
-            store,
-            hasher,
-            gateway,
-            clock,
-            policy,
-            sender,
-            delivery_timeout,
-            min_send_deadline,
-            test_numbers,
-            audit,
-            limits,
-        } = parts;
-        let inner = Inner {
-            store,
-            hasher,
-            gateway,
-            clock,
-            policy,
-            sender,
-            delivery_timeout,
-            min_send_deadline,
-            test_numbers,
-            audit,
-            limits,
-        };
-        Self { inner: Arc::new(inner) }
+        Self { inner: Arc::new(parts) }
     }
 
     /// The policy in force.
