@@ -185,8 +185,9 @@ pub struct Settings {
     /// generated at `otpd.pepper` if neither this nor OTPD_PEPPER is set.
     #[arg(long, env = "OTPD_PEPPER_FILE", global = true)]
     pub pepper_file: Option<PathBuf>,
-    /// File holding the audit chain's key (at least 16 bytes). Default: derived from the pepper. Set it before
-    /// you rotate the pepper, or the chain written so far stops verifying.
+    /// File holding the audit chain's key (at least 16 bytes). Default: derived from the pepper, so rotating the
+    /// pepper would break verification of the chain so far: in production give the chain its own key from the
+    /// start.
     #[arg(long, env = "OTPD_AUDIT_KEY_FILE", global = true)]
     pub audit_key_file: Option<PathBuf>,
     /// The pepper itself (prefer --pepper-file).

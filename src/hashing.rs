@@ -85,8 +85,8 @@ impl Pepper {
 
 impl Pepper {
     /// The audit chain's key when no `--audit-key-file` is given: an HMAC of a fixed label under the pepper, so
-    /// it is as secret as the pepper but never equal to it. Rotating the pepper then changes the audit key:
-    /// set an audit key file first to keep the chain verifiable across a pepper rotation.
+    /// it is as secret as the pepper but never equal to it. Rotating the pepper then changes the audit key, which
+    /// is why production should give the chain a key file of its own.
     pub fn derive_audit_key(&self) -> crate::domain::audit::AuditKey {
         use hmac::Mac;
         let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose_secret()) else {
