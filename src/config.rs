@@ -79,6 +79,11 @@ pub enum AuditCommand {
         /// `hash`) that you keep outside the database. Catches a cut-off tail. Repeatable.
         #[arg(long, value_name = "SEQ:HASH")]
         expect_head: Vec<crate::domain::audit::HeadPin>,
+        /// The last event written before this installation sealed its chain with a key (the first `audit` log
+        /// line after the upgrade names the next one). Events up to it may carry the unkeyed v1 link; any later
+        /// unkeyed event is a forgery. Default: none may.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        accept_unkeyed_through: i64,
     },
 }
 

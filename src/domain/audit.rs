@@ -5,8 +5,9 @@
 //! head kept outside the database reveals: every appended event's sequence and seal go to the `audit` log target,
 //! and `otpd audit verify --expect-head SEQ:HASH` checks the chain still reaches it.
 //!
-//! Chains written before the key existed (link v1, plain SHA-256) keep verifying as a prefix; once a keyed
-//! event is in the chain, an unkeyed one after it is a forgery.
+//! Chains written before the key existed (link v1, plain SHA-256) keep verifying, but only as far as the operator
+//! says they reach (`--accept-unkeyed-through SEQ`, the last event written before the upgrade): anyone who owns the
+//! table could rewrite the whole chain with v1 links, so an unkeyed event past that point is a forgery.
 
 use std::fmt;
 use std::str::FromStr;
@@ -331,12 +332,21 @@ impl FromStr for HeadPin {
     }
 }
 
+/// What a verification must hold beyond the links and seals themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// Events the chain must still reach unchanged.
+    pub heads: Vec<HeadPin>,
+    /// Events up to this sequence number may carry the unkeyed v1 link (written before keyed chains); 0: none.
+    pub unkeyed_through: i64,
+}
+
 /// Checks events in sequence order, page by page: feed every event to [`ChainVerifier::check`], then
 /// [`ChainVerifier::finish`].
 #[derive(Debug)]
 pub struct ChainVerifier {
     key: AuditKey,
-    pins: Vec<HeadPin>,
+    expect: Expectations,
     next_seq: i64,
     prev_hash: String,
     unkeyed: i64,
@@ -344,9 +354,9 @@ pub struct ChainVerifier {
 }
 
 impl ChainVerifier {
-    /// A verifier for chains sealed with `key`, which must reach every one of `pins`.
-    pub fn new(key: AuditKey, pins: Vec<HeadPin>) -> Self {
-        Self { key, pins, next_seq: 1, prev_hash: GENESIS_HASH.to_owned(), unkeyed: 0, keyed_seen: false }
+    /// A verifier for chains sealed with `key`, holding to `expect`.
+    pub fn new(key: AuditKey, expect: Expectations) -> Self {
+        Self { key, expect, next_seq: 1, prev_hash: GENESIS_HASH.to_owned(), unkeyed: 0, keyed_seen: false }
     }
 
     /// Checks the next event: its sequence number, its link to the previous one, its seal, and any pin on it.
@@ -367,13 +377,20 @@ impl ChainVerifier {
             ChainLink::Sha256 if self.keyed_seen => {
                 return Err(fail("sealed without the key after keyed events (re-sealed by someone without it)".into()));
             }
+            ChainLink::Sha256 if event.seq > self.expect.unkeyed_through => {
+                return Err(fail(format!(
+                    "sealed without the key (re-sealed by someone without it); if the events up to {} were written \
+                     before keyed seals, say so with --accept-unkeyed-through {}",
+                    event.seq, event.seq
+                )));
+            }
             ChainLink::Sha256 => self.unkeyed += 1,
         }
         let expected = chain_hash(event.link, &self.key, event.seq, &event.prev_hash, &event.event);
         if event.hash != expected {
             return Err(fail("its content does not match its seal (altered, or another audit key)".into()));
         }
-        if let Some(pin) = self.pins.iter().find(|p| p.seq == event.seq) {
+        if let Some(pin) = self.expect.heads.iter().find(|p| p.seq == event.seq) {
             if pin.hash != event.hash {
                 return Err(fail(format!(
                     "it is not the expected head {}:{} (the chain was rewritten)",
@@ -388,7 +405,7 @@ impl ChainVerifier {
 
     /// After the last event: every pinned head must have been reached.
     pub fn finish(&self) -> Result<(), ChainError> {
-        match self.pins.iter().filter(|p| p.seq >= self.next_seq).min_by_key(|p| p.seq) {
+        match self.expect.heads.iter().filter(|p| p.seq >= self.next_seq).min_by_key(|p| p.seq) {
             Some(pin) => Err(ChainError {
                 seq: pin.seq,
                 id: None,
@@ -408,7 +425,7 @@ impl ChainVerifier {
         self.next_seq - 1
     }
 
-    /// How many of them carry the unkeyed v1 link (written before keyed chains; they lead the chain).
+    /// How many of them carry the unkeyed v1 link (accepted: written before keyed chains).
     pub fn unkeyed(&self) -> i64 {
         self.unkeyed
     }
@@ -459,8 +476,8 @@ mod tests {
             .collect()
     }
 
-    fn verify_with(events: &[AuditEvent], key: AuditKey, pins: Vec<HeadPin>) -> Result<i64, ChainError> {
-        let mut v = ChainVerifier::new(key, pins);
+    fn verify_with(events: &[AuditEvent], key: AuditKey, heads: Vec<HeadPin>) -> Result<i64, ChainError> {
+        let mut v = ChainVerifier::new(key, Expectations { heads, unkeyed_through: 0 });
         for e in events {
             v.check(e)?;
         }
@@ -485,17 +502,35 @@ mod tests {
         // Computed independently from the v1 encoding (Python hashlib), before v2 existed.
         let e = event("event 1").seal_unkeyed(1, GENESIS_HASH);
         assert_eq!(e.hash, "11d7c2b928431b769a4a0a93f246c64f7202b44f962a962f26cd6503037e25ae");
-        assert_eq!(verify(&chain(3, 0)), Ok(3));
+        let mut v = ChainVerifier::new(key(), Expectations { heads: vec![], unkeyed_through: 3 });
+        for e in &chain(3, 0) {
+            v.check(e).unwrap();
+        }
+        assert_eq!(v.unkeyed(), 3);
     }
 
     #[test]
     fn an_intact_chain_verifies_old_links_first() {
         assert_eq!(verify(&chain(0, 5)), Ok(5));
-        let mut v = ChainVerifier::new(key(), vec![]);
+        let mut v = ChainVerifier::new(key(), Expectations { heads: vec![], unkeyed_through: 2 });
         for e in &chain(2, 3) {
             v.check(e).unwrap();
         }
         assert_eq!((v.checked(), v.unkeyed()), (5, 2));
+    }
+
+    #[test]
+    fn unkeyed_events_pass_only_as_far_as_the_operator_says() {
+        // The owner re-seals the whole chain without the key: no keyed event is left to betray it.
+        let mut events = chain(0, 4);
+        events[1].event.detail = "nothing happened".into();
+        reseal_unkeyed(&mut events, 0);
+        let err = verify(&events).unwrap_err();
+        assert_eq!(err.seq, 1);
+        assert!(err.problem.contains("--accept-unkeyed-through 1"), "{err}");
+        let mut v = ChainVerifier::new(key(), Expectations { heads: vec![], unkeyed_through: 1 });
+        v.check(&events[0]).unwrap();
+        assert_eq!(v.check(&events[1]).unwrap_err().seq, 2, "past the upgrade point");
     }
 
     #[test]

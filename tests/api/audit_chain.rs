@@ -20,8 +20,8 @@ async fn as_owner_bypassing_triggers(db: &TestDb, statements: Vec<(String, Vec<S
     match db.backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query("DROP TRIGGER audit_events_no_update").execute(&pool).await.unwrap();
-            sqlx::query("DROP TRIGGER audit_events_no_delete").execute(&pool).await.unwrap();
+            sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_update").execute(&pool).await.unwrap();
+            sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_delete").execute(&pool).await.unwrap();
             for (sql, binds) in statements {
                 let mut q = sqlx::query(&sql);
                 for b in binds {
@@ -146,9 +146,25 @@ async fn a_chain_from_before_keyed_links_still_verifies(backend: Backend) {
     app.sup.clone().list_audit_events(authed(req, &park)).await.unwrap();
     let links: Vec<i64> = app.audit().await.iter().map(|e| e.link.version()).collect();
     assert_eq!(links, [1, 1, 2, 2]);
-    let out = otpd(app.dir.path(), &app.db.url, &["audit", "verify"]);
+    let dir = app.dir.path();
+    let accepting = ["audit", "verify", "--accept-unkeyed-through", "2"];
+    let out = otpd(dir, &app.db.url, &accepting);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains("4 events") && stdout(&out).contains("2 leading events sealed without a key"));
+    // Unless the operator says how far the old chain reaches, unkeyed events are not taken on trust.
+    let out = otpd(dir, &app.db.url, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-unkeyed-through 1"), "{out:?}");
+
+    // The owner rewrites the whole chain without the key, leaving no keyed event to betray it: past the
+    // upgrade point, that is a forgery.
+    let mut events = app.audit().await;
+    events[2].event.detail = "nothing happened".into();
+    reseal_unkeyed(&mut events, 0);
+    as_owner_bypassing_triggers(&app.db, rewrite(&events)).await;
+    let out = otpd(dir, &app.db.url, &accepting);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit event 3 "), "{out:?}");
 }
 
 /// Runs the `otpd` binary with `args` against `db_url`.
@@ -243,7 +259,7 @@ async fn tampering_is_found_and_named(backend: Backend) {
                 assert!(err.to_string().contains("append-only"), "{sql}: {err}");
             }
             // Someone with the file can drop the trigger; the chain still tells.
-            sqlx::query("DROP TRIGGER audit_events_no_update").execute(&pool).await.unwrap();
+            sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_update").execute(&pool).await.unwrap();
             sqlx::query(forge).execute(&pool).await.unwrap();
         }
         Backend::Postgres => {
