@@ -395,6 +395,11 @@ impl Settings {
         if self.sms_http_attempt_timeout.is_zero() {
             return Err(invalid("sms-http-attempt-timeout", "must be positive"));
         }
+        // An attempt shorter than its own timeout is taken to be cut short by the caller, which the breaker does
+        // not count: the first attempt must always get its whole timeout unless the caller's deadline is shorter.
+        if *self.sms_http_attempt_timeout > *self.sms_timeout {
+            return Err(invalid("sms-http-attempt-timeout", "must not exceed --sms-timeout"));
+        }
         if self.sms_http_concurrency == 0 {
             return Err(invalid("sms-http-concurrency", "must be at least 1"));
         }

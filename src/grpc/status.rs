@@ -98,6 +98,15 @@ impl From<ServiceError> for Status {
                     ),
                 )
             }
+            ServiceError::DeliveryUnconfirmed => {
+                info(&mut details, "SMS_NOT_CONFIRMED", HashMap::new());
+                (
+                    Code::DeadlineExceeded,
+                    "the SMS was handed to the provider but not confirmed before the deadline; it may still arrive, \
+                     and its code works"
+                        .into(),
+                )
+            }
             ServiceError::Unauthenticated => (Code::Unauthenticated, "a valid bearer token is required".into()),
             ServiceError::SupervisorDisabled => {
                 info(&mut details, "SUPERVISOR_DISABLED", HashMap::new());

@@ -53,6 +53,10 @@ pub enum ServiceError {
     /// was hashed or stored, or the code was withdrawn. Nothing was sent or counted.
     #[error("deadline too short to send a code")]
     DeadlineTooShort { needed: Duration },
+    /// The SMS was handed to the provider but the caller's deadline passed before it confirmed: the code is
+    /// kept (the SMS may well arrive) and the send counts, like any other.
+    #[error("SMS not confirmed before the deadline")]
+    DeliveryUnconfirmed,
     /// No valid bearer token.
     #[error("unauthenticated")]
     Unauthenticated,

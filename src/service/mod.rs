@@ -15,8 +15,8 @@ use crate::domain::{
 };
 use crate::hashing::CodeHasher;
 use crate::limits::FrontLimits;
-use crate::sms::{SmsError, SmsGateway, SmsMessage, render_body};
-use crate::store::{Approval, DeliveryOutcome, NewCode, Reservation, Store};
+use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, render_body};
+use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
 use crate::supervision::AuditLog;
 
 use error::until;
@@ -175,30 +175,33 @@ impl VerificationService {
             idempotency_key: format!("{}-{}", issued.verification_id, issued.code_id.0),
         };
         drop(code);
-        let mut retry_after = DELIVERY_RETRY_AFTER;
         let outcome = if is_test_number {
             tracing::info!("test number: SMS not sent");
             DeliveryOutcome::Delivered { message_id: Some("test-number".into()) }
         } else {
             let deadline = self.delivery_deadline(cmd.deadline);
             // The gateway ends by `deadline` itself; this bound only catches one that does not.
-            match tokio::time::timeout_at(deadline + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await {
+            match tokio::time::timeout_at(deadline.at + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await {
                 Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
-                Ok(Err(SmsError::NotSent(why))) => {
+                Ok(Err(SmsError::Unconfirmed(why))) => {
+                    // Handed over: it may arrive, so its code stays and the send counts, as any other.
+                    tracing::warn!(%why, "SMS not confirmed before the caller's deadline; code kept");
+                    return Err(ServiceError::DeliveryUnconfirmed);
+                }
+                Ok(Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. }))) => {
                     // The provider never saw it: the send did not happen, and counts toward nothing.
-                    tracing::warn!(%why, "SMS not handed to the provider; code withdrawn");
-                    this.store.withdraw_code(issued.code_id).await?;
+                    tracing::warn!(error = %error, "SMS not handed to the provider; code withdrawn");
+                    self.withdraw(issued.code_id).await?;
                     let caller_gone = cmd.deadline.is_some_and(|d| tokio::time::Instant::now() + DEADLINE_RESERVE >= d);
-                    return Err(if caller_gone {
-                        ServiceError::DeadlineTooShort { needed: this.min_send_deadline }
-                    } else {
-                        ServiceError::SmsDeliveryFailed { retry_after }
+                    return Err(match error {
+                        SmsError::CircuitOpen { retry_after } => {
+                            ServiceError::SmsDeliveryFailed { retry_after: retry_after.max(Duration::from_secs(1)) }
+                        }
+                        _ if caller_gone => ServiceError::DeadlineTooShort { needed: this.min_send_deadline },
+                        _ => ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER },
                     });
                 }
                 Ok(Err(error)) => {
-                    if let SmsError::CircuitOpen { retry_after: after } = error {
-                        retry_after = after.max(Duration::from_secs(1));
-                    }
                     tracing::warn!(error = %error, "SMS delivery failed; code revoked");
                     DeliveryOutcome::Failed
                 }
@@ -218,7 +221,7 @@ impl VerificationService {
             }
         }
         if !delivered {
-            return Err(ServiceError::SmsDeliveryFailed { retry_after });
+            return Err(ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER });
         }
         tracing::info!(verification_id = %issued.verification_id, "code sent");
         Ok(SendOutcome {
@@ -231,16 +234,28 @@ impl VerificationService {
         })
     }
 
+    /// Takes back a code whose SMS never reached the provider; if that fails, revokes it, so that it can never
+    /// approve (it then counts toward the caps, the safe side).
+    async fn withdraw(&self, code: CodeId) -> Result<(), ServiceError> {
+        let this = &self.inner;
+        if let Err(error) = this.store.withdraw_code(code).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "could not withdraw a code; revoking it");
+            this.store.record_delivery(code, DeliveryOutcome::Failed, this.clock.now()).await?;
+        }
+        Ok(())
+    }
+
     /// The gateway's deadline: the delivery timeout, shortened to end a little before the caller's own.
-    fn delivery_deadline(&self, caller: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    fn delivery_deadline(&self, caller: Option<tokio::time::Instant>) -> Deadline {
         let now = tokio::time::Instant::now();
         let own = now + self.inner.delivery_timeout;
-        match caller {
-            Some(caller) => {
-                let left = caller.saturating_duration_since(now);
-                own.min(now + left.saturating_sub(DEADLINE_RESERVE.min(left / 5)))
-            }
-            None => own,
+        let callers = caller.map(|caller| {
+            let left = caller.saturating_duration_since(now);
+            now + left.saturating_sub(DEADLINE_RESERVE.min(left / 5))
+        });
+        match callers {
+            Some(at) if at < own => Deadline { at, callers: true },
+            _ => Deadline { at: own, callers: false },
         }
     }
 

@@ -41,7 +41,7 @@ impl FileGateway {
 
 #[async_trait::async_trait]
 impl SmsGateway for FileGateway {
-    async fn send(&self, message: &SmsMessage, _deadline: tokio::time::Instant) -> Result<Delivery, SmsError> {
+    async fn send(&self, message: &SmsMessage, _deadline: super::Deadline) -> Result<Delivery, SmsError> {
         let line = FileSms {
             to: message.to.e164().to_owned(),
             from: message.from.clone(),

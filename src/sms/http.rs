@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::breaker::Breaker;
-use super::{Delivery, SmsError, SmsGateway, SmsMessage};
+use super::{Deadline, Delivery, SmsError, SmsGateway, SmsMessage};
 use crate::clock::Clock;
 
 /// Settings of the `http` gateway, besides its URL.
@@ -160,7 +160,8 @@ impl HttpGateway {
 
 #[async_trait::async_trait]
 impl SmsGateway for HttpGateway {
-    async fn send(&self, message: &SmsMessage, deadline: Instant) -> Result<Delivery, SmsError> {
+    async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError> {
+        let Deadline { at: deadline, callers } = deadline;
         let admission = self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;
         // Only what the provider did moves the breaker: waiting for a connection or running out of the caller's
         // deadline is neutral, or anyone could open it for everyone with short deadlines.
@@ -180,7 +181,7 @@ impl SmsGateway for HttpGateway {
             if now >= deadline {
                 break;
             }
-            let cut_short = deadline - now < self.settings.attempt_timeout;
+            let cut_short = callers && deadline - now < self.settings.attempt_timeout;
             let timeout = self.settings.attempt_timeout.min(deadline - now);
             let retry_after = match self.attempt(message, timeout, cut_short).await {
                 Attempt::Delivered(delivery) => {
@@ -210,11 +211,11 @@ impl SmsGateway for HttpGateway {
         }
         if provider_failed {
             admission.provider_failed();
-        } else {
-            admission.not_the_providers_doing();
+            return Err(SmsError::Unavailable(last.unwrap_or_default()));
         }
+        admission.not_the_providers_doing();
         match last {
-            Some(why) => Err(SmsError::Unavailable(why)),
+            Some(why) => Err(SmsError::Unconfirmed(why)),
             None => Err(SmsError::NotSent("the deadline passed before the first attempt".into())),
         }
     }

@@ -13,7 +13,7 @@ pub struct LogGateway;
 
 #[async_trait::async_trait]
 impl SmsGateway for LogGateway {
-    async fn send(&self, message: &SmsMessage, _deadline: tokio::time::Instant) -> Result<Delivery, SmsError> {
+    async fn send(&self, message: &SmsMessage, _deadline: super::Deadline) -> Result<Delivery, SmsError> {
         let text = format!(
             "--- dev SMS from {} to {} (verification {}) ---\n{}\n---\n",
             message.from,

@@ -61,13 +61,27 @@ pub enum SmsError {
     /// before the first attempt): the provider never saw it, so it is no provider failure and no send.
     #[error("SMS not handed to the provider: {0}")]
     NotSent(String),
+    /// The message was handed to the provider, but the caller's deadline ended the wait for its answer: it may
+    /// well be delivered, and says nothing about the provider's health.
+    #[error("SMS handed to the provider, not confirmed before the deadline: {0}")]
+    Unconfirmed(String),
+}
+
+/// When a delivery must be over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// The instant.
+    pub at: Instant,
+    /// Whether it is the caller's deadline (less a reserve) rather than our own `--sms-timeout`: an attempt the
+    /// caller's deadline cuts short says nothing about the provider, while running out of our own time does.
+    pub callers: bool,
 }
 
 /// Something that can deliver an SMS.
 #[async_trait::async_trait]
 pub trait SmsGateway: Send + Sync + 'static {
     /// Delivers `message` before `deadline`, or says why not.
-    async fn send(&self, message: &SmsMessage, deadline: Instant) -> Result<Delivery, SmsError>;
+    async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError>;
 }
 
 /// Which gateway to use, from `--sms-gateway`: `log`, `file:PATH` or `http:URL`.
