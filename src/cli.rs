@@ -68,7 +68,7 @@ async fn open(url: &str) -> anyhow::Result<Stores> {
 /// Connects, migrates, and reads the keys the audit chain needs.
 async fn open_keyed(config: &Config) -> anyhow::Result<(Stores, Keys)> {
     let stores = open(&config.database_url).await?;
-    Ok((stores, load_keys(config).await?))
+    Ok((stores, load_keys(config, false).await?))
 }
 
 async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsCommand) -> anyhow::Result<()> {

@@ -71,7 +71,7 @@ impl Application {
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }
-        let Keys { pepper, audit_key } = load_keys(&config).await?;
+        let Keys { pepper, audit_key } = load_keys(&config, true).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, workers).map_err(anyhow::Error::msg)?;
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
@@ -263,9 +263,11 @@ pub struct Keys {
     pub audit_key: AuditKey,
 }
 
-/// Reads the pepper and the audit key (from its file, or derived from the pepper).
-pub async fn load_keys(config: &Config) -> anyhow::Result<Keys> {
-    let pepper = load_pepper(&config.pepper).await?;
+/// Reads the pepper and the audit key (from its file, or derived from the pepper). Only `serve` may generate a
+/// development pepper: a command run from another directory would otherwise make a pepper of its own and seal
+/// audit events under the wrong key.
+pub async fn load_keys(config: &Config, may_generate: bool) -> anyhow::Result<Keys> {
+    let pepper = load_pepper(&config.pepper, may_generate).await?;
     let audit_key = match &config.audit_key_file {
         Some(path) => {
             let bytes = read_pepper(path).await?;
@@ -276,13 +278,19 @@ pub async fn load_keys(config: &Config) -> anyhow::Result<Keys> {
     Ok(Keys { pepper, audit_key })
 }
 
-/// Reads the pepper; in dev mode, creates the pepper file (mode 0600) on first start.
-async fn load_pepper(source: &PepperSource) -> anyhow::Result<Pepper> {
+/// Reads the pepper; in dev mode, creates the pepper file (mode 0600) on first start if `may_generate`.
+async fn load_pepper(source: &PepperSource, may_generate: bool) -> anyhow::Result<Pepper> {
     let bytes = match source {
         PepperSource::Inline(secret) => secret.expose_secret().as_bytes().to_vec(),
         PepperSource::File(path) => read_pepper(path).await?,
         PepperSource::Generated(path) => {
             if !tokio::fs::try_exists(path).await.unwrap_or(false) {
+                if !may_generate {
+                    anyhow::bail!(
+                        "no pepper at {}: run this from the directory `otpd serve` runs in, or give --pepper-file",
+                        path.display()
+                    );
+                }
                 write_new_pepper(path).await?;
                 tracing::warn!(path = %path.display(), "generated a development pepper; keep it to keep codes valid across restarts");
             }

@@ -280,6 +280,27 @@ async fn tampering_is_found_and_named(backend: Backend) {
     assert!(stderr.contains("audit chain broken at audit event 3 "), "{stderr}");
 }
 
+/// Run from a directory without the service's development pepper, the CLI refuses rather than make a pepper of
+/// its own and seal audit events under a key the service does not have.
+#[tokio::test]
+async fn the_cli_never_makes_a_pepper_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    for args in [&["supervisors", "add", "--name", "kim", "--role", "supervisor"][..], &["audit", "verify"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+            .args(args)
+            .args(["--database-url", &url])
+            .current_dir(dir.path())
+            .env_remove("OTPD_PEPPER")
+            .env_remove("OTPD_PEPPER_FILE")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no pepper at otpd.pepper"), "{out:?}");
+        assert!(!dir.path().join("otpd.pepper").exists());
+    }
+}
+
 #[tokio::test]
 async fn supervisors_cli_prints_the_token_alone_and_disables() {
     let dir = tempfile::tempdir().unwrap();
