@@ -20,7 +20,7 @@ use tonic_health::server::HealthReporter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
 use crate::domain::audit::AuditKey;
-use crate::grpc::{AuthLayer, OtpApi, SupervisorApi};
+use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
@@ -155,6 +155,7 @@ impl Application {
 
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
+            .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
@@ -168,6 +169,7 @@ impl Application {
         let supervisor = AuthLayer::new(self.supervision.clone()).layer(supervisor);
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
+            .layer(MalformedIsInvalidArgument)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -2,14 +2,15 @@
 
 mod auth;
 pub mod client_ip;
-pub mod codec;
 pub mod convert;
+mod malformed;
 mod otp;
 mod status;
 mod supervisor;
 mod violations;
 
 pub use auth::AuthLayer;
+pub use malformed::MalformedIsInvalidArgument;
 pub use otp::OtpApi;
 pub use status::ERROR_DOMAIN;
 pub use supervisor::SupervisorApi;

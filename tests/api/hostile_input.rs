@@ -4,7 +4,6 @@
 
 use otpd::pb::otp::v1 as pb;
 use tonic::Code;
-use tonic::codec::{DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::both_backends;
 use crate::helpers::*;
@@ -126,67 +125,54 @@ async fn no_field_of_any_rpc_answers_internal(backend: Backend) {
     assert_eq!(app.verify(PHONE, pb::Purpose::Login, &code).await.unwrap().result(), pb::VerifyResult::Approved);
 }
 
-/// Sends raw bytes as a request message.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
+/// A gRPC frame: no compression, the length, the message.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend(message);
+    framed
 }
 
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(buf, &item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        let bytes = buf.copy_to_bytes(buf.remaining());
-        Ok(Some(bytes.to_vec()))
-    }
+/// Posts `body` as the raw HTTP/2 body of a gRPC call to `path` and returns the status it answers.
+async fn raw_call(addr: std::net::SocketAddr, path: &str, body: Vec<u8>, token: &str) -> tonic::Status {
+    use tonic::codegen::Service;
+    let mut channel = channel(addr).await;
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"))
+        .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body))))
+        .unwrap();
+    let response = channel.call(request).await.unwrap();
+    tonic::Status::from_header_map(response.headers()).expect("an error answers with its status in the headers")
 }
 
 async fn a_message_that_is_not_protobuf_is_invalid_argument(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = app.add_supervisor("park", "admin").await;
-    let messages: [&[u8]; 4] = [
-        &[0x0a, 0x03, 0xff, 0xfe, 0xfd], // field 1, a string that is not UTF-8
-        &[0x0a, 0x10, 0x30],             // field 1 longer than the message
-        &[0x0b],                         // a group start: a wire type proto3 has no use for
-        &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01], // a varint tag of 11 bytes
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("a string that is not UTF-8", frame(&[0x0a, 0x03, 0xff, 0xfe, 0xfd])),
+        ("a field longer than the message", frame(&[0x0a, 0x10, 0x30])),
+        ("a group start, which proto3 has no use for", frame(&[0x0b])),
+        ("a tag of 11 bytes", frame(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01])),
+        ("no message at all", vec![]),
+        ("a frame shorter than its length prefix", vec![0, 0, 0, 0, 10, 0x0a]),
+        ("the compressed flag without grpc-encoding", vec![1, 0, 0, 0, 1, 0x00]),
+        ("a compression flag that does not exist", vec![2, 0, 0, 0, 0]),
     ];
-    for (addr, method) in [
+    for (addr, path) in [
         (app.public_addr, "/otp.v1.OtpService/SendCode"),
         (app.public_addr, "/otp.v1.OtpService/VerifyCode"),
+        (app.public_addr, "/grpc.health.v1.Health/Check"),
         (app.admin_addr, "/otp.v1.SupervisorService/LookupCode"),
         (app.admin_addr, "/otp.v1.SupervisorService/ListAuditEvents"),
     ] {
-        for message in messages {
-            let mut grpc = tonic::client::Grpc::new(channel(addr).await);
-            grpc.ready().await.unwrap();
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
-            let err = grpc.unary(authed(message.to_vec(), &admin), path, RawCodec).await.unwrap_err();
-            assert_eq!(err.code(), Code::InvalidArgument, "{method} {message:x?}: {err:?}");
+        for (what, body) in &bodies {
+            let status = raw_call(addr, path, body.clone(), &admin).await;
+            assert_eq!(status.code(), Code::InvalidArgument, "{path}, {what}: {status:?}");
         }
     }
     assert!(app.db.dump().await.is_empty(), "nothing was stored");
