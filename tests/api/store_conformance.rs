@@ -235,6 +235,35 @@ async fn purge_forgets_numbers_with_nothing_to_remember(backend: Backend) {
     assert_eq!(store.purge(now - TimeDelta::days(2), now).await.unwrap(), 0);
 }
 
+/// On PostgreSQL a purge skips a number another transaction holds (a send, or another replica's purge) rather
+/// than wait for it.
+#[tokio::test]
+async fn purge_skips_numbers_locked_by_others_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres, dir.path()).await;
+    let store = otpd::store::connect(&db.url).await.unwrap().verification;
+    store.migrate().await.unwrap();
+    let t0 = now() - TimeDelta::days(3);
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query("INSERT INTO phone_state (phone, updated_at) VALUES ('+821099990001', $1), ('+821099990002', $1)")
+        .bind(t0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM phone_state WHERE phone = '+821099990001' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let now = now();
+    let purge = store.purge(now - TimeDelta::days(2), now);
+    let purged = tokio::time::timeout(std::time::Duration::from_secs(10), purge).await;
+    assert_eq!(purged.expect("the purge did not wait for the held row").unwrap(), 1);
+    holder.commit().await.unwrap();
+    assert_eq!(store.purge(now - TimeDelta::days(2), now).await.unwrap(), 1, "the next purge takes it");
+}
+
 async fn supervisor_code_is_refused_and_audited_if_the_number_changed_meanwhile(backend: Backend) {
     use otpd::domain::audit::{AuditAction, AuditOutcome, NewAuditEvent};
     use otpd::store::{LookupIssue, LookupQuota};

@@ -80,6 +80,12 @@ async fn a_new_lookup_revokes_the_earlier_supervisor_code(backend: Backend) {
         let r = app.verify(PHONE, Purpose::Login, &first).await.unwrap();
         assert_eq!(r.result(), VerifyResult::WrongCode, "the first looked-up code was revoked by the second");
     }
+    // Revoked in the store, as the status view shows, not only passed over when a code is checked.
+    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let status = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap().into_inner();
+    let looked_up: Vec<bool> =
+        status.pending[0].sends.iter().filter(|s| s.channel() == pb::CodeChannel::Supervisor).map(|s| s.live).collect();
+    assert_eq!(looked_up, [false, true]);
     assert_eq!(app.verify(PHONE, Purpose::Login, &second).await.unwrap().result(), VerifyResult::Approved);
 }
 

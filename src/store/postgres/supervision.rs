@@ -8,7 +8,7 @@ use sqlx::{PgConnection, Row};
 
 use super::{PgStore, active_lock, reset_count, trim_live_codes};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
-use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::domain::{Actor, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
@@ -327,15 +327,17 @@ impl SupervisionStore for PgStore {
             .await?;
             let codes = rows
                 .into_iter()
-                .map(|(channel, delivery, sent_at, expires_at, revoked_at, provider_message_id)| CodeStatus {
-                    channel: if channel == "supervisor" { Channel::Supervisor } else { Channel::Sms },
-                    delivery,
-                    sent_at,
-                    expires_at,
-                    revoked: revoked_at.is_some(),
-                    provider_message_id,
+                .map(|(channel, delivery, sent_at, expires_at, revoked_at, provider_message_id)| {
+                    Ok(CodeStatus {
+                        channel: crate::store::channel(&channel)?,
+                        delivery,
+                        sent_at,
+                        expires_at,
+                        revoked: revoked_at.is_some(),
+                        provider_message_id,
+                    })
                 })
-                .collect();
+                .collect::<StoreResult<_>>()?;
             pending.push(VerificationStatus {
                 id: VerificationId(id),
                 purpose: purpose(&p)?,

@@ -203,11 +203,6 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
     async fn withdraw_code(&self, code: CodeId) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // The number's row first, as every transaction that changes a verification takes it.
-        sqlx::query("SELECT 1 FROM phone_state WHERE phone = (SELECT phone FROM codes WHERE id = $1)")
-            .bind(code.0)
-            .execute(&mut *tx)
-            .await?;
         let verification: Option<String> =
             sqlx::query_scalar("DELETE FROM codes WHERE id = $1 RETURNING verification_id")
                 .bind(code.0)

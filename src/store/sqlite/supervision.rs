@@ -7,7 +7,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{SqliteStore, active_lock, from_ms, ms, opt_from_ms, reset_count, trim_live_codes, verification_id};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
-use crate::domain::{Actor, Channel, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::domain::{Actor, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
@@ -301,7 +301,7 @@ impl SupervisionStore for SqliteStore {
                 .into_iter()
                 .map(|(channel, delivery, sent_at, expires_at, revoked_at, provider_message_id)| {
                     Ok(CodeStatus {
-                        channel: if channel == "supervisor" { Channel::Supervisor } else { Channel::Sms },
+                        channel: crate::store::channel(&channel)?,
                         delivery,
                         sent_at: from_ms(sent_at)?,
                         expires_at: from_ms(expires_at)?,
