@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditCommand, Cli, Command, Config, SupervisorsCommand};
 use crate::domain::audit::{AuditAction, AuditKey, ChainVerifier, Expectations, NewAuditEvent};
-use crate::startup::{Application, Keys, load_keys};
+use crate::startup::{Application, load_audit_key};
 use crate::store::Stores;
 use crate::supervision::token;
 use crate::supervision::trace;
@@ -36,13 +36,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Migrate => open(&config.database_url).await.map(|_| tracing::info!("migrations applied")),
         Command::Supervisors { command } => match open_keyed(&config).await {
-            Ok((stores, keys)) => supervisors(&stores, &keys.audit_key, command).await,
+            Ok((stores, key)) => supervisors(&stores, &key, command).await,
             Err(error) => Err(error),
         },
         Command::Audit { command: AuditCommand::Verify { expect_head, accept_unkeyed_through } } => {
             let expect = Expectations { heads: expect_head, unkeyed_through: accept_unkeyed_through };
             match open_keyed(&config).await {
-                Ok((stores, keys)) => verify_audit(&stores, keys.audit_key, expect).await,
+                Ok((stores, key)) => verify_audit(&stores, key, expect).await,
                 Err(error) => Err(error),
             }
         }
@@ -65,10 +65,10 @@ async fn open(url: &str) -> anyhow::Result<Stores> {
     Ok(stores)
 }
 
-/// Connects, migrates, and reads the keys the audit chain needs.
-async fn open_keyed(config: &Config) -> anyhow::Result<(Stores, Keys)> {
-    let stores = open(&config.database_url).await?;
-    Ok((stores, load_keys(config, false).await?))
+/// Reads the audit key, then connects and migrates (so a command run from the wrong place creates nothing).
+async fn open_keyed(config: &Config) -> anyhow::Result<(Stores, AuditKey)> {
+    let key = load_audit_key(config).await?;
+    Ok((open(&config.database_url).await?, key))
 }
 
 async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsCommand) -> anyhow::Result<()> {

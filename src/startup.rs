@@ -71,7 +71,7 @@ impl Application {
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }
-        let Keys { pepper, audit_key } = load_keys(&config, true).await?;
+        let Keys { pepper, audit_key } = load_keys(&config).await?;
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, workers).map_err(anyhow::Error::msg)?;
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
@@ -265,19 +265,29 @@ pub struct Keys {
     pub audit_key: AuditKey,
 }
 
-/// Reads the pepper and the audit key (from its file, or derived from the pepper). Only `serve` may generate a
-/// development pepper: a command run from another directory would otherwise make a pepper of its own and seal
-/// audit events under the wrong key.
-pub async fn load_keys(config: &Config, may_generate: bool) -> anyhow::Result<Keys> {
-    let pepper = load_pepper(&config.pepper, may_generate).await?;
+/// Reads the pepper (in dev mode, generating it on first start) and the audit key (from its file, or derived
+/// from the pepper).
+pub async fn load_keys(config: &Config) -> anyhow::Result<Keys> {
+    let pepper = load_pepper(&config.pepper, true).await?;
     let audit_key = match &config.audit_key_file {
-        Some(path) => {
-            let bytes = read_pepper(path).await?;
-            AuditKey::new(bytes).map_err(|m| anyhow::anyhow!("invalid setting --audit-key-file: {m}"))?
-        }
+        Some(path) => read_audit_key(path).await?,
         None => pepper.derive_audit_key(),
     };
     Ok(Keys { pepper, audit_key })
+}
+
+/// The audit key alone, which is all the CLI needs: from its file, or derived from a pepper that must already
+/// exist. Only `serve` generates a development pepper: a command run from another directory would otherwise make
+/// one of its own and seal audit events under a key the service does not have.
+pub async fn load_audit_key(config: &Config) -> anyhow::Result<AuditKey> {
+    match &config.audit_key_file {
+        Some(path) => read_audit_key(path).await,
+        None => Ok(load_pepper(&config.pepper, false).await?.derive_audit_key()),
+    }
+}
+
+async fn read_audit_key(path: &Path) -> anyhow::Result<AuditKey> {
+    AuditKey::new(read_pepper(path).await?).map_err(|m| anyhow::anyhow!("invalid setting --audit-key-file: {m}"))
 }
 
 /// Reads the pepper; in dev mode, creates the pepper file (mode 0600) on first start if `may_generate`.

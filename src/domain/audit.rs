@@ -379,9 +379,11 @@ impl ChainVerifier {
             }
             ChainLink::Sha256 if event.seq > self.expect.unkeyed_through => {
                 return Err(fail(format!(
-                    "sealed without the key (re-sealed by someone without it); if the events up to {} were written \
-                     before keyed seals, say so with --accept-unkeyed-through {}",
-                    event.seq, event.seq
+                    "sealed without the key, past the accepted prefix (events up to {}): re-sealed by someone \
+                     without the key, unless this installation wrote it before it sealed with one; the upgrade \
+                     point is in your logs (the last event before the new version's first `audit` line), never \
+                     in this message",
+                    self.expect.unkeyed_through
                 )));
             }
             ChainLink::Sha256 => self.unkeyed += 1,
@@ -527,7 +529,7 @@ mod tests {
         reseal_unkeyed(&mut events, 0);
         let err = verify(&events).unwrap_err();
         assert_eq!(err.seq, 1);
-        assert!(err.problem.contains("--accept-unkeyed-through 1"), "{err}");
+        assert!(err.problem.contains("past the accepted prefix"), "{err}");
         let mut v = ChainVerifier::new(key(), Expectations { heads: vec![], unkeyed_through: 1 });
         v.check(&events[0]).unwrap();
         assert_eq!(v.check(&events[1]).unwrap_err().seq, 2, "past the upgrade point");

@@ -1,7 +1,7 @@
 //! A request that is not a well-formed gRPC message is the caller's mistake, but tonic and prost answer
 //! `INTERNAL` for it: an empty body ("Missing request message."), a frame shorter than its length prefix, a bad
 //! compression flag, bytes that are not the message (not UTF-8, truncated, a wrong wire type). This layer, on
-//! both listeners and so for every service (health and reflection too), answers those `INVALID_ARGUMENT`
+//! both listeners and so for every unary service (health too), answers those `INVALID_ARGUMENT`
 //! instead. It recognises them by tonic's own status, which `Status::into_http` leaves in the response's
 //! extensions; an `INTERNAL` of ours ("internal error") passes unchanged.
 //!

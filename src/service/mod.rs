@@ -148,8 +148,13 @@ impl VerificationService {
         this.policy.check_send(&history, now).map_err(|r| refusal(r, now))?;
         let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
         let is_test_number = test_code.is_some();
-        // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
         if !is_test_number {
+            // While the provider is known to be down no SMS can go out: refuse before any hash, code row or
+            // charge to the shared limits.
+            if let Some(retry_after) = this.gateway.refusing_for() {
+                return Err(ServiceError::SmsDeliveryFailed { retry_after });
+            }
+            // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
             this.limits.check_send_destination(&cmd.phone)?;
         }
 

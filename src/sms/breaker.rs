@@ -55,12 +55,11 @@ impl Breaker {
     pub fn admit(&self) -> Result<Admission<'_>, Open> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
+        if let Some(open) = refusal(*state, now) {
+            return Err(open);
+        }
         let probe = match *state {
             State::Closed { .. } => false,
-            State::Open { until } | State::HalfOpen { since: until } if now < until => {
-                let retry_after = (until - now).to_std().unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
-                return Err(Open { retry_after });
-            }
             State::Open { .. } | State::HalfOpen { .. } => {
                 *state = State::HalfOpen { since: now + self.cooldown };
                 tracing::info!("SMS circuit breaker half-open: probing the provider");
@@ -68,6 +67,13 @@ impl Breaker {
             }
         };
         Ok(Admission { breaker: self, recorded: false, probe })
+    }
+
+    /// Whether a call now would be refused, without asking to make one: lets a send give up before it does any
+    /// work (a hash, a code row) for a message that cannot go out.
+    pub fn refusing(&self) -> Option<Open> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        refusal(*state, self.clock.now())
     }
 
     /// An admitted call that never reached the provider (or was cut short by its caller's deadline) says
@@ -99,6 +105,17 @@ impl Breaker {
             tracing::info!("SMS circuit breaker closed: the provider answers again");
         }
         *state = next;
+    }
+}
+
+/// The refusal `state` gives a call at `now`: open, or half-open with the probe out, until the cool-down ends.
+fn refusal(state: State, now: DateTime<Utc>) -> Option<Open> {
+    match state {
+        State::Open { until } | State::HalfOpen { since: until } if now < until => {
+            let retry_after = (until - now).to_std().unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
+            Some(Open { retry_after })
+        }
+        State::Closed { .. } | State::Open { .. } | State::HalfOpen { .. } => None,
     }
 }
 

@@ -160,6 +160,10 @@ impl HttpGateway {
 
 #[async_trait::async_trait]
 impl SmsGateway for HttpGateway {
+    fn refusing_for(&self) -> Option<Duration> {
+        self.breaker.refusing().map(|open| open.retry_after)
+    }
+
     async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError> {
         let Deadline { at: deadline, callers } = deadline;
         let admission = self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;

@@ -82,6 +82,12 @@ pub struct Deadline {
 pub trait SmsGateway: Send + Sync + 'static {
     /// Delivers `message` before `deadline`, or says why not.
     async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError>;
+
+    /// How long a send would be refused at once from now (an open circuit breaker), so that the caller can give
+    /// up before doing any work for it; None when a send may go out.
+    fn refusing_for(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Which gateway to use, from `--sms-gateway`: `log`, `file:PATH` or `http:URL`.

@@ -154,7 +154,7 @@ async fn a_chain_from_before_keyed_links_still_verifies(backend: Backend) {
     // Unless the operator says how far the old chain reaches, unkeyed events are not taken on trust.
     let out = otpd(dir, &app.db.url, &["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-unkeyed-through 1"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit event 1 "), "{out:?}");
 
     // The owner rewrites the whole chain without the key, leaving no keyed event to betray it: past the
     // upgrade point, that is a forgery.
@@ -298,7 +298,20 @@ async fn the_cli_never_makes_a_pepper_of_its_own() {
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("no pepper at otpd.pepper"), "{out:?}");
         assert!(!dir.path().join("otpd.pepper").exists());
+        assert!(!dir.path().join("otpd.db").exists(), "nor a database");
     }
+
+    // Given the audit key's file, the CLI needs no pepper at all.
+    std::fs::write(dir.path().join("audit.key"), "an audit key kept apart from the pepper").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+        .args(["audit", "verify", "--audit-key-file", "audit.key", "--database-url", &url])
+        .current_dir(dir.path())
+        .env_remove("OTPD_PEPPER")
+        .env_remove("OTPD_PEPPER_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dir.path().join("otpd.pepper").exists());
 }
 
 #[tokio::test]
