@@ -1,11 +1,18 @@
-//! Codes are stored only as argon2id PHC strings, salted per code and keyed with the server's pepper. Hashing is
-//! CPU- and memory-heavy, so it runs on tokio's blocking pool behind a semaphore that bounds how many hashes run
-//! at once (and so how much memory they take), never on the async reactor.
+//! Codes are stored only as argon2id PHC strings, salted per verification and keyed with the server's pepper.
+//! Hashing is CPU- and memory-heavy, so it runs on tokio's blocking pool behind a semaphore that bounds how many
+//! hashes run at once (and so how much memory they take), never on the async reactor.
+//!
+//! The codes of one verification (its resends and a looked-up code) share that verification's random salt, so a
+//! guess is derived once and compared, in constant time, with each stored output: one argon2 computation per
+//! guess however many codes are live. The salt still does what a salt is for: no two verifications share one,
+//! so nothing can be precomputed across them; and the pepper, which the database never holds, is what makes a
+//! stolen table useless for offline guessing. Codes live minutes and are single-use, so sharing a salt within one
+//! verification gives an attacker nothing a wrong guess at the API does not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
@@ -108,6 +115,23 @@ impl std::fmt::Debug for Pepper {
 #[derive(Clone, PartialEq, Eq)]
 pub struct CodeHash(pub String);
 
+impl CodeHash {
+    /// The salt it was hashed with, to hash the next code of the same verification with.
+    pub fn salt(&self) -> Option<CodeSalt> {
+        let parsed = PasswordHash::new(&self.0).ok()?;
+        parsed.salt.map(|salt| CodeSalt(salt.as_str().to_owned()))
+    }
+
+    /// Everything but the output: what decides the derivation (algorithm, version, parameters, salt).
+    fn derivation(&self) -> &str {
+        self.0.rfind('$').map_or(self.0.as_str(), |end| &self.0[..end])
+    }
+}
+
+/// A verification's salt, as the PHC string writes it (B64, no padding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeSalt(String);
+
 impl std::fmt::Debug for CodeHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CodeHash(..)")
@@ -154,14 +178,20 @@ impl CodeHasher {
         self.hashes.load(Ordering::Relaxed)
     }
 
-    /// Hashes a new code with a fresh salt.
-    pub async fn hash(&self, code: &OtpCode) -> Result<CodeHash, HashError> {
+    /// Hashes a new code with its verification's `salt`, or a fresh one for a new verification.
+    pub async fn hash(&self, code: &OtpCode, salt: Option<CodeSalt>) -> Result<CodeHash, HashError> {
         let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
         self.run(move |argon2| {
-            let mut salt = [0u8; 16];
-            OsRng.unwrap_err().try_fill_bytes(&mut salt).unwrap_or_else(|e| match e {});
-            let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
+            let salt = match salt {
+                Some(CodeSalt(salt)) => SaltString::from_b64(&salt),
+                None => {
+                    let mut salt = [0u8; 16];
+                    OsRng.unwrap_err().try_fill_bytes(&mut salt).unwrap_or_else(|e| match e {});
+                    SaltString::encode_b64(&salt)
+                }
+            }
+            .map_err(|e| HashError::Argon2(e.to_string()))?;
             counter.fetch_add(1, Ordering::Relaxed);
             argon2
                 .hash_password(code.expose_secret().as_bytes(), &salt)
@@ -171,23 +201,36 @@ impl CodeHasher {
         .await
     }
 
-    /// Returns the index of the first hash in `hashes` that `code` matches.
+    /// Returns the index of the first hash in `hashes` that `code` matches. The guess is derived once per
+    /// distinct salt and parameters (once, for the codes of one verification) and compared in constant time
+    /// with every stored output.
     pub async fn find_match(&self, code: &OtpCode, hashes: Vec<CodeHash>) -> Result<Option<usize>, HashError> {
         let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
         self.run(move |argon2| {
+            let mut derived: Vec<(&str, Option<argon2::password_hash::Output>)> = Vec::new();
+            let mut found = None;
             for (i, hash) in hashes.iter().enumerate() {
-                counter.fetch_add(1, Ordering::Relaxed);
                 let Ok(parsed) = PasswordHash::new(&hash.0) else {
                     // A row that is not a PHC string can never match; it is a data problem, not the caller's.
                     tracing::error!(index = i, "stored code hash is not a PHC string");
                     continue;
                 };
-                if argon2.verify_password(code.expose_secret().as_bytes(), &parsed).is_ok() {
-                    return Ok(Some(i));
+                let guess = match derived.iter().find(|(derivation, _)| *derivation == hash.derivation()) {
+                    Some((_, guess)) => *guess,
+                    None => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let guess = derive(argon2, code.expose_secret().as_bytes(), &parsed);
+                        derived.push((hash.derivation(), guess));
+                        guess
+                    }
+                };
+                // Every stored output is compared, matched or not, so the time does not tell which one matched.
+                if guess.is_some() && guess == parsed.hash && found.is_none() {
+                    found = Some(i);
                 }
             }
-            Ok(None)
+            Ok(found)
         })
         .await
     }
@@ -213,6 +256,15 @@ impl CodeHasher {
     }
 }
 
+/// The output of `code` under the derivation `stored` was made with (its algorithm, version, parameters and
+/// salt), keyed with the pepper `argon2` holds; None if `stored` names something argon2 cannot compute.
+fn derive(argon2: &Argon2<'_>, code: &[u8], stored: &PasswordHash<'_>) -> Option<argon2::password_hash::Output> {
+    let params = Params::try_from(stored).ok()?;
+    let salt = stored.salt?;
+    let derived = argon2.hash_password_customized(code, Some(stored.algorithm), stored.version, params, salt);
+    derived.ok()?.hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +284,7 @@ mod tests {
         let h = hasher(pepper.clone());
         let code = OtpCode::parse("123456", CodeLength::default()).unwrap();
         let other = OtpCode::parse("123457", CodeLength::default()).unwrap();
-        let hash = h.hash(&code).await.unwrap();
+        let hash = h.hash(&code, None).await.unwrap();
         assert!(hash.0.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(!hash.0.contains("123456"));
         assert_eq!(h.find_match(&code, vec![hash.clone()]).await.unwrap(), Some(0));
@@ -245,7 +297,35 @@ mod tests {
     async fn same_code_hashes_differently_each_time() {
         let h = hasher(fresh());
         let code = OtpCode::parse("000000", CodeLength::default()).unwrap();
-        assert_ne!(h.hash(&code).await.unwrap(), h.hash(&code).await.unwrap());
+        assert_ne!(h.hash(&code, None).await.unwrap(), h.hash(&code, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn codes_of_one_verification_cost_one_derivation_per_guess() {
+        let h = hasher(fresh());
+        let codes: Vec<_> =
+            ["111111", "222222", "333333"].iter().map(|c| OtpCode::parse(c, CodeLength::default()).unwrap()).collect();
+        let first = h.hash(&codes[0], None).await.unwrap();
+        let mut hashes = vec![first.clone()];
+        for code in &codes[1..] {
+            hashes.push(h.hash(code, first.salt()).await.unwrap());
+        }
+        assert!(hashes.iter().all(|c| c.salt() == first.salt()));
+        assert_ne!(hashes[0], hashes[1]);
+
+        let before = h.computations();
+        let wrong = OtpCode::parse("999999", CodeLength::default()).unwrap();
+        assert_eq!(h.find_match(&wrong, hashes.clone()).await.unwrap(), None);
+        assert_eq!(h.computations() - before, 1, "one derivation for three codes");
+        for (i, code) in codes.iter().enumerate() {
+            assert_eq!(h.find_match(code, hashes.clone()).await.unwrap(), Some(i));
+        }
+
+        // Codes with their own salts (written before shared salts) still match, one derivation each.
+        let other = h.hash(&codes[1], None).await.unwrap();
+        let before = h.computations();
+        assert_eq!(h.find_match(&codes[1], vec![first, other]).await.unwrap(), Some(1));
+        assert_eq!(h.computations() - before, 2);
     }
 
     #[test]

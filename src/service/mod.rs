@@ -144,8 +144,8 @@ impl VerificationService {
         }
         // Cheap pre-check so that refused sends cost no hash; the transaction below decides.
         let now = this.clock.now();
-        let history = this.store.send_history(&cmd.phone, now).await?;
-        this.policy.check_send(&history, now).map_err(|r| refusal(r, now))?;
+        let state = this.store.send_history(&cmd.phone, cmd.purpose, now).await?;
+        this.policy.check_send(&state.history, now).map_err(|r| refusal(r, now))?;
         let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
         let is_test_number = test_code.is_some();
         if !is_test_number {
@@ -159,7 +159,7 @@ impl VerificationService {
         }
 
         let code = test_code.unwrap_or_else(|| OtpCode::generate(this.policy.code_length));
-        let hash = this.hasher.hash(&code).await?;
+        let hash = this.hasher.hash(&code, state.salt).await?;
         let now = this.clock.now();
         let new_code = NewCode {
             phone: cmd.phone.clone(),

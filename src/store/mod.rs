@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendAllowance, SendHistory, SendRefusal, VerificationId};
-use crate::hashing::CodeHash;
+use crate::hashing::{CodeHash, CodeSalt};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -124,6 +124,15 @@ pub enum DeliveryOutcome {
     Failed,
 }
 
+/// What a send needs to know before it hashes a code.
+#[derive(Debug, Clone, Default)]
+pub struct SendState {
+    /// The number's lock and recent SMS, for the send policy.
+    pub history: SendHistory,
+    /// The salt of the pending verification the code would join (None: a new verification, a fresh salt).
+    pub salt: Option<CodeSalt>,
+}
+
 /// A pending verification and the hashes of its live codes (not expired, not revoked), newest first.
 #[derive(Debug, Clone)]
 pub struct PendingVerification {
@@ -184,8 +193,9 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// The number's lock and SMS of the last 24 hours: a cheap pre-check before a code is hashed.
-    async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory>;
+    /// The number's lock and SMS of the last 24 hours, and the salt of the pending verification for `purpose`:
+    /// a cheap pre-check before a code is hashed.
+    async fn send_history(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<SendState>;
 
     /// In one transaction that serialises sends to the number: re-checks `policy` against the history, then
     /// creates or extends the pending verification for the purpose and records the code.

@@ -40,6 +40,8 @@ pub struct LookupCandidate {
     pub purpose: Purpose,
     /// When its last SMS was sent.
     pub last_sent_at: DateTime<Utc>,
+    /// The salt its codes share.
+    pub salt: Option<crate::hashing::CodeSalt>,
 }
 
 /// What a lookup needs to know about the number.

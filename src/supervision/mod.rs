@@ -172,7 +172,7 @@ impl SupervisionService {
         };
 
         let code = OtpCode::generate(self.policy.code_length);
-        let hash = self.hasher.hash(&code).await?;
+        let hash = self.hasher.hash(&code, pending.salt.clone()).await?;
         let now = self.clock.now();
         let new_code = NewCode {
             phone: cmd.phone.clone(),

@@ -90,7 +90,7 @@ async fn issue_code_applies_the_policy_inside_the_transaction(backend: Backend) 
     store.issue_code(new_code(Purpose::Login, t0, 1), &policy).await.unwrap().unwrap();
     let refused = store.issue_code(new_code(Purpose::Signup, t0 + TimeDelta::seconds(5), 2), &policy).await.unwrap();
     assert_eq!(refused.unwrap_err(), SendRefusal::Cooldown { retry_at: t0 + TimeDelta::seconds(30) });
-    let history = store.send_history(&phone(), t0 + TimeDelta::seconds(5)).await.unwrap();
+    let history = store.send_history(&phone(), Purpose::Login, t0 + TimeDelta::seconds(5)).await.unwrap().history;
     assert_eq!(history.sent.len(), 1, "a refused send records nothing");
 }
 
@@ -110,7 +110,7 @@ async fn reservations_count_lock_and_restart_after_the_lock(backend: Backend) {
     assert_eq!(store.reserve_attempt(&phone(), t0, &policy).await.unwrap(), Reservation::Locked { until });
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
     assert_eq!((state.locked_until, state.failed_attempts), (Some(until), 10));
-    assert_eq!(store.send_history(&phone(), t0).await.unwrap().locked_until, Some(until));
+    assert_eq!(store.send_history(&phone(), Purpose::Login, t0).await.unwrap().history.locked_until, Some(until));
 
     let later = until + TimeDelta::seconds(1);
     let state = store.check_state(&phone(), Purpose::Login, later).await.unwrap();
@@ -162,7 +162,7 @@ async fn failed_delivery_revokes_the_code_but_counts_toward_caps(backend: Backen
     store.record_delivery(b.code_id, DeliveryOutcome::Delivered { message_id: Some("m-1".into()) }, t0).await.unwrap();
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
     assert_eq!(state.pending.unwrap().live_codes, vec![CodeHash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$2".into())]);
-    let history = store.send_history(&phone(), t0).await.unwrap();
+    let history = store.send_history(&phone(), Purpose::Login, t0).await.unwrap().history;
     let mut failed: Vec<bool> = history.sent.iter().map(|s| s.failed).collect();
     failed.sort_unstable();
     assert_eq!(failed, [false, true]);
@@ -178,7 +178,7 @@ async fn purge_deletes_old_rows_only(backend: Backend) {
     let purged = store.purge(now - TimeDelta::days(2), now).await.unwrap();
     assert_eq!(purged, 2, "the old code and its finished verification; the number has a pending one");
     assert!(store.check_state(&phone(), Purpose::Signup, now).await.unwrap().pending.is_some());
-    assert_eq!(store.send_history(&phone(), now).await.unwrap().sent.len(), 1);
+    assert_eq!(store.send_history(&phone(), Purpose::Login, now).await.unwrap().history.sent.len(), 1);
 }
 
 /// `phone_state` rows were never removed: anyone could grow the table by asking for codes to many numbers. The

@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 use std::str::FromStr;
 
 use super::{
-    Approval, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, Store,
-    StoreResult, count_u32,
+    Approval, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, SendState,
+    Store, StoreResult, count_u32,
 };
 use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
 use crate::hashing::CodeHash;
@@ -57,12 +57,23 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(skip_all, fields(phone = %phone))]
-    async fn send_history(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<SendHistory> {
+    async fn send_history(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<SendState> {
         let mut conn = self.pool.acquire().await?;
-        Ok(SendHistory {
+        let history = SendHistory {
             locked_until: active_lock(&mut conn, phone, now).await?,
             sent: sent_sms(&mut conn, phone, now).await?,
-        })
+        };
+        let newest: Option<String> = sqlx::query_scalar(
+            "SELECT c.code_hash FROM codes c JOIN verifications v ON v.id = c.verification_id
+             WHERE v.phone = $1 AND v.purpose = $2 AND v.status = 'pending' AND v.expires_at > $3
+             ORDER BY c.id DESC LIMIT 1",
+        )
+        .bind(phone.e164())
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(SendState { history, salt: newest.and_then(|hash| CodeHash(hash).salt()) })
     }
 
     #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]

@@ -191,8 +191,10 @@ impl SupervisionStore for PgStore {
     ) -> StoreResult<LookupTarget> {
         let mut conn = self.pool().acquire().await?;
         let locked_until = active_lock(&mut conn, phone, now).await?;
-        let pending: Option<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, purpose, last_sent_at FROM verifications
+        let pending: Option<(uuid::Uuid, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+            "SELECT id, purpose, last_sent_at,
+                    (SELECT code_hash FROM codes WHERE verification_id = v.id ORDER BY id DESC LIMIT 1)
+             FROM verifications v
              WHERE phone = $1 AND status = 'pending' AND ($2::text IS NULL OR purpose = $2)
              ORDER BY last_sent_at DESC LIMIT 1",
         )
@@ -201,9 +203,12 @@ impl SupervisionStore for PgStore {
         .fetch_optional(&mut *conn)
         .await?;
         let pending = match pending {
-            Some((id, p, last_sent_at)) => {
-                Some(LookupCandidate { id: VerificationId(id), purpose: purpose(&p)?, last_sent_at })
-            }
+            Some((id, p, last_sent_at, newest)) => Some(LookupCandidate {
+                id: VerificationId(id),
+                purpose: purpose(&p)?,
+                last_sent_at,
+                salt: newest.and_then(|hash| crate::hashing::CodeHash(hash).salt()),
+            }),
             None => None,
         };
         Ok(LookupTarget { locked_until, pending })

@@ -177,8 +177,10 @@ impl SupervisionStore for SqliteStore {
     ) -> StoreResult<LookupTarget> {
         let mut conn = self.pool().acquire().await?;
         let locked_until = active_lock(&mut conn, phone, now).await?;
-        let pending: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT id, purpose, last_sent_at FROM verifications
+        let pending: Option<(String, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, purpose, last_sent_at,
+                    (SELECT code_hash FROM codes WHERE verification_id = v.id ORDER BY id DESC LIMIT 1)
+             FROM verifications v
              WHERE phone = $1 AND status = 'pending' AND ($2 IS NULL OR purpose = $2)
              ORDER BY last_sent_at DESC LIMIT 1",
         )
@@ -187,10 +189,11 @@ impl SupervisionStore for SqliteStore {
         .fetch_optional(&mut *conn)
         .await?;
         let pending = match pending {
-            Some((id, purpose, last_sent_at)) => Some(LookupCandidate {
+            Some((id, purpose, last_sent_at, newest)) => Some(LookupCandidate {
                 id: verification_id(&id)?,
                 purpose: Purpose::from_db(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
                 last_sent_at: from_ms(last_sent_at)?,
+                salt: newest.and_then(|hash| crate::hashing::CodeHash(hash).salt()),
             }),
             None => None,
         };
