@@ -452,41 +452,50 @@ pub struct OtpdProcess {
 
 impl OtpdProcess {
     /// Starts the `otpd` binary on free ports with `args`, its output in files under `dir`, and waits for it
-    /// to report SERVING.
+    /// to report SERVING. A port found free can be taken by another test before otpd binds it: then it starts
+    /// again on other ports.
     pub async fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let public_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let stdout = dir.join(format!("{name}.stdout"));
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
-            .args(["--listen", &public_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .env_remove("OTPD_TEST_POSTGRES_URL")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut process = Self { child, public_addr, admin_addr, stdout, stderr };
-        process.wait_serving().await;
-        process
+        for _ in 0..5 {
+            let public_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let stdout = dir.join(format!("{name}.stdout"));
+            let stderr = dir.join(format!("{name}.stderr"));
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+                .args(["--listen", &public_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
+                .args(args)
+                .envs(env.iter().copied())
+                .env_remove("RUST_LOG")
+                .env_remove("OTPD_TEST_POSTGRES_URL")
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let mut process = Self { child, public_addr, admin_addr, stdout, stderr };
+            match process.wait_serving().await {
+                Ok(()) => return process,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("otpd exited: {log}"),
+            }
+        }
+        panic!("otpd found no free ports in 5 tries");
     }
 
-    async fn wait_serving(&mut self) {
+    /// Waits for SERVING; if otpd exits first, returns its standard error.
+    async fn wait_serving(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("otpd exited with {status}: {}", std::fs::read_to_string(&self.stderr).unwrap_or_default());
+                let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+                return Err(format!("{status}: {log}"));
             }
             if let Ok(channel) = Channel::from_shared(format!("http://{}", self.admin_addr)).unwrap().connect().await {
                 let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
                 if let Ok(r) = HealthClient::new(channel).check(req).await {
                     if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-                        return;
+                        return Ok(());
                     }
                 }
             }
