@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, Policy, TestNumbers};
 use crate::grpc::client_ip::TrustedProxies;
-use crate::hashing::Argon2Params;
+use crate::hashing::{Argon2Params, QueueLimit};
 use crate::limits::{Limit, LimitSettings, RateOrOff};
 use crate::sms::{GatewayConfig, HttpOptions};
 use crate::store::LookupQuota;
@@ -223,6 +223,19 @@ pub struct Settings {
     /// SMS per number per rolling day.
     #[arg(long, env = "OTPD_MAX_SENDS_PER_DAY", default_value_t = 10, global = true)]
     pub max_sends_per_day: u32,
+    /// argon2 computations run at once (0: one per core).
+    #[arg(long, env = "OTPD_HASH_WORKERS", default_value_t = 0, global = true)]
+    pub hash_workers: usize,
+    /// Longest hashing queue (computations waiting or running); past it calls are refused OVERLOADED at once.
+    /// 0: what the workers finish within --hash-queue-delay, from one hash timed at start-up.
+    #[arg(long, env = "OTPD_HASH_QUEUE", default_value_t = 0, global = true)]
+    pub hash_queue: usize,
+    /// The queueing delay the automatic --hash-queue aims at.
+    #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "250ms", global = true)]
+    pub hash_queue_delay: humantime::Duration,
+    /// Calls in flight per client connection on each listener; more wait for a place.
+    #[arg(long, env = "OTPD_MAX_CALLS_PER_CONNECTION", default_value_t = 256, global = true)]
+    pub max_calls_per_connection: usize,
     /// argon2id memory per hash, KiB.
     #[arg(long, env = "OTPD_ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
     pub argon2_memory_kib: u32,
@@ -288,6 +301,12 @@ pub struct Config {
     pub policy: Policy,
     /// Hash cost.
     pub argon2: Argon2Params,
+    /// argon2 computations at once.
+    pub hash_workers: usize,
+    /// The hashing queue's bound.
+    pub hash_queue: QueueLimit,
+    /// Calls in flight per connection.
+    pub max_calls_per_connection: usize,
     /// Largest accepted request message.
     pub max_request_bytes: usize,
     /// Apply migrations at start-up.
@@ -375,6 +394,12 @@ impl Settings {
             parallelism: self.argon2_parallelism,
         };
         argon2.validate().map_err(|m| invalid("argon2-memory-kib", format!("argon2 parameters: {m}")))?;
+        if self.hash_queue == 0 && self.hash_queue_delay.is_zero() {
+            return Err(invalid("hash-queue-delay", "must be positive (or set --hash-queue)"));
+        }
+        if self.max_calls_per_connection == 0 {
+            return Err(invalid("max-calls-per-connection", "must be at least 1"));
+        }
         if !(256..=1 << 20).contains(&self.max_request_bytes) {
             return Err(invalid("max-request-bytes", "must be between 256 and 1048576"));
         }
@@ -447,6 +472,15 @@ impl Settings {
                 max_sends_per_day: self.max_sends_per_day,
             },
             argon2,
+            hash_workers: match self.hash_workers {
+                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                n => n,
+            },
+            hash_queue: match self.hash_queue {
+                0 => QueueLimit::Delay(*self.hash_queue_delay),
+                n => QueueLimit::Fixed(n),
+            },
+            max_calls_per_connection: self.max_calls_per_connection,
             max_request_bytes: self.max_request_bytes,
             migrate_on_start: self.migrate_on_start,
             http: HttpOptions {
@@ -549,6 +583,9 @@ mod tests {
             (&["--sms-http-max-attempts", "0"], "sms-http-max-attempts"),
             (&["--prefix-digits", "0"], "prefix-digits"),
             (&["--global-sms-burst", "0"], "global-sms-burst"),
+            (&["--hash-queue-delay", "0s"], "hash-queue-delay"),
+            (&["--max-calls-per-connection", "0"], "max-calls-per-connection"),
+            (&["--sms-http-attempt-timeout", "20s"], "sms-http-attempt-timeout"),
         ] {
             assert_eq!(settings(args).validate().unwrap_err().setting, setting, "{args:?}");
         }

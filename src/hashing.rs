@@ -2,6 +2,10 @@
 //! Hashing is CPU- and memory-heavy, so it runs on tokio's blocking pool behind a semaphore that bounds how many
 //! hashes run at once (and so how much memory they take), never on the async reactor.
 //!
+//! The queue in front of it is bounded too: a flow takes a [`Slot`] before it counts or stores anything, and when
+//! the queue is full it is refused at once (`OVERLOADED`) instead of waiting its caller into a timeout. A slot
+//! carries its caller's deadline: work whose caller has gone by the time a worker is free is dropped unhashed.
+//!
 //! The codes of one verification (its resends and a looked-up code) share that verification's random salt, so a
 //! guess is derived once and compared, in constant time, with each stored output: one argon2 computation per
 //! guess however many codes are live. The salt still does what a salt is for: no two verifications share one,
@@ -10,7 +14,8 @@
 //! verification gives an attacker nothing a wrong guess at the API does not.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -150,6 +155,34 @@ pub enum HashError {
     /// The hashing pool was closed (the service is shutting down).
     #[error("hashing pool closed")]
     Closed,
+    /// The queue is full: refused before anything was counted or stored.
+    #[error("hashing queue full")]
+    Overloaded,
+    /// The caller's deadline passed while the work waited for a worker: dropped unhashed.
+    #[error("caller's deadline passed in the hashing queue")]
+    CallerGone,
+}
+
+/// How long the hashing queue may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// At most this many computations queued or running.
+    Fixed(usize),
+    /// As many as the workers finish within this delay, from one hash timed at start-up.
+    Delay(Duration),
+}
+
+/// A place in the hashing queue; given back when the work is done or dropped.
+#[derive(Debug)]
+pub struct Slot {
+    queued: Arc<AtomicUsize>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Hashes and verifies codes on the bounded blocking pool.
@@ -159,18 +192,64 @@ pub struct CodeHasher {
     params: Argon2Params,
     permits: Arc<Semaphore>,
     hashes: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
+    queue_limit: usize,
 }
 
 impl CodeHasher {
-    /// A hasher that runs at most `max_concurrent` argon2 computations at once.
-    pub fn new(pepper: Pepper, params: Argon2Params, max_concurrent: usize) -> Result<Self, String> {
+    /// A hasher that runs at most `workers` argon2 computations at once, with a queue of at most `limit`.
+    pub fn new(pepper: Pepper, params: Argon2Params, workers: usize, limit: QueueLimit) -> Result<Self, String> {
         params.validate()?;
-        Ok(Self {
+        let workers = workers.max(1);
+        let mut hasher = Self {
             pepper,
             params,
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(workers)),
             hashes: Arc::new(AtomicU64::new(0)),
-        })
+            queued: Arc::new(AtomicUsize::new(0)),
+            queue_limit: usize::MAX,
+        };
+        hasher.queue_limit = match limit {
+            QueueLimit::Fixed(n) => n.max(1),
+            QueueLimit::Delay(delay) => {
+                let one = hasher.time_one_hash()?;
+                let per_worker = delay.as_secs_f64() / one.as_secs_f64().max(1e-6);
+                // Truncation is the point: whole hashes per worker within the delay, at least one.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let per_worker = (per_worker as usize).max(1);
+                workers.saturating_mul(per_worker)
+            }
+        };
+        tracing::info!(workers, queue = hasher.queue_limit, "argon2 hashing pool");
+        Ok(hasher)
+    }
+
+    /// How long one hash with the configured parameters takes here (at start-up, to size the queue).
+    fn time_one_hash(&self) -> Result<Duration, String> {
+        let params = self.params.params().map_err(|e| e.to_string())?;
+        let argon2 =
+            Argon2::new_with_secret(self.pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
+                .map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let mut out = [0u8; 32];
+        argon2.hash_password_into(b"000000", b"calibration salt", &mut out).map_err(|e| e.to_string())?;
+        Ok(started.elapsed())
+    }
+
+    /// The longest the queue may be (queued and running computations).
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
+    }
+
+    /// Takes a place in the queue for work whose caller waits until `deadline`, or refuses at once when the queue
+    /// is full. Take it before counting or storing anything, so that a refusal costs nothing.
+    pub fn admit(&self, deadline: Option<tokio::time::Instant>) -> Result<Slot, HashError> {
+        let taken =
+            self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.queue_limit).then_some(n + 1));
+        match taken {
+            Ok(_) => Ok(Slot { queued: Arc::clone(&self.queued), deadline }),
+            Err(_) => Err(HashError::Overloaded),
+        }
     }
 
     /// How many argon2 computations (hashes and verifications) this hasher has run.
@@ -179,10 +258,10 @@ impl CodeHasher {
     }
 
     /// Hashes a new code with its verification's `salt`, or a fresh one for a new verification.
-    pub async fn hash(&self, code: &OtpCode, salt: Option<CodeSalt>) -> Result<CodeHash, HashError> {
+    pub async fn hash(&self, slot: Slot, code: &OtpCode, salt: Option<CodeSalt>) -> Result<CodeHash, HashError> {
         let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
-        self.run(move |argon2| {
+        self.run(slot, move |argon2| {
             let salt = match salt {
                 Some(CodeSalt(salt)) => SaltString::from_b64(&salt),
                 None => {
@@ -204,10 +283,15 @@ impl CodeHasher {
     /// Returns the index of the first hash in `hashes` that `code` matches. The guess is derived once per
     /// distinct salt and parameters (once, for the codes of one verification) and compared in constant time
     /// with every stored output.
-    pub async fn find_match(&self, code: &OtpCode, hashes: Vec<CodeHash>) -> Result<Option<usize>, HashError> {
+    pub async fn find_match(
+        &self,
+        slot: Slot,
+        code: &OtpCode,
+        hashes: Vec<CodeHash>,
+    ) -> Result<Option<usize>, HashError> {
         let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
-        self.run(move |argon2| {
+        self.run(slot, move |argon2| {
             let mut derived: Vec<(&str, Option<argon2::password_hash::Output>)> = Vec::new();
             let mut found = None;
             for (i, hash) in hashes.iter().enumerate() {
@@ -235,17 +319,28 @@ impl CodeHasher {
         .await
     }
 
-    /// Runs `f` with a keyed argon2id instance on the blocking pool, holding a permit, inside the current span.
+    /// Runs `f` with a keyed argon2id instance on the blocking pool, holding a permit and `slot`, inside the
+    /// current span; drops the work unrun if the slot's deadline passes before a worker is free.
     async fn run<T: Send + 'static>(
         &self,
+        slot: Slot,
         f: impl FnOnce(&Argon2<'_>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| HashError::Closed)?;
+        let acquire = Arc::clone(&self.permits).acquire_owned();
+        let permit = match slot.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.map_err(|_| HashError::CallerGone)?,
+            None => acquire.await,
+        }
+        .map_err(|_| HashError::Closed)?;
+        if slot.deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+            return Err(HashError::CallerGone);
+        }
         let pepper = self.pepper.clone();
         let params = self.params;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
+            let _held = (permit, slot);
             let params = params.params().map_err(|e| HashError::Argon2(e.to_string()))?;
             let argon2 = Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
                 .map_err(|e| HashError::Argon2(e.to_string()))?;
@@ -275,7 +370,30 @@ mod tests {
     }
 
     fn hasher(pepper: Pepper) -> CodeHasher {
-        CodeHasher::new(pepper, Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2).unwrap()
+        let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        CodeHasher::new(pepper, params, 2, QueueLimit::Fixed(64)).unwrap()
+    }
+
+    /// Hashes outside any flow: a slot with no deadline.
+    async fn hash(h: &CodeHasher, code: &OtpCode, salt: Option<CodeSalt>) -> CodeHash {
+        h.hash(h.admit(None).unwrap(), code, salt).await.unwrap()
+    }
+
+    async fn find(h: &CodeHasher, code: &OtpCode, hashes: Vec<CodeHash>) -> Option<usize> {
+        h.find_match(h.admit(None).unwrap(), code, hashes).await.unwrap()
+    }
+
+    #[test]
+    fn the_queue_refuses_past_its_bound_and_frees_places() {
+        let h = CodeHasher::new(fresh(), Argon2Params::default(), 1, QueueLimit::Fixed(2)).unwrap();
+        let a = h.admit(None).unwrap();
+        let _b = h.admit(None).unwrap();
+        assert!(matches!(h.admit(None), Err(HashError::Overloaded)));
+        drop(a);
+        assert!(h.admit(None).is_ok());
+        let sized = CodeHasher::new(fresh(), Argon2Params::default(), 2, QueueLimit::Delay(Duration::from_secs(1)));
+        let limit = sized.unwrap().queue_limit();
+        assert!(limit >= 2 && limit % 2 == 0, "whole hashes per worker: {limit}");
     }
 
     #[tokio::test]
@@ -284,20 +402,20 @@ mod tests {
         let h = hasher(pepper.clone());
         let code = OtpCode::parse("123456", CodeLength::default()).unwrap();
         let other = OtpCode::parse("123457", CodeLength::default()).unwrap();
-        let hash = h.hash(&code, None).await.unwrap();
+        let hash = hash(&h, &code, None).await;
         assert!(hash.0.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(!hash.0.contains("123456"));
-        assert_eq!(h.find_match(&code, vec![hash.clone()]).await.unwrap(), Some(0));
-        assert_eq!(h.find_match(&other, vec![hash.clone()]).await.unwrap(), None);
+        assert_eq!(find(&h, &code, vec![hash.clone()]).await, Some(0));
+        assert_eq!(find(&h, &other, vec![hash.clone()]).await, None);
         let other_pepper = hasher(fresh());
-        assert_eq!(other_pepper.find_match(&code, vec![hash]).await.unwrap(), None);
+        assert_eq!(find(&other_pepper, &code, vec![hash]).await, None);
     }
 
     #[tokio::test]
     async fn same_code_hashes_differently_each_time() {
         let h = hasher(fresh());
         let code = OtpCode::parse("000000", CodeLength::default()).unwrap();
-        assert_ne!(h.hash(&code, None).await.unwrap(), h.hash(&code, None).await.unwrap());
+        assert_ne!(hash(&h, &code, None).await, hash(&h, &code, None).await);
     }
 
     #[tokio::test]
@@ -305,26 +423,26 @@ mod tests {
         let h = hasher(fresh());
         let codes: Vec<_> =
             ["111111", "222222", "333333"].iter().map(|c| OtpCode::parse(c, CodeLength::default()).unwrap()).collect();
-        let first = h.hash(&codes[0], None).await.unwrap();
+        let first = hash(&h, &codes[0], None).await;
         let mut hashes = vec![first.clone()];
         for code in &codes[1..] {
-            hashes.push(h.hash(code, first.salt()).await.unwrap());
+            hashes.push(hash(&h, code, first.salt()).await);
         }
         assert!(hashes.iter().all(|c| c.salt() == first.salt()));
         assert_ne!(hashes[0], hashes[1]);
 
         let before = h.computations();
         let wrong = OtpCode::parse("999999", CodeLength::default()).unwrap();
-        assert_eq!(h.find_match(&wrong, hashes.clone()).await.unwrap(), None);
+        assert_eq!(find(&h, &wrong, hashes.clone()).await, None);
         assert_eq!(h.computations() - before, 1, "one derivation for three codes");
         for (i, code) in codes.iter().enumerate() {
-            assert_eq!(h.find_match(code, hashes.clone()).await.unwrap(), Some(i));
+            assert_eq!(find(&h, code, hashes.clone()).await, Some(i));
         }
 
         // Codes with their own salts (written before shared salts) still match, one derivation each.
-        let other = h.hash(&codes[1], None).await.unwrap();
+        let other = hash(&h, &codes[1], None).await;
         let before = h.computations();
-        assert_eq!(h.find_match(&codes[1], vec![first, other]).await.unwrap(), Some(1));
+        assert_eq!(find(&h, &codes[1], vec![first, other]).await, Some(1));
         assert_eq!(h.computations() - before, 2);
     }
 

@@ -72,8 +72,8 @@ impl Application {
             stores.verification.migrate().await.context("migrating the database")?;
         }
         let Keys { pepper, audit_key } = load_keys(&config).await?;
-        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let hasher = CodeHasher::new(pepper.clone(), config.argon2, workers).map_err(anyhow::Error::msg)?;
+        let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers, config.hash_queue)
+            .map_err(anyhow::Error::msg)?;
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
         let supervision = SupervisionService::new(
             audit.clone(),
@@ -155,6 +155,7 @@ impl Application {
 
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
+            .concurrency_limit_per_connection(self.config.max_calls_per_connection)
             .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
             .add_service(reflection_v1.clone())
@@ -169,6 +170,7 @@ impl Application {
         let supervisor = AuthLayer::new(self.supervision.clone()).layer(supervisor);
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
+            .concurrency_limit_per_connection(self.config.max_calls_per_connection)
             .layer(MalformedIsInvalidArgument)
             .add_service(health)
             .add_service(reflection_v1)

@@ -70,7 +70,9 @@ impl OtpApi {
         let purpose = v.purpose(req.purpose);
         let code = v.check("code", "INVALID_CODE", OtpCode::parse(&req.code, self.code_length));
         match (phone, purpose, code, v.into_error()) {
-            (Some(phone), Some(purpose), Some(code), None) => Ok(VerifyCommand { phone, purpose, code }),
+            (Some(phone), Some(purpose), Some(code), None) => {
+                Ok(VerifyCommand { phone, purpose, code, deadline: None })
+            }
             (.., error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
     }
@@ -99,7 +101,9 @@ impl pb::otp_service_server::OtpService for OtpApi {
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_verify(client).map_err(ServiceError::from)?;
-        let cmd = self.parse_verify(request.into_inner())?;
+        let deadline = deadline(request.metadata());
+        let mut cmd = self.parse_verify(request.into_inner())?;
+        cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
         let outcome = detached(async move { service.verify_code(cmd).await }).await?;

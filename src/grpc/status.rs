@@ -8,6 +8,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::hashing::HashError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
@@ -157,7 +158,21 @@ impl From<ServiceError> for Status {
             ServiceError::Store(error @ (StoreError::Query(_) | StoreError::Migrate(_) | StoreError::Corrupt(_))) => {
                 return internal(&error);
             }
-            ServiceError::Hash(error) => return internal(&error),
+            ServiceError::Hash(HashError::Overloaded) => {
+                info(&mut details, "OVERLOADED", HashMap::new());
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::ResourceExhausted, "the server is overloaded; nothing was done; retry shortly".into())
+            }
+            ServiceError::Hash(HashError::CallerGone) => {
+                info(&mut details, "DEADLINE_PASSED_IN_QUEUE", HashMap::new());
+                (
+                    Code::DeadlineExceeded,
+                    "the deadline passed while the call waited its turn; nothing was counted".into(),
+                )
+            }
+            ServiceError::Hash(error @ (HashError::Argon2(_) | HashError::Join(_) | HashError::Closed)) => {
+                return internal(&error);
+            }
             ServiceError::Task(error) => return internal(&error),
         };
         Status::with_error_details(code, message, details)

@@ -70,6 +70,8 @@ pub struct VerifyCommand {
     pub purpose: Purpose,
     /// What the driver typed.
     pub code: OtpCode,
+    /// When the caller stops waiting (its gRPC deadline), if it set one.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The expected outcomes of a check.
@@ -148,6 +150,8 @@ impl VerificationService {
         this.policy.check_send(&state.history, now).map_err(|r| refusal(r, now))?;
         let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
         let is_test_number = test_code.is_some();
+        // A place in the hashing queue before anything is counted: an overloaded server refuses at once.
+        let slot = this.hasher.admit(cmd.deadline)?;
         if !is_test_number {
             // While the provider is known to be down no SMS can go out: refuse before any hash, code row or
             // charge to the shared limits.
@@ -159,7 +163,7 @@ impl VerificationService {
         }
 
         let code = test_code.unwrap_or_else(|| OtpCode::generate(this.policy.code_length));
-        let hash = this.hasher.hash(&code, state.salt).await?;
+        let hash = this.hasher.hash(slot, &code, state.salt).await?;
         let now = this.clock.now();
         let new_code = NewCode {
             phone: cmd.phone.clone(),
@@ -288,16 +292,18 @@ impl VerificationService {
             return Ok(VerifyOutcome::Expired { verification_id, attempts_remaining });
         }
 
+        // The queue place comes before the attempt is counted, so an overloaded server refuses without counting.
+        let slot = this.hasher.admit(cmd.deadline)?;
         let reservation = this.store.reserve_attempt(&cmd.phone, now, &this.policy).await?;
         let (attempt, locks_until) = match reservation {
             Reservation::Granted { attempt, locks_until, .. } => (attempt, locks_until),
             Reservation::Locked { until } => return Err(locked(until, now)),
             Reservation::Unknown => return Err(ServiceError::NoPendingVerification),
         };
-        let matched = match this.hasher.find_match(&cmd.code, pending.live_codes).await {
+        let matched = match this.hasher.find_match(slot, &cmd.code, pending.live_codes).await {
             Ok(matched) => matched,
             Err(error) => {
-                // Our failure is not the driver's: give the attempt back.
+                // Our failure (or a caller gone while queued) is not a wrong code: give the attempt back.
                 this.store.release_attempt(&cmd.phone, reservation, this.clock.now()).await?;
                 return Err(error.into());
             }

@@ -171,8 +171,15 @@ impl SupervisionService {
             return Err(self.deny(event, ServiceError::NoRecentSend).await);
         };
 
+        let slot = match self.hasher.admit(None) {
+            Ok(slot) => slot,
+            Err(error) => {
+                event.detail = "refused: the server is overloaded".into();
+                return Err(self.deny(event, error.into()).await);
+            }
+        };
         let code = OtpCode::generate(self.policy.code_length);
-        let hash = self.hasher.hash(&code, pending.salt.clone()).await?;
+        let hash = self.hasher.hash(slot, &code, pending.salt.clone()).await?;
         let now = self.clock.now();
         let new_code = NewCode {
             phone: cmd.phone.clone(),

@@ -9,6 +9,7 @@ mod grpcurl;
 mod hostile_input;
 mod lockout;
 mod otpctl;
+mod overload;
 mod pg_roles;
 mod provider;
 mod secrets;

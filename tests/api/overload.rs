@@ -1,0 +1,80 @@
+//! Bounded work under overload: a full hashing queue refuses at once with OVERLOADED before anything is counted,
+//! and a caller whose deadline passes while queued costs no hash and no counted attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::pb::otp::v1::{Purpose, VerifyResult};
+use tonic::Code;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(a_full_queue_refuses_at_once_and_counts_only_what_it_checked, a_caller_gone_while_queued_costs_nothing);
+
+fn number(n: usize) -> String {
+    format!("010-4444-{n:04}")
+}
+
+async fn a_full_queue_refuses_at_once_and_counts_only_what_it_checked(backend: Backend) {
+    // One worker, a queue of 4, and hashes slow enough that 50 calls arrive while the first ones are hashed.
+    let slow = ["--argon2-memory-kib", "32768", "--argon2-iterations", "2"];
+    let mut args = vec!["--hash-workers", "1", "--hash-queue", "4", "--max-failed-attempts", "100"];
+    args.extend(slow);
+    let app = Arc::new(spawn_app_with(backend, &args).await);
+    let mut codes = Vec::new();
+    for n in 0..5 {
+        codes.push(app.send_and_read(&number(n), Purpose::Login).await);
+    }
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (app, wrong) = (Arc::clone(&app), wrong_code(&codes[i % 5]));
+        calls.spawn(async move { app.verify(&number(i % 5), Purpose::Login, &wrong).await });
+    }
+    let (mut wrong, mut overloaded) = (0, 0);
+    while let Some(answer) = calls.join_next().await {
+        match answer.unwrap() {
+            Ok(r) if r.result() == VerifyResult::WrongCode => wrong += 1,
+            Ok(r) => panic!("unexpected answer {r:?}"),
+            Err(status) => {
+                assert_eq!((status.code(), reason(&status).as_str()), (Code::ResourceExhausted, "OVERLOADED"));
+                retry_delay(&status);
+                overloaded += 1;
+            }
+        }
+    }
+    assert!(overloaded > 0 && wrong >= 4, "{wrong} checked, {overloaded} refused");
+    let mut counted = 0;
+    for n in 0..5 {
+        counted += app.db.phone_state(&format!("+82104444{n:04}")).await.0;
+    }
+    assert_eq!(counted, wrong, "the failures stored are exactly the WRONG_CODE answers");
+}
+
+async fn a_caller_gone_while_queued_costs_nothing(backend: Backend) {
+    // One worker and a hash that takes far longer than the second caller is willing to wait.
+    let args =
+        ["--hash-workers", "1", "--hash-queue", "8", "--argon2-memory-kib", "262144", "--argon2-iterations", "3"];
+    let app = Arc::new(spawn_app_with(backend, &args).await);
+    let first = app.send_and_read(&number(1), Purpose::Login).await;
+    let second = app.send_and_read(&number(2), Purpose::Login).await;
+
+    let before = app.hasher.computations();
+    let busy = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.verify(&number(1), Purpose::Login, &wrong_code(&first)).await })
+    };
+    while app.hasher.computations() == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut request = tonic::Request::new(verify_req(&number(2), Purpose::Login, &wrong_code(&second)));
+    request.set_timeout(Duration::from_millis(200));
+    let err = app.otp.clone().verify_code(request).await.unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    assert_eq!(busy.await.unwrap().unwrap().result(), VerifyResult::WrongCode);
+
+    assert_eq!(app.hasher.computations(), before + 1, "the caller who had gone was never hashed");
+    assert_eq!(app.db.phone_state("+821044440002").await, (0, false), "nor was its attempt counted");
+    assert_eq!(app.db.phone_state("+821044440001").await, (1, false));
+}
