@@ -272,10 +272,21 @@ impl CodeHasher {
             }
             .map_err(|e| HashError::Argon2(e.to_string()))?;
             counter.fetch_add(1, Ordering::Relaxed);
-            argon2
-                .hash_password(code.expose_secret().as_bytes(), &salt)
-                .map(|h| CodeHash(h.to_string()))
-                .map_err(|e| HashError::Argon2(e.to_string()))
+            let mut salt_bytes = [0u8; 64];
+            let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| HashError::Argon2(e.to_string()))?;
+            let output = hash_reusing_memory(argon2, code.expose_secret().as_bytes(), salt_bytes)
+                .map_err(|e| HashError::Argon2(e.to_string()))?;
+            let phc = PasswordHash {
+                algorithm: Algorithm::Argon2id.ident(),
+                version: Some(Version::V0x13.into()),
+                params: argon2
+                    .params()
+                    .try_into()
+                    .map_err(|e: argon2::password_hash::Error| HashError::Argon2(e.to_string()))?,
+                salt: Some(salt.as_salt()),
+                hash: Some(output),
+            };
+            Ok(CodeHash(phc.to_string()))
         })
         .await
     }
@@ -356,8 +367,40 @@ impl CodeHasher {
 fn derive(argon2: &Argon2<'_>, code: &[u8], stored: &PasswordHash<'_>) -> Option<argon2::password_hash::Output> {
     let params = Params::try_from(stored).ok()?;
     let salt = stored.salt?;
+    let ours = stored.algorithm == Algorithm::Argon2id.ident()
+        && stored.version == Some(Version::V0x13.into())
+        && params == *argon2.params();
+    if ours {
+        let mut salt_bytes = [0u8; 64];
+        return hash_reusing_memory(argon2, code, salt.decode_b64(&mut salt_bytes).ok()?).ok();
+    }
+    // Hashed under other settings (the cost was changed since): argon2's own path, which allocates.
     let derived = argon2.hash_password_customized(code, Some(stored.algorithm), stored.version, params, salt);
     derived.ok()?.hash
+}
+
+thread_local! {
+    /// argon2's working memory, kept by each blocking-pool thread between hashes: allocating and zeroing
+    /// 19–64 MiB for every hash costs as much as a good part of the hash. argon2 writes every block before it
+    /// reads it, so what a previous hash left there changes nothing.
+    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `argon2`'s output for `code` and `salt`, in this thread's reused memory.
+fn hash_reusing_memory(
+    argon2: &Argon2<'_>,
+    code: &[u8],
+    salt: &[u8],
+) -> Result<argon2::password_hash::Output, argon2::Error> {
+    let blocks = argon2.params().block_count();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, argon2::Block::default());
+        }
+        argon2.hash_password_into_with_memory(code, salt, &mut out, &mut memory[..blocks])
+    })?;
+    argon2::password_hash::Output::new(&out).map_err(|_| argon2::Error::OutputTooShort)
 }
 
 #[cfg(test)]
@@ -409,6 +452,23 @@ mod tests {
         assert_eq!(find(&h, &other, vec![hash.clone()]).await, None);
         let other_pepper = hasher(fresh());
         assert_eq!(find(&other_pepper, &code, vec![hash]).await, None);
+    }
+
+    #[tokio::test]
+    async fn reusing_memory_gives_what_argon2_gives() {
+        let pepper = fresh();
+        let h = hasher(pepper.clone());
+        let code = OtpCode::parse("482913", CodeLength::default()).unwrap();
+        let ours = hash(&h, &code, None).await;
+        let salt = ours.salt().unwrap();
+        let params = Params::new(1024, 1, 1, None).unwrap();
+        let argon2 =
+            Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params).unwrap();
+        let salt_string = SaltString::from_b64(&salt.0).unwrap();
+        let theirs = argon2.hash_password(b"482913", &salt_string).unwrap();
+        assert_eq!(ours.0, theirs.to_string(), "the same PHC string as argon2's own hash");
+        // And again on a thread whose memory already holds another hash's blocks.
+        assert_eq!(hash(&h, &code, Some(salt)).await, ours);
     }
 
     #[tokio::test]
