@@ -81,6 +81,11 @@ fn argon2(c: &mut Criterion) {
         let mut out = [0u8; 32];
         b.iter(|| fresh.hash_password_into(b"482913", b"a salt of 16 byt", &mut out).unwrap())
     });
+    group.bench_function("hash 32 MiB, reused memory (argon2)", |b| {
+        let mut out = [0u8; 32];
+        let mut memory = vec![argon2::Block::default(); 32_768];
+        b.iter(|| fresh.hash_password_into_with_memory(b"482913", b"a salt of 16 byt", &mut out, &mut memory).unwrap())
+    });
     let reusing = hasher(32_768);
     group.bench_function("hash 32 MiB, reused memory (otpd)", |b| {
         b.iter(|| runtime.block_on(async { reusing.hash(reusing.admit(None).unwrap(), &code, None).await.unwrap() }))

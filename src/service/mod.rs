@@ -144,14 +144,15 @@ impl VerificationService {
         if too_short {
             return Err(ServiceError::DeadlineTooShort { needed: this.min_send_deadline });
         }
+        // A place in the hashing queue first: an overloaded server refuses before any other work, so that
+        // refusals stay cheap however many there are.
+        let slot = this.hasher.admit(cmd.deadline)?;
         // Cheap pre-check so that refused sends cost no hash; the transaction below decides.
         let now = this.clock.now();
         let state = this.store.send_history(&cmd.phone, cmd.purpose, now).await?;
         this.policy.check_send(&state.history, now).map_err(|r| refusal(r, now))?;
         let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
         let is_test_number = test_code.is_some();
-        // A place in the hashing queue before anything is counted: an overloaded server refuses at once.
-        let slot = this.hasher.admit(cmd.deadline)?;
         if !is_test_number {
             // While the provider is known to be down no SMS can go out: refuse before any hash, code row or
             // charge to the shared limits.
@@ -273,6 +274,9 @@ impl VerificationService {
     #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
     pub async fn verify_code(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, ServiceError> {
         let this = &self.inner;
+        // A place in the hashing queue before any other work (and so before the attempt is counted): an
+        // overloaded server refuses at once, and refusals stay cheap however many there are.
+        let slot = this.hasher.admit(cmd.deadline)?;
         let now = this.clock.now();
         let state = this.store.check_state(&cmd.phone, cmd.purpose, now).await?;
         if let Some(until) = state.locked_until {
@@ -292,8 +296,6 @@ impl VerificationService {
             return Ok(VerifyOutcome::Expired { verification_id, attempts_remaining });
         }
 
-        // The queue place comes before the attempt is counted, so an overloaded server refuses without counting.
-        let slot = this.hasher.admit(cmd.deadline)?;
         let reservation = this.store.reserve_attempt(&cmd.phone, now, &this.policy).await?;
         let (attempt, locks_until) = match reservation {
             Reservation::Granted { attempt, locks_until, .. } => (attempt, locks_until),
