@@ -195,6 +195,9 @@ struct Report {
     useful_per_second: f64,
     outcomes: BTreeMap<String, u64>,
     latency_ms: BTreeMap<&'static str, f64>,
+    /// The same for calls shed with OVERLOADED, and for the rest.
+    shed_latency_ms: BTreeMap<&'static str, f64>,
+    served_latency_ms: BTreeMap<&'static str, f64>,
     argon2_per_second: f64,
     ceiling_per_second: Option<f64>,
     ratio_to_ceiling: Option<f64>,
@@ -230,7 +233,16 @@ async fn main() {
                     purpose: pb::Purpose::Login.into(),
                     ..Default::default()
                 };
-                client.send_code(request).await
+                loop {
+                    match client.send_code(request.clone()).await {
+                        Err(status)
+                            if status.get_error_details().error_info().is_some_and(|i| i.reason == "OVERLOADED") =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        answer => return answer,
+                    }
+                }
             });
             if set_up.len() >= 8 {
                 let answer = set_up.join_next().await.unwrap().unwrap();
@@ -259,6 +271,7 @@ async fn main() {
         let (numbers, first) = (args.numbers.max(1), args.first_number);
         workers.spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let (mut shed_latency, mut served_latency) = (latency.clone(), latency.clone());
             let mut outcomes: HashMap<String, u64> = HashMap::new();
             let mut health = HealthClient::new(channel);
             while started.elapsed() < span {
@@ -301,19 +314,23 @@ async fn main() {
                 latency.saturating_record(micros.max(1));
                 // A well-behaved client waits as RetryInfo says when the server sheds load.
                 let shed = answer.ends_with("OVERLOADED");
+                if shed { &mut shed_latency } else { &mut served_latency }.saturating_record(micros.max(1));
                 *outcomes.entry(answer).or_default() += 1;
                 if shed {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            (latency, outcomes)
+            (latency, shed_latency, served_latency, outcomes)
         });
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let (mut shed_latency, mut served_latency) = (latency.clone(), latency.clone());
     let mut outcomes = BTreeMap::new();
     while let Some(done) = workers.join_next().await {
-        let (histogram, counts) = done.unwrap();
+        let (histogram, shed, served, counts) = done.unwrap();
         latency.add(histogram).unwrap();
+        shed_latency.add(shed).unwrap();
+        served_latency.add(served).unwrap();
         for (answer, n) in counts {
             *outcomes.entry(answer).or_insert(0) += n;
         }
@@ -332,7 +349,10 @@ async fn main() {
         Scenario::VerifyRight => Some(argon2_per_second / 2.0),
         Scenario::Rejected | Scenario::Health => None,
     };
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let quantiles = |h: &Histogram<u64>| {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        BTreeMap::from([("p50", ms(0.5)), ("p90", ms(0.9)), ("p99", ms(0.99)), ("max", h.max() as f64 / 1000.0)])
+    };
     let report = Report {
         scenario: args.scenario,
         concurrency: args.concurrency,
@@ -341,12 +361,9 @@ async fn main() {
         requests_per_second,
         useful_per_second,
         outcomes,
-        latency_ms: BTreeMap::from([
-            ("p50", ms(0.5)),
-            ("p90", ms(0.9)),
-            ("p99", ms(0.99)),
-            ("max", latency.max() as f64 / 1000.0),
-        ]),
+        latency_ms: quantiles(&latency),
+        shed_latency_ms: quantiles(&shed_latency),
+        served_latency_ms: quantiles(&served_latency),
         argon2_per_second,
         ceiling_per_second,
         ratio_to_ceiling: ceiling_per_second.map(|c| useful_per_second / c),
@@ -364,6 +381,13 @@ async fn main() {
     }
     let l = &report.latency_ms;
     println!("  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l["p50"], l["p90"], l["p99"], l["max"]);
+    if !shed_latency.is_empty() {
+        let (shed, served) = (&report.shed_latency_ms, &report.served_latency_ms);
+        println!(
+            "    shed OVERLOADED: p50 {:.2}  p99 {:.2};  served: p50 {:.2}  p99 {:.2}",
+            shed["p50"], shed["p99"], served["p50"], served["p99"]
+        );
+    }
     print!("  argon2 ceiling ({threads} threads): {argon2_per_second:.1}/s");
     if let Some(ratio) = report.ratio_to_ceiling {
         print!("; this run is {ratio:.2} of it");
