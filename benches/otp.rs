@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::TimeDelta;
+use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
 use otpd::clock::SystemClock;
 use otpd::domain::{AllowedCountries, CodeLength, OtpCode, PhoneNumber};
 use otpd::hashing::{Argon2Params, CodeHasher, Pepper, QueueLimit};
-use otpd::limits::{FrontLimits, Limit, LimitSettings};
+use otpd::limits::FrontLimits;
 use otpd::sms::render_body;
 
 const PEPPER: &[u8] = b"benchmark-pepper-0123456789";
@@ -32,15 +33,9 @@ fn small(c: &mut Criterion) {
     let code = OtpCode::parse("482913", CodeLength::default()).unwrap();
     c.bench_function("sms template", |b| b.iter(|| black_box(render_body(&code, TimeDelta::minutes(3), None))));
 
-    let limit = |rate: &str, burst| Limit { rate: Some(rate.parse().unwrap()), burst };
-    let settings = LimitSettings {
-        send_per_ip: limit("60/h", 10),
-        verify_per_ip: limit("360/h", 30),
-        sms_per_prefix: limit("100/h", 20),
-        prefix_digits: 7,
-        global_sms: limit("20/s", 50),
-    };
-    let limits = FrontLimits::new(&settings, Arc::new(SystemClock));
+    // The published defaults, as `otpd` with no settings has them.
+    let config = otpd::config::Cli::try_parse_from(["otpd"]).unwrap().settings.validate().unwrap();
+    let limits = FrontLimits::new(&config.limits, Arc::new(SystemClock));
     let ip = |n: u32| Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)));
     for n in 0..100_000 {
         let _ = limits.check_verify(ip(n));
