@@ -202,12 +202,12 @@ impl VerificationService {
                     // The provider never saw it: the send did not happen, and counts toward nothing.
                     tracing::warn!(error = %error, "SMS not handed to the provider; code withdrawn");
                     self.withdraw(issued.code_id).await?;
-                    let caller_gone = cmd.deadline.is_some_and(|d| tokio::time::Instant::now() + DEADLINE_RESERVE >= d);
                     return Err(match error {
                         SmsError::CircuitOpen { retry_after } => {
                             ServiceError::SmsDeliveryFailed { retry_after: retry_after.max(Duration::from_secs(1)) }
                         }
-                        _ if caller_gone => ServiceError::DeadlineTooShort { needed: this.min_send_deadline },
+                        // The deadline that ran out before the hand-over was the caller's: it has gone.
+                        _ if deadline.callers => ServiceError::DeadlineTooShort { needed: this.min_send_deadline },
                         _ => ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER },
                     });
                 }
