@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendAllowance, SendHistory, SendRefusal, VerificationId};
+use crate::domain::{
+    Channel, PhoneNumber, Policy, Purpose, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
+};
 use crate::hashing::{CodeHash, CodeSalt};
 
 pub use postgres::PgStore;
@@ -169,6 +171,64 @@ pub struct CheckState {
     pub pending: Option<PendingVerification>,
     /// When the purpose's latest verification was approved, if there is no pending one.
     pub last_approved_at: Option<DateTime<Utc>>,
+}
+
+/// One row of the single statement that reads a check's state: the number's count and lock, its pending
+/// verification for the purpose, one of that verification's live codes (newest first), and, when nothing is
+/// pending, when the purpose was last approved.
+struct CheckRow {
+    failed_attempts: i64,
+    locked_until: Option<DateTime<Utc>>,
+    pending: Option<VerificationId>,
+    code: Option<(String, String)>,
+    last_approved_at: Option<DateTime<Utc>>,
+}
+
+impl CheckState {
+    /// Assembles the state from its rows; none when the store has never heard of the number.
+    fn from_rows(rows: Vec<CheckRow>, now: DateTime<Utc>) -> StoreResult<Self> {
+        let Some(first) = rows.first() else {
+            return Ok(Self::default());
+        };
+        let lock_expired = first.locked_until.is_some_and(|until| until <= now);
+        let mut state = Self {
+            locked_until: first.locked_until.filter(|until| *until > now),
+            failed_attempts: if lock_expired { 0 } else { count_u32(first.failed_attempts) },
+            pending: None,
+            last_approved_at: first.last_approved_at,
+        };
+        if let Some(id) = first.pending {
+            let codes = rows
+                .into_iter()
+                .filter_map(|row| row.code)
+                .map(|(channel, hash)| Ok((self::channel(&channel)?, CodeHash(hash))))
+                .collect::<StoreResult<Vec<_>>>()?;
+            state.pending = Some(PendingVerification { id, live_codes: live_codes(codes) });
+        }
+        Ok(state)
+    }
+}
+
+/// One row of the single statement that reads what a send needs: the number's lock, one SMS of the last day, or
+/// the newest code of the pending verification (for its salt).
+enum SendRow {
+    Lock(DateTime<Utc>),
+    Sms(SentSms),
+    NewestCode(String),
+}
+
+impl SendState {
+    fn from_rows(rows: impl IntoIterator<Item = SendRow>) -> Self {
+        let mut state = Self::default();
+        for row in rows {
+            match row {
+                SendRow::Lock(until) => state.history.locked_until = Some(until),
+                SendRow::Sms(sms) => state.history.sent.push(sms),
+                SendRow::NewestCode(hash) => state.salt = CodeHash(hash).salt(),
+            }
+        }
+        state
+    }
 }
 
 /// The outcome of reserving a check attempt.

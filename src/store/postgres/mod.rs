@@ -12,11 +12,10 @@ use sqlx::{PgPool, Row};
 use std::str::FromStr;
 
 use super::{
-    Approval, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PendingVerification, Reservation, SendState,
+    Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, Reservation, SendRow, SendState,
     Store, StoreResult, count_u32,
 };
 use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
-use crate::hashing::CodeHash;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -58,22 +57,32 @@ impl Store for PgStore {
 
     #[tracing::instrument(skip_all, fields(phone = %phone))]
     async fn send_history(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<SendState> {
-        let mut conn = self.pool.acquire().await?;
-        let history = SendHistory {
-            locked_until: active_lock(&mut conn, phone, now).await?,
-            sent: sent_sms(&mut conn, phone, now).await?,
-        };
-        let newest: Option<String> = sqlx::query_scalar(
-            "SELECT c.code_hash FROM codes c JOIN verifications v ON v.id = c.verification_id
-             WHERE v.phone = $1 AND v.purpose = $2 AND v.status = 'pending' AND v.expires_at > $3
-             ORDER BY c.id DESC LIMIT 1",
+        // One statement: the lock in force, the day's SMS, and the newest code of the pending verification.
+        let rows: Vec<(String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
+            "SELECT 'lock'::text, locked_until, NULL::text FROM phone_state WHERE phone = $1 AND locked_until > $2
+             UNION ALL
+             SELECT 'sms', created_at, delivery FROM codes WHERE phone = $1 AND channel = 'sms' AND created_at > $3
+             UNION ALL
+             SELECT 'newest', NULL::timestamptz, (SELECT c.code_hash FROM codes c JOIN verifications v ON v.id = c.verification_id
+                                     WHERE v.phone = $1 AND v.purpose = $4 AND v.status = 'pending'
+                                       AND v.expires_at > $2
+                                     ORDER BY c.id DESC LIMIT 1)",
         )
         .bind(phone.e164())
-        .bind(purpose.as_str())
         .bind(now)
-        .fetch_optional(&mut *conn)
+        .bind(now - TimeDelta::days(1))
+        .bind(purpose.as_str())
+        .fetch_all(&self.pool)
         .await?;
-        Ok(SendState { history, salt: newest.and_then(|hash| CodeHash(hash).salt()) })
+        let rows = rows.into_iter().map(|(kind, at, text)| {
+            Ok(match (kind.as_str(), at, text) {
+                ("lock", Some(at), _) => Some(SendRow::Lock(at)),
+                ("sms", Some(at), Some(delivery)) => Some(SendRow::Sms(SentSms { at, failed: delivery == "failed" })),
+                ("newest", _, Some(hash)) => Some(SendRow::NewestCode(hash)),
+                _ => None,
+            })
+        });
+        Ok(SendState::from_rows(rows.collect::<StoreResult<Vec<_>>>()?.into_iter().flatten()))
     }
 
     #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
@@ -228,52 +237,41 @@ impl Store for PgStore {
 
     #[tracing::instrument(skip_all, fields(phone = %phone, purpose = %purpose))]
     async fn check_state(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<CheckState> {
-        let mut conn = self.pool.acquire().await?;
-        let state: Option<(i32, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
-                .bind(phone.e164())
-                .fetch_optional(&mut *conn)
-                .await?;
-        let Some((failed, locked_until)) = state else {
-            return Ok(CheckState::default());
-        };
-        let lock_expired = locked_until.is_some_and(|until| until <= now);
-        let mut out = CheckState {
-            locked_until: locked_until.filter(|until| *until > now),
-            failed_attempts: if lock_expired { 0 } else { count_u32(failed.into()) },
-            pending: None,
-            last_approved_at: None,
-        };
-        let pending: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT id FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'pending'")
-                .bind(phone.e164())
-                .bind(purpose.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(id) = pending {
-            let live_codes = sqlx::query_as::<_, (String, String)>(
-                "SELECT channel, code_hash FROM codes WHERE verification_id = $1 AND expires_at > $2 AND revoked_at IS NULL
-                 ORDER BY id DESC",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|(channel, hash)| Ok((super::channel(&channel)?, CodeHash(hash))))
-            .collect::<StoreResult<Vec<_>>>()?;
-            let live_codes = super::live_codes(live_codes);
-            out.pending = Some(PendingVerification { id: VerificationId(id), live_codes });
-        } else {
-            out.last_approved_at = sqlx::query_scalar(
-                "SELECT MAX(approved_at) FROM verifications WHERE phone = $1 AND purpose = $2 AND status = 'approved'",
-            )
-            .bind(phone.e164())
-            .bind(purpose.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
-        }
-        Ok(out)
+        // One statement: a row per live code of the pending verification (one row if it has none, none if the
+        // number is unknown), each carrying the number's count and lock.
+        let rows: Vec<(
+            i32,
+            Option<DateTime<Utc>>,
+            Option<uuid::Uuid>,
+            Option<String>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+        )> = sqlx::query_as(
+            "SELECT p.failed_attempts, p.locked_until, v.id, c.channel, c.code_hash,
+                    CASE WHEN v.id IS NULL THEN (SELECT MAX(a.approved_at) FROM verifications a
+                                                 WHERE a.phone = p.phone AND a.purpose = $2 AND a.status = 'approved')
+                    END
+             FROM phone_state p
+             LEFT JOIN verifications v ON v.phone = p.phone AND v.purpose = $2 AND v.status = 'pending'
+             LEFT JOIN codes c ON c.verification_id = v.id AND c.expires_at > $3 AND c.revoked_at IS NULL
+             WHERE p.phone = $1
+             ORDER BY c.id DESC",
+        )
+        .bind(phone.e164())
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows.into_iter().map(|(failed, locked_until, pending, channel, hash, approved)| {
+            Ok(CheckRow {
+                failed_attempts: failed.into(),
+                locked_until,
+                pending: pending.map(VerificationId),
+                code: channel.zip(hash),
+                last_approved_at: approved,
+            })
+        });
+        CheckState::from_rows(rows.collect::<StoreResult<_>>()?, now)
     }
 
     #[tracing::instrument(skip_all, fields(phone = %phone))]
