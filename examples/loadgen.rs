@@ -13,9 +13,13 @@
 //! - `health`: grpc.health.v1 Check.
 //!
 //! It prints requests per second, the outcomes by status and reason, and p50/p90/p99/max latency from an HDR
-//! histogram. Before the load, with the server idle, it measures the argon2 ceiling: hashes and checks per second
-//! with the server's parameters on `--threads` threads. Each rate is printed as a ratio to that ceiling. `--json`
-//! prints the same as one JSON object.
+//! histogram. Before and after the load, with the server idle, it measures the argon2 ceiling: hashes and checks per
+//! second with the server's parameters on `--threads` threads. Each rate is printed as a ratio to the mean of the
+//! two. With `--server-pid` it also splits the machine's CPU time during the load between the server, itself and
+//! the rest, and estimates argon2's share of the server's time. `--json` prints the same as one JSON object.
+//!
+//! Refused calls (`OVERLOADED`) wait as `RetryInfo` says, as a well-behaved client does; in `verify-right` the check
+//! is then tried again (the driver still has the code).
 //!
 //! The server must let the load through: front-line limits off; for the verify scenarios `--max-failed-attempts
 //! 100`; for `verify-wrong-resent` `--resend-cooldown 0s`. `scripts/perf` starts it so.
@@ -83,6 +87,10 @@ struct Args {
     /// Threads for the ceiling: as many as the server hashes on (default: this machine's cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// The server's process id: the report then splits the machine's CPU time between the server, the load
+    /// generator and the rest (Linux `/proc`).
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -94,18 +102,22 @@ fn number(n: u32) -> (String, String) {
     (format!("010-{a:04}-{b:04}"), format!("+8210{a:04}{b:04}"))
 }
 
-/// What one call came to: `OK …` or the status code and `ErrorInfo.reason`.
-fn outcome<T>(result: Result<T, tonic::Status>, ok: impl FnOnce(T) -> String) -> String {
+/// What one call came to: `OK …` or the status code and `ErrorInfo.reason`, and `RetryInfo`'s delay if any.
+type Answer = (String, Option<Duration>);
+
+fn outcome<T>(result: Result<T, tonic::Status>, ok: impl FnOnce(T) -> String) -> Answer {
     match result {
-        Ok(value) => ok(value),
+        Ok(value) => (ok(value), None),
         Err(status) => {
-            let reason = status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default();
-            format!("{:?} {reason}", status.code()).trim_end().to_owned()
+            let details = status.get_error_details();
+            let reason = details.error_info().map(|i| i.reason.clone()).unwrap_or_default();
+            let retry = details.retry_info().and_then(|r| r.retry_delay);
+            (format!("{:?} {reason}", status.code()).trim_end().to_owned(), retry)
         }
     }
 }
 
-fn verify_outcome(r: Result<tonic::Response<pb::VerifyCodeResponse>, tonic::Status>) -> String {
+fn verify_outcome(r: Result<tonic::Response<pb::VerifyCodeResponse>, tonic::Status>) -> Answer {
     outcome(r, |r| format!("OK {}", r.into_inner().result().as_str_name()))
 }
 
@@ -115,24 +127,29 @@ struct SmsFile(Arc<Mutex<HashMap<String, String>>>);
 
 impl SmsFile {
     fn follow(path: PathBuf) -> Self {
+        use tokio::io::AsyncReadExt;
         let codes = Self::default();
         let shared = codes.clone();
         let code = regex::Regex::new(r"\b\d{6,8}\b").unwrap();
         tokio::spawn(async move {
-            let mut read = 0;
+            // Reads only what was appended since the last look, so the load generator's own cost stays flat.
+            let (mut file, mut pending) = (None, Vec::new());
             loop {
-                if let Ok(text) = tokio::fs::read_to_string(&path).await {
-                    let fresh = text.get(read..).unwrap_or("");
-                    let complete = fresh.rfind('\n').map_or(0, |end| end + 1);
-                    for line in fresh[..complete].lines() {
-                        if let Ok(sms) = serde_json::from_str::<serde_json::Value>(line) {
+                if file.is_none() {
+                    file = tokio::fs::File::open(&path).await.ok();
+                }
+                if let Some(file) = file.as_mut() {
+                    let _ = file.read_to_end(&mut pending).await;
+                    let complete = pending.iter().rposition(|&b| b == b'\n').map_or(0, |end| end + 1);
+                    for line in pending[..complete].split(|&b| b == b'\n') {
+                        if let Ok(sms) = serde_json::from_slice::<serde_json::Value>(line) {
                             let (to, body) = (sms["to"].as_str().unwrap_or(""), sms["body"].as_str().unwrap_or(""));
                             if let Some(found) = code.find(body) {
                                 shared.0.lock().unwrap().insert(to.to_owned(), found.as_str().to_owned());
                             }
                         }
                     }
-                    read += complete;
+                    pending.drain(..complete);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -184,6 +201,55 @@ fn argon2_rate(params: &Params, threads: usize, span: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU time in the kernel's clock ticks, read from Linux's `/proc`: the whole machine's (busy and all), this
+/// process's and the server's. Only ratios of ticks are reported, so the tick rate does not matter.
+#[derive(Clone, Copy, Default)]
+struct CpuTicks {
+    machine_busy: u64,
+    machine_steal: u64,
+    machine_all: u64,
+    loadgen: u64,
+    server: u64,
+}
+
+impl CpuTicks {
+    fn read(server: Option<u32>) -> Option<Self> {
+        // `cpu  user nice system idle iowait irq softirq steal …`: idle and iowait are the idle part.
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let machine_all: u64 = fields.iter().take(8).sum();
+        let machine_busy = machine_all - fields.get(3)? - fields.get(4)?;
+        let machine_steal = *fields.get(7)?;
+        // `pid (comm) state …`: utime and stime are the 12th and 13th fields after the comm's closing parenthesis.
+        let process = |pid: &str| -> Option<u64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        };
+        let server = match server {
+            Some(pid) => process(&pid.to_string())?,
+            None => 0,
+        };
+        Some(Self { machine_busy, machine_steal, machine_all, loadgen: process("self")?, server })
+    }
+}
+
+/// How the machine's CPU time was spent during the load, as shares of all of it (every core).
+#[derive(serde::Serialize)]
+struct CpuShare {
+    server: Option<f64>,
+    load_generator: f64,
+    /// Busy, but neither: the database server, the kernel's own work, anything else running.
+    other: f64,
+    /// Taken by the hypervisor for other guests (part of `other`): a machine that is slower than it looks.
+    steal: f64,
+    idle: f64,
+    /// The share of the server's CPU time that the argon2 work it did would take at the ceiling's rate: the
+    /// part of its time that went into hashing, the rest being what it adds around the hash.
+    argon2_share_of_server: Option<f64>,
+}
+
 #[derive(serde::Serialize)]
 struct Report {
     scenario: Scenario,
@@ -198,9 +264,13 @@ struct Report {
     /// The same for calls shed with OVERLOADED, and for the rest.
     shed_latency_ms: BTreeMap<&'static str, f64>,
     served_latency_ms: BTreeMap<&'static str, f64>,
+    /// The argon2 rate measured before and after the load, and their mean.
+    argon2_before: f64,
+    argon2_after: f64,
     argon2_per_second: f64,
     ceiling_per_second: Option<f64>,
     ratio_to_ceiling: Option<f64>,
+    cpu: Option<CpuShare>,
 }
 
 #[tokio::main]
@@ -258,11 +328,13 @@ async fn main() {
         _ => None,
     };
 
-    // The ceiling, with the server idle.
-    let argon2_per_second = argon2_rate(&params, threads, Duration::from_secs(2));
+    // The ceiling, with the server idle: before the load and again after it, because a shared machine's speed
+    // drifts; the ratio uses their mean.
+    let argon2_before = argon2_rate(&params, threads, Duration::from_secs(2));
 
     let next = Arc::new(AtomicU64::new(0));
     let span = *args.duration;
+    let cpu_before = CpuTicks::read(args.server_pid);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..args.concurrency {
@@ -301,10 +373,20 @@ async fn main() {
                         match client.send_code(send).await {
                             Err(status) => outcome(Err::<(), _>(status), |()| String::new()),
                             Ok(_) => match sms.as_ref().unwrap().code_for(&e164).await {
-                                None => "no SMS in the file".into(),
+                                None => ("no SMS in the file".into(), None),
                                 Some(code) => {
+                                    // The driver has the code: a refused check is tried again once the server
+                                    // says there is room, or the send's hash would be wasted.
                                     let request = pb::VerifyCodeRequest { phone_number: phone, purpose: login, code };
-                                    verify_outcome(client.verify_code(request).await)
+                                    let mut answer = verify_outcome(client.verify_code(request.clone()).await);
+                                    for _ in 0..20 {
+                                        let Some(wait) = answer.1.filter(|_| answer.0.ends_with("OVERLOADED")) else {
+                                            break;
+                                        };
+                                        tokio::time::sleep(wait.mul_f64(0.75 + (i % 11) as f64 / 20.0)).await;
+                                        answer = verify_outcome(client.verify_code(request.clone()).await);
+                                    }
+                                    answer
                                 }
                             },
                         }
@@ -312,12 +394,13 @@ async fn main() {
                 };
                 let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                 latency.saturating_record(micros.max(1));
-                // A well-behaved client waits as RetryInfo says when the server sheds load.
-                let shed = answer.ends_with("OVERLOADED");
+                let shed = answer.0.ends_with("OVERLOADED");
                 if shed { &mut shed_latency } else { &mut served_latency }.saturating_record(micros.max(1));
-                *outcomes.entry(answer).or_default() += 1;
-                if shed {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                *outcomes.entry(answer.0).or_default() += 1;
+                // A well-behaved client waits as RetryInfo says when the server sheds load, spread by ±25% so
+                // that the refused do not all come back at once.
+                if let (true, Some(wait)) = (shed, answer.1) {
+                    tokio::time::sleep(wait.mul_f64(0.75 + (i % 11) as f64 / 20.0)).await;
                 }
             }
             (latency, shed_latency, served_latency, outcomes)
@@ -336,6 +419,9 @@ async fn main() {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = CpuTicks::read(args.server_pid);
+    let argon2_after = argon2_rate(&params, threads, Duration::from_secs(2));
+    let argon2_per_second = (argon2_before + argon2_after) / 2.0;
     let requests = latency.len();
     let requests_per_second = requests as f64 / seconds;
     let useful: u64 = match args.scenario {
@@ -349,6 +435,25 @@ async fn main() {
         Scenario::VerifyRight => Some(argon2_per_second / 2.0),
         Scenario::Rejected | Scenario::Health => None,
     };
+    let ratio_to_ceiling = ceiling_per_second.map(|c| useful_per_second / c);
+    let cpu = cpu_before.zip(cpu_after).map(|(before, after)| {
+        let all = (after.machine_all - before.machine_all).max(1) as f64;
+        let share = |a: u64, b: u64| (a - b) as f64 / all;
+        let server = args.server_pid.map(|_| share(after.server, before.server));
+        let load_generator = share(after.loadgen, before.loadgen);
+        let busy = share(after.machine_busy, before.machine_busy);
+        // The ceiling ran on `threads` threads; the machine's time is counted over all its cores.
+        let cores = std::thread::available_parallelism().map_or(threads, |n| n.get()) as f64;
+        let argon2 = ratio_to_ceiling.map(|r| r * threads as f64 / cores);
+        CpuShare {
+            server,
+            load_generator,
+            other: (busy - load_generator - server.unwrap_or(0.0)).max(0.0),
+            steal: share(after.machine_steal, before.machine_steal),
+            idle: 1.0 - busy,
+            argon2_share_of_server: server.zip(argon2).map(|(s, a)| a / s.max(f64::EPSILON)),
+        }
+    });
     let quantiles = |h: &Histogram<u64>| {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         BTreeMap::from([("p50", ms(0.5)), ("p90", ms(0.9)), ("p99", ms(0.99)), ("max", h.max() as f64 / 1000.0)])
@@ -364,9 +469,12 @@ async fn main() {
         latency_ms: quantiles(&latency),
         shed_latency_ms: quantiles(&shed_latency),
         served_latency_ms: quantiles(&served_latency),
+        argon2_before,
+        argon2_after,
         argon2_per_second,
         ceiling_per_second,
-        ratio_to_ceiling: ceiling_per_second.map(|c| useful_per_second / c),
+        ratio_to_ceiling,
+        cpu,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap());
@@ -388,9 +496,21 @@ async fn main() {
             shed["p50"], shed["p99"], served["p50"], served["p99"]
         );
     }
-    print!("  argon2 ceiling ({threads} threads): {argon2_per_second:.1}/s");
+    print!(
+        "  argon2 ceiling ({threads} threads): {argon2_per_second:.1}/s ({argon2_before:.1} before, {argon2_after:.1} after)"
+    );
     if let Some(ratio) = report.ratio_to_ceiling {
         print!("; this run is {ratio:.2} of it");
     }
     println!();
+    if let Some(cpu) = &report.cpu {
+        let server = cpu.server.map_or(String::new(), |s| format!("server {s:.2}, "));
+        println!(
+            "  CPU share: {server}load generator {:.2}, other {:.2} (steal {:.2}), idle {:.2}",
+            cpu.load_generator, cpu.other, cpu.steal, cpu.idle
+        );
+        if let Some(argon2) = cpu.argon2_share_of_server {
+            println!("  argon2's share of the server's CPU time: {argon2:.2}");
+        }
+    }
 }
