@@ -155,10 +155,9 @@ pub enum HashError {
     /// The hashing pool was closed (the service is shutting down).
     #[error("hashing pool closed")]
     Closed,
-    /// The queue is full: refused before anything was counted or stored. `retry_after` is about how long the
-    /// workers take to work through a full queue, when a place is likely to be free again.
+    /// The queue is full: refused before anything was counted or stored.
     #[error("hashing queue full")]
-    Overloaded { retry_after: Duration },
+    Overloaded,
     /// The caller's deadline passed while the work waited for a worker: dropped unhashed.
     #[error("caller's deadline passed in the hashing queue")]
     CallerGone,
@@ -193,16 +192,9 @@ pub struct CodeHasher {
     params: Argon2Params,
     permits: Arc<Semaphore>,
     hashes: Arc<AtomicU64>,
-    /// A moving average of one computation's time on a worker, in microseconds.
-    computation_micros: Arc<AtomicU64>,
-    workers: usize,
     queued: Arc<AtomicUsize>,
     queue_limit: usize,
 }
-
-/// The bounds of the retry hint given with OVERLOADED: never so short that refused callers come straight back,
-/// never so long that an obedient client waits past a drained queue.
-const RETRY_HINT: (Duration, Duration) = (Duration::from_millis(20), Duration::from_secs(2));
 
 impl CodeHasher {
     /// A hasher that runs at most `workers` argon2 computations at once, with a queue of at most `limit`.
@@ -214,8 +206,6 @@ impl CodeHasher {
             params,
             permits: Arc::new(Semaphore::new(workers)),
             hashes: Arc::new(AtomicU64::new(0)),
-            computation_micros: Arc::new(AtomicU64::new(0)),
-            workers,
             queued: Arc::new(AtomicUsize::new(0)),
             queue_limit: usize::MAX,
         };
@@ -223,7 +213,6 @@ impl CodeHasher {
             QueueLimit::Fixed(n) => n.max(1),
             QueueLimit::Delay(delay) => {
                 let one = hasher.time_one_hash()?;
-                hasher.computation_micros.store(micros(one), Ordering::Relaxed);
                 let per_worker = delay.as_secs_f64() / one.as_secs_f64().max(1e-6);
                 // Truncation is the point: whole hashes per worker within the delay, at least one.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -268,15 +257,8 @@ impl CodeHasher {
             self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.queue_limit).then_some(n + 1));
         match taken {
             Ok(_) => Ok(Slot { queued: Arc::clone(&self.queued), deadline }),
-            Err(_) => Err(HashError::Overloaded { retry_after: self.drain_time() }),
+            Err(_) => Err(HashError::Overloaded),
         }
-    }
-
-    /// About how long the workers take to work through a full queue, from the computations' recent times.
-    fn drain_time(&self) -> Duration {
-        let one = self.computation_micros.load(Ordering::Relaxed);
-        let per_worker = self.queue_limit.div_ceil(self.workers) as u64;
-        Duration::from_micros(one.saturating_mul(per_worker)).clamp(RETRY_HINT.0, RETRY_HINT.1)
     }
 
     /// How many argon2 computations (hashes and verifications) this hasher has run.
@@ -376,29 +358,17 @@ impl CodeHasher {
         let pepper = self.pepper.clone();
         let params = self.params;
         let span = tracing::Span::current();
-        let average = Arc::clone(&self.computation_micros);
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let _held = (permit, slot);
-            let started = std::time::Instant::now();
             let params = params.params().map_err(|e| HashError::Argon2(e.to_string()))?;
             let argon2 = Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
                 .map_err(|e| HashError::Argon2(e.to_string()))?;
-            let result = f(&argon2);
-            // Weight 1/8 for the newest sample; the first sample is taken whole.
-            let sample = micros(started.elapsed());
-            let _ = average.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 { sample } else { old - old / 8 + sample / 8 })
-            });
-            result
+            f(&argon2)
         })
         .instrument(tracing::debug_span!("argon2"))
         .await?
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The output of `code` under the derivation `stored` was made with (its algorithm, version, parameters and
@@ -480,30 +450,12 @@ mod tests {
         let h = CodeHasher::new(fresh(), Argon2Params::default(), 1, QueueLimit::Fixed(2)).unwrap();
         let a = h.admit(None).unwrap();
         let _b = h.admit(None).unwrap();
-        assert!(matches!(h.admit(None), Err(HashError::Overloaded { .. })));
+        assert!(matches!(h.admit(None), Err(HashError::Overloaded)));
         drop(a);
         assert!(h.admit(None).is_ok());
         let sized = CodeHasher::new(fresh(), Argon2Params::default(), 2, QueueLimit::Delay(Duration::from_secs(1)));
         let limit = sized.unwrap().queue_limit();
         assert!(limit >= 2 && limit % 2 == 0, "whole hashes per worker: {limit}");
-    }
-
-    #[tokio::test]
-    async fn a_refusal_says_when_the_queue_will_have_drained() {
-        let h = CodeHasher::new(fresh(), Argon2Params::default(), 2, QueueLimit::Fixed(6)).unwrap();
-        let hint = |h: &CodeHasher| {
-            let held: Vec<_> = (0..6).map(|_| h.admit(None).unwrap()).collect();
-            let Err(HashError::Overloaded { retry_after }) = h.admit(None) else { panic!("the queue is full") };
-            drop(held);
-            retry_after
-        };
-        assert_eq!(hint(&h), RETRY_HINT.0, "nothing hashed yet: the shortest hint");
-        let code = OtpCode::parse("123456", CodeLength::default()).unwrap();
-        hash(&h, &code, None).await;
-        let one = Duration::from_micros(h.computation_micros.load(Ordering::Relaxed));
-        assert!(one > Duration::ZERO);
-        // Three computations per worker, each about as long as the ones measured.
-        assert_eq!(hint(&h), (one * 3).clamp(RETRY_HINT.0, RETRY_HINT.1));
     }
 
     #[tokio::test]

@@ -158,9 +158,9 @@ impl From<ServiceError> for Status {
             ServiceError::Store(error @ (StoreError::Query(_) | StoreError::Migrate(_) | StoreError::Corrupt(_))) => {
                 return internal(&error);
             }
-            ServiceError::Hash(HashError::Overloaded { retry_after }) => {
+            ServiceError::Hash(HashError::Overloaded) => {
                 info(&mut details, "OVERLOADED", HashMap::new());
-                details.set_retry_info(Some(retry_after));
+                details.set_retry_info(Some(Duration::from_secs(1)));
                 (Code::ResourceExhausted, "the server is overloaded; nothing was done; retry shortly".into())
             }
             ServiceError::Hash(HashError::CallerGone) => {
