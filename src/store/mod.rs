@@ -373,4 +373,51 @@ mod tests {
         ];
         assert_eq!(live_codes(codes), [hash(6), hash(5), hash(4), hash(3)]);
     }
+
+    fn row(code: Option<(&str, &str)>) -> CheckRow {
+        CheckRow {
+            failed_attempts: 4,
+            locked_until: None,
+            pending: Some(VerificationId(uuid::Uuid::nil())),
+            code: code.map(|(c, h)| (c.to_owned(), h.to_owned())),
+            last_approved_at: None,
+        }
+    }
+
+    #[test]
+    fn a_check_state_keeps_the_rows_order_and_the_live_code_bound() {
+        let now = Utc::now();
+        let rows = ["sms h7", "supervisor h6", "sms h5", "sms h4", "sms h3", "supervisor h2"]
+            .map(|c| row(c.split_once(' ')))
+            .into_iter()
+            .collect();
+        let state = CheckState::from_rows(rows, now).unwrap();
+        assert_eq!(state.failed_attempts, 4);
+        let hashes = state.pending.unwrap().live_codes;
+        assert_eq!(hashes, ["h7", "h6", "h5", "h4"].map(|h| CodeHash(h.into())));
+
+        let nothing_live = CheckState::from_rows(vec![row(None)], now).unwrap();
+        assert!(nothing_live.pending.unwrap().live_codes.is_empty());
+        let expired_lock = CheckRow { locked_until: Some(now), ..row(None) };
+        let state = CheckState::from_rows(vec![expired_lock], now).unwrap();
+        assert_eq!((state.locked_until, state.failed_attempts), (None, 0), "an expired lock restarts the count");
+        assert!(CheckState::from_rows(vec![], now).unwrap().pending.is_none());
+        assert!(CheckState::from_rows(vec![row(Some(("carrier-pigeon", "h")))], now).is_err());
+    }
+
+    #[test]
+    fn a_send_state_gathers_its_rows() {
+        let now = Utc::now();
+        let salt = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let state = SendState::from_rows([
+            SendRow::Sms(SentSms { at: now, failed: false }),
+            SendRow::Lock(now),
+            SendRow::Sms(SentSms { at: now, failed: true }),
+            SendRow::NewestCode(salt.into()),
+        ]);
+        assert_eq!(state.history.locked_until, Some(now));
+        assert_eq!(state.history.sent.len(), 2);
+        assert_eq!(state.salt, CodeHash(salt.into()).salt());
+        assert!(state.salt.is_some());
+    }
 }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use super::{
     Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, Reservation, SendRow, SendState,
-    Store, StoreResult, count_u32,
+    Store, StoreError, StoreResult, count_u32,
 };
 use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
 
@@ -79,7 +79,9 @@ impl Store for PgStore {
                 ("lock", Some(at), _) => Some(SendRow::Lock(at)),
                 ("sms", Some(at), Some(delivery)) => Some(SendRow::Sms(SentSms { at, failed: delivery == "failed" })),
                 ("newest", _, Some(hash)) => Some(SendRow::NewestCode(hash)),
-                _ => None,
+                // Nothing pending: the subquery's row is NULL.
+                ("newest", _, None) => None,
+                (kind, ..) => return Err(StoreError::Corrupt(format!("send history row `{kind}`"))),
             })
         });
         Ok(SendState::from_rows(rows.collect::<StoreResult<Vec<_>>>()?.into_iter().flatten()))

@@ -102,7 +102,9 @@ impl Store for SqliteStore {
                     Some(SendRow::Sms(SentSms { at: from_ms(at)?, failed: delivery == "failed" }))
                 }
                 ("newest", _, Some(hash)) => Some(SendRow::NewestCode(hash)),
-                _ => None,
+                // Nothing pending: the subquery's row is NULL.
+                ("newest", _, None) => None,
+                (kind, ..) => return Err(StoreError::Corrupt(format!("send history row `{kind}`"))),
             })
         });
         Ok(SendState::from_rows(rows.collect::<StoreResult<Vec<_>>>()?.into_iter().flatten()))
