@@ -35,9 +35,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
         }
         let mut summary = Summary(String::new());
         event.record(&mut summary);
-        // The health check's ping runs on its own timer, not on behalf of any call; a PRAGMA is SQLite setting up
-        // a connection the pool has just opened, which happens once per connection, not per call.
-        if summary.0 != "SELECT 1" && !summary.0.starts_with("PRAGMA") {
+        // The health check's ping runs on its own timer, not on behalf of any call.
+        if summary.0 != "SELECT 1" {
             self.0.lock().unwrap().push(summary.0);
         }
     }

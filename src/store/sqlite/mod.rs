@@ -20,16 +20,9 @@ use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendHistory, SendRefu
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// SQLite-backed [`Store`].
-///
-/// SQLite lets one connection write at a time. Writers that meet a held write lock get `SQLITE_BUSY` and sleep
-/// in SQLite's busy handler (1, 2, 5, 10 … ms) even when the lock is free again a moment later: under load that
-/// left a core idle (about 2,000 sleeps in 4 s, measured with strace). So every write goes through `writer`, a
-/// pool of one connection whose waiters queue without sleeping; reads use `pool` and never wait for a writer
-/// (write-ahead log).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: SqlitePool,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -60,31 +53,21 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, writer })
+        Ok(Self { pool })
     }
 
-    /// The pool for reads (and for tests that inspect the database).
+    /// The pool, for tests that inspect the database.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-
-    /// The single connection every write goes through.
-    pub(super) fn writer(&self) -> &SqlitePool {
-        &self.writer
     }
 }
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await?;
+        MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 
@@ -129,7 +112,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
     async fn issue_code(&self, code: NewCode, policy: &Policy) -> StoreResult<Result<IssuedCode, SendRefusal>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = ms(code.now);
         let phone = code.phone.e164();
         let locked_until: Option<i64> = sqlx::query_scalar(
@@ -214,7 +197,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
     async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         match outcome {
             DeliveryOutcome::Delivered { message_id } => {
                 let delivered: Option<(String, String)> = sqlx::query_as(
@@ -243,7 +226,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
     async fn withdraw_code(&self, code: CodeId) -> StoreResult<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let verification: Option<String> =
             sqlx::query_scalar("DELETE FROM codes WHERE id = $1 RETURNING verification_id")
                 .bind(code.0)
@@ -327,7 +310,7 @@ impl Store for SqliteStore {
         .bind(ms(now))
         .bind(i64::from(policy.max_failed_attempts))
         .bind(ms(lock_end))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
             return Ok(Reservation::Granted {
@@ -353,7 +336,7 @@ impl Store for SqliteStore {
         phone: &PhoneNumber,
         now: DateTime<Utc>,
     ) -> StoreResult<Approval> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let consumed = sqlx::query(
             "UPDATE verifications SET status = 'approved', approved_at = $2 WHERE id = $1 AND status = 'pending'",
         )
@@ -399,13 +382,13 @@ impl Store for SqliteStore {
         .bind(epoch)
         .bind(locks_until.map(ms))
         .bind(ms(now))
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let cutoff = ms(before);
         let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(cutoff).execute(&mut *tx).await?;
         let verifications = sqlx::query(
@@ -416,7 +399,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let forgotten = forget_idle_numbers(&self.writer, before, now).await?;
+        let forgotten = forget_idle_numbers(&self.pool, before, now).await?;
         Ok(codes.rows_affected() + verifications.rows_affected() + forgotten)
     }
 }

@@ -99,7 +99,7 @@ impl SupervisionStore for SqliteStore {
         event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<Option<AuditEvent>> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let added = sqlx::query(
             "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
@@ -141,7 +141,7 @@ impl SupervisionStore for SqliteStore {
         event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<Option<AuditEvent>> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
             .bind(name.as_str())
             .bind(ms(now))
@@ -209,7 +209,7 @@ impl SupervisionStore for SqliteStore {
         mut event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<LookupIssue> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let granted: Vec<i64> = sqlx::query_scalar(
             "SELECT at FROM audit_events WHERE actor_name = $1 AND action = 'lookup_code' AND outcome = 'granted'
              AND at > $2 ORDER BY at",
@@ -267,7 +267,7 @@ impl SupervisionStore for SqliteStore {
     }
 
     async fn append_audit(&self, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let event = append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok(event)
@@ -347,7 +347,7 @@ impl SupervisionStore for SqliteStore {
         mut event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<(Unlocked, AuditEvent)> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let state: Option<(i64, Option<i64>)> =
             sqlx::query_as("SELECT failed_attempts, locked_until FROM phone_state WHERE phone = $1")
                 .bind(phone.e164())
