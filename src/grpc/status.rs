@@ -170,7 +170,7 @@ impl From<ServiceError> for Status {
                     "the deadline passed while the call waited its turn; nothing was counted".into(),
                 )
             }
-            ServiceError::Hash(error @ (HashError::Argon2(_) | HashError::Join(_) | HashError::Closed)) => {
+            ServiceError::Hash(error @ (HashError::Argon2(_) | HashError::Worker | HashError::Closed)) => {
                 return internal(&error);
             }
             ServiceError::Task(error) => return internal(&error),

@@ -1,6 +1,6 @@
 //! Codes are stored only as argon2id PHC strings, salted per verification and keyed with the server's pepper.
-//! Hashing is CPU- and memory-heavy, so it runs on tokio's blocking pool behind a semaphore that bounds how many
-//! hashes run at once (and so how much memory they take), never on the async reactor.
+//! Hashing is CPU- and memory-heavy, so it runs on its own threads ([`workers`]), one per permit of a semaphore
+//! that bounds how many hashes run at once (and so how much memory they take), never on the async reactor.
 //!
 //! The queue in front of it is bounded too: a flow takes a [`Slot`] before it counts or stores anything, and when
 //! the queue is full it is refused at once (`OVERLOADED`) instead of waiting its caller into a timeout. A slot
@@ -26,6 +26,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::domain::OtpCode;
+
+mod workers;
 
 /// argon2id cost parameters (OWASP's second recommended set by default: m=19 MiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +151,9 @@ pub enum HashError {
     /// argon2 refused (e.g. out of memory).
     #[error("argon2: {0}")]
     Argon2(String),
-    /// The blocking task was cancelled or panicked.
-    #[error("hashing task failed")]
-    Join(#[from] tokio::task::JoinError),
+    /// The computation panicked or its thread is gone.
+    #[error("hashing worker failed")]
+    Worker,
     /// The hashing pool was closed (the service is shutting down).
     #[error("hashing pool closed")]
     Closed,
@@ -185,12 +187,13 @@ impl Drop for Slot {
     }
 }
 
-/// Hashes and verifies codes on the bounded blocking pool.
+/// Hashes and verifies codes on the hashing threads, behind a bounded queue.
 #[derive(Clone)]
 pub struct CodeHasher {
     pepper: Pepper,
     params: Argon2Params,
     permits: Arc<Semaphore>,
+    threads: Arc<workers::Workers>,
     hashes: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
     queue_limit: usize,
@@ -205,6 +208,7 @@ impl CodeHasher {
             pepper,
             params,
             permits: Arc::new(Semaphore::new(workers)),
+            threads: Arc::new(workers::Workers::start(workers).map_err(|e| format!("hashing threads: {e}"))?),
             hashes: Arc::new(AtomicU64::new(0)),
             queued: Arc::new(AtomicUsize::new(0)),
             queue_limit: usize::MAX,
@@ -339,7 +343,7 @@ impl CodeHasher {
         .await
     }
 
-    /// Runs `f` with a keyed argon2id instance on the blocking pool, holding a permit and `slot`, inside the
+    /// Runs `f` with a keyed argon2id instance on a hashing thread, holding a permit and `slot`, inside the
     /// current span; drops the work unrun if the slot's deadline passes before a worker is free.
     async fn run<T: Send + 'static>(
         &self,
@@ -358,16 +362,24 @@ impl CodeHasher {
         let pepper = self.pepper.clone();
         let params = self.params;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let job: workers::Job = Box::new(move || {
             let _entered = span.enter();
-            let _held = (permit, slot);
-            let params = params.params().map_err(|e| HashError::Argon2(e.to_string()))?;
-            let argon2 = Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
-                .map_err(|e| HashError::Argon2(e.to_string()))?;
-            f(&argon2)
-        })
-        .instrument(tracing::debug_span!("argon2"))
-        .await?
+            let computed = params.params().map_err(|e| HashError::Argon2(e.to_string())).and_then(|params| {
+                let argon2 =
+                    Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
+                        .map_err(|e| HashError::Argon2(e.to_string()))?;
+                f(&argon2)
+            });
+            let _ = answer.send(computed);
+            Box::new((permit, slot))
+        });
+        if let Err(job) = self.threads.run(job) {
+            // No idle thread although a permit was free: one has died. The blocking pool stands in.
+            tracing::error!("no idle hashing thread; using the blocking pool");
+            tokio::task::spawn_blocking(move || drop(job()));
+        }
+        result.instrument(tracing::debug_span!("argon2")).await.map_err(|_| HashError::Worker)?
     }
 }
 
