@@ -209,25 +209,28 @@ impl CheckState {
     }
 }
 
-/// One row of the single statement that reads what a send needs: the number's lock, one SMS of the last day, or
-/// the newest code of the pending verification (for its salt).
-enum SendRow {
-    Lock(DateTime<Utc>),
-    Sms(SentSms),
-    NewestCode(String),
-}
-
 impl SendState {
-    fn from_rows(rows: impl IntoIterator<Item = SendRow>) -> Self {
+    /// Assembles the state from the single statement that reads what a send needs: `(kind, time, text)` rows for
+    /// the number's lock, each SMS of the last day, and the newest code of the pending verification (for its salt),
+    /// whatever the backend's time type.
+    fn from_rows<T>(
+        rows: Vec<(String, Option<T>, Option<String>)>,
+        time: impl Fn(T) -> StoreResult<DateTime<Utc>>,
+    ) -> StoreResult<Self> {
         let mut state = Self::default();
-        for row in rows {
-            match row {
-                SendRow::Lock(until) => state.history.locked_until = Some(until),
-                SendRow::Sms(sms) => state.history.sent.push(sms),
-                SendRow::NewestCode(hash) => state.salt = CodeHash(hash).salt(),
+        for (kind, at, text) in rows {
+            match (kind.as_str(), at, text) {
+                ("lock", Some(at), _) => state.history.locked_until = Some(time(at)?),
+                ("sms", Some(at), Some(delivery)) => {
+                    state.history.sent.push(SentSms { at: time(at)?, failed: delivery == "failed" });
+                }
+                ("newest", _, Some(hash)) => state.salt = CodeHash(hash).salt(),
+                // Nothing pending: the subquery's row is NULL.
+                ("newest", _, None) => {}
+                (kind, ..) => return Err(StoreError::Corrupt(format!("send history row `{kind}`"))),
             }
         }
-        state
+        Ok(state)
     }
 }
 
@@ -409,15 +412,20 @@ mod tests {
     fn a_send_state_gathers_its_rows() {
         let now = Utc::now();
         let salt = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
-        let state = SendState::from_rows([
-            SendRow::Sms(SentSms { at: now, failed: false }),
-            SendRow::Lock(now),
-            SendRow::Sms(SentSms { at: now, failed: true }),
-            SendRow::NewestCode(salt.into()),
-        ]);
+        let row = |kind: &str, at: Option<DateTime<Utc>>, text: Option<&str>| (kind.into(), at, text.map(Into::into));
+        let rows = vec![
+            row("sms", Some(now), Some("delivered")),
+            row("lock", Some(now), None),
+            row("sms", Some(now), Some("failed")),
+            row("newest", None, Some(salt)),
+        ];
+        let state = SendState::from_rows(rows, Ok).unwrap();
         assert_eq!(state.history.locked_until, Some(now));
         assert_eq!(state.history.sent.len(), 2);
         assert_eq!(state.salt, CodeHash(salt.into()).salt());
         assert!(state.salt.is_some());
+        assert!(state.history.sent[1].failed);
+        assert!(SendState::from_rows(vec![row("newest", None, None)], Ok).unwrap().salt.is_none());
+        assert!(SendState::from_rows(vec![row("carrier-pigeon", None, None)], Ok).is_err());
     }
 }

@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, Reservation, SendRow, SendState,
-    Store, StoreError, StoreResult, count_u32,
+    Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, Reservation, SendState, Store,
+    StoreError, StoreResult, count_u32,
 };
 use crate::domain::{Channel, PhoneNumber, Policy, Purpose, SendHistory, SendRefusal, SentSms, VerificationId};
 
@@ -95,19 +95,7 @@ impl Store for SqliteStore {
         .bind(purpose.as_str())
         .fetch_all(&self.pool)
         .await?;
-        let rows = rows.into_iter().map(|(kind, at, text)| {
-            Ok(match (kind.as_str(), at, text) {
-                ("lock", Some(at), _) => Some(SendRow::Lock(from_ms(at)?)),
-                ("sms", Some(at), Some(delivery)) => {
-                    Some(SendRow::Sms(SentSms { at: from_ms(at)?, failed: delivery == "failed" }))
-                }
-                ("newest", _, Some(hash)) => Some(SendRow::NewestCode(hash)),
-                // Nothing pending: the subquery's row is NULL.
-                ("newest", _, None) => None,
-                (kind, ..) => return Err(StoreError::Corrupt(format!("send history row `{kind}`"))),
-            })
-        });
-        Ok(SendState::from_rows(rows.collect::<StoreResult<Vec<_>>>()?.into_iter().flatten()))
+        SendState::from_rows(rows, from_ms)
     }
 
     #[tracing::instrument(skip_all, fields(phone = %code.phone, purpose = %code.purpose))]
