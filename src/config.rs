@@ -105,6 +105,9 @@ pub struct Settings {
     /// Admin listener (otp.v1.SupervisorService behind bearer tokens, health, reflection).
     #[arg(long, env = "OTPD_ADMIN_LISTEN", default_value = "127.0.0.1:50052", global = true)]
     pub admin_listen: SocketAddr,
+    /// TLS and mutual TLS on the listeners (src/tls.rs).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
     pub database_url: String,
@@ -281,6 +284,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// TLS of both listeners.
+    pub tls: crate::tls::TlsSettings,
     /// Database URL.
     pub database_url: String,
     /// SMS gateway.
@@ -369,6 +374,7 @@ impl Settings {
                 return Err(invalid("pepper-file", "prod mode needs a pepper (--pepper-file or OTPD_PEPPER)"));
             }
         };
+        let tls = self.tls.validate(self.mode, self.admin_listen)?;
         let code_length = CodeLength::new(self.code_length).map_err(|m| invalid("code-length", m))?;
         let code_ttl = delta("code-ttl", self.code_ttl)?;
         if code_ttl < chrono::TimeDelta::seconds(30) || code_ttl > chrono::TimeDelta::minutes(10) {
@@ -454,6 +460,7 @@ impl Settings {
         Ok(Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
+            tls,
             database_url: self.database_url.clone(),
             sms_gateway: self.sms_gateway.clone(),
             sms_sender: sender.to_owned(),

@@ -20,3 +20,4 @@ pub mod startup;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
+pub mod tls;

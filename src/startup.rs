@@ -57,6 +57,8 @@ pub struct Application {
     supervision: SupervisionService,
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
+    public_tls: Option<Arc<crate::tls::ServerTls>>,
+    admin_tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Application {
@@ -101,10 +103,11 @@ impl Application {
             audit,
             limits: Arc::clone(&limits),
         });
+        let (public_tls, admin_tls) = crate::tls::load(&config.tls).await?;
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, stores, hasher, service, supervision, clock, limits })
+        Ok(Self { public, admin, config, stores, hasher, service, supervision, clock, limits, public_tls, admin_tls })
     }
 
     /// The bound public address (useful with port 0).
@@ -152,6 +155,11 @@ impl Application {
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
+        let (public_tls, admin_tls) = (self.public_tls.clone(), self.admin_tls.clone());
+        // Installed before anything is served: a SIGHUP must never meet the default action (exit).
+        let tls_reload =
+            crate::tls::reload_on_sighup(public_tls.iter().chain(&admin_tls).cloned().collect(), token.clone())
+                .context("listening for SIGHUP")?;
 
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
@@ -160,8 +168,22 @@ impl Application {
             .add_service(health.clone())
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
-            .add_service(otp)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.public), token.clone().cancelled_owned());
+            .add_service(otp);
+        let handshake_timeout = self.config.tls.handshake_timeout;
+        let (listener, stop) = (self.public, token.clone());
+        // One arm per kind of stream: tonic is generic over the connection type, and only the real types keep
+        // `remote_addr` (TcpConnectInfo, or TlsConnectInfo around it) for the client-IP limits.
+        let public = async move {
+            match public_tls {
+                Some(tls) => {
+                    let incoming = tls.incoming(listener, handshake_timeout, stop.clone());
+                    public.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
+                }
+                None => {
+                    public.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await
+                }
+            }
+        };
         let supervisor = SupervisorServiceServer::new(SupervisorApi::new(
             self.supervision.clone(),
             self.config.allowed_countries.clone(),
@@ -175,8 +197,19 @@ impl Application {
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(supervisor)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
+            .add_service(supervisor);
+        let (listener, stop) = (self.admin, token.clone());
+        let admin = async move {
+            match admin_tls {
+                Some(tls) => {
+                    let incoming = tls.incoming(listener, handshake_timeout, stop.clone());
+                    admin.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
+                }
+                None => {
+                    admin.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await
+                }
+            }
+        };
 
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
@@ -196,6 +229,9 @@ impl Application {
         let (public, admin) = tokio::join!(public, admin);
         token.cancel();
         let _ = background.await;
+        if let Some(tls_reload) = tls_reload {
+            let _ = tls_reload.await;
+        }
         public.context("public listener")?;
         admin.context("admin listener")?;
         tracing::info!("stopped");

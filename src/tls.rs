@@ -1,0 +1,547 @@
+//! TLS on the two listeners (rustls with ring, the provider tonic and reqwest already build): certificates and
+//! keys from PEM files, optional mutual TLS on the admin listener, and the files re-read on SIGHUP so that a
+//! certificate rotates without a restart.
+//!
+//! Each TLS listener runs its own accept loop: every connection's handshake is a task of its own with a timeout,
+//! so a slow or hostile client holds one permit of [`MAX_PENDING_HANDSHAKES`], never the loop. A finished
+//! handshake yields a `tokio_rustls` stream, for which tonic's `Connected` reports the TCP peer, so
+//! `Request::remote_addr` (and the per-IP limits built on it) sees the same address as without TLS.
+//! Reloading swaps the whole `rustls::ServerConfig` (certificate, key and client CA together); connections
+//! already open keep the session they negotiated, every new handshake uses the new configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Mode};
+
+/// Handshakes in progress at once per listener; past it, accepting waits for one to finish or time out.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Finished handshakes waiting for tonic to pick them up.
+const READY_QUEUE: usize = 64;
+
+/// The TLS settings, as given on the command line (flattened into `otpd`'s settings).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) of the public listener; with --tls-key the public listener speaks only
+    /// TLS. Re-read on SIGHUP. Default: plaintext.
+    #[arg(long, env = "OTPD_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert. Re-read on SIGHUP.
+    #[arg(long, env = "OTPD_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate chain of the admin listener. Default: --tls-cert (with --tls-key).
+    #[arg(long, env = "OTPD_ADMIN_TLS_CERT", global = true)]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert. Default: --tls-key.
+    #[arg(long, env = "OTPD_ADMIN_TLS_KEY", global = true)]
+    pub admin_tls_key: Option<PathBuf>,
+    /// PEM CA certificates for mutual TLS on the admin listener: only clients presenting a certificate that
+    /// chains to one of them connect. Needs TLS on the admin listener. Re-read on SIGHUP. Default: no client
+    /// certificate asked for.
+    #[arg(long, env = "OTPD_ADMIN_CLIENT_CA", global = true)]
+    pub admin_client_ca: Option<PathBuf>,
+    /// Longest TLS handshake; a client that has not finished it by then is disconnected.
+    #[arg(long, env = "OTPD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", global = true)]
+    pub tls_handshake_timeout: humantime::Duration,
+}
+
+/// A PEM file and the setting that named it (errors name both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemFile {
+    /// The flag, without `--`.
+    pub setting: &'static str,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// The files one TLS listener is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PemFile,
+    /// The leaf's private key.
+    pub key: PemFile,
+    /// CA certificates a client's certificate must chain to; None: no client certificate is asked for.
+    pub client_ca: Option<PemFile>,
+}
+
+/// Validated TLS settings of both listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The public listener's files; None: plaintext.
+    pub public: Option<TlsFiles>,
+    /// The admin listener's files; None: plaintext.
+    pub admin: Option<TlsFiles>,
+    /// Longest handshake.
+    pub handshake_timeout: Duration,
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { setting, message: message.into() }
+}
+
+/// A certificate and key given together, or neither.
+fn pair(
+    cert: (&'static str, &Option<PathBuf>),
+    key: (&'static str, &Option<PathBuf>),
+) -> Result<Option<(PemFile, PemFile)>, ConfigError> {
+    // clap refuses an empty path on the command line and treats an empty variable as unset.
+    let file = |setting, path: &PathBuf| PemFile { setting, path: path.clone() };
+    match (cert.1, key.1) {
+        (Some(c), Some(k)) => Ok(Some((file(cert.0, c), file(key.0, k)))),
+        (Some(_), None) => Err(invalid(key.0, format!("--{} needs its private key, --{}", cert.0, key.0))),
+        (None, Some(_)) => Err(invalid(cert.0, format!("--{} needs its certificate, --{}", key.0, cert.0))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl TlsArgs {
+    /// Pairs certificates with keys, applies the admin listener's defaults, and in prod mode refuses a plaintext
+    /// admin listener on any address but loopback (bearer tokens and codes would cross the network in clear).
+    pub fn validate(&self, mode: Mode, admin_listen: SocketAddr) -> Result<TlsSettings, ConfigError> {
+        let public = pair(("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key))?;
+        let admin = pair(("admin-tls-cert", &self.admin_tls_cert), ("admin-tls-key", &self.admin_tls_key))?
+            .or_else(|| public.clone());
+        let client_ca = match &self.admin_client_ca {
+            None => None,
+            Some(_) if admin.is_none() => {
+                return Err(invalid(
+                    "admin-client-ca",
+                    "mutual TLS needs TLS on the admin listener: give --admin-tls-cert and --admin-tls-key \
+                     (or --tls-cert and --tls-key)",
+                ));
+            }
+            Some(path) => Some(PemFile { setting: "admin-client-ca", path: path.clone() }),
+        };
+        if mode == Mode::Prod && admin.is_none() && !admin_listen.ip().to_canonical().is_loopback() {
+            return Err(invalid(
+                "admin-listen",
+                format!(
+                    "prod mode serves the admin listener on {admin_listen}, which is not a loopback address, only \
+                     with TLS: give --admin-tls-cert and --admin-tls-key (or --tls-cert and --tls-key)"
+                ),
+            ));
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return Err(invalid("tls-handshake-timeout", "must be positive"));
+        }
+        Ok(TlsSettings {
+            public: public.map(|(cert, key)| TlsFiles { cert, key, client_ca: None }),
+            admin: admin.map(|(cert, key)| TlsFiles { cert, key, client_ca }),
+            handshake_timeout: *self.tls_handshake_timeout,
+        })
+    }
+}
+
+/// A TLS file could not be used. The message names the setting and the file, never the file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("--{setting} {}: cannot read the file: {source}", path.display())]
+    Read {
+        /// The flag.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but holds nothing usable.
+    #[error("--{setting} {}: {message}", path.display())]
+    Invalid {
+        /// The flag.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl TlsError {
+    fn invalid(file: &PemFile, message: impl Into<String>) -> Self {
+        Self::Invalid { setting: file.setting, path: file.path.clone(), message: message.into() }
+    }
+}
+
+/// What is wrong with a PEM file, without quoting it (a key file's lines are secret).
+fn pem_problem(error: &pem::Error) -> &'static str {
+    match error {
+        pem::Error::MissingSectionEnd { .. } => "not valid PEM: a section has no END line",
+        pem::Error::IllegalSectionStart { .. } => "not valid PEM: a malformed BEGIN line",
+        pem::Error::Base64Decode(_) => "not valid PEM: bad base64",
+        pem::Error::SectionTooLarge => "not valid PEM: a section is too large",
+        pem::Error::NoItemsFound => "holds no PEM item of the expected kind",
+        _ => "not valid PEM",
+    }
+}
+
+async fn read(file: &PemFile) -> Result<Vec<u8>, TlsError> {
+    tokio::fs::read(&file.path).await.map_err(|source| TlsError::Read {
+        setting: file.setting,
+        path: file.path.clone(),
+        source,
+    })
+}
+
+/// Every certificate in a PEM file (other PEM items, such as a key in the same file, are skipped).
+async fn certificates(file: &PemFile) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(file).await?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::invalid(file, pem_problem(&e)))?;
+    if certs.is_empty() {
+        return Err(TlsError::invalid(file, "holds no PEM CERTIFICATE"));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+async fn private_key(file: &PemFile) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(file).await?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::invalid(file, "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)"),
+        e => TlsError::invalid(file, pem_problem(&e)),
+    })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds a listener's rustls configuration from its files.
+pub async fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    let chain = certificates(&files.cert).await?;
+    let key = private_key(&files.key).await?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::invalid(&files.cert, format!("no TLS version available: {e}")))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca_file).await? {
+                roots.add(cert).map_err(|e| TlsError::invalid(ca_file, format!("not a usable CA certificate: {e}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::invalid(ca_file, format!("cannot verify clients with it: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        TlsError::invalid(
+            &files.key,
+            format!("does not go with the certificate in {} ({e})", files.cert.path.display()),
+        )
+    })?;
+    // gRPC is HTTP/2 only; clients such as grpc-go refuse a TLS server that does not select h2 by ALPN.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// One listener's TLS: the files it was built from and the configuration every new handshake uses.
+pub struct ServerTls {
+    listener: &'static str,
+    files: TlsFiles,
+    current: watch::Sender<Arc<ServerConfig>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").field("listener", &self.listener).field("files", &self.files).finish()
+    }
+}
+
+impl ServerTls {
+    /// Reads the files of `listener` ("public" or "admin", for the logs).
+    pub async fn load(listener: &'static str, files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let config = server_config(&files).await?;
+        tracing::info!(listener, cert = %files.cert.path.display(), mutual = files.client_ca.is_some(), "TLS on");
+        Ok(Arc::new(Self { listener, files, current: watch::Sender::new(Arc::new(config)) }))
+    }
+
+    /// Re-reads the files; on any error the configuration in use stays.
+    pub async fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files).await?;
+        self.current.send_replace(Arc::new(config));
+        Ok(())
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.current.borrow()))
+    }
+
+    /// The TLS connections of `listener`, handshaken concurrently, until `shutdown` or until the stream is
+    /// dropped.
+    pub fn incoming(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+        let (ready, stream) = mpsc::channel(READY_QUEUE);
+        tokio::spawn(Arc::clone(self).accept_loop(listener, handshake_timeout, shutdown, ready));
+        ReceiverStream::new(stream)
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+        ready: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+    ) {
+        let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = ready.closed() => break,
+                permit = Arc::clone(&pending).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_closed) => break,
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = ready.closed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(listener = self.listener, %error, "accepting a connection failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = self.acceptor();
+            let (ready, shutdown, listener) = (ready.clone(), shutdown.clone(), self.listener);
+            tokio::spawn(async move {
+                let _permit = permit;
+                // Small gRPC frames should leave at once, as tonic's own listener does.
+                let _ = tcp.set_nodelay(true);
+                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+                let stream = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    done = handshake => done,
+                };
+                match stream {
+                    Ok(Ok(stream)) => {
+                        let _ = ready.send(Ok(stream)).await;
+                    }
+                    // Scanners and misconfigured clients are routine: not worth more than debug.
+                    Ok(Err(error)) => tracing::debug!(listener, %peer, %error, "TLS handshake failed"),
+                    Err(_elapsed) => tracing::debug!(listener, %peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    }
+}
+
+/// Loads the TLS of both listeners (None where a listener is plaintext).
+pub async fn load(settings: &TlsSettings) -> Result<(Option<Arc<ServerTls>>, Option<Arc<ServerTls>>), TlsError> {
+    let public = match &settings.public {
+        Some(files) => Some(ServerTls::load("public", files.clone()).await?),
+        None => None,
+    };
+    let admin = match &settings.admin {
+        Some(files) => Some(ServerTls::load("admin", files.clone()).await?),
+        None => None,
+    };
+    Ok((public, admin))
+}
+
+/// Re-reads every listener's files on each SIGHUP until `shutdown`. The handler is installed before this
+/// returns, so a SIGHUP sent once the listeners answer never falls back to the default action (exit). Without
+/// any TLS listener nothing is installed and SIGHUP keeps its default.
+pub fn reload_on_sighup(
+    listeners: Vec<Arc<ServerTls>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        Ok(Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    signal = hangup.recv() => if signal.is_none() { break },
+                }
+                reload_all(&listeners).await;
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = shutdown;
+        Ok(None)
+    }
+}
+
+/// Reloads each listener, logging the outcome; a failure keeps that listener's previous configuration.
+pub async fn reload_all(listeners: &[Arc<ServerTls>]) {
+    for tls in listeners {
+        match tls.reload().await {
+            Ok(()) => tracing::info!(listener = tls.listener, cert = %tls.files.cert.path.display(),
+                "TLS certificate reloaded"),
+            Err(error) => tracing::error!(listener = tls.listener, %error,
+                "TLS reload failed; still serving the previous certificate"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn validate(args: &[&str]) -> Result<TlsSettings, ConfigError> {
+        let mut argv = vec!["otpd"];
+        argv.extend_from_slice(args);
+        let settings = crate::config::Cli::try_parse_from(argv).unwrap().settings;
+        settings.tls.validate(settings.mode, settings.admin_listen)
+    }
+
+    fn file(setting: &'static str, path: &str) -> PemFile {
+        PemFile { setting, path: path.into() }
+    }
+
+    #[test]
+    fn plaintext_by_default() {
+        let tls = validate(&[]).unwrap();
+        assert_eq!((tls.public, tls.admin), (None, None));
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_admin_listener_defaults_to_the_public_pair_and_may_have_its_own() {
+        let tls = validate(&["--tls-cert", "p.crt", "--tls-key", "p.key", "--admin-client-ca", "ca.crt"]).unwrap();
+        let public = tls.public.unwrap();
+        assert_eq!((public.cert, public.key.clone()), (file("tls-cert", "p.crt"), file("tls-key", "p.key")));
+        let admin = tls.admin.unwrap();
+        assert_eq!(admin.key, public.key);
+        assert_eq!(admin.client_ca, Some(file("admin-client-ca", "ca.crt")));
+
+        let tls = validate(&["--admin-tls-cert", "a.crt", "--admin-tls-key", "a.key"]).unwrap();
+        assert_eq!(tls.public, None);
+        assert_eq!(tls.admin.unwrap().cert, file("admin-tls-cert", "a.crt"));
+    }
+
+    #[test]
+    fn half_a_pair_and_mutual_tls_without_tls_are_errors_naming_the_setting() {
+        for (args, setting) in [
+            (&["--tls-cert", "p.crt"][..], "tls-key"),
+            (&["--tls-key", "p.key"], "tls-cert"),
+            (&["--tls-cert", "p.crt", "--tls-key", "p.key", "--admin-tls-cert", "a.crt"], "admin-tls-key"),
+            (&["--admin-tls-key", "a.key"], "admin-tls-cert"),
+            (&["--admin-client-ca", "ca.crt"], "admin-client-ca"),
+            (&["--tls-handshake-timeout", "0s"], "tls-handshake-timeout"),
+        ] {
+            assert_eq!(validate(args).unwrap_err().setting, setting, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn prod_refuses_a_plaintext_admin_listener_off_loopback() {
+        let prod = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
+        let with = |extra: &[&'static str]| {
+            let mut args = prod.to_vec();
+            args.extend_from_slice(extra);
+            crate::config::Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
+        };
+        for admin in ["0.0.0.0:50052", "10.1.2.3:50052", "[::]:50052"] {
+            let error = with(&["--admin-listen", admin]).unwrap_err();
+            assert_eq!(error.setting, "admin-listen");
+            assert!(error.to_string().contains("TLS"), "{error}");
+        }
+        // Loopback stays allowed in clear, and TLS (either pair) lifts the refusal.
+        assert!(with(&["--admin-listen", "127.0.0.1:50052"]).is_ok());
+        assert!(with(&["--admin-listen", "[::1]:50052"]).is_ok());
+        assert!(with(&["--admin-listen", "0.0.0.0:50052", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
+        assert!(with(&["--admin-listen", "0.0.0.0:50052", "--admin-tls-cert", "c", "--admin-tls-key", "k"]).is_ok());
+        // Dev mode allows it.
+        assert!(validate(&["--admin-listen", "0.0.0.0:50052"]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreadable_and_unparsable_files_are_errors_naming_setting_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (cert, key, setting, path) in [
+            (&missing, &garbage, "tls-cert", &missing),
+            (&garbage, &garbage, "tls-cert", &garbage),
+            (&empty, &garbage, "tls-cert", &empty),
+        ] {
+            let files = TlsFiles {
+                cert: PemFile { setting: "tls-cert", path: cert.clone() },
+                key: PemFile { setting: "tls-key", path: key.clone() },
+                client_ca: None,
+            };
+            let error = server_config(&files).await.unwrap_err().to_string();
+            assert!(error.starts_with(&format!("--{setting} {}", path.display())), "{error}");
+        }
+
+        // A real certificate with a key file that holds no key, or another certificate's key.
+        let signed = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert_pem, _) = signed("localhost");
+        let (_, other_key) = signed("other");
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, &cert_pem).unwrap();
+        let secret_garbage = dir.path().join("secret.key");
+        std::fs::write(&secret_garbage, "-----BEGIN PRIVATE KEY-----\nsupersecret!\n-----END PRIVATE KEY-----\n")
+            .unwrap();
+        let wrong = dir.path().join("wrong.key");
+        std::fs::write(&wrong, &other_key).unwrap();
+        for key in [&cert, &secret_garbage, &wrong] {
+            let files = TlsFiles {
+                cert: PemFile { setting: "tls-cert", path: cert.clone() },
+                key: PemFile { setting: "tls-key", path: key.clone() },
+                client_ca: None,
+            };
+            let error = server_config(&files).await.unwrap_err().to_string();
+            assert!(error.starts_with(&format!("--tls-key {}", key.display())), "{error}");
+            assert!(!error.contains("supersecret"), "{error}");
+        }
+        // A client CA file without a certificate.
+        let files = TlsFiles {
+            cert: PemFile { setting: "admin-tls-cert", path: cert.clone() },
+            key: PemFile { setting: "admin-tls-key", path: wrong.clone() },
+            client_ca: Some(PemFile { setting: "admin-client-ca", path: empty.clone() }),
+        };
+        let error = server_config(&files).await.unwrap_err().to_string();
+        assert!(error.starts_with(&format!("--admin-client-ca {}", empty.display())), "{error}");
+    }
+}
