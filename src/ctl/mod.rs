@@ -3,6 +3,7 @@
 //! scripts. The token comes from `OTPCTL_TOKEN`, never from the command line (it would land in shell history).
 
 mod render;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,9 +22,12 @@ use pb::supervisor_service_client::SupervisorServiceClient;
 #[derive(Debug, Parser)]
 #[command(name = "otpctl", version, about = "Team lead's tool for otpd: code lookup, phone status, unlock, audit log")]
 pub struct Args {
-    /// The otpd admin listener.
+    /// The otpd admin listener: http://HOST:PORT, or https://HOST:PORT when it serves TLS.
     #[arg(long, env = "OTPCTL_SERVER", default_value = "http://127.0.0.1:50052", global = true)]
     pub server: String,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: tls::ClientTlsArgs,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -116,9 +120,18 @@ pub async fn run(args: Args) -> ExitCode {
         eprintln!("OTPCTL_TOKEN이 설정되지 않았습니다. / Set OTPCTL_TOKEN to your supervisor token.");
         return ExitCode::from(2);
     };
-    let client = match connect(&args.server).await {
+    let tls = match args.tls.for_server(&args.server) {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match connect(&args.server, tls).await {
         Ok(client) => client,
         Err(e) => {
+            // The causes say why: refused, unknown certificate issuer, no client certificate…
+            let e = crate::telemetry::ErrorChain(&*e);
             eprintln!("서버에 연결할 수 없습니다: {} / Cannot reach the server: {e}", args.server);
             return ExitCode::FAILURE;
         }
@@ -161,12 +174,15 @@ impl From<tonic::Status> for Refusal {
     }
 }
 
-async fn connect(server: &str) -> Result<SupervisorServiceClient<Channel>, Box<dyn std::error::Error>> {
-    let channel = Channel::from_shared(server.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect()
-        .await?;
+async fn connect(
+    server: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<SupervisorServiceClient<Channel>, Box<dyn std::error::Error>> {
+    let mut endpoint = Channel::from_shared(server.to_owned())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(20)).connect().await?;
     Ok(SupervisorServiceClient::new(channel))
 }
 
