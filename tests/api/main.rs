@@ -18,4 +18,5 @@ mod service_surface;
 mod sms_http;
 mod store_conformance;
 mod supervisor;
+mod tls;
 mod validation;
