@@ -374,6 +374,34 @@ async fn otpctl_works_over_mutual_tls() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_a_go_client_speaks_mutual_tls_to_the_admin_listener() {
+    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let pki = Pki::new();
+    let app = spawn_with_tls(&pki, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) =
+        (write("ca.crt", &pki.ca.pem), write("kim.crt", &pki.client.cert), write("kim.key", &pki.client.key));
+    let admin = app.admin_addr.to_string();
+    let grpcurl_with = |tls: &[&str]| {
+        let mut command = tokio::process::Command::new(&grpcurl);
+        command.args(tls).args([admin.as_str(), "grpc.health.v1.Health/Check"]);
+        command
+    };
+    let out = grpcurl_with(&["-cacert", &ca, "-cert", &cert, "-key", &key]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("SERVING"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // grpc-go retries a refused handshake until its connect timeout.
+    let out = grpcurl_with(&["-cacert", &ca, "-connect-timeout", "3"]).output().await.unwrap();
+    assert!(!out.status.success(), "no client certificate: {}", String::from_utf8_lossy(&out.stdout));
+    app.stop().await;
+}
+
 /// A real `otpd` process with TLS on both listeners, mutual TLS on the admin one.
 struct TlsProcess {
     child: tokio::process::Child,
