@@ -92,7 +92,7 @@ pub enum AuditCommand {
 pub enum Mode {
     /// Local development: SQLite, the `log` gateway and a generated pepper are fine.
     Dev,
-    /// Production: refuses development gateways and a missing pepper.
+    /// Production: refuses development gateways, a missing pepper and a plaintext admin listener off loopback.
     Prod,
 }
 

@@ -274,7 +274,7 @@ impl ServerTls {
     /// Reads the files of `listener` ("public" or "admin", for the logs).
     pub async fn load(listener: &'static str, files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         let config = server_config(&files).await?;
-        tracing::info!(listener, cert = %files.cert.path.display(), mutual = files.client_ca.is_some(), "TLS on");
+        tracing::info!(listener, cert = %files.cert.path.display(), mutual = files.client_ca.is_some(), "serving TLS");
         Ok(Arc::new(Self { listener, files, current: watch::Sender::new(Arc::new(config)) }))
     }
 
@@ -283,11 +283,6 @@ impl ServerTls {
         let config = server_config(&self.files).await?;
         self.current.send_replace(Arc::new(config));
         Ok(())
-    }
-
-    /// Whether clients must present a certificate.
-    pub fn mutual(&self) -> bool {
-        self.files.client_ca.is_some()
     }
 
     fn acceptor(&self) -> TlsAcceptor {
