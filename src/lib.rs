@@ -12,6 +12,7 @@ pub mod ctl;
 pub mod domain;
 pub mod grpc;
 pub mod hashing;
+pub mod healthcheck;
 pub mod limits;
 pub mod pb;
 pub mod service;
