@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod domain;
+pub mod drain;
 pub mod grpc;
 pub mod hashing;
 pub mod healthcheck;

@@ -20,6 +20,7 @@ use tonic_health::server::HealthReporter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
 use crate::domain::audit::AuditKey;
+use crate::drain::close_on_shutdown;
 use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
@@ -153,6 +154,9 @@ impl Application {
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
 
+        // At shutdown the listening sockets close at once: new connections are refused while calls drain.
+        let (public_incoming, public_closed) = close_on_shutdown(TcpListenerStream::new(self.public), token.clone());
+        let (admin_incoming, admin_closed) = close_on_shutdown(TcpListenerStream::new(self.admin), token.clone());
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
@@ -161,7 +165,7 @@ impl Application {
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
             .add_service(otp)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.public), token.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(public_incoming, public_closed);
         let supervisor = SupervisorServiceServer::new(SupervisorApi::new(
             self.supervision.clone(),
             self.config.allowed_countries.clone(),
@@ -176,7 +180,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(supervisor)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(admin_incoming, admin_closed);
 
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),

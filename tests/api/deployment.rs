@@ -352,3 +352,26 @@ async fn otpd_healthcheck_exits_0_while_serving_and_1_when_stopped() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"), "{out:?}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the probe writes nothing");
 }
+
+/// systemd's own reading of the unit, where systemd is installed: every directive known (no "Unknown key"
+/// warnings), and an exposure level (`systemd-analyze security`) of at most 2.0 on its 0–10 scale.
+#[test]
+fn systemd_analyze_accepts_the_unit() {
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The unit as installed, but running the binary just built (verify checks that ExecStart is executable).
+    let unit = read("deploy/otpd.service").replace("/usr/local/bin/otpd", env!("CARGO_BIN_EXE_otpd"));
+    let path = dir.path().join("otpd.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    assert!(verify.status.success() && verify.stderr.is_empty(), "{verify:?}");
+    let security = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(security.status.success(), "{}", String::from_utf8_lossy(&security.stdout));
+}

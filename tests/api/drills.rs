@@ -82,7 +82,7 @@ async fn sigterm_with_200_checks_in_flight_loses_no_failure() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(Backend::Postgres, dir.path()).await;
     let sms = dir.path().join("sms.jsonl");
-    let otpd = start(dir.path(), "otpd", &args_with(&db.url, &sms, &SLOW_HASHING)).await;
+    let mut otpd = start(dir.path(), "otpd", &args_with(&db.url, &sms, &SLOW_HASHING)).await;
 
     let mut client = otpd.otp().await;
     let mut wrong = Vec::new();
@@ -119,17 +119,50 @@ async fn sigterm_with_200_checks_in_flight_loses_no_failure() {
         let request = verify_req(&driver(i % DRIVERS), Purpose::Login, &wrong[i % DRIVERS]);
         calls.spawn(async move { client.verify_code(request).await });
     }
+    // Once the signal is handled the listener closes while the calls already taken drain: a new connection is
+    // refused and its calls end UNAVAILABLE.
+    let url = format!("http://{}", otpd.public_addr);
+    let refused_from = Instant::now();
+    while Channel::from_shared(url.clone()).unwrap().connect().await.is_ok() {
+        assert!(refused_from.elapsed() < Duration::from_secs(30), "the listener never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let draining = otpd.child.try_wait().unwrap().is_none();
+    for i in 0..LATE {
+        let mut client = OtpServiceClient::new(Channel::from_shared(url.clone()).unwrap().connect_lazy());
+        let request = verify_req(&driver(i % DRIVERS), Purpose::Login, &wrong[i % DRIVERS]);
+        calls.spawn(async move { client.verify_code(request).await });
+    }
     let stopping = tokio::spawn(wait_for_exit(otpd));
 
     let mut outcomes = BTreeMap::<String, usize>::new();
+    let mut examples = BTreeMap::<String, String>::new();
     while let Some(joined) = calls.join_next().await {
-        *outcomes.entry(outcome(&joined.unwrap())).or_default() += 1;
+        let result = joined.unwrap();
+        let mut name = outcome(&result);
+        // A stream the client opened after the server's GOAWAY had picked its last stream: h2 fails it with
+        // NO_ERROR, which tonic's client reports as INTERNAL "h2 protocol error". otpd never saw it (its own
+        // INTERNAL says "internal error"); the count below shows it was not evaluated.
+        if let Err(status) = &result {
+            if status.code() == tonic::Code::Internal && status.message().starts_with("h2 protocol error") {
+                name = "refused by GOAWAY (tonic: Internal)".into();
+            }
+        }
+        if let Err(status) = &result {
+            examples.entry(name.clone()).or_insert_with(|| format!("{status:?}"));
+        }
+        *outcomes.entry(name).or_default() += 1;
     }
     stopping.await.unwrap();
-    println!("drill sigterm: {at_signal} of {CHECKS} answered at SIGTERM, {LATE} more sent after it; {outcomes:?}");
+    println!(
+        "drill sigterm: {at_signal} of {CHECKS} answered at SIGTERM, {LATE} more sent on open connections after \
+         it and {LATE} on new connections once refused (still draining then: {draining}); {outcomes:?}"
+    );
     let wrong_codes = outcomes.get("WRONG_CODE").copied().unwrap_or(0);
+    println!("drill sigterm: an example of each error: {examples:?}");
     for (name, n) in &outcomes {
-        assert!(["WRONG_CODE", "Unavailable", "Cancelled"].contains(&name.as_str()), "{n} × {name}: {outcomes:?}");
+        let allowed = ["WRONG_CODE", "Unavailable", "Cancelled", "refused by GOAWAY (tonic: Internal)"];
+        assert!(allowed.contains(&name.as_str()), "{n} × {name}: {examples:?}");
     }
     assert!(wrong_codes > at_signal, "calls in flight at SIGTERM were drained, not dropped: {outcomes:?}");
     assert_eq!(stored_failures(&db).await, wrong_codes as i64, "every failure stored was answered, and only those");
@@ -149,6 +182,9 @@ async fn terminate(otpd: OtpdProcess) {
 /// Waits (longer than the helper's 20 s: the drain finishes every queued hash) for exit 0.
 async fn wait_for_exit(mut otpd: OtpdProcess) {
     let status = tokio::time::timeout(Duration::from_secs(120), otpd.child.wait()).await.unwrap().unwrap();
+    if std::env::var_os("DRILL_LOG").is_some() {
+        let _ = std::fs::copy(&otpd.stderr, "/tmp/drill-otpd.stderr");
+    }
     let log = std::fs::read_to_string(&otpd.stderr).unwrap_or_default();
     assert!(status.success(), "otpd exited with {status}: {log}");
     assert!(!log.contains("panicked"), "{log}");
