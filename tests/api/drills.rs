@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use otpd::pb::otp::v1::otp_service_client::OtpServiceClient;
-use otpd::pb::otp::v1::{Purpose, VerifyCodeResponse, VerifyResult};
+use otpd::pb::otp::v1::supervisor_service_client::SupervisorServiceClient;
+use otpd::pb::otp::v1::{GetPhoneStatusRequest, Purpose, VerifyCodeResponse, VerifyResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -310,6 +311,20 @@ async fn kill_9_of_a_replica_during_an_attack_evaluates_at_most_ten() {
     terminate(b).await;
 }
 
+/// A team lead added the way `otpd supervisors add` adds one, directly in the database; returns the token.
+async fn add_team_lead(db: &TestDb) -> String {
+    use otpd::domain::audit::{AuditAction, NewAuditEvent};
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    let token = otpd::supervision::token::generate();
+    let now = chrono::Utc::now();
+    let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, "added kim (supervisor)");
+    let hash = otpd::supervision::token::hash_secret(&token);
+    let (name, role) = ("kim".parse().unwrap(), "supervisor".parse().unwrap());
+    let added = stores.supervision.add_supervisor(&name, role, &hash, now, event, &test_audit_key()).await.unwrap();
+    assert!(added.is_some());
+    secrecy::ExposeSecret::expose_secret(&token).to_owned()
+}
+
 /// A TCP proxy between otpd and PostgreSQL that the test can cut: `down` drops every connection and closes each new
 /// one at once (what otpd sees when the database's host is gone), `up` forwards again.
 struct PgProxy {
@@ -378,6 +393,9 @@ async fn database_outage_is_unavailable_then_recovers_by_itself() {
     let mut client = otpd.otp().await;
     client.send_code(send_req(PHONE, Purpose::Login)).await.unwrap();
     let code = code_for(&sms, PHONE_E164);
+    let token = add_team_lead(&db).await;
+    let mut sup = SupervisorServiceClient::new(channel(otpd.admin_addr).await);
+    let status_req = || authed(GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() }, &token);
 
     proxy.set_up(false);
     let down_at = Instant::now();
@@ -389,7 +407,9 @@ async fn database_outage_is_unavailable_then_recovers_by_itself() {
         let send = client.send_code(send_req(&driver(n), Purpose::Login)).await.map(|_| ());
         // The right code: if anything reached the database it would approve, and the check after the outage fail.
         let check = client.verify_code(verify_req(PHONE, Purpose::Login, &code)).await.map(|_| ());
-        for result in [send, check] {
+        // A team lead's call: the token cannot be checked, and nothing is done or audited.
+        let status = sup.get_phone_status(status_req()).await.map(|_| ());
+        for result in [send, check, status] {
             let status = result.expect_err("no call succeeds without the database");
             assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
             retry_delay(&status);
@@ -427,6 +447,8 @@ async fn database_outage_is_unavailable_then_recovers_by_itself() {
          the first call succeeded in {first_call:?}, health SERVING in {serving_after:?}"
     );
 
+    let status = sup.get_phone_status(status_req()).await.unwrap().into_inner();
+    assert_eq!((status.failed_attempts, status.pending.len()), (0, 1), "the pending verification is intact");
     let r = client.verify_code(verify_req(PHONE, Purpose::Login, &code)).await.unwrap().into_inner();
     assert_eq!(r.result(), VerifyResult::Approved, "the code sent before the outage still approves");
     assert_eq!(db.phone_state(PHONE_E164).await, (0, false), "nothing was counted during the outage");
