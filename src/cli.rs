@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok((stores, key)) => supervisors(&stores, &key, command).await,
             Err(error) => Err(error),
         },
+        Command::Healthcheck(args) => crate::healthcheck::check(&config, &args).await,
         Command::Audit { command: AuditCommand::Verify { expect_head, accept_unkeyed_through } } => {
             let expect = Expectations { heads: expect_head, unkeyed_through: accept_unkeyed_through };
             match open_keyed(&config).await {

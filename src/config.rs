@@ -47,6 +47,9 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Ask a running otpd's grpc.health.v1 whether it is SERVING: exit 0 if so, 1 if not (for container and
+    /// orchestrator health checks).
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
 }
 
 /// `otpd supervisors …`

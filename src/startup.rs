@@ -20,6 +20,7 @@ use tonic_health::server::HealthReporter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
 use crate::domain::audit::AuditKey;
+use crate::drain::close_on_shutdown;
 use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
@@ -172,15 +173,18 @@ impl Application {
         let handshake_timeout = self.config.tls.handshake_timeout;
         let (listener, stop) = (self.public, token.clone());
         // One arm per kind of stream: tonic is generic over the connection type, and only the real types keep
-        // `remote_addr` (TcpConnectInfo, or TlsConnectInfo around it) for the client-IP limits.
+        // `remote_addr` (TcpConnectInfo, or TlsConnectInfo around it) for the client-IP limits. At shutdown the
+        // listening sockets close at once: new connections are refused while calls drain.
         let public = async move {
             match public_tls {
                 Some(tls) => {
-                    let incoming = tls.incoming(listener, handshake_timeout, stop.clone());
-                    public.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
+                    let (incoming, closed) =
+                        close_on_shutdown(tls.incoming(listener, handshake_timeout, stop.clone()), stop);
+                    public.serve_with_incoming_shutdown(incoming, closed).await
                 }
                 None => {
-                    public.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await
+                    let (incoming, closed) = close_on_shutdown(TcpListenerStream::new(listener), stop);
+                    public.serve_with_incoming_shutdown(incoming, closed).await
                 }
             }
         };
@@ -202,11 +206,13 @@ impl Application {
         let admin = async move {
             match admin_tls {
                 Some(tls) => {
-                    let incoming = tls.incoming(listener, handshake_timeout, stop.clone());
-                    admin.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
+                    let (incoming, closed) =
+                        close_on_shutdown(tls.incoming(listener, handshake_timeout, stop.clone()), stop);
+                    admin.serve_with_incoming_shutdown(incoming, closed).await
                 }
                 None => {
-                    admin.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await
+                    let (incoming, closed) = close_on_shutdown(TcpListenerStream::new(listener), stop);
+                    admin.serve_with_incoming_shutdown(incoming, closed).await
                 }
             }
         };

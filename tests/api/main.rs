@@ -5,6 +5,8 @@ mod helpers;
 
 mod audit_chain;
 mod concurrency;
+mod deployment;
+mod drills;
 mod grpcurl;
 mod hostile_input;
 mod lockout;
