@@ -13,6 +13,7 @@ pub mod domain;
 pub mod grpc;
 pub mod hashing;
 pub mod limits;
+pub mod metrics;
 pub mod pb;
 pub mod service;
 pub mod sms;

@@ -23,6 +23,7 @@ use crate::domain::audit::AuditKey;
 use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
+use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
 use crate::pb::otp::v1::supervisor_service_server::SupervisorServiceServer;
 use crate::service::{ServiceParts, VerificationService};
@@ -57,6 +58,8 @@ pub struct Application {
     supervision: SupervisionService,
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -67,13 +70,16 @@ impl Application {
 
     /// Connects and migrates the store, opens the gateway, binds both listeners.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
         let stores = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
+        let stores = crate::metrics::metered(stores, Arc::clone(&metrics));
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }
         let Keys { pepper, audit_key } = load_keys(&config).await?;
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers, config.hash_queue)
-            .map_err(anyhow::Error::msg)?;
+            .map_err(anyhow::Error::msg)?
+            .with_metrics(Arc::clone(&metrics));
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
         let supervision = SupervisionService::new(
             audit.clone(),
@@ -81,13 +87,14 @@ impl Application {
             Arc::clone(&clock),
             config.policy.clone(),
             config.lookup,
+            Arc::clone(&metrics),
         );
         let gateway = config
             .sms_gateway
-            .build(&config.http, Arc::clone(&clock))
+            .build(&config.http, Arc::clone(&clock), Arc::clone(&metrics))
             .await
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
-        let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)));
+        let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
@@ -100,11 +107,28 @@ impl Application {
             test_numbers: config.test_numbers.clone(),
             audit,
             limits: Arc::clone(&limits),
+            metrics: Arc::clone(&metrics),
         });
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, stores, hasher, service, supervision, clock, limits })
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (metrics)"))?),
+            None => None,
+        };
+        Ok(Self {
+            public,
+            admin,
+            config,
+            stores,
+            hasher,
+            service,
+            supervision,
+            clock,
+            limits,
+            metrics,
+            metrics_listener,
+        })
     }
 
     /// The bound public address (useful with port 0).
@@ -115,6 +139,16 @@ impl Application {
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.config.admin_listen)
+    }
+
+    /// The bound Prometheus endpoint's address, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// This application's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The code hasher (its counter shows how many argon2 computations ran).
@@ -152,10 +186,13 @@ impl Application {
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
+        let metrics_addr = self.metrics_addr();
 
+        let rpc_metrics = RpcMetricsLayer::new(Arc::clone(&self.metrics));
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .layer(rpc_metrics.clone())
             .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
             .add_service(reflection_v1.clone())
@@ -171,6 +208,7 @@ impl Application {
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .layer(rpc_metrics)
             .layer(MalformedIsInvalidArgument)
             .add_service(health)
             .add_service(reflection_v1)
@@ -185,7 +223,7 @@ impl Application {
             reporter,
             token.clone(),
         ));
-        tracing::info!(%public_addr, %admin_addr, database = backend(&self.config.database_url),
+        tracing::info!(%public_addr, %admin_addr, ?metrics_addr, database = backend(&self.config.database_url),
             sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();
         tokio::spawn(async move {
@@ -193,11 +231,19 @@ impl Application {
             tracing::info!("shutting down: draining in-flight calls");
             stop.cancel();
         });
-        let (public, admin) = tokio::join!(public, admin);
+        let (metrics_listener, metrics, scrape_token) = (self.metrics_listener, self.metrics, token.clone());
+        let scrape = async move {
+            match metrics_listener {
+                Some(listener) => crate::metrics::serve(listener, metrics, scrape_token).await,
+                None => Ok(()),
+            }
+        };
+        let (public, admin, scrape) = tokio::join!(public, admin, scrape);
         token.cancel();
         let _ = background.await;
         public.context("public listener")?;
         admin.context("admin listener")?;
+        scrape.context("metrics listener")?;
         tracing::info!("stopped");
         Ok(())
     }
