@@ -147,7 +147,8 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
             // A body that fails, or ends without trailers, sent no status: the client reads UNKNOWN/INTERNAL.
             Poll::Ready(Some(Err(_)) | None) => Some(GrpcStatus::Unknown),
         };
-        if let (Some(status), Some(call)) = (status, this.call.take()) {
+        // Only a frame that carries the status ends the call (taking it on a data frame would lose it).
+        if let Some((status, call)) = status.and_then(|status| this.call.take().map(|call| (status, call))) {
             call.finish(status);
         }
         polled

@@ -8,6 +8,7 @@ mod concurrency;
 mod grpcurl;
 mod hostile_input;
 mod lockout;
+mod metrics;
 mod otpctl;
 mod overload;
 mod pg_roles;
