@@ -306,3 +306,65 @@ impl Metrics {
         self.audit_appends.get_or_create(&AuditLabels { action, outcome }).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::domain::audit::{AuditAction, AuditOutcome};
+
+    /// Every family, with one series each (a family without series is not encoded).
+    fn everything_once() -> Metrics {
+        let m = Metrics::new();
+        let second = Duration::from_secs(1);
+        m.rpc_call(RpcMethod::SendCode, GrpcStatus::Ok, second);
+        m.send(Purpose::Login, Channel::Sms, SendResult::Failed);
+        m.verification(Purpose::Login, VerifyResult::WrongCode);
+        m.lockout(Purpose::Login);
+        m.supervisor_call(SupervisorAction::LookupCode, SupervisorOutcome::Granted);
+        m.gateway_attempt(GatewayAttempt::Failed, second);
+        m.sms_delivery(second, Some(GatewayFailure::Unavailable));
+        m.breaker(BreakerState::Open);
+        m.breaker_opened();
+        m.refused(FrontLimit::GlobalSms);
+        m.hash_queue_limit(8);
+        m.hash_queue_place(true);
+        m.hash_queue_wait(second);
+        m.hash_duration(HashOperation::Hash, second);
+        m.hash_refused(HashRefusal::Overloaded);
+        m.db_error(StoreOperation::Ping, DbErrorKind::Unavailable);
+        m.audit_append(AuditAction::PhoneLocked, AuditOutcome::Granted);
+        m
+    }
+
+    #[test]
+    fn the_breaker_gauge_holds_the_state_index() {
+        let m = Metrics::new();
+        m.breaker(BreakerState::HalfOpen);
+        assert!(m.encode().unwrap().contains("otpd_sms_breaker_state 2\n"));
+    }
+
+    /// docs/operations.md lists every metric, and its queries and alert rules use only metrics that exist.
+    #[test]
+    fn every_metric_is_documented_and_the_documented_queries_use_real_metrics() {
+        let docs = include_str!("../../docs/operations.md");
+        let text = everything_once().encode().unwrap();
+        let mut exposed = HashSet::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+            let (family, kind) = rest.split_once(' ').unwrap();
+            let queried = if kind == "counter" { format!("{family}_total") } else { family.to_owned() };
+            assert!(docs.contains(&format!("| `{queried}` |")), "{queried} is not in docs/operations.md's table");
+            if kind == "histogram" {
+                exposed.extend(["_bucket", "_sum", "_count"].map(|s| format!("{family}{s}")));
+            }
+            exposed.insert(queried);
+        }
+        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 25);
+        let names = regex::Regex::new(r"\b(?:otpd|rpc_server)_[a-z_]+\b").unwrap();
+        for name in names.find_iter(docs).map(|m| m.as_str()) {
+            assert!(exposed.contains(name), "docs/operations.md uses {name}, which is not a metric");
+        }
+    }
+}
