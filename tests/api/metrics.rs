@@ -70,16 +70,16 @@ impl Scrape {
     }
 }
 
+/// A series' labels, as [`Scrape`] keys them.
+fn key(labels: &[(&str, &str)]) -> Labels {
+    let mut labels: Labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    labels.sort();
+    labels
+}
+
 /// The expected series: each a list of `label=value` pairs and its count.
 fn expect(series: &[(&[(&str, &str)], f64)]) -> BTreeMap<Labels, f64> {
-    series
-        .iter()
-        .map(|(labels, v)| {
-            let mut labels: Labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-            labels.sort();
-            (labels, *v)
-        })
-        .collect()
+    series.iter().map(|(labels, v)| (key(labels), *v)).collect()
 }
 
 /// Every value a label may take, from the types that define them.
@@ -150,7 +150,7 @@ fn assert_no_secrets(text: &str, phones: &[&str], codes: &[String], token: &str)
     assert!(!text.contains(TICKET) && !text.contains(SUPERVISOR), "a ticket or a supervisor's name appears");
 }
 
-both_backends!(a_scripted_run_has_exactly_the_counts_it_implies);
+both_backends!(a_scripted_run_has_exactly_the_counts_it_implies, parallel_guesses_are_counted_exactly);
 
 async fn a_scripted_run_has_exactly_the_counts_it_implies(backend: Backend) {
     // Five SendCode calls from 127.0.0.1 pass the per-IP limit; the sixth is refused.
@@ -295,9 +295,7 @@ async fn a_scripted_run_has_exactly_the_counts_it_implies(backend: Backend) {
 
     // The conversion's two counters exist for every purpose from the start, at zero where nothing happened.
     for purpose in otpd::domain::Purpose::ALL {
-        let labels = send(purpose.as_str(), "sms", "delivered").map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let mut labels = labels.to_vec();
-        labels.sort();
+        let labels = key(&send(purpose.as_str(), "sms", "delivered"));
         assert!(scrape.samples["otpd_sends_total"].contains_key(&labels), "{purpose}");
     }
 
@@ -383,4 +381,53 @@ async fn the_endpoint_is_off_by_default_and_serves_only_get_metrics() {
     assert_eq!(status(client.post(format!("http://{addr}/metrics")).send().await.unwrap()), 405);
     assert_eq!(status(client.delete(format!("http://{addr}/metrics")).send().await.unwrap()), 405);
     app.stop().await;
+}
+
+/// 60 wrong guesses at once on 4 connections: the counters agree exactly with what the clients were told (10
+/// evaluated, the rest refused as locked) and with one lockout, however the calls interleave.
+async fn parallel_guesses_are_counted_exactly(backend: Backend) {
+    let app = spawn_app_with(backend, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let code = app.send_and_read(PHONE, Purpose::Login).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(pb::otp_service_client::OtpServiceClient::new(channel(app.public_addr).await));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let mut client = clients[i % clients.len()].clone();
+        let request = verify_req(PHONE, Purpose::Login, &wrong_code(&code));
+        tasks.spawn(async move { client.verify_code(request).await });
+    }
+    let (mut wrong, mut locked) = (0.0, 0.0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.into_inner().result(), PbVerifyResult::WrongCode);
+                wrong += 1.0;
+            }
+            Err(status) => {
+                assert_eq!(reason(&status), "PHONE_LOCKED");
+                locked += 1.0;
+            }
+        }
+    }
+    assert_eq!((wrong, locked), (10.0, 50.0));
+
+    let scrape = Scrape::of(app.metrics_addr.unwrap()).await;
+    let verify = |result| [("purpose", "login"), ("result", result)];
+    assert_eq!(
+        scrape.family("otpd_verifications_total"),
+        expect(&[(&verify("wrong_code"), wrong), (&verify("locked"), locked)])
+    );
+    assert_eq!(scrape.family("otpd_lockouts_total"), expect(&[(&[("purpose", "login")], 1.0)]));
+    let m = |code: GrpcStatus| {
+        [("rpc_method", RpcMethod::VerifyCode.as_str()), ("rpc_response_status_code", code.as_str())]
+    };
+    let calls = scrape.family("rpc_server_calls_total");
+    assert_eq!(calls.get(&key(&m(GrpcStatus::Ok))), Some(&wrong));
+    assert_eq!(calls.get(&key(&m(GrpcStatus::ResourceExhausted))), Some(&locked));
+    assert_eq!(
+        scrape.family("otpd_hash_duration_seconds_count"),
+        expect(&[(&[("operation", "hash")], 1.0), (&[("operation", "verify")], 10.0)])
+    );
 }
