@@ -150,7 +150,11 @@ fn assert_no_secrets(text: &str, phones: &[&str], codes: &[String], token: &str)
     assert!(!text.contains(TICKET) && !text.contains(SUPERVISOR), "a ticket or a supervisor's name appears");
 }
 
-both_backends!(a_scripted_run_has_exactly_the_counts_it_implies, parallel_guesses_are_counted_exactly);
+both_backends!(
+    a_scripted_run_has_exactly_the_counts_it_implies,
+    parallel_guesses_are_counted_exactly,
+    a_failing_statement_is_counted_by_operation_and_kind
+);
 
 async fn a_scripted_run_has_exactly_the_counts_it_implies(backend: Backend) {
     // Five SendCode calls from 127.0.0.1 pass the per-IP limit; the sixth is refused.
@@ -430,4 +434,35 @@ async fn parallel_guesses_are_counted_exactly(backend: Backend) {
         scrape.family("otpd_hash_duration_seconds_count"),
         expect(&[(&[("operation", "hash")], 1.0), (&[("operation", "verify")], 10.0)])
     );
+}
+
+/// A statement that fails (its table renamed away under the running service) is counted once, under the store
+/// operation that ran it and the error's kind, and the send under `error`; the client gets INTERNAL.
+async fn a_failing_statement_is_counted_by_operation_and_kind(backend: Backend) {
+    let app = spawn_app_with(backend, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let rename = "ALTER TABLE codes RENAME TO codes_elsewhere";
+    match backend {
+        Backend::Sqlite => {
+            sqlx::query(rename).execute(&sqlx::SqlitePool::connect(&app.db.url).await.unwrap()).await.unwrap();
+        }
+        Backend::Postgres => {
+            sqlx::query(rename).execute(&sqlx::PgPool::connect(&app.db.url).await.unwrap()).await.unwrap();
+        }
+    }
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+
+    let scrape = Scrape::of(app.metrics_addr.unwrap()).await;
+    let errors = scrape.family("otpd_database_errors_total");
+    assert_eq!(errors.get(&key(&[("operation", "send_history"), ("kind", "query")])), Some(&1.0), "{errors:?}");
+    // Only the hourly purge, which starts with the service, may have met the renamed table too.
+    assert!(
+        errors.keys().all(|l| l.contains(&("operation".into(), "send_history".into()))
+            || l.contains(&("operation".into(), "purge".into()))),
+        "{errors:?}"
+    );
+    let send = key(&[("purpose", "login"), ("channel", "sms"), ("outcome", "error")]);
+    assert_eq!(scrape.family("otpd_sends_total").get(&send), Some(&1.0));
+    assert_no_secrets(&scrape.text, &[PHONE], &[], "no token here");
+    assert!(!scrape.text.contains("codes_elsewhere"), "no error text in the metrics");
 }
