@@ -373,5 +373,8 @@ async fn write_new_pepper(path: &Path) -> anyhow::Result<()> {
     options.mode(0o600);
     let mut file = options.open(path).await.with_context(|| format!("creating pepper file {}", path.display()))?;
     tokio::io::AsyncWriteExt::write_all(&mut file, Pepper::generate_text().expose_secret().as_bytes()).await?;
+    // tokio writes on a blocking thread and does not wait for it on drop: without this the pepper can be read back
+    // before it is written (an empty file, "must be 16 to 1024 bytes, got 0"), as a test run once showed.
+    file.sync_all().await.with_context(|| format!("writing pepper file {}", path.display()))?;
     Ok(())
 }
