@@ -267,6 +267,9 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "OTPD_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
+    /// Prometheus endpoint: `GET /metrics` (OpenMetrics text) on this address, e.g. 127.0.0.1:9464. Default: off.
+    #[arg(long, env = "OTPD_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the pepper comes from.
@@ -331,6 +334,8 @@ pub struct Config {
     pub app_hashes: AllowedAppHashes,
     /// What supervisor lookups are allowed.
     pub lookup: LookupPolicy,
+    /// The Prometheus endpoint's address; None: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A setting is invalid.
@@ -405,6 +410,11 @@ impl Settings {
         argon2.validate().map_err(|m| invalid("argon2-memory-kib", format!("argon2 parameters: {m}")))?;
         if self.hash_queue == 0 && self.hash_queue_delay.is_zero() {
             return Err(invalid("hash-queue-delay", "must be positive (or set --hash-queue)"));
+        }
+        if let Some(metrics) = self.metrics_listen.filter(|m| m.port() != 0) {
+            if metrics == self.listen || metrics == self.admin_listen {
+                return Err(invalid("metrics-listen", "must differ from --listen and --admin-listen"));
+            }
         }
         if self.max_calls_per_connection == 0 {
             return Err(invalid("max-calls-per-connection", "must be at least 1"));
@@ -517,6 +527,7 @@ impl Settings {
                 window: lookup_window,
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
             },
+            metrics_listen: self.metrics_listen,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod hashing;
 pub mod healthcheck;
 pub mod limits;
+pub mod metrics;
 pub mod pb;
 pub mod service;
 pub mod sms;

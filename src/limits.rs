@@ -19,6 +19,7 @@ use governor::{Quota, RateLimiter};
 
 use crate::clock::Clock;
 use crate::domain::PhoneNumber;
+use crate::metrics::{FrontLimit, Metrics};
 
 /// A sustained rate: `N/s`, `N/m` or `N/h`; `off` disables the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,7 @@ pub struct FrontLimits {
     prefix_digits: usize,
     global: Option<Direct>,
     clock: LimiterClock,
+    metrics: Arc<Metrics>,
 }
 
 impl FrontLimits {
@@ -166,7 +168,14 @@ impl FrontLimits {
                 .rate
                 .map(|r| Direct::direct_with_clock(r.quota(settings.global_sms.burst), clock.clone())),
             clock,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// SendCode, before the request is even parsed: the client's IP.
@@ -175,16 +184,19 @@ impl FrontLimits {
             Some(ip) => self.keyed(&self.send_ip, &ip_key(ip), "client_ip"),
             None => Ok(()),
         }
+        .inspect_err(|_| self.metrics.refused(FrontLimit::SendClientIp))
     }
 
     /// SendCode, once the number is known: its prefix, then the replica's SMS rate.
     pub fn check_send_destination(&self, phone: &PhoneNumber) -> Result<(), Limited> {
         let digits: String = phone.e164().chars().filter(char::is_ascii_digit).take(self.prefix_digits).collect();
-        self.keyed(&self.prefix, &digits, "destination_prefix")?;
+        self.keyed(&self.prefix, &digits, "destination_prefix")
+            .inspect_err(|_| self.metrics.refused(FrontLimit::DestinationPrefix))?;
         match &self.global {
             Some(limiter) => limiter.check().map_err(|n| self.limited("global_sms", &n)),
             None => Ok(()),
         }
+        .inspect_err(|_| self.metrics.refused(FrontLimit::GlobalSms))
     }
 
     /// VerifyCode: the client's IP.
@@ -193,6 +205,7 @@ impl FrontLimits {
             Some(ip) => self.keyed(&self.verify_ip, &ip_key(ip), "client_ip"),
             None => Ok(()),
         }
+        .inspect_err(|_| self.metrics.refused(FrontLimit::VerifyClientIp))
     }
 
     /// Forgets keys whose bucket is full again and releases the memory, keeping the keyed state bounded by

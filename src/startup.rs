@@ -24,6 +24,7 @@ use crate::drain::close_on_shutdown;
 use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
+use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
 use crate::pb::otp::v1::supervisor_service_server::SupervisorServiceServer;
 use crate::service::{ServiceParts, VerificationService};
@@ -60,6 +61,8 @@ pub struct Application {
     limits: Arc<FrontLimits>,
     public_tls: Option<Arc<crate::tls::ServerTls>>,
     admin_tls: Option<Arc<crate::tls::ServerTls>>,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -70,13 +73,16 @@ impl Application {
 
     /// Connects and migrates the store, opens the gateway, binds both listeners.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
         let stores = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
+        let stores = crate::metrics::metered(stores, Arc::clone(&metrics));
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }
         let Keys { pepper, audit_key } = load_keys(&config).await?;
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers, config.hash_queue)
-            .map_err(anyhow::Error::msg)?;
+            .map_err(anyhow::Error::msg)?
+            .with_metrics(Arc::clone(&metrics));
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
         let supervision = SupervisionService::new(
             audit.clone(),
@@ -84,13 +90,14 @@ impl Application {
             Arc::clone(&clock),
             config.policy.clone(),
             config.lookup,
+            Arc::clone(&metrics),
         );
         let gateway = config
             .sms_gateway
-            .build(&config.http, Arc::clone(&clock))
+            .build(&config.http, Arc::clone(&clock), Arc::clone(&metrics))
             .await
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
-        let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)));
+        let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
@@ -103,12 +110,31 @@ impl Application {
             test_numbers: config.test_numbers.clone(),
             audit,
             limits: Arc::clone(&limits),
+            metrics: Arc::clone(&metrics),
         });
         let (public_tls, admin_tls) = crate::tls::load(&config.tls).await?;
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, stores, hasher, service, supervision, clock, limits, public_tls, admin_tls })
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (metrics)"))?),
+            None => None,
+        };
+        Ok(Self {
+            public,
+            admin,
+            config,
+            stores,
+            hasher,
+            service,
+            supervision,
+            clock,
+            limits,
+            public_tls,
+            admin_tls,
+            metrics,
+            metrics_listener,
+        })
     }
 
     /// The bound public address (useful with port 0).
@@ -119,6 +145,16 @@ impl Application {
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.config.admin_listen)
+    }
+
+    /// The bound Prometheus endpoint's address, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// This application's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The code hasher (its counter shows how many argon2 computations ran).
@@ -156,15 +192,18 @@ impl Application {
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
+        let metrics_addr = self.metrics_addr();
         let (public_tls, admin_tls) = (self.public_tls.clone(), self.admin_tls.clone());
         // Installed before anything is served: a SIGHUP must never meet the default action (exit).
         let tls_reload =
             crate::tls::reload_on_sighup(public_tls.iter().chain(&admin_tls).cloned().collect(), token.clone())
                 .context("listening for SIGHUP")?;
 
+        let rpc_metrics = RpcMetricsLayer::new(Arc::clone(&self.metrics));
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .layer(rpc_metrics.clone())
             .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
             .add_service(reflection_v1.clone())
@@ -197,6 +236,7 @@ impl Application {
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .layer(rpc_metrics)
             .layer(MalformedIsInvalidArgument)
             .add_service(health)
             .add_service(reflection_v1)
@@ -224,7 +264,7 @@ impl Application {
             reporter,
             token.clone(),
         ));
-        tracing::info!(%public_addr, %admin_addr, database = backend(&self.config.database_url),
+        tracing::info!(%public_addr, %admin_addr, ?metrics_addr, database = backend(&self.config.database_url),
             sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();
         tokio::spawn(async move {
@@ -232,7 +272,14 @@ impl Application {
             tracing::info!("shutting down: draining in-flight calls");
             stop.cancel();
         });
-        let (public, admin) = tokio::join!(public, admin);
+        let (metrics_listener, metrics, scrape_token) = (self.metrics_listener, self.metrics, token.clone());
+        let scrape = async move {
+            match metrics_listener {
+                Some(listener) => crate::metrics::serve(listener, metrics, scrape_token).await,
+                None => Ok(()),
+            }
+        };
+        let (public, admin, scrape) = tokio::join!(public, admin, scrape);
         token.cancel();
         let _ = background.await;
         if let Some(tls_reload) = tls_reload {
@@ -240,6 +287,7 @@ impl Application {
         }
         public.context("public listener")?;
         admin.context("admin listener")?;
+        scrape.context("metrics listener")?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -369,5 +417,8 @@ async fn write_new_pepper(path: &Path) -> anyhow::Result<()> {
     options.mode(0o600);
     let mut file = options.open(path).await.with_context(|| format!("creating pepper file {}", path.display()))?;
     tokio::io::AsyncWriteExt::write_all(&mut file, Pepper::generate_text().expose_secret().as_bytes()).await?;
+    // tokio writes on a blocking thread and does not wait for it on drop: without this the pepper can be read back
+    // before it is written (an empty file, "must be 16 to 1024 bytes, got 0"), as a test run once showed.
+    file.sync_all().await.with_context(|| format!("writing pepper file {}", path.display()))?;
     Ok(())
 }

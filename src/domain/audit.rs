@@ -103,7 +103,7 @@ impl NewAuditEvent {
 }
 
 /// Whether the action was allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditOutcome {
     /// Done.
     Granted,

@@ -97,6 +97,7 @@ async fn authenticate(
     action: Option<AuditAction>,
 ) -> Result<Actor, Status> {
     let Some(value) = headers.get("authorization") else {
+        supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
         return Err(Status::unauthenticated("missing `authorization: Bearer <token>`"));
     };
     let token = value
@@ -106,7 +107,10 @@ async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
-        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?
+        .ok_or_else(|| {
+            supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
+            Status::unauthenticated("the authorization header must be `Bearer <token>`")
+        })?
         .to_owned();
     // Detached like every flow: a client hanging up must not cancel the audit of a refused call.
     let supervision = supervision.clone();

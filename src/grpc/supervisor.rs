@@ -43,7 +43,9 @@ impl SupervisorApi {
         let fields: Vec<&str> = violations.iter().map(|v| v.field).collect();
         let detail = format!("invalid request: {}", fields.join(", "));
         let event = self.service.invalid_request_event(actor, action, phone, ticket, detail);
-        self.service.deny(event, ServiceError::InvalidArgument(violations)).await.into()
+        let error = self.service.deny(event, ServiceError::InvalidArgument(violations)).await;
+        self.service.count_refusal(Some(action), &error);
+        error.into()
     }
 }
 

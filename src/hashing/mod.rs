@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::domain::OtpCode;
+use crate::metrics::{HashOperation, HashRefusal, Metrics};
 
 mod workers;
 
@@ -179,11 +180,13 @@ pub enum QueueLimit {
 pub struct Slot {
     queued: Arc<AtomicUsize>,
     deadline: Option<tokio::time::Instant>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.hash_queue_place(false);
     }
 }
 
@@ -197,6 +200,7 @@ pub struct CodeHasher {
     hashes: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
     queue_limit: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl CodeHasher {
@@ -212,6 +216,7 @@ impl CodeHasher {
             hashes: Arc::new(AtomicU64::new(0)),
             queued: Arc::new(AtomicUsize::new(0)),
             queue_limit: usize::MAX,
+            metrics: Arc::default(),
         };
         hasher.queue_limit = match limit {
             QueueLimit::Fixed(n) => n.max(1),
@@ -249,6 +254,13 @@ impl CodeHasher {
         Ok(best)
     }
 
+    /// Reports the queue and the computations to `metrics` (before any work is admitted).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.hash_queue_limit(self.queue_limit);
+        self.metrics = metrics;
+        self
+    }
+
     /// The longest the queue may be (queued and running computations).
     pub fn queue_limit(&self) -> usize {
         self.queue_limit
@@ -260,8 +272,14 @@ impl CodeHasher {
         let taken =
             self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.queue_limit).then_some(n + 1));
         match taken {
-            Ok(_) => Ok(Slot { queued: Arc::clone(&self.queued), deadline }),
-            Err(_) => Err(HashError::Overloaded),
+            Ok(_) => {
+                self.metrics.hash_queue_place(true);
+                Ok(Slot { queued: Arc::clone(&self.queued), deadline, metrics: Arc::clone(&self.metrics) })
+            }
+            Err(_) => {
+                self.metrics.hash_refused(HashRefusal::Overloaded);
+                Err(HashError::Overloaded)
+            }
         }
     }
 
@@ -274,7 +292,7 @@ impl CodeHasher {
     pub async fn hash(&self, slot: Slot, code: &OtpCode, salt: Option<CodeSalt>) -> Result<CodeHash, HashError> {
         let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
-        self.run(slot, move |argon2| {
+        self.run(slot, HashOperation::Hash, move |argon2| {
             let salt = match salt {
                 Some(CodeSalt(salt)) => SaltString::from_b64(&salt),
                 None => {
@@ -315,7 +333,7 @@ impl CodeHasher {
     ) -> Result<Option<usize>, HashError> {
         let code = SecretString::from(code.expose().to_owned());
         let counter = Arc::clone(&self.hashes);
-        self.run(slot, move |argon2| {
+        self.run(slot, HashOperation::Verify, move |argon2| {
             let mut derived: Vec<(&str, Option<argon2::password_hash::Output>)> = Vec::new();
             let mut found = None;
             for (i, hash) in hashes.iter().enumerate() {
@@ -348,29 +366,39 @@ impl CodeHasher {
     async fn run<T: Send + 'static>(
         &self,
         slot: Slot,
+        operation: HashOperation,
         f: impl FnOnce(&Argon2<'_>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let asked = std::time::Instant::now();
+        let gone = |metrics: &Metrics| {
+            metrics.hash_refused(HashRefusal::DeadlinePassedInQueue);
+            HashError::CallerGone
+        };
         let acquire = Arc::clone(&self.permits).acquire_owned();
         let permit = match slot.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.map_err(|_| HashError::CallerGone)?,
+            Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.map_err(|_| gone(&self.metrics))?,
             None => acquire.await,
         }
         .map_err(|_| HashError::Closed)?;
         if slot.deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
-            return Err(HashError::CallerGone);
+            return Err(gone(&self.metrics));
         }
         let pepper = self.pepper.clone();
         let params = self.params;
         let span = tracing::Span::current();
+        let metrics = Arc::clone(&self.metrics);
         let (answer, result) = tokio::sync::oneshot::channel();
         let job: workers::Job = Box::new(move || {
             let _entered = span.enter();
+            let started = std::time::Instant::now();
+            metrics.hash_queue_wait(started - asked);
             let computed = params.params().map_err(|e| HashError::Argon2(e.to_string())).and_then(|params| {
                 let argon2 =
                     Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
                         .map_err(|e| HashError::Argon2(e.to_string()))?;
                 f(&argon2)
             });
+            metrics.hash_duration(operation, started.elapsed());
             let _ = answer.send(computed);
             Box::new((permit, slot))
         });

@@ -15,6 +15,7 @@ use crate::domain::{
 };
 use crate::hashing::CodeHasher;
 use crate::limits::FrontLimits;
+use crate::metrics::{GatewayFailure, Metrics, SendResult, VerifyResult};
 use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, render_body};
 use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
 use crate::supervision::AuditLog;
@@ -115,6 +116,8 @@ pub struct ServiceParts {
     pub audit: AuditLog,
     /// The per-destination and per-replica SMS limits.
     pub limits: Arc<FrontLimits>,
+    /// Where sends, checks, lockouts and deliveries are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl VerificationService {
@@ -130,8 +133,17 @@ impl VerificationService {
 
     /// SendCode: checks the SIM, the lock, the cooldown and the caps; issues a code, records it and hands the
     /// SMS to the gateway. A failed delivery revokes the code.
-    #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
     pub async fn send_code(&self, cmd: SendCommand) -> Result<SendOutcome, ServiceError> {
+        let purpose = cmd.purpose;
+        // Set where the error alone does not tell what became of the send (a failed SMS, or one never sent).
+        let mut verdict = None;
+        let result = self.send(cmd, &mut verdict).await;
+        self.inner.metrics.send(purpose, Channel::Sms, verdict.unwrap_or_else(|| SendResult::of(&result)));
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
+    async fn send(&self, cmd: SendCommand, verdict: &mut Option<SendResult>) -> Result<SendOutcome, ServiceError> {
         let this = &self.inner;
         if cmd.sim_phone.as_ref().is_some_and(|sim| *sim != cmd.phone) {
             return Err(ServiceError::SimMismatch);
@@ -157,6 +169,7 @@ impl VerificationService {
             // While the provider is known to be down no SMS can go out: refuse before any hash, code row or
             // charge to the shared limits.
             if let Some(retry_after) = this.gateway.refusing_for() {
+                *verdict = Some(SendResult::NotSent);
                 return Err(ServiceError::SmsDeliveryFailed { retry_after });
             }
             // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
@@ -191,7 +204,11 @@ impl VerificationService {
         } else {
             let deadline = self.delivery_deadline(cmd.deadline);
             // The gateway ends by `deadline` itself; this bound only catches one that does not.
-            match tokio::time::timeout_at(deadline.at + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await {
+            let started = tokio::time::Instant::now();
+            let sent =
+                tokio::time::timeout_at(deadline.at + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await;
+            this.metrics.sms_delivery(started.elapsed(), GatewayFailure::of(&sent));
+            match sent {
                 Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
                 Ok(Err(SmsError::Unconfirmed(why))) => {
                     // Handed over: it may arrive, so its code stays and the send counts, as any other.
@@ -202,6 +219,7 @@ impl VerificationService {
                     // The provider never saw it: the send did not happen, and counts toward nothing.
                     tracing::warn!(error = %error, "SMS not handed to the provider; code withdrawn");
                     self.withdraw(issued.code_id).await?;
+                    *verdict = Some(SendResult::NotSent);
                     return Err(match error {
                         SmsError::CircuitOpen { retry_after } => {
                             ServiceError::SmsDeliveryFailed { retry_after: retry_after.max(Duration::from_secs(1)) }
@@ -231,7 +249,11 @@ impl VerificationService {
             }
         }
         if !delivered {
+            *verdict = Some(SendResult::Failed);
             return Err(ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER });
+        }
+        if is_test_number {
+            *verdict = Some(SendResult::TestNumber);
         }
         tracing::info!(verification_id = %issued.verification_id, "code sent");
         Ok(SendOutcome {
@@ -271,8 +293,15 @@ impl VerificationService {
 
     /// VerifyCode: refuses while locked, reserves the attempt in the store before any hash is checked, then
     /// approves exactly once or counts the failure.
-    #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
     pub async fn verify_code(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, ServiceError> {
+        let purpose = cmd.purpose;
+        let result = self.verify(cmd).await;
+        self.inner.metrics.verification(purpose, VerifyResult::of(&result));
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
+    async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, ServiceError> {
         let this = &self.inner;
         // A place in the hashing queue before any other work (and so before the attempt is counted): an
         // overloaded server refuses at once, and refusals stay cheap however many there are.
@@ -336,6 +365,7 @@ impl VerificationService {
             };
         }
         if let Some(until) = locks_until {
+            this.metrics.lockout(cmd.purpose);
             let detail = format!(
                 "locked until {} after {attempt} consecutive wrong codes",
                 until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::clock::Clock;
+use crate::metrics::{BreakerState, Metrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -30,6 +31,7 @@ pub struct Breaker {
     threshold: u32,
     cooldown: TimeDelta,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 }
 
 /// The breaker refused a call; retry after this long.
@@ -47,7 +49,14 @@ impl Breaker {
             threshold: threshold.max(1),
             cooldown: TimeDelta::from_std(cooldown).unwrap_or(TimeDelta::seconds(30)),
             clock,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Publishes the state to `metrics` (`otpd_sms_breaker_state`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Asks to call the provider. While half-open only the one probe is admitted. The returned guard must be
@@ -62,6 +71,7 @@ impl Breaker {
             State::Closed { .. } => false,
             State::Open { .. } | State::HalfOpen { .. } => {
                 *state = State::HalfOpen { since: now + self.cooldown };
+                self.metrics.breaker(BreakerState::HalfOpen);
                 tracing::info!("SMS circuit breaker half-open: probing the provider");
                 true
             }
@@ -83,6 +93,7 @@ impl Breaker {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if probe && matches!(*state, State::HalfOpen { .. }) {
             *state = State::Open { until: self.clock.now() };
+            self.metrics.breaker(BreakerState::Open);
         }
     }
 
@@ -98,6 +109,7 @@ impl Breaker {
             (State::Closed { .. } | State::HalfOpen { .. }, false) => {
                 let until = self.clock.now() + self.cooldown;
                 tracing::warn!(%until, "SMS circuit breaker open: failing fast");
+                self.metrics.breaker_opened();
                 State::Open { until }
             }
         };
@@ -105,6 +117,11 @@ impl Breaker {
             tracing::info!("SMS circuit breaker closed: the provider answers again");
         }
         *state = next;
+        self.metrics.breaker(match next {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        });
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::{Deadline, Delivery, SmsError, SmsGateway, SmsMessage};
 use crate::clock::Clock;
+use crate::metrics::{GatewayAttempt, Metrics};
 
 /// Settings of the `http` gateway, besides its URL.
 #[derive(Debug, Clone)]
@@ -48,6 +49,7 @@ pub struct HttpGateway {
     permits: Semaphore,
     breaker: Breaker,
     requests: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(serde::Serialize)]
@@ -92,7 +94,15 @@ impl HttpGateway {
             breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown, clock),
             settings,
             requests: AtomicU64::new(0),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts attempts and the breaker's state in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.breaker = self.breaker.with_metrics(Arc::clone(&metrics));
+        self.metrics = metrics;
+        self
     }
 
     /// How many HTTP requests this gateway has made.
@@ -187,7 +197,10 @@ impl SmsGateway for HttpGateway {
             }
             let cut_short = callers && deadline - now < self.settings.attempt_timeout;
             let timeout = self.settings.attempt_timeout.min(deadline - now);
-            let retry_after = match self.attempt(message, timeout, cut_short).await {
+            let started = Instant::now();
+            let attempted = self.attempt(message, timeout, cut_short).await;
+            self.metrics.gateway_attempt(attempted.label(), started.elapsed());
+            let retry_after = match attempted {
                 Attempt::Delivered(delivery) => {
                     admission.provider_answered();
                     return Ok(delivery);
@@ -221,6 +234,17 @@ impl SmsGateway for HttpGateway {
         match last {
             Some(why) => Err(SmsError::Unconfirmed(why)),
             None => Err(SmsError::NotSent("the deadline passed before the first attempt".into())),
+        }
+    }
+}
+
+impl Attempt {
+    fn label(&self) -> GatewayAttempt {
+        match self {
+            Attempt::Delivered(_) => GatewayAttempt::Accepted,
+            Attempt::Rejected(_) => GatewayAttempt::Rejected,
+            Attempt::Transient { provider_failed: true, .. } => GatewayAttempt::Failed,
+            Attempt::Transient { provider_failed: false, .. } => GatewayAttempt::CutShort,
         }
     }
 }

@@ -110,12 +110,19 @@ impl GatewayConfig {
         }
     }
 
-    /// Opens the gateway; the `http` one with `http` options and its breaker on `clock`.
-    pub async fn build(&self, http: &HttpOptions, clock: Arc<dyn Clock>) -> Result<Arc<dyn SmsGateway>, String> {
+    /// Opens the gateway; the `http` one with `http` options, its breaker on `clock`, counting into `metrics`.
+    pub async fn build(
+        &self,
+        http: &HttpOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Arc<dyn SmsGateway>, String> {
         Ok(match self {
             GatewayConfig::Log => Arc::new(LogGateway),
             GatewayConfig::File(path) => Arc::new(FileGateway::open(path).await.map_err(|e| e.to_string())?),
-            GatewayConfig::Http(url) => Arc::new(HttpGateway::new(url.clone(), http.clone(), clock)?),
+            GatewayConfig::Http(url) => {
+                Arc::new(HttpGateway::new(url.clone(), http.clone(), clock)?.with_metrics(metrics))
+            }
         })
     }
 }

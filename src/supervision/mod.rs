@@ -16,6 +16,7 @@ use crate::domain::{
     Actor, Channel, ContactChannel, OtpCode, PhoneNumber, Policy, Purpose, Reason, Role, TicketId, VerificationId,
 };
 use crate::hashing::CodeHasher;
+use crate::metrics::{Metrics, SendResult, SupervisorAction, SupervisorOutcome};
 use crate::service::ServiceError;
 use crate::store::{AuditFilter, LookupIssue, LookupQuota, NewCode, PhoneStatus, SupervisionStore, Unlocked};
 
@@ -70,6 +71,7 @@ pub struct SupervisionService {
     clock: Arc<dyn Clock>,
     policy: Policy,
     lookup: LookupPolicy,
+    metrics: Arc<Metrics>,
 }
 
 const LOOKUP_REASON: &str = "strong_complaint";
@@ -82,8 +84,20 @@ impl SupervisionService {
         clock: Arc<dyn Clock>,
         policy: Policy,
         lookup: LookupPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { audit, hasher, clock, policy, lookup }
+        Self { audit, hasher, clock, policy, lookup, metrics }
+    }
+
+    /// Counts a supervisor call refused before it reached its flow (no token, a malformed request).
+    pub fn count_refusal(&self, action: Option<AuditAction>, error: &ServiceError) {
+        self.metrics.supervisor_call(action.into(), SupervisorOutcome::of(Some(error)));
+    }
+
+    /// Counts a flow's outcome and passes it on.
+    fn counted<T>(&self, action: SupervisorAction, result: Result<T, ServiceError>) -> Result<T, ServiceError> {
+        self.metrics.supervisor_call(action, SupervisorOutcome::of(result.as_ref().err()));
+        result
     }
 
     fn store(&self) -> &Arc<dyn SupervisionStore> {
@@ -143,8 +157,13 @@ impl SupervisionService {
     /// LookupCode: the contact number must be the number being verified; the number must not be locked; a
     /// pending verification must have had an SMS within the window; the supervisor's quota must allow it.
     /// Then a fresh code is issued for that verification and audited in one transaction.
-    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %cmd.phone, ticket = cmd.ticket.as_str()))]
     pub async fn lookup_code(&self, actor: &Actor, cmd: LookupCommand) -> Result<LookupOutcome, ServiceError> {
+        let result = self.lookup(actor, cmd).await;
+        self.counted(SupervisorAction::LookupCode, result)
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %cmd.phone, ticket = cmd.ticket.as_str()))]
+    async fn lookup(&self, actor: &Actor, cmd: LookupCommand) -> Result<LookupOutcome, ServiceError> {
         self.require(actor, &[Role::Supervisor], AuditAction::LookupCode, Some(&cmd.phone)).await?;
         let now = self.clock.now();
         let matched = cmd.contact_number == cmd.phone;
@@ -196,6 +215,7 @@ impl SupervisionService {
         match issued.map_err(audit_failed)? {
             LookupIssue::Issued { expires_at, event } => {
                 trace(&event);
+                self.metrics.send(pending.purpose, Channel::Supervisor, SendResult::Delivered);
                 Ok(LookupOutcome {
                     code,
                     verification_id: pending.id,
@@ -222,8 +242,18 @@ impl SupervisionService {
     }
 
     /// GetPhoneStatus, audited.
-    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
     pub async fn phone_status(
+        &self,
+        actor: &Actor,
+        phone: &PhoneNumber,
+        ticket: &TicketId,
+    ) -> Result<(PhoneStatus, AuditEvent), ServiceError> {
+        let result = self.status(actor, phone, ticket).await;
+        self.counted(SupervisorAction::GetPhoneStatus, result)
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
+    async fn status(
         &self,
         actor: &Actor,
         phone: &PhoneNumber,
@@ -245,8 +275,19 @@ impl SupervisionService {
     }
 
     /// UnlockPhone: admin only, audited in the same transaction.
-    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
     pub async fn unlock_phone(
+        &self,
+        actor: &Actor,
+        phone: &PhoneNumber,
+        ticket: &TicketId,
+        reason: &Reason,
+    ) -> Result<(Unlocked, AuditEvent), ServiceError> {
+        let result = self.unlock(actor, phone, ticket, reason).await;
+        self.counted(SupervisorAction::UnlockPhone, result)
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
+    async fn unlock(
         &self,
         actor: &Actor,
         phone: &PhoneNumber,
@@ -265,8 +306,18 @@ impl SupervisionService {
     }
 
     /// ListAuditEvents: auditor or admin; the read itself is audited.
-    #[tracing::instrument(skip_all, fields(actor = %actor.name))]
     pub async fn list_audit(
+        &self,
+        actor: &Actor,
+        filter: AuditFilter,
+        phone: Option<&PhoneNumber>,
+    ) -> Result<Vec<AuditEvent>, ServiceError> {
+        let result = self.audit_events(actor, filter, phone).await;
+        self.counted(SupervisorAction::ListAuditEvents, result)
+    }
+
+    #[tracing::instrument(skip_all, fields(actor = %actor.name))]
+    async fn audit_events(
         &self,
         actor: &Actor,
         filter: AuditFilter,
@@ -283,6 +334,14 @@ impl SupervisionService {
     /// Resolves a bearer token to its supervisor. A disabled supervisor's call is refused and audited as denied
     /// under their name, as `action` (the method called, when it is one of the service's).
     pub async fn authenticate(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
+        let result = self.token_holder(token, action).await;
+        if let Err(error) = &result {
+            self.count_refusal(action, error);
+        }
+        result
+    }
+
+    async fn token_holder(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
         let Some(holder) = self.store().token_holder(&token::hash(token)).await? else {
             tracing::warn!(target: "audit", "supervisor call with an unknown token");
             return Err(ServiceError::Unauthenticated);

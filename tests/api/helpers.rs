@@ -204,6 +204,8 @@ pub struct TestApp {
     pub stores: otpd::store::Stores,
     pub hasher: otpd::hashing::CodeHasher,
     pub sup: SupervisorServiceClient<Channel>,
+    /// The Prometheus endpoint, when `--metrics-listen` is given.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub dir: tempfile::TempDir,
@@ -227,7 +229,7 @@ pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) ->
     let config = test_config(&db.url, &sms_path, extra);
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let app = Application::build_with_clock(config, clock.clone()).await.unwrap();
-    let (public_addr, admin_addr) = (app.public_addr(), app.admin_addr());
+    let (public_addr, admin_addr, metrics_addr) = (app.public_addr(), app.admin_addr(), app.metrics_addr());
     let stores = app.stores();
     let hasher = app.hasher().clone();
     let shutdown = CancellationToken::new();
@@ -244,6 +246,7 @@ pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) ->
         stores,
         hasher,
         sup,
+        metrics_addr,
         shutdown,
         server: Some(server),
         dir,

@@ -10,6 +10,7 @@ mod drills;
 mod grpcurl;
 mod hostile_input;
 mod lockout;
+mod metrics;
 mod otpctl;
 mod overload;
 mod pg_roles;

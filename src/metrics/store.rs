@@ -1,0 +1,199 @@
+//! The store, counted: every failed operation by kind (`otpd_database_errors_total`) and every audit event the
+//! database accepted (`otpd_audit_appends_total`), whichever flow wrote it, without touching either backend.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{DbErrorKind, Metrics, StoreOperation as Op};
+use crate::domain::audit::{AuditEvent, AuditKey, NewAuditEvent};
+use crate::domain::{PhoneNumber, Policy, Purpose, Role, SendRefusal, SupervisorName, VerificationId};
+use crate::store::{
+    Approval, AuditFilter, CheckState, CodeId, DeliveryOutcome, IssuedCode, LookupIssue, LookupQuota, LookupTarget,
+    NewCode, PhoneStatus, Reservation, SendState, Store, StoreResult, Stores, SupervisionStore, SupervisorRecord,
+    TokenHolder, Unlocked,
+};
+
+/// Both faces of `stores`, counting into `metrics`.
+pub fn metered(stores: Stores, metrics: Arc<Metrics>) -> Stores {
+    let metered = Arc::new(Metered { verification: stores.verification, supervision: stores.supervision, metrics });
+    Stores { verification: metered.clone(), supervision: metered }
+}
+
+struct Metered {
+    verification: Arc<dyn Store>,
+    supervision: Arc<dyn SupervisionStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    fn seen<T>(&self, operation: Op, result: StoreResult<T>) -> StoreResult<T> {
+        if let Err(error) = &result {
+            self.metrics.db_error(operation, DbErrorKind::of(error));
+        }
+        result
+    }
+
+    fn appended(&self, event: &AuditEvent) {
+        self.metrics.audit_append(event.event.action, event.event.outcome);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Metered {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.seen(Op::Migrate, self.verification.migrate().await)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.seen(Op::Ping, self.verification.ping().await)
+    }
+
+    async fn send_history(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<SendState> {
+        self.seen(Op::SendHistory, self.verification.send_history(phone, purpose, now).await)
+    }
+
+    async fn issue_code(&self, code: NewCode, policy: &Policy) -> StoreResult<Result<IssuedCode, SendRefusal>> {
+        self.seen(Op::IssueCode, self.verification.issue_code(code, policy).await)
+    }
+
+    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
+        self.seen(Op::RecordDelivery, self.verification.record_delivery(code, outcome, now).await)
+    }
+
+    async fn withdraw_code(&self, code: CodeId) -> StoreResult<()> {
+        self.seen(Op::WithdrawCode, self.verification.withdraw_code(code).await)
+    }
+
+    async fn check_state(&self, phone: &PhoneNumber, purpose: Purpose, now: DateTime<Utc>) -> StoreResult<CheckState> {
+        self.seen(Op::CheckState, self.verification.check_state(phone, purpose, now).await)
+    }
+
+    async fn reserve_attempt(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> StoreResult<Reservation> {
+        self.seen(Op::ReserveAttempt, self.verification.reserve_attempt(phone, now, policy).await)
+    }
+
+    async fn approve(
+        &self,
+        verification: VerificationId,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Approval> {
+        self.seen(Op::Approve, self.verification.approve(verification, phone, now).await)
+    }
+
+    async fn release_attempt(
+        &self,
+        phone: &PhoneNumber,
+        reservation: Reservation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.seen(Op::ReleaseAttempt, self.verification.release_attempt(phone, reservation, now).await)
+    }
+
+    async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.seen(Op::Purge, self.verification.purge(before, now).await)
+    }
+}
+
+#[async_trait::async_trait]
+impl SupervisionStore for Metered {
+    async fn add_supervisor(
+        &self,
+        name: &SupervisorName,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let added = self.supervision.add_supervisor(name, role, token_hash, now, event, key).await;
+        let added = self.seen(Op::AddSupervisor, added)?;
+        added.iter().for_each(|event| self.appended(event));
+        Ok(added)
+    }
+
+    async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
+        self.seen(Op::ListSupervisors, self.supervision.list_supervisors().await)
+    }
+
+    async fn disable_supervisor(
+        &self,
+        name: &SupervisorName,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let disabled =
+            self.seen(Op::DisableSupervisor, self.supervision.disable_supervisor(name, now, event, key).await)?;
+        disabled.iter().for_each(|event| self.appended(event));
+        Ok(disabled)
+    }
+
+    async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>> {
+        self.seen(Op::TokenHolder, self.supervision.token_holder(token_hash).await)
+    }
+
+    async fn lookup_target(
+        &self,
+        phone: &PhoneNumber,
+        purpose: Option<Purpose>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<LookupTarget> {
+        self.seen(Op::LookupTarget, self.supervision.lookup_target(phone, purpose, now).await)
+    }
+
+    async fn issue_supervisor_code(
+        &self,
+        verification: VerificationId,
+        code: NewCode,
+        quota: LookupQuota,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<LookupIssue> {
+        let issued = self.supervision.issue_supervisor_code(verification, code, quota, event, key).await;
+        let issued = self.seen(Op::IssueSupervisorCode, issued)?;
+        match &issued {
+            LookupIssue::Issued { event, .. }
+            | LookupIssue::QuotaExceeded { event, .. }
+            | LookupIssue::Locked { event, .. }
+            | LookupIssue::NotPending { event } => self.appended(event),
+        }
+        Ok(issued)
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
+        let event = self.seen(Op::AppendAudit, self.supervision.append_audit(event, key).await)?;
+        self.appended(&event);
+        Ok(event)
+    }
+
+    async fn phone_status(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<PhoneStatus> {
+        self.seen(Op::PhoneStatus, self.supervision.phone_status(phone, now).await)
+    }
+
+    async fn unlock_phone(
+        &self,
+        phone: &PhoneNumber,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<(Unlocked, AuditEvent)> {
+        let unlocked = self.seen(Op::UnlockPhone, self.supervision.unlock_phone(phone, now, event, key).await)?;
+        self.appended(&unlocked.1);
+        Ok(unlocked)
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        self.seen(Op::AuditEvents, self.supervision.audit_events(filter).await)
+    }
+
+    async fn audit_chain(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        self.seen(Op::AuditChain, self.supervision.audit_chain(after, limit).await)
+    }
+}
