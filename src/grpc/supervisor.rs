@@ -248,6 +248,31 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
             next_page_token,
         }))
     }
+
+    #[tracing::instrument(name = "WhoAmI", skip_all)]
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let actor = actor(&request)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            allowed_methods: allowed_methods(&actor).iter().map(|m| (*m).to_owned()).collect(),
+            role: actor.role.as_str().to_owned(),
+            name: actor.name,
+        }))
+    }
+}
+
+/// The methods `actor` may call, from the same role rules the flows enforce (admin holds every role).
+fn allowed_methods(actor: &Actor) -> Vec<&'static str> {
+    use crate::domain::Role;
+    [
+        ("LookupCode", Role::Supervisor),
+        ("GetPhoneStatus", Role::Supervisor),
+        ("UnlockPhone", Role::Admin),
+        ("ListAuditEvents", Role::Auditor),
+    ]
+    .into_iter()
+    .filter(|(_, role)| actor.has_any(&[*role]))
+    .map(|(method, _)| method)
+    .collect()
 }
 
 fn event_to_pb(e: &AuditEvent) -> pb::AuditEvent {
