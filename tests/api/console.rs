@@ -128,6 +128,10 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
         listed.iter().any(|e| e.event.actor_name == "lee" && e.event.action == AuditAction::ListAuditEvents),
         "the auditor's reads are audited"
     );
+    let verified: Vec<_> = listed.iter().filter(|e| e.event.action == AuditAction::VerifyAuditChain).collect();
+    assert_eq!(verified.len(), 1);
+    assert!(verified[0].event.detail.starts_with("chain intact"), "{}", verified[0].event.detail);
+    assert!(saw["chain_verify"].as_str().unwrap().contains("whole chain intact"), "{}", saw["chain_verify"]);
 
     // Locked after ten wrong codes; the admin unlocks it in the browser, after cancelling once and confirming.
     let code = app.last_code();
@@ -154,10 +158,10 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
 async fn console_who_am_i_matches_what_each_role_may_call() {
     let app = spawn_app(Backend::Sqlite).await;
     app.send(PHONE, Purpose::Login).await.unwrap();
-    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents"];
+    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents", "VerifyAuditChain"];
     for (name, role, expected) in [
         ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus"]),
-        ("lee", "auditor", vec!["ListAuditEvents"]),
+        ("lee", "auditor", vec!["ListAuditEvents", "VerifyAuditChain"]),
         ("park", "admin", all.to_vec()),
     ] {
         let token = app.add_supervisor(name, role).await;
@@ -201,6 +205,9 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
         }
         "ListAuditEvents" => {
             sup.list_audit_events(authed(pb::ListAuditEventsRequest::default(), token)).await.map(drop)
+        }
+        "VerifyAuditChain" => {
+            sup.verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), token)).await.map(drop)
         }
         other => panic!("unknown method {other}"),
     }
@@ -303,5 +310,50 @@ async fn console_grpc_web_goes_through_the_same_token_layer_with_the_headers() {
     let native = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
     assert!(native.metadata().get("content-security-policy").is_none());
     assert_eq!(app.health(app.admin_addr, "otp.v1.SupervisorService").await, 1);
+    app.stop().await;
+}
+
+/// VerifyAuditChain checks links and seals under the key, as `otpd audit verify` does, and names the first bad
+/// event of a chain changed behind the service's back; the check itself is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_verify_audit_chain_finds_a_changed_event() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let lee = app.add_supervisor("lee", "auditor").await;
+    for i in 0..3 {
+        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-{i}") };
+        app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
+    }
+    let verify = |through: i64| {
+        let mut sup = app.sup.clone();
+        let token = lee.clone();
+        async move {
+            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through };
+            sup.verify_audit_chain(authed(req, &token)).await
+        }
+    };
+    let report = verify(0).await.unwrap().into_inner();
+    let chain = app.audit().await;
+    assert!(report.intact, "{report:?}");
+    assert_eq!(report.events_checked, 5, "two supervisors added, three reads");
+    assert_eq!(report.head_hash, chain[4].hash);
+    let last = chain.last().unwrap();
+    assert_eq!((last.event.action, last.event.actor_name.as_str()), (AuditAction::VerifyAuditChain, "lee"));
+    assert_eq!(last.event.id.to_string(), report.audit_event_id);
+
+    let refused = verify(-1).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused)), (tonic::Code::InvalidArgument, "INVALID_SEQUENCE".into()));
+    let refused = app.sup.clone().verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), &kim)).await;
+    assert_eq!(reason(&refused.unwrap_err()), "ROLE_NOT_ALLOWED");
+
+    // Someone who owns the table changes the third event's ticket (the triggers dropped first).
+    let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+    sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_update").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_events SET ticket_id = 'FORGED' WHERE seq = 3").execute(&pool).await.unwrap();
+    let report = verify(0).await.unwrap().into_inner();
+    assert!(!report.intact);
+    assert_eq!((report.broken_at_sequence, report.events_checked), (3, 2));
+    assert!(report.problem.contains("does not match its seal"), "{}", report.problem);
+    assert!(app.audit().await.last().unwrap().event.detail.starts_with("chain broken at audit event 3"));
     app.stop().await;
 }

@@ -62,6 +62,8 @@ const context = await chromium.launchPersistentContext(profile, {
   ],
 });
 
+// A busy test machine (every helper's build on two cores) can be slow; nothing here waits on purpose.
+context.setDefaultTimeout(60_000);
 const requests = [];
 const problems = [];
 const grpcWeb = [];
@@ -150,6 +152,7 @@ async function supervisor(page) {
   check(!result.sections.includes('audit'), 'a supervisor has no audit screen');
   check(!result.sections.includes('unlock'), 'a supervisor has no unlock screen');
   check(result.screens.join() === 'lookup,status', `a supervisor's screens are ${result.screens}`);
+  check((await page.locator('#audit-verify').count()) === 0, 'no chain verification for a supervisor');
 
   // Keyboard only, in focus order: number, ticket, contact kind, contact number, purpose, then Enter.
   const phone = env('PHONE');
@@ -236,6 +239,11 @@ async function auditor(page) {
   result.chain = await page.locator('#chain').textContent();
   check(chain.includes('ok'), `chain state: ${result.chain}`);
   result.audit_rows = rows;
+  // The whole chain, checked by the service under the audit key.
+  await page.locator('#audit-verify').click();
+  await page.locator('#chain-verify').waitFor({ state: 'visible' });
+  result.chain_verify = await page.locator('#chain-verify').textContent();
+  check((await page.locator('#chain-verify').getAttribute('class')).includes('ok'), result.chain_verify);
   // Paging: a page of 20 and the next one, still linked.
   await page.selectOption('#audit-size', '20');
   await page.locator('#audit-form button[type=submit]').click();

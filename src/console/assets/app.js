@@ -91,6 +91,9 @@ async function start() {
     button.addEventListener('click', () => show(section.id, true));
     nav.append(button);
   }
+  for (const button of [...document.querySelectorAll('button[data-method]')]) {
+    if (!me.allowed_methods.includes(button.dataset.method)) button.remove();
+  }
   nav.hidden = false;
   const first = nav.querySelector('button');
   if (first) show(first.dataset.screen, true);
@@ -432,5 +435,29 @@ function renderAudit(events, index) {
   $('chain').className = `chain ${state}`;
   $('chain').hidden = false;
 }
+
+$('audit-verify')?.addEventListener('click', async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    const r = await rpc('VerifyAuditChain', {}, $('audit-error'));
+    if (!r) return;
+    const out = $('chain-verify');
+    if (r.intact) {
+      const unkeyed = r.unkeyed_events ? ` (키 없는 초기 기록 / unkeyed leading events: ${r.unkeyed_events})` : '';
+      out.textContent =
+        `체인 전체 온전함: ${r.events_checked}건, 마지막 ${r.events_checked}:${r.head_hash} / ` +
+        `whole chain intact: ${r.events_checked} events, head ${r.events_checked}:${r.head_hash}${unkeyed}`;
+      out.className = 'chain ok';
+    } else {
+      out.textContent =
+        `체인 손상: #${r.broken_at_sequence} — ${r.problem} / chain broken at #${r.broken_at_sequence}: ${r.problem}`;
+      out.className = 'chain broken';
+    }
+    out.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+});
 
 start();

@@ -168,6 +168,7 @@ export const requests = {
     page_size: [6, 'int'],
     page_token: [7, 'string'],
   },
+  VerifyAuditChain: { accept_unkeyed_through: [1, 'int'] },
 };
 
 const CodeSend = {
@@ -232,6 +233,15 @@ export const responses = {
     4: ['audit_event_id', 'string'],
   },
   ListAuditEvents: { 1: ['events', AuditEvent, true], 2: ['next_page_token', 'string'] },
+  VerifyAuditChain: {
+    1: ['intact', 'bool'],
+    2: ['events_checked', 'int'],
+    3: ['unkeyed_events', 'int'],
+    4: ['head_hash', 'string'],
+    5: ['broken_at_sequence', 'int'],
+    6: ['problem', 'string'],
+    7: ['audit_event_id', 'string'],
+  },
 };
 
 // google.rpc.Status and the error details the console reads (grpc-status-details-bin).
@@ -262,4 +272,5 @@ export const AuditAction = {
   PHONE_LOCKED: 5,
   SUPERVISOR_ADDED: 6,
   SUPERVISOR_DISABLED: 7,
+  VERIFY_AUDIT_CHAIN: 8,
 };

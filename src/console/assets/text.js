@@ -69,6 +69,7 @@ export const actionNames = {
   [AuditAction.PHONE_LOCKED]: ['번호 잠김', 'phone-locked'],
   [AuditAction.SUPERVISOR_ADDED]: ['팀장 추가', 'supervisor-added'],
   [AuditAction.SUPERVISOR_DISABLED]: ['팀장 비활성화', 'supervisor-disabled'],
+  [AuditAction.VERIFY_AUDIT_CHAIN]: ['체인 검증', 'verify-audit-chain'],
 };
 
 export function action(a) {
