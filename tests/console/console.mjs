@@ -252,7 +252,7 @@ async function auditor(page) {
   await page.locator('#audit-newer').waitFor({ state: 'visible' });
   result.chain_page2 = await page.locator('#chain').textContent();
   check((await page.locator('#chain').getAttribute('class')).includes('ok'), `page 2 chain: ${result.chain_page2}`);
-  await page.screenshot({ path: join(screenshots, 'audit.png') });
+  await page.screenshot({ path: join(screenshots, 'audit.png'), fullPage: true });
 }
 
 async function admin(page) {

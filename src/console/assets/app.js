@@ -380,7 +380,7 @@ async function loadAuditPage(index) {
 }
 
 // What the browser can check without the audit key: each event names the hash of the one before it, and the
-// sequence has no gap. The seals themselves (HMAC under the key) are checked by `otpd audit verify`.
+// sequence has no gap. The seals themselves (HMAC under the key) are checked by the server (VerifyAuditChain).
 function chainState(events, index) {
   if (audit.filtered) {
     return ['filtered', '필터가 적용되어 연결은 확인하지 않았습니다 / filtered: links not checked (search without filters)'];
@@ -399,7 +399,7 @@ function chainState(events, index) {
   if (!events.length) return ['ok', '기록 없음 / no events'];
   return [
     'ok',
-    `연결 확인됨: #${last.sequence}–#${events[0].sequence} 이전 해시 일치 / links intact for #${last.sequence}–#${events[0].sequence} (봉인 검증 / seals: otpd audit verify)`,
+    `연결 확인됨: #${last.sequence}–#${events[0].sequence} 이전 해시 일치 / links intact for #${last.sequence}–#${events[0].sequence} (봉인은 체인 전체 검증으로 / seals: verify the whole chain)`,
   ];
 }
 
