@@ -98,11 +98,23 @@ try {
   result.page_load_requests = requests.length;
   result.page_load_bytes = bytes;
 
-  // Sign in with the keyboard: the token field has the focus.
+  // Sign in with the keyboard: the token field has the focus. A wrong token first: refused, nothing offered.
   check(await page.locator('#token').evaluate((e) => e === document.activeElement), 'token field has focus');
+  await page.keyboard.type('not-a-token');
+  await page.keyboard.press('Enter');
+  await page.locator('#notice').waitFor({ state: 'visible' });
+  const refused = await page.locator('#notice').textContent();
+  check(refused.includes('토큰이 없거나, 잘못되었거나'), `a wrong token is refused: ${refused}`);
+  check((await page.locator('nav#screens button').count()) === 0, 'nothing offered to a wrong token');
+  check(
+    (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === null,
+    'a refused token is not kept',
+  );
+  check(await page.locator('#token').evaluate((e) => e === document.activeElement), 'token field has focus again');
   await page.keyboard.type(env('TOKEN'));
   await page.keyboard.press('Enter');
   await page.locator('#who').waitFor({ state: 'visible' });
+  check(await page.locator('#notice').isHidden(), 'the refusal is gone once signed in');
   result.who = await page.locator('#who').textContent();
   check(
     (await page.evaluate(() => document.cookie)) === '',

@@ -7,6 +7,7 @@ import * as text from './text.js';
 
 const $ = (id) => document.getElementById(id);
 const GENESIS = '0'.repeat(64);
+const SIGNED_OUT = 'otpd.console.signed-out';
 
 function el(tag, content, attrs = {}) {
   const node = document.createElement(tag);
@@ -30,9 +31,10 @@ async function rpc(method, request, errorBox) {
     return await call(method, request);
   } catch (error) {
     if (error instanceof RpcError && error.code === Code.UNAUTHENTICATED) {
+      // The token stopped working (disabled): start again from a fresh page, as after signing out.
       session.signOut();
-      showError($('notice'), error);
-      showSignIn();
+      sessionStorage.setItem(SIGNED_OUT, '1');
+      window.location.replace('/console/');
     } else {
       showError(errorBox, error);
     }
@@ -61,6 +63,12 @@ function showSignIn() {
 }
 
 async function start() {
+  if (sessionStorage.getItem(SIGNED_OUT)) {
+    sessionStorage.removeItem(SIGNED_OUT);
+    const [ko, en] = text.explain(new RpcError(Code.UNAUTHENTICATED, ''));
+    $('notice').replaceChildren(el('p', ko), el('p', en, { lang: 'en' }));
+    $('notice').hidden = false;
+  }
   if (!session.token()) {
     showSignIn();
     return;
