@@ -105,7 +105,7 @@ pub struct Settings {
     /// Public listener (otp.v1.OtpService, health, reflection).
     #[arg(long, env = "OTPD_LISTEN", default_value = "127.0.0.1:50051", global = true)]
     pub listen: SocketAddr,
-    /// Admin listener (otp.v1.SupervisorService behind bearer tokens, health, reflection).
+    /// Admin listener (otp.v1.SupervisorService behind bearer tokens, health, reflection, the web console /console/).
     #[arg(long, env = "OTPD_ADMIN_LISTEN", default_value = "127.0.0.1:50052", global = true)]
     pub admin_listen: SocketAddr,
     /// TLS and mutual TLS on the listeners (src/tls.rs).

@@ -233,9 +233,15 @@ impl Application {
         ))
         .max_decoding_message_size(self.config.max_request_bytes);
         let supervisor = AuthLayer::new(self.supervision.clone()).layer(supervisor);
+        // HTTP/1.1 too, for the web console: its pages, and its gRPC-Web calls that tonic-web turns into the same
+        // SupervisorService calls (through AuthLayer) before routing. Native gRPC clients are unaffected.
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .accept_http1(true)
+            .layer(crate::console::ConsoleLayer)
+            .layer(tonic_web::GrpcWebLayer::new())
+            // Inside gRPC-Web: browser calls are counted as the gRPC calls they become; console pages are not.
             .layer(rpc_metrics)
             .layer(MalformedIsInvalidArgument)
             .add_service(health)

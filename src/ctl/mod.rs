@@ -94,7 +94,7 @@ pub enum CtlCommand {
         #[arg(long)]
         phone: Option<String>,
         /// Only this action: lookup-code, get-phone-status, unlock-phone, list-audit-events, phone-locked,
-        /// supervisor-added or supervisor-disabled.
+        /// supervisor-added, supervisor-disabled or verify-audit-chain.
         #[arg(long, value_parser = parse_action)]
         action: Option<AuditAction>,
         /// At most this many events.

@@ -47,11 +47,13 @@ pub enum AuditAction {
     SupervisorAdded,
     /// An operator disabled a supervisor.
     SupervisorDisabled,
+    /// An auditor had the service check the whole chain's links and seals.
+    VerifyAuditChain,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 7] = [
+    pub const ALL: [AuditAction; 8] = [
         AuditAction::LookupCode,
         AuditAction::GetPhoneStatus,
         AuditAction::UnlockPhone,
@@ -59,6 +61,7 @@ impl AuditAction {
         AuditAction::PhoneLocked,
         AuditAction::SupervisorAdded,
         AuditAction::SupervisorDisabled,
+        AuditAction::VerifyAuditChain,
     ];
 
     /// The name stored in the database.
@@ -71,6 +74,7 @@ impl AuditAction {
             AuditAction::PhoneLocked => "phone_locked",
             AuditAction::SupervisorAdded => "supervisor_added",
             AuditAction::SupervisorDisabled => "supervisor_disabled",
+            AuditAction::VerifyAuditChain => "verify_audit_chain",
         }
     }
 

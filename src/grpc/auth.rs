@@ -87,6 +87,7 @@ fn action_of(path: &str) -> Option<AuditAction> {
         "GetPhoneStatus" => Some(AuditAction::GetPhoneStatus),
         "UnlockPhone" => Some(AuditAction::UnlockPhone),
         "ListAuditEvents" => Some(AuditAction::ListAuditEvents),
+        "VerifyAuditChain" => Some(AuditAction::VerifyAuditChain),
         _ => None,
     }
 }

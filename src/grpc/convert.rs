@@ -36,6 +36,7 @@ pub fn action_to_pb(action: AuditAction) -> pb::AuditAction {
         AuditAction::PhoneLocked => pb::AuditAction::PhoneLocked,
         AuditAction::SupervisorAdded => pb::AuditAction::SupervisorAdded,
         AuditAction::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
+        AuditAction::VerifyAuditChain => pb::AuditAction::VerifyAuditChain,
     }
 }
 
@@ -50,5 +51,6 @@ pub fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
         pb::AuditAction::PhoneLocked => Some(AuditAction::PhoneLocked),
         pb::AuditAction::SupervisorAdded => Some(AuditAction::SupervisorAdded),
         pb::AuditAction::SupervisorDisabled => Some(AuditAction::SupervisorDisabled),
+        pb::AuditAction::VerifyAuditChain => Some(AuditAction::VerifyAuditChain),
     })
 }

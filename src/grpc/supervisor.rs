@@ -250,6 +250,61 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
             next_page_token,
         }))
     }
+
+    #[tracing::instrument(name = "VerifyAuditChain", skip_all)]
+    async fn verify_audit_chain(
+        &self,
+        request: Request<pb::VerifyAuditChainRequest>,
+    ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
+        let actor = actor(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let through = v.check(
+            "accept_unkeyed_through",
+            "INVALID_SEQUENCE",
+            Some(req.accept_unkeyed_through).filter(|n| *n >= 0).ok_or("a sequence number, 0 or more"),
+        );
+        let (Some(through), true) = (through, v.is_empty()) else {
+            return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, None, None, v.0).await);
+        };
+        let service = self.service.clone();
+        let (report, event) = detached(async move { service.verify_audit_chain(&actor, through).await }).await?;
+        Ok(Response::new(pb::VerifyAuditChainResponse {
+            intact: report.broken.is_none(),
+            events_checked: report.checked,
+            unkeyed_events: report.unkeyed,
+            head_hash: report.head,
+            broken_at_sequence: report.broken.as_ref().map_or(0, |b| b.seq),
+            problem: report.broken.map(|b| b.problem).unwrap_or_default(),
+            audit_event_id: event.event.id.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(name = "WhoAmI", skip_all)]
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let actor = actor(&request)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            allowed_methods: allowed_methods(&actor).iter().map(|m| (*m).to_owned()).collect(),
+            role: actor.role.as_str().to_owned(),
+            name: actor.name,
+        }))
+    }
+}
+
+/// The methods `actor` may call, from the same role rules the flows enforce (admin holds every role).
+fn allowed_methods(actor: &Actor) -> Vec<&'static str> {
+    use crate::domain::Role;
+    [
+        ("LookupCode", Role::Supervisor),
+        ("GetPhoneStatus", Role::Supervisor),
+        ("UnlockPhone", Role::Admin),
+        ("ListAuditEvents", Role::Auditor),
+        ("VerifyAuditChain", Role::Auditor),
+    ]
+    .into_iter()
+    .filter(|(_, role)| actor.has_any(&[*role]))
+    .map(|(method, _)| method)
+    .collect()
 }
 
 fn event_to_pb(e: &AuditEvent) -> pb::AuditEvent {

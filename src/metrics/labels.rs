@@ -78,6 +78,10 @@ label_enum! {
         UnlockPhone = "otp.v1.SupervisorService/UnlockPhone",
         /// otp.v1.SupervisorService/ListAuditEvents.
         ListAuditEvents = "otp.v1.SupervisorService/ListAuditEvents",
+        /// otp.v1.SupervisorService/VerifyAuditChain.
+        VerifyAuditChain = "otp.v1.SupervisorService/VerifyAuditChain",
+        /// otp.v1.SupervisorService/WhoAmI.
+        WhoAmI = "otp.v1.SupervisorService/WhoAmI",
         /// grpc.health.v1.Health/Check.
         HealthCheck = "grpc.health.v1.Health/Check",
         /// grpc.health.v1.Health/Watch.
@@ -248,6 +252,8 @@ label_enum! {
         UnlockPhone = "unlock_phone",
         /// ListAuditEvents.
         ListAuditEvents = "list_audit_events",
+        /// VerifyAuditChain.
+        VerifyAuditChain = "verify_audit_chain",
         /// A path that is none of them.
         Other = "other",
     }
@@ -260,6 +266,7 @@ impl From<Option<AuditAction>> for SupervisorAction {
             Some(AuditAction::GetPhoneStatus) => Self::GetPhoneStatus,
             Some(AuditAction::UnlockPhone) => Self::UnlockPhone,
             Some(AuditAction::ListAuditEvents) => Self::ListAuditEvents,
+            Some(AuditAction::VerifyAuditChain) => Self::VerifyAuditChain,
             Some(AuditAction::PhoneLocked | AuditAction::SupervisorAdded | AuditAction::SupervisorDisabled) | None => {
                 Self::Other
             }

@@ -115,6 +115,13 @@ async fn no_field_of_any_rpc_answers_internal(backend: Backend) {
             .list_audit_events(authed(req, &admin))
             .await);
     }
+    let chain = pb::VerifyAuditChainRequest::default();
+    for n in [-1, i64::MIN, i64::MAX] {
+        try_fields!(seen, "VerifyAuditChain", chain, [accept_unkeyed_through], n, |req| sup
+            .clone()
+            .verify_audit_chain(authed(req, &admin))
+            .await);
+    }
     assert!(seen.len() > 150, "{} cases", seen.len());
     assert!(seen.contains(&Code::InvalidArgument) && seen.contains(&Code::OutOfRange), "{seen:?}");
 

@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit_chain;
 mod concurrency;
+mod console;
 mod deployment;
 mod drills;
 mod grpcurl;

@@ -1,0 +1,471 @@
+// The console's screens. Which screens exist is decided once, from WhoAmI: a role is never offered what it may
+// not call (the server refuses it anyway, and audits the refusal).
+
+import { call, Code, RpcError, session } from './rpc.js';
+import { ContactChannel, LookupReason, AuditOutcome } from './proto.js';
+import * as text from './text.js';
+
+const $ = (id) => document.getElementById(id);
+const GENESIS = '0'.repeat(64);
+const SIGNED_OUT = 'otpd.console.signed-out';
+
+function el(tag, content, attrs = {}) {
+  const node = document.createElement(tag);
+  if (content !== undefined && content !== null) node.textContent = String(content);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+// Shows a refusal ([Korean, English]) in `box`.
+function showError(box, error) {
+  const [ko, en] = error instanceof RpcError ? text.explain(error) : ['오류가 발생했습니다.', String(error)];
+  box.replaceChildren(el('p', ko), el('p', en, { lang: 'en' }));
+  if (error instanceof RpcError && error.reason) box.append(el('p', error.reason, { class: 'reason' }));
+  box.hidden = false;
+}
+
+// A call whose refusal for a token that stopped working signs the tab out.
+async function rpc(method, request, errorBox) {
+  errorBox.hidden = true;
+  try {
+    return await call(method, request);
+  } catch (error) {
+    if (error instanceof RpcError && error.code === Code.UNAUTHENTICATED) {
+      // The token stopped working (disabled): start again from a fresh page, as after signing out.
+      session.signOut();
+      sessionStorage.setItem(SIGNED_OUT, '1');
+      window.location.replace('/console/');
+    } else {
+      showError(errorBox, error);
+    }
+    return null;
+  }
+}
+
+async function busy(form, work) {
+  const button = form.querySelector('button[type=submit]');
+  button.disabled = true;
+  try {
+    await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- sign in ----------------------------------------------------------------------------------------------------
+
+function showSignIn() {
+  clearCode();
+  $('sign-in').hidden = false;
+  for (const id of ['who', 'sign-out', 'screens']) $(id).hidden = true;
+  for (const section of document.querySelectorAll('section[data-method]')) section.hidden = true;
+  $('token').focus();
+}
+
+async function start() {
+  if (sessionStorage.getItem(SIGNED_OUT)) {
+    sessionStorage.removeItem(SIGNED_OUT);
+    const [ko, en] = text.explain(new RpcError(Code.UNAUTHENTICATED, ''));
+    $('notice').replaceChildren(el('p', ko), el('p', en, { lang: 'en' }));
+    $('notice').hidden = false;
+  }
+  if (!session.token()) {
+    showSignIn();
+    return;
+  }
+  let me;
+  try {
+    me = await call('WhoAmI', {});
+  } catch (error) {
+    if (error instanceof RpcError && error.code === Code.UNAUTHENTICATED) session.signOut();
+    showError($('notice'), error);
+    showSignIn();
+    return;
+  }
+  $('notice').hidden = true;
+  $('sign-in').hidden = true;
+  $('who').textContent = `${me.name} · ${text.roleNames[me.role] || me.role}`;
+  $('who').hidden = false;
+  $('sign-out').hidden = false;
+  const nav = $('screens');
+  nav.replaceChildren();
+  for (const section of [...document.querySelectorAll('section[data-method]')]) {
+    if (!me.allowed_methods.includes(section.dataset.method)) {
+      // Not hidden but gone: what the role may not do is not in the page at all.
+      section.remove();
+      continue;
+    }
+    const button = el('button', section.dataset.title, { type: 'button', 'data-screen': section.id });
+    button.addEventListener('click', () => show(section.id, true));
+    nav.append(button);
+  }
+  for (const button of [...document.querySelectorAll('button[data-method]')]) {
+    if (!me.allowed_methods.includes(button.dataset.method)) button.remove();
+  }
+  nav.hidden = false;
+  const first = nav.querySelector('button');
+  if (first) show(first.dataset.screen, true);
+}
+
+function show(id, focus) {
+  clearCode();
+  for (const section of document.querySelectorAll('section[data-method]')) section.hidden = section.id !== id;
+  for (const button of $('screens').querySelectorAll('button')) {
+    if (button.dataset.screen === id) button.setAttribute('aria-current', 'page');
+    else button.removeAttribute('aria-current');
+  }
+  const first = $(id).querySelector('input, select, textarea');
+  if (focus && first) first.focus();
+}
+
+$('sign-in-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const token = $('token').value.trim();
+  $('token').value = '';
+  if (!token) return;
+  session.signIn(token);
+  busy($('sign-in-form'), start);
+});
+
+$('sign-out').addEventListener('click', () => {
+  clearCode();
+  session.signOut();
+  // A fresh page: nothing of the session (codes, lists, the removed screens) survives.
+  window.location.replace('/console/');
+});
+
+// --- lookup -----------------------------------------------------------------------------------------------------
+
+let countdown = null;
+
+// Takes a looked-up code off the page: on expiry, on leaving the screen, on "done", on leaving the page.
+function clearCode() {
+  if (countdown !== null) clearInterval(countdown);
+  countdown = null;
+  for (const id of ['code', 'script-code', 'script-code-en', 'countdown']) {
+    const node = $(id);
+    if (node) node.textContent = '';
+  }
+  $('code')?.removeAttribute('aria-label');
+  const result = $('lookup-result');
+  if (result) result.hidden = true;
+}
+
+function contactKind() {
+  return document.querySelector('input[name=contact]:checked').value;
+}
+
+function labelContact() {
+  const label = $('contact-number-label');
+  if (!label) return;
+  const [ko, en] =
+    contactKind() === 'inbound'
+      ? ['발신 번호 (전화 시스템 표시)', "Caller's number as the phone system shows it"]
+      : ['내가 건 번호', 'The number you dialled'];
+  label.replaceChildren(`${ko} `, el('span', `/ ${en}`, { lang: 'en' }));
+}
+
+for (const radio of document.querySelectorAll('input[name=contact]')) radio.addEventListener('change', labelContact);
+
+$('lookup-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  busy(form, async () => {
+    clearCode();
+    $('lookup-expired').hidden = true;
+    const request = {
+      phone_number: $('lookup-phone').value,
+      purpose: Number($('lookup-purpose').value),
+      ticket_id: $('lookup-ticket').value.trim(),
+      reason: LookupReason.STRONG_COMPLAINT,
+      contact: contactKind() === 'inbound' ? ContactChannel.INBOUND_CALL : ContactChannel.OUTBOUND_CALLBACK,
+      contact_number: $('lookup-contact').value,
+    };
+    const r = await rpc('LookupCode', request, $('lookup-error'));
+    if (r) showCode(r);
+  });
+});
+
+function showCode(r) {
+  const spaced = [...r.code].join(' ');
+  $('code').textContent = spaced;
+  $('code').setAttribute('aria-label', `인증번호 ${spaced}`);
+  $('script-code').textContent = spaced;
+  $('script-code-en').textContent = spaced;
+  $('lookup-masked').textContent = r.masked_phone_number;
+  $('lookup-purpose-out').textContent = text.purpose(r.purpose);
+  const expires = text.millis(r.expires_at);
+  $('lookup-until').textContent = text.kst(expires);
+  $('lookup-audit').textContent = r.audit_event_id;
+  const tick = () => {
+    const seconds = Math.floor((expires - Date.now()) / 1000);
+    if (seconds <= 0) {
+      clearCode();
+      $('lookup-expired').hidden = false;
+      return;
+    }
+    $('countdown').textContent = text.left(seconds);
+  };
+  $('lookup-result').hidden = false;
+  tick();
+  if (!$('lookup-result').hidden) {
+    countdown = setInterval(tick, 1000);
+    $('lookup-result').focus();
+  }
+}
+
+$('lookup-done').addEventListener('click', () => {
+  clearCode();
+  $('lookup-phone').focus();
+});
+
+window.addEventListener('pagehide', clearCode);
+
+// --- status -----------------------------------------------------------------------------------------------------
+
+function row(cells, header = false) {
+  const tr = el('tr');
+  cells.forEach((c, i) => tr.append(el(header || i === 0 ? 'th' : 'td', c, header ? { scope: 'col' } : {})));
+  return tr;
+}
+
+function table(caption, head, rows) {
+  const t = el('table');
+  t.append(el('caption', caption));
+  const thead = el('thead');
+  thead.append(row(head, true));
+  const tbody = el('tbody');
+  for (const r of rows) tbody.append(row(r));
+  t.append(thead, tbody);
+  return t;
+}
+
+$('status-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  busy(event.currentTarget, async () => {
+    $('status-result').hidden = true;
+    const r = await rpc(
+      'GetPhoneStatus',
+      { phone_number: $('status-phone').value, ticket_id: $('status-ticket').value.trim() },
+      $('status-error'),
+    );
+    if (r) renderStatus(r);
+  });
+});
+
+function renderStatus(r) {
+  const out = $('status-result');
+  const locked = text.millis(r.locked_until);
+  const facts = el('dl', null, { class: 'facts' });
+  const fact = (ko, en, value, cls) => {
+    const dt = el('dt', `${ko} `);
+    dt.append(el('span', `/ ${en}`, { lang: 'en' }));
+    facts.append(dt, el('dd', value, cls ? { class: cls } : {}));
+  };
+  fact('번호', 'number', r.masked_phone_number);
+  fact('연속 실패', 'failed attempts', `${r.failed_attempts} (남은 시도 / left: ${r.attempts_remaining})`);
+  if (locked !== null) {
+    fact(
+      '잠금',
+      'locked',
+      `예 / yes — 해제 / unlocks ${text.kst(locked)} (${text.inTime(locked - Date.now())})`,
+      'bad',
+    );
+  } else {
+    fact('잠금', 'locked', '아니오 / no', 'good');
+  }
+  fact('SMS 1시간', 'last hour', r.sms_last_hour);
+  fact('SMS 24시간', 'last day', r.sms_last_day);
+  fact('감사 기록', 'audit', r.audit_event_id);
+  const parts = [facts];
+  if (r.pending.length === 0) {
+    parts.push(el('p', '대기 중인 인증 없음 / no pending verification', { class: 'notice' }));
+  }
+  for (const v of r.pending) {
+    const caption = `대기 중 / pending: ${text.purpose(v.purpose)} — 만료 / expires ${text.kst(text.millis(v.expires_at))}`;
+    const rows = v.sends.map((s) => [
+      text.kst(text.millis(s.sent_at)),
+      text.channel(s.channel),
+      text.delivery(s.delivery),
+      s.live ? '유효 / live' : '만료 / dead',
+      s.provider_message_id || '-',
+    ]);
+    parts.push(
+      table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '통신사 ID / provider id'], rows),
+    );
+  }
+  out.replaceChildren(...parts);
+  out.hidden = false;
+  out.focus();
+}
+
+// --- unlock -----------------------------------------------------------------------------------------------------
+
+$('unlock-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  $('unlock-result').hidden = true;
+  $('unlock-error').hidden = true;
+  $('unlock-confirm-phone').textContent = $('unlock-phone').value;
+  $('unlock-confirm-ticket').textContent = $('unlock-ticket').value.trim();
+  $('unlock-confirm').showModal();
+  $('unlock-cancel').focus();
+});
+
+$('unlock-cancel').addEventListener('click', () => {
+  $('unlock-confirm').close();
+  $('unlock-phone').focus();
+});
+
+$('unlock-yes').addEventListener('click', async () => {
+  $('unlock-confirm').close();
+  await busy($('unlock-form'), async () => {
+    const r = await rpc(
+      'UnlockPhone',
+      {
+        phone_number: $('unlock-phone').value,
+        ticket_id: $('unlock-ticket').value.trim(),
+        reason: $('unlock-reason').value.trim(),
+      },
+      $('unlock-error'),
+    );
+    if (!r) return;
+    const out = $('unlock-result');
+    out.replaceChildren(
+      el('p', `잠금 해제됨 / unlocked: ${r.masked_phone_number}`, { class: 'good' }),
+      el('p', `잠겨 있었음 / was locked: ${r.was_locked ? '예 / yes' : '아니오 / no'}`),
+      el('p', `지운 실패 횟수 / failures cleared: ${r.failed_attempts_cleared}`),
+      el('p', `감사 기록 / audit: ${r.audit_event_id}`),
+    );
+    out.hidden = false;
+    out.focus();
+  });
+});
+
+// --- audit ------------------------------------------------------------------------------------------------------
+
+for (const [value, [ko, en]] of Object.entries(text.actionNames)) {
+  $('audit-action').append(el('option', `${ko} / ${en}`, { value }));
+}
+
+let audit = { filter: null, pages: [], tokens: [''], filtered: false };
+
+function timestamp(input) {
+  if (!input.value) return null;
+  const ms = new Date(input.value).getTime();
+  return Number.isNaN(ms) ? null : { seconds: Math.floor(ms / 1000), nanos: 0 };
+}
+
+$('audit-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const filter = {
+    since: timestamp($('audit-since')),
+    until: timestamp($('audit-until')),
+    actor: $('audit-actor').value.trim(),
+    phone_number: $('audit-phone').value.trim(),
+    action: Number($('audit-action').value),
+    page_size: Number($('audit-size').value),
+  };
+  const filtered = Boolean(filter.since || filter.until || filter.actor || filter.phone_number || filter.action);
+  audit = { filter, pages: [], tokens: [''], filtered };
+  busy(event.currentTarget, () => loadAuditPage(0));
+});
+
+$('audit-older').addEventListener('click', () => loadAuditPage(audit.pages.length));
+$('audit-newer').addEventListener('click', () => {
+  audit.pages.splice(audit.pages.length - 2);
+  loadAuditPage(audit.pages.length);
+});
+
+async function loadAuditPage(index) {
+  const r = await rpc('ListAuditEvents', { ...audit.filter, page_token: audit.tokens[index] }, $('audit-error'));
+  if (!r) return;
+  audit.pages.length = index;
+  audit.pages.push(r.events);
+  audit.tokens[index + 1] = r.next_page_token;
+  renderAudit(r.events, index);
+  $('audit-older').hidden = !r.next_page_token;
+  $('audit-newer').hidden = index === 0;
+}
+
+// What the browser can check without the audit key: each event names the hash of the one before it, and the
+// sequence has no gap. The seals themselves (HMAC under the key) are checked by the server (VerifyAuditChain).
+function chainState(events, index) {
+  if (audit.filtered) {
+    return ['filtered', '필터가 적용되어 연결은 확인하지 않았습니다 / filtered: links not checked (search without filters)'];
+  }
+  const previous = index > 0 ? audit.pages[index - 1] : [];
+  const all = [...previous.slice(-1), ...events];
+  for (let i = 0; i + 1 < all.length; i++) {
+    if (all[i].prev_hash !== all[i + 1].hash || all[i].sequence !== all[i + 1].sequence + 1) {
+      return ['broken', `연결 끊김: #${all[i].sequence}의 이전 해시가 #${all[i + 1].sequence}와 다릅니다 / broken link at #${all[i].sequence}`];
+    }
+  }
+  const last = events[events.length - 1];
+  if (last && last.sequence === 1 && last.prev_hash !== GENESIS) {
+    return ['broken', '연결 끊김: 첫 기록의 이전 해시가 0이 아닙니다 / broken: the first event does not start the chain'];
+  }
+  if (!events.length) return ['ok', '기록 없음 / no events'];
+  return [
+    'ok',
+    `연결 확인됨: #${last.sequence}–#${events[0].sequence} 이전 해시 일치 / links intact for #${last.sequence}–#${events[0].sequence} (봉인은 체인 전체 검증으로 / seals: verify the whole chain)`,
+  ];
+}
+
+function renderAudit(events, index) {
+  const tbody = $('audit-table').querySelector('tbody');
+  tbody.replaceChildren();
+  for (const e of events) {
+    const contact =
+      e.contact === ContactChannel.INBOUND_CALL
+        ? '수신 / inbound'
+        : e.contact === ContactChannel.OUTBOUND_CALLBACK
+          ? '회신 / callback'
+          : '';
+    const matched = e.contact ? (e.contact_matched ? ' ✓ 일치 / matched' : ' ✗ 불일치 / NOT matched') : '';
+    const outcome = e.outcome === AuditOutcome.GRANTED ? '허용 / granted' : e.outcome === AuditOutcome.DENIED ? '거부 / denied' : '-';
+    const tr = row([
+      e.sequence,
+      text.kst(text.millis(e.time)),
+      `${e.actor_name} (${e.actor_role})`,
+      text.action(e.action),
+      e.masked_phone_number,
+      e.ticket_id,
+      contact + matched,
+      outcome,
+      e.detail,
+    ]);
+    tr.className = e.outcome === AuditOutcome.DENIED ? 'denied' : '';
+    tbody.append(tr);
+  }
+  $('audit-table').hidden = false;
+  const [state, message] = chainState(events, index);
+  $('chain').textContent = message;
+  $('chain').className = `chain ${state}`;
+  $('chain').hidden = false;
+}
+
+$('audit-verify')?.addEventListener('click', async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    const r = await rpc('VerifyAuditChain', {}, $('audit-error'));
+    if (!r) return;
+    const out = $('chain-verify');
+    if (r.intact) {
+      const unkeyed = r.unkeyed_events ? ` (키 없는 초기 기록 / unkeyed leading events: ${r.unkeyed_events})` : '';
+      out.textContent =
+        `체인 전체 온전함: ${r.events_checked}건, 마지막 ${r.events_checked}:${r.head_hash} / ` +
+        `whole chain intact: ${r.events_checked} events, head ${r.events_checked}:${r.head_hash}${unkeyed}`;
+      out.className = 'chain ok';
+    } else {
+      out.textContent =
+        `체인 손상: #${r.broken_at_sequence} — ${r.problem} / chain broken at #${r.broken_at_sequence}: ${r.problem}`;
+      out.className = 'chain broken';
+    }
+    out.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+start();

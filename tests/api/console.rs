@@ -1,0 +1,359 @@
+//! The web console (`/console/` on the admin listener). In a real headless browser, Debian's chromium driven by
+//! playwright-core (tests/console/console.mjs, one role per run): this side sets the state up, runs the browser,
+//! and checks what it did against gRPC and the audit log. Without a browser: WhoAmI against every role's real
+//! permissions, and the gRPC-Web edge (the same token layer; headers; native gRPC unchanged).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use otpd::domain::audit::{AuditAction, AuditOutcome};
+use otpd::pb::otp::v1 as pb;
+use pb::{Purpose, VerifyResult};
+
+use crate::helpers::*;
+
+const THIRD_PARTY: &str = "010-9999-8888";
+
+fn console_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console")
+}
+
+/// Where the browser runs leave their screenshots (the committed ones are copied to docs/console/).
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")
+}
+
+/// Runs tests/console/console.mjs as `scenario` with `token`, and returns what it saw.
+async fn browser(app: &TestApp, scenario: &str, token: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    let dir = console_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in tests/console (scripts/test does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium (scripts/test does)");
+    let result = app.dir.path().join(format!("{scenario}.json"));
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg("console.mjs")
+        .current_dir(&dir)
+        .env("CONSOLE_URL", format!("http://{}/console/", app.admin_addr))
+        .env("SCENARIO", scenario)
+        .env("TOKEN", token)
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOT_DIR", screenshot_dir())
+        .env("RESULT_FILE", &result)
+        .envs(extra.iter().copied())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(240), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("console.mjs {scenario} did not finish in 240 s"))
+        .unwrap();
+    let saw = std::fs::read_to_string(&result).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "console.mjs {scenario} failed:\n{}\n{}\nsaw: {saw}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("console.mjs {scenario}: {saw}");
+    serde_json::from_str(&saw).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_a_team_lead_looks_up_a_code_and_is_refused_a_third_party() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+
+    let saw = browser(&app, "supervisor", &kim, &[("PHONE", PHONE), ("THIRD_PARTY", THIRD_PARTY)]).await;
+
+    // The screens a supervisor is offered, and a small page.
+    assert_eq!(saw["screens"], serde_json::json!(["lookup", "status"]));
+    assert!(saw["page_load_bytes"].as_u64().unwrap() < 64 * 1024, "{}", saw["page_load_bytes"]);
+
+    // The code the page showed last approves over gRPC.
+    let code = saw["code"].as_str().unwrap();
+    assert_eq!(code.len(), 6);
+    assert_eq!(app.verify(PHONE, Purpose::Login, code).await.unwrap().result(), VerifyResult::Approved);
+
+    // Exactly the browser's calls are in the audit log, as from otpctl: two granted lookups with their tickets, the
+    // third party's number denied, one status read. Signing in (WhoAmI) is not an event.
+    let events = app.call_events().await;
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.action, e.event.outcome, e.event.ticket_id.clone(), e.event.contact_matched))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (AuditAction::LookupCode, AuditOutcome::Granted, Some("CS-CONSOLE-1".into()), Some(true)),
+            (AuditAction::LookupCode, AuditOutcome::Denied, Some("CS-CONSOLE-2".into()), Some(false)),
+            (AuditAction::GetPhoneStatus, AuditOutcome::Granted, Some("CS-CONSOLE-3".into()), None),
+            (AuditAction::LookupCode, AuditOutcome::Granted, Some("CS-CONSOLE-4".into()), Some(true)),
+        ]
+    );
+    assert!(events.iter().all(|e| e.event.actor_name == "kim" && e.event.actor_role == "supervisor"));
+    let denied = &events[1].event;
+    assert!(denied.detail.contains("not the number being verified"), "{}", denied.detail);
+    assert_eq!(denied.contact_channel, Some(otpd::domain::ContactChannel::InboundCall));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirming() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let lee = app.add_supervisor("lee", "auditor").await;
+    let park = app.add_supervisor("park", "admin").await;
+
+    // A day's events from otpctl-like gRPC clients: a lookup, a third party refused, more than a page of reads.
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let mut sup = app.sup.clone();
+    let mut granted = lookup_req(PHONE, PHONE_E164);
+    granted.ticket_id = "CS-CONSOLE-1".into();
+    sup.lookup_code(authed(granted, &kim)).await.unwrap();
+    let status = sup.lookup_code(authed(lookup_req(PHONE, THIRD_PARTY), &kim)).await.unwrap_err();
+    assert_eq!(reason(&status), "THIRD_PARTY_NUMBER");
+    for i in 0..24 {
+        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-READ-{i}") };
+        sup.get_phone_status(authed(req, &kim)).await.unwrap();
+    }
+
+    // The auditor: the audit list, paged, its links intact; no lookup screen.
+    let saw = browser(&app, "auditor", &lee, &[]).await;
+    assert_eq!(saw["sections"], serde_json::json!(["audit"]));
+    let listed = app.call_events().await;
+    assert!(
+        listed.iter().any(|e| e.event.actor_name == "lee" && e.event.action == AuditAction::ListAuditEvents),
+        "the auditor's reads are audited"
+    );
+    let verified: Vec<_> = listed.iter().filter(|e| e.event.action == AuditAction::VerifyAuditChain).collect();
+    assert_eq!(verified.len(), 1);
+    assert!(verified[0].event.detail.starts_with("chain intact"), "{}", verified[0].event.detail);
+    assert!(saw["chain_verify"].as_str().unwrap().contains("whole chain intact"), "{}", saw["chain_verify"]);
+
+    // Locked after ten wrong codes; the admin unlocks it in the browser, after cancelling once and confirming.
+    let code = app.last_code();
+    for _ in 0..10 {
+        app.verify(PHONE, Purpose::Login, &wrong_code(&code)).await.unwrap();
+    }
+    assert_eq!(app.db.phone_state(PHONE_E164).await, (10, true));
+    let saw = browser(&app, "admin", &park, &[("PHONE", PHONE)]).await;
+    assert_eq!(saw["screens"], serde_json::json!(["lookup", "status", "unlock", "audit"]));
+    assert_eq!(app.db.phone_state(PHONE_E164).await, (0, false));
+    let unlocks: Vec<_> =
+        app.call_events().await.into_iter().filter(|e| e.event.action == AuditAction::UnlockPhone).collect();
+    assert_eq!(unlocks.len(), 1, "cancelling sent nothing; confirming sent one");
+    let unlock = &unlocks[0].event;
+    assert_eq!((unlock.actor_name.as_str(), unlock.outcome), ("park", AuditOutcome::Granted));
+    assert_eq!(unlock.ticket_id.as_deref(), Some("CS-CONSOLE-9"));
+    assert_eq!(unlock.reason.as_deref(), Some("driver identified on a callback"));
+    app.stop().await;
+}
+
+/// WhoAmI's `allowed_methods` is what the flows really allow: every method it leaves out is refused
+/// `ROLE_NOT_ALLOWED`, every one it lists is not; WhoAmI itself is not audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_who_am_i_matches_what_each_role_may_call() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents", "VerifyAuditChain"];
+    for (name, role, expected) in [
+        ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus"]),
+        ("lee", "auditor", vec!["ListAuditEvents", "VerifyAuditChain"]),
+        ("park", "admin", all.to_vec()),
+    ] {
+        let token = app.add_supervisor(name, role).await;
+        let before = app.call_events().await.len();
+        let me = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, &token)).await.unwrap().into_inner();
+        assert_eq!((me.name.as_str(), me.role.as_str()), (name, role));
+        assert_eq!(me.allowed_methods, expected);
+        assert_eq!(app.call_events().await.len(), before, "WhoAmI is not audited");
+        for method in all {
+            let refused = match call(&app, method, &token).await {
+                Err(status) => status.code() == tonic::Code::PermissionDenied && reason(&status) == "ROLE_NOT_ALLOWED",
+                Ok(()) => false,
+            };
+            assert_eq!(refused, !expected.contains(&method), "{role} calling {method}");
+        }
+    }
+    let unknown = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, "not-a-token")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+    let before = app.call_events().await.len();
+    let token = app.add_supervisor("kim2", "supervisor").await;
+    app.disable_supervisor("kim2").await;
+    let disabled = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, &token)).await.unwrap_err();
+    assert_eq!(disabled.code(), tonic::Code::Unauthenticated);
+    assert_eq!(app.call_events().await.len(), before, "a disabled token's WhoAmI touches no number");
+    app.stop().await;
+}
+
+/// One well-formed call of `method` as `token`.
+async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Status> {
+    let mut sup = app.sup.clone();
+    match method {
+        "LookupCode" => sup.lookup_code(authed(lookup_req(PHONE, PHONE), token)).await.map(drop),
+        "GetPhoneStatus" => {
+            let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+            sup.get_phone_status(authed(req, token)).await.map(drop)
+        }
+        "UnlockPhone" => {
+            let req =
+                pb::UnlockPhoneRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), reason: "test".into() };
+            sup.unlock_phone(authed(req, token)).await.map(drop)
+        }
+        "ListAuditEvents" => {
+            sup.list_audit_events(authed(pb::ListAuditEventsRequest::default(), token)).await.map(drop)
+        }
+        "VerifyAuditChain" => {
+            sup.verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), token)).await.map(drop)
+        }
+        other => panic!("unknown method {other}"),
+    }
+}
+
+/// A gRPC-Web frame holding `message`.
+fn grpc_web_frame(message: &[u8]) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(message);
+    body
+}
+
+/// The gRPC-Web edge over plain HTTP/1.1, as a browser speaks it: the same token layer, the headers on every
+/// response, nothing else answered on HTTP/1.1, and native gRPC clients on the same listener unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_grpc_web_goes_through_the_same_token_layer_with_the_headers() {
+    use prost::Message;
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let http = reqwest::Client::builder().http1_only().build().unwrap();
+    let base = format!("http://{}", app.admin_addr);
+    let secured = |headers: &reqwest::header::HeaderMap| {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        assert_eq!(get("cache-control"), "no-store");
+        assert_eq!(get("x-frame-options"), "DENY");
+        assert_eq!(get("referrer-policy"), "no-referrer");
+        assert_eq!(get("x-content-type-options"), "nosniff");
+        assert_eq!(get("content-security-policy"), otpd::console::CONTENT_SECURITY_POLICY);
+    };
+
+    let page = http.get(format!("{base}/console/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    secured(page.headers());
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}/console"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((redirect.status().as_u16(), redirect.headers()["location"].to_str().unwrap()), (308, "/console/"));
+
+    let web = |token: Option<&str>, body: Vec<u8>| {
+        let mut request = http
+            .post(format!("{base}/otp.v1.SupervisorService/GetPhoneStatus"))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(body);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.send()
+    };
+    let status_req =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-WEB-1".into() }.encode_to_vec();
+
+    // No token: refused by the token layer, as a native call is.
+    let refused = web(None, grpc_web_frame(&status_req)).await.unwrap();
+    secured(refused.headers());
+    assert_eq!(refused.headers()["grpc-status"], "16");
+
+    // With the token: the same flow, audited like otpctl's call.
+    let answered = web(Some(&kim), grpc_web_frame(&status_req)).await.unwrap();
+    secured(answered.headers());
+    let body = answered.bytes().await.unwrap();
+    let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+    assert_eq!(body[0], 0, "a data frame first");
+    let status = pb::GetPhoneStatusResponse::decode(&body[5..5 + len]).unwrap();
+    assert_eq!(status.masked_phone_number, "+82 10-****-5678");
+    let trailers = String::from_utf8_lossy(&body[5 + len + 5..]).to_string();
+    assert!(body[5 + len] & 0x80 != 0 && trailers.contains("grpc-status:0"), "{trailers}");
+    let events = app.call_events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.ticket_id.as_deref(), Some("CS-WEB-1"));
+
+    // A malformed gRPC-Web message is the caller's mistake, as on native gRPC.
+    let garbage = web(Some(&kim), grpc_web_frame(&[0xff, 0xff, 0xff])).await.unwrap();
+    let code = garbage.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+    let body = garbage.bytes().await.unwrap();
+    let code = code.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    assert!(code == "3" || code.contains("grpc-status:3"), "INVALID_ARGUMENT, got {code}");
+
+    // HTTP/1.1 answers only the console and gRPC-Web: a native gRPC content type is refused, not routed.
+    let native_over_h1 = http
+        .post(format!("{base}/otp.v1.SupervisorService/GetPhoneStatus"))
+        .header("content-type", "application/grpc")
+        .header("authorization", format!("Bearer {kim}"))
+        .body(grpc_web_frame(&status_req))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(native_over_h1.status(), 400);
+    assert_eq!(app.call_events().await.len(), 1, "only the authenticated, well-formed gRPC-Web call was served");
+
+    // Native gRPC (HTTP/2) on the same listener: unchanged, and without the browser headers.
+    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-NATIVE".into() };
+    let native = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
+    assert!(native.metadata().get("content-security-policy").is_none());
+    assert_eq!(app.health(app.admin_addr, "otp.v1.SupervisorService").await, 1);
+    app.stop().await;
+}
+
+/// VerifyAuditChain checks links and seals under the key, as `otpd audit verify` does, and names the first bad
+/// event of a chain changed behind the service's back; the check itself is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_verify_audit_chain_finds_a_changed_event() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let lee = app.add_supervisor("lee", "auditor").await;
+    for i in 0..3 {
+        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-{i}") };
+        app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
+    }
+    let verify = |through: i64| {
+        let mut sup = app.sup.clone();
+        let token = lee.clone();
+        async move {
+            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through };
+            sup.verify_audit_chain(authed(req, &token)).await
+        }
+    };
+    let report = verify(0).await.unwrap().into_inner();
+    let chain = app.audit().await;
+    assert!(report.intact, "{report:?}");
+    assert_eq!(report.events_checked, 5, "two supervisors added, three reads");
+    assert_eq!(report.head_hash, chain[4].hash);
+    let last = chain.last().unwrap();
+    assert_eq!((last.event.action, last.event.actor_name.as_str()), (AuditAction::VerifyAuditChain, "lee"));
+    assert_eq!(last.event.id.to_string(), report.audit_event_id);
+
+    let refused = verify(-1).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused)), (tonic::Code::InvalidArgument, "INVALID_SEQUENCE".into()));
+    let refused = app.sup.clone().verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), &kim)).await;
+    assert_eq!(reason(&refused.unwrap_err()), "ROLE_NOT_ALLOWED");
+
+    // Someone who owns the table changes the third event's ticket (the triggers dropped first).
+    let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+    sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_update").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_events SET ticket_id = 'FORGED' WHERE seq = 3").execute(&pool).await.unwrap();
+    let report = verify(0).await.unwrap().into_inner();
+    assert!(!report.intact);
+    assert_eq!((report.broken_at_sequence, report.events_checked), (3, 2));
+    assert!(report.problem.contains("does not match its seal"), "{}", report.problem);
+    assert!(app.audit().await.last().unwrap().event.detail.starts_with("chain broken at audit event 3"));
+    app.stop().await;
+}

@@ -1,0 +1,291 @@
+// Drives the otpd console in Debian's chromium (playwright-core, no browser download) as one role, then writes what
+// it saw to RESULT_FILE for tests/api/console.rs to check against gRPC and the audit log. Exits non-zero, with the
+// reason on stderr, when anything on the page is not as it must be.
+//
+// Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/), SCENARIO (supervisor | auditor | admin), TOKEN,
+// PHONE, THIRD_PARTY (supervisor), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default /usr/bin/chromium).
+
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+
+const url = env('CONSOLE_URL');
+const origin = new URL(url).origin;
+const scenario = env('SCENARIO');
+const screenshots = env('SCREENSHOT_DIR');
+mkdirSync(screenshots, { recursive: true });
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+const REQUIRED_HEADERS = {
+  'x-frame-options': (v) => v === 'DENY',
+  'referrer-policy': (v) => v === 'no-referrer',
+  'cache-control': (v) => v === 'no-store',
+  'x-content-type-options': (v) => v === 'nosniff',
+  'content-security-policy': (v) =>
+    /default-src 'self'/.test(v) &&
+    /script-src 'self'(;|$)/.test(v) &&
+    /frame-ancestors 'none'/.test(v) &&
+    /connect-src 'self'/.test(v) &&
+    !/unsafe-inline|unsafe-eval/.test(v),
+};
+
+function checkHeaders(what, headers) {
+  for (const [name, ok] of Object.entries(REQUIRED_HEADERS)) {
+    check(headers[name] !== undefined && ok(headers[name]), `${what}: header ${name} is ${headers[name]}`);
+  }
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'otpd-console-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1280, height: 720 },
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+
+// A busy test machine (every helper's build on two cores) can be slow; nothing here waits on purpose.
+context.setDefaultTimeout(60_000);
+const requests = [];
+const problems = [];
+const grpcWeb = [];
+const isGrpcWeb = (request) => (request.headers()['content-type'] || '').startsWith('application/grpc-web');
+context.on('request', (r) => requests.push(r));
+context.on('response', (r) => {
+  if (isGrpcWeb(r.request())) grpcWeb.push(r.allHeaders().then((headers) => ({ url: r.url(), headers })));
+});
+
+const result = { scenario };
+let failed = null;
+try {
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  // The page's clock runs from now but can be moved on, to see a code leave the page when it expires.
+  await page.clock.install();
+
+  const main = await page.goto(url);
+  check(main.status() === 200, `the console answers ${main.status()}`);
+  checkHeaders('the page', await main.allHeaders());
+  await page.waitForLoadState('networkidle');
+
+  // The transferred bytes of a cold load: every response's headers and body as they crossed the wire.
+  let bytes = 0;
+  for (const r of requests) {
+    const sizes = await r.sizes();
+    bytes += sizes.responseHeadersSize + sizes.responseBodySize;
+  }
+  result.page_load_requests = requests.length;
+  result.page_load_bytes = bytes;
+
+  // Sign in with the keyboard: the token field has the focus. A wrong token first: refused, nothing offered.
+  check(await page.locator('#token').evaluate((e) => e === document.activeElement), 'token field has focus');
+  await page.keyboard.type('not-a-token');
+  await page.keyboard.press('Enter');
+  await page.locator('#notice').waitFor({ state: 'visible' });
+  const refused = await page.locator('#notice').textContent();
+  check(refused.includes('토큰이 없거나, 잘못되었거나'), `a wrong token is refused: ${refused}`);
+  check((await page.locator('nav#screens button').count()) === 0, 'nothing offered to a wrong token');
+  check(
+    (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === null,
+    'a refused token is not kept',
+  );
+  check(await page.locator('#token').evaluate((e) => e === document.activeElement), 'token field has focus again');
+  await page.keyboard.type(env('TOKEN'));
+  await page.keyboard.press('Enter');
+  await page.locator('#who').waitFor({ state: 'visible' });
+  check(await page.locator('#notice').isHidden(), 'the refusal is gone once signed in');
+  result.who = await page.locator('#who').textContent();
+  check(
+    (await page.evaluate(() => document.cookie)) === '',
+    'the console sets no cookie',
+  );
+  check(
+    (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === env('TOKEN'),
+    'the token is kept in the tab session storage',
+  );
+  const screens = await page.locator('nav#screens button').evaluateAll((bs) => bs.map((b) => b.dataset.screen));
+  result.screens = screens;
+  const present = await page.evaluate(() => [...document.querySelectorAll('section[data-method]')].map((s) => s.id));
+  result.sections = present;
+
+  if (scenario === 'supervisor') await supervisor(page);
+  else if (scenario === 'auditor') await auditor(page);
+  else if (scenario === 'admin') await admin(page);
+  else throw new Error(`unknown SCENARIO ${scenario}`);
+
+  // Sign out clears the token.
+  await page.locator('#sign-out').click();
+  await page.locator('#token').waitFor({ state: 'visible' });
+  check(
+    (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === null,
+    'sign-out clears the token',
+  );
+
+  for (const r of await Promise.all(grpcWeb)) checkHeaders(`gRPC-Web response ${r.url}`, r.headers);
+  check(grpcWeb.length > 0, 'the console called the service over gRPC-Web');
+  const foreign = requests.map((r) => r.url()).filter((u) => new URL(u).origin !== origin);
+  result.requests = requests.map((r) => `${r.method()} ${new URL(r.url()).pathname}`);
+  check(foreign.length === 0, `requests to another origin: ${foreign.join(', ')}`);
+  check(problems.length === 0, problems.join('; '));
+} catch (error) {
+  failed = error;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+writeFileSync(env('RESULT_FILE'), JSON.stringify(result, null, 2));
+if (failed) {
+  console.error(failed.stack || String(failed));
+  process.exit(1);
+}
+
+async function supervisor(page) {
+  check(!result.sections.includes('audit'), 'a supervisor has no audit screen');
+  check(!result.sections.includes('unlock'), 'a supervisor has no unlock screen');
+  check(result.screens.join() === 'lookup,status', `a supervisor's screens are ${result.screens}`);
+  check((await page.locator('#audit-verify').count()) === 0, 'no chain verification for a supervisor');
+
+  // Keyboard only, in focus order: number, ticket, contact kind, contact number, purpose, then Enter.
+  const phone = env('PHONE');
+  check(await page.locator('#lookup-phone').evaluate((e) => e === document.activeElement), 'number has focus');
+  await page.keyboard.type(phone);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('CS-CONSOLE-1');
+  await page.keyboard.press('Tab'); // the contact kind: "driver called in" is checked
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(phone);
+  await page.keyboard.press('Enter');
+  await page.locator('#lookup-result').waitFor({ state: 'visible' });
+  const shown = (await page.locator('#code').textContent()).trim();
+  check(/^(\d ){5,7}\d$/.test(shown), `the code is shown spaced: ${shown}`);
+  result.code = shown.replace(/ /g, '');
+  const script = await page.locator('.script').first().textContent();
+  check(script.includes(`기사님의 인증번호는 ${shown} 입니다`), `the script to read: ${script}`);
+  const countdown = await page.locator('#countdown').textContent();
+  check(/\d+분 \d+초 남음/.test(countdown), `a countdown: ${countdown}`);
+  const box = await page.locator('#code').boundingBox();
+  check(box && box.y + box.height <= 720 && box.x + box.width <= 1280, `the code is on screen at 1280×720: ${JSON.stringify(box)}`);
+  await page.screenshot({ path: join(screenshots, 'lookup.png') });
+
+  // Moving to another screen takes the code off the page.
+  await page.locator('nav button[data-screen=status]').click();
+  check((await page.locator('#code').textContent()) === '', 'the code is gone after leaving the screen');
+  check(!(await page.content()).includes(shown), 'the code is nowhere in the page');
+  await page.locator('nav button[data-screen=lookup]').click();
+
+  // A third party's number: refused, in Korean.
+  await page.fill('#lookup-phone', phone);
+  await page.fill('#lookup-ticket', 'CS-CONSOLE-2');
+  await page.fill('#lookup-contact', env('THIRD_PARTY'));
+  await page.locator('#lookup-form button[type=submit]').click();
+  await page.locator('#lookup-error').waitFor({ state: 'visible' });
+  const refusal = await page.locator('#lookup-error').textContent();
+  check(refusal.includes('제3자 번호로는 인증번호를 안내할 수 없습니다'), `the Korean reason: ${refusal}`);
+  check(refusal.includes('THIRD_PARTY_NUMBER'), `the reason code: ${refusal}`);
+  check(await page.locator('#lookup-result').isHidden(), 'no code for a third party');
+  result.third_party_refusal = refusal;
+  await page.screenshot({ path: join(screenshots, 'lookup-third-party.png') });
+
+  // Status: why can't this number log in?
+  await page.locator('nav button[data-screen=status]').click();
+  await page.fill('#status-phone', phone);
+  await page.fill('#status-ticket', 'CS-CONSOLE-3');
+  await page.locator('#status-form button[type=submit]').click();
+  await page.locator('#status-result').waitFor({ state: 'visible' });
+  const status = await page.locator('#status-result').textContent();
+  check(status.includes('연속 실패') && status.includes('SMS') && status.includes('전달됨 / delivered'), status);
+  check(status.includes('팀장 조회 / lookup'), `the looked-up code is listed: ${status}`);
+  await page.screenshot({ path: join(screenshots, 'status.png'), fullPage: true });
+
+  // A second lookup, by mouse (the SMS is still within the lookup window). Its code is the
+  // one checked over gRPC: it stays valid on the server while the page's clock is moved past its expiry.
+  await page.locator('nav button[data-screen=lookup]').click();
+  await page.fill('#lookup-phone', phone);
+  await page.fill('#lookup-ticket', 'CS-CONSOLE-4');
+  await page.fill('#lookup-contact', phone);
+  await page.locator('#lookup-form button[type=submit]').click();
+  await page.locator('#lookup-result').waitFor({ state: 'visible' });
+  const second = (await page.locator('#code').textContent()).trim();
+  result.first_code = result.code;
+  result.code = second.replace(/ /g, '');
+  await page.clock.fastForward('03:05');
+  await page.locator('#lookup-expired').waitFor({ state: 'visible' });
+  check((await page.locator('#code').textContent()) === '', 'the expired code is gone');
+  check(!(await page.content()).includes(second), 'the expired code is nowhere in the page');
+  check(await page.locator('#lookup-result').isHidden(), 'no result after expiry');
+}
+
+async function auditor(page) {
+  check(result.screens.join() === 'audit', `an auditor's screens are ${result.screens}`);
+  check(!result.sections.includes('lookup'), 'an auditor has no lookup screen');
+  check((await page.locator('#lookup-form').count()) === 0, 'no lookup form in the page');
+  await page.locator('#audit-form button[type=submit]').click();
+  await page.locator('#audit-table').waitFor({ state: 'visible' });
+  const rows = await page.locator('#audit-table tbody tr').count();
+  check(rows > 0, 'audit rows');
+  const table = await page.locator('#audit-table').textContent();
+  check(table.includes('lookup-code') && table.includes('CS-CONSOLE-1'), 'the lookup is listed with its ticket');
+  check(table.includes('NOT matched'), 'the third-party refusal is listed');
+  const chain = await page.locator('#chain').getAttribute('class');
+  result.chain = await page.locator('#chain').textContent();
+  check(chain.includes('ok'), `chain state: ${result.chain}`);
+  result.audit_rows = rows;
+  // The whole chain, checked by the service under the audit key.
+  await page.locator('#audit-verify').click();
+  await page.locator('#chain-verify').waitFor({ state: 'visible' });
+  result.chain_verify = await page.locator('#chain-verify').textContent();
+  check((await page.locator('#chain-verify').getAttribute('class')).includes('ok'), result.chain_verify);
+  // Paging: a page of 20 and the next one, still linked.
+  await page.selectOption('#audit-size', '20');
+  await page.locator('#audit-form button[type=submit]').click();
+  await page.locator('#audit-older').waitFor({ state: 'visible' });
+  await page.locator('#audit-older').click();
+  await page.locator('#audit-newer').waitFor({ state: 'visible' });
+  result.chain_page2 = await page.locator('#chain').textContent();
+  check((await page.locator('#chain').getAttribute('class')).includes('ok'), `page 2 chain: ${result.chain_page2}`);
+  await page.screenshot({ path: join(screenshots, 'audit.png'), fullPage: true });
+}
+
+async function admin(page) {
+  check(result.screens.join() === 'lookup,status,unlock,audit', `an admin's screens are ${result.screens}`);
+  await page.locator('nav button[data-screen=unlock]').click();
+  await page.fill('#unlock-phone', env('PHONE'));
+  await page.fill('#unlock-ticket', 'CS-CONSOLE-9');
+  await page.fill('#unlock-reason', 'driver identified on a callback');
+  await page.locator('#unlock-form button[type=submit]').click();
+  await page.locator('#unlock-confirm').waitFor({ state: 'visible' });
+  await page.screenshot({ path: join(screenshots, 'unlock-confirm.png') });
+  // Cancel first: nothing is sent.
+  const calls = () => requests.filter(isGrpcWeb).length;
+  const before = calls();
+  await page.locator('#unlock-cancel').click();
+  check(await page.locator('#unlock-confirm').isHidden(), 'cancel closes the confirmation');
+  check(calls() === before, 'cancel calls nothing');
+  await page.locator('#unlock-form button[type=submit]').click();
+  await page.locator('#unlock-yes').click();
+  await page.locator('#unlock-result').waitFor({ state: 'visible' });
+  const out = await page.locator('#unlock-result').textContent();
+  check(out.includes('잠금 해제됨') && out.includes('예 / yes'), `unlocked: ${out}`);
+  result.unlock = out;
+}
