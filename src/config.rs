@@ -261,6 +261,9 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "OTPD_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
+    /// The message template and the Korean providers' credentials (src/sms/settings.rs).
+    #[command(flatten)]
+    pub delivery: crate::sms::DeliverySettings,
 }
 
 /// Where the pepper comes from.
@@ -323,6 +326,8 @@ pub struct Config {
     pub app_hashes: AllowedAppHashes,
     /// What supervisor lookups are allowed.
     pub lookup: LookupPolicy,
+    /// The message template and provider credentials.
+    pub delivery: crate::sms::DeliveryConfig,
 }
 
 /// A setting is invalid.
@@ -434,6 +439,17 @@ impl Settings {
         if !(1..=15).contains(&self.prefix_digits) {
             return Err(invalid("prefix-digits", "must be between 1 and 15"));
         }
+        let delivery = self
+            .delivery
+            .validate(
+                &self.sms_gateway,
+                crate::sms::TemplateContext {
+                    code_digits: self.code_length,
+                    ttl: code_ttl,
+                    app_hashes: !self.app_hashes.is_empty(),
+                },
+            )
+            .map_err(|(setting, message)| invalid(setting, message))?;
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -507,6 +523,7 @@ impl Settings {
                 window: lookup_window,
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
             },
+            delivery,
         })
     }
 }

@@ -84,7 +84,7 @@ impl Application {
         );
         let gateway = config
             .sms_gateway
-            .build(&config.http, Arc::clone(&clock))
+            .build(&config.http, &config.delivery.credentials, Arc::clone(&clock))
             .await
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)));
@@ -95,6 +95,7 @@ impl Application {
             clock: Arc::clone(&clock),
             policy: config.policy.clone(),
             sender: config.sms_sender.clone(),
+            template: config.delivery.template.clone(),
             delivery_timeout: config.sms_timeout,
             min_send_deadline: config.min_send_deadline,
             test_numbers: config.test_numbers.clone(),

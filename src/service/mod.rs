@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::hashing::CodeHasher;
 use crate::limits::FrontLimits;
-use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, render_body};
+use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
 use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
 use crate::supervision::AuditLog;
 
@@ -105,6 +105,8 @@ pub struct ServiceParts {
     pub policy: Policy,
     /// The sender number on every SMS.
     pub sender: String,
+    /// The message text.
+    pub template: SmsTemplate,
     /// How long the gateway may take for one SMS.
     pub delivery_timeout: Duration,
     /// The least time before the caller's deadline that SendCode needs to hash, record and hand over an SMS.
@@ -179,7 +181,8 @@ impl VerificationService {
         let message = SmsMessage {
             to: cmd.phone.clone(),
             from: this.sender.clone(),
-            body: render_body(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
+            body: this.template.render(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
+            code: secrecy::SecretString::from(code.expose().to_owned()),
             verification_id: issued.verification_id,
             sent_at: now,
             idempotency_key: format!("{}-{}", issued.verification_id, issued.code_id.0),
