@@ -87,11 +87,16 @@ impl Application {
             .build(&config.http, &config.delivery.credentials, Arc::clone(&clock))
             .await
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
+        let channels = config
+            .delivery
+            .channels(Arc::clone(&gateway), &config.http, Arc::clone(&clock))
+            .map_err(|e| anyhow::anyhow!("opening the delivery channels: {e}"))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
             gateway,
+            channels,
             clock: Arc::clone(&clock),
             policy: config.policy.clone(),
             sender: config.sms_sender.clone(),

@@ -145,6 +145,10 @@ impl HttpGateway {
 
 #[async_trait::async_trait]
 impl SmsGateway for HttpGateway {
+    fn name(&self) -> &'static str {
+        self.wire.name()
+    }
+
     fn refusing_for(&self) -> Option<Duration> {
         self.breaker.refusing().map(|open| open.retry_after)
     }

@@ -22,7 +22,7 @@ use crate::domain::{PhoneNumber, VerificationId};
 pub use file::{FileGateway, FileSms};
 pub use http::{HttpGateway, HttpOptions};
 pub use log::LogGateway;
-pub use settings::{Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext};
+pub use settings::{AlimTalkConfig, Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext};
 pub use template::{SmsTemplate, TemplateLimits, euc_kr_len, render_body};
 pub use wire::{Answer, GenericHttp, NHN_ALIMTALK_BASE, NhnAlimTalk, NhnSms, Sens, Solapi, Wire, sender_digits};
 
@@ -73,6 +73,9 @@ pub enum SmsError {
     Unconfirmed(String),
 }
 
+/// The delivery channels, in the order they are tried, each with its gateway.
+pub type Channels = Vec<(crate::domain::DeliveryChannel, Arc<dyn SmsGateway>)>;
+
 /// When a delivery must be over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
@@ -88,6 +91,11 @@ pub struct Deadline {
 pub trait SmsGateway: Send + Sync + 'static {
     /// Delivers `message` before `deadline`, or says why not.
     async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError>;
+
+    /// The gateway's name in the delivery record (`nhn-sms`, `sens`, `solapi`, `nhn-alimtalk`, `http`, …).
+    fn name(&self) -> &'static str {
+        "sms"
+    }
 
     /// How long a send would be refused at once from now (an open circuit breaker), so that the caller can give
     /// up before doing any work for it; None when a send may go out.

@@ -3,12 +3,15 @@
 //! form keeps them out of the process environment) and are held as [`SecretString`], never logged.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use secrecy::SecretString;
 
-use super::GatewayConfig;
 use super::template::{DEFAULT_TEMPLATE, SmsTemplate, TemplateLimits};
+use super::{GatewayConfig, HttpGateway, HttpOptions, NhnAlimTalk, SmsGateway};
+use crate::clock::Clock;
+use crate::domain::{DeliveryChannel, DeliveryChannels};
 
 /// The message template and the providers' credentials, as given.
 #[derive(Debug, Clone, Args)]
@@ -58,6 +61,28 @@ pub struct DeliverySettings {
     /// File holding the Solapi API secret.
     #[arg(long, env = "OTPD_SOLAPI_API_SECRET_FILE", global = true)]
     pub solapi_api_secret_file: Option<PathBuf>,
+    /// The channels a code is offered to, in order (`alimtalk,sms`): the next one is tried when one refuses or
+    /// fails, within the caller's deadline. Each has its own circuit breaker.
+    #[arg(long, env = "OTPD_DELIVERY", default_value = "sms", global = true)]
+    pub delivery: DeliveryChannels,
+    /// The AlimTalk provider: `nhn-alimtalk` (NHN Cloud KakaoTalk Bizmessage) or `nhn-alimtalk:BASE_URL`.
+    #[arg(long, env = "OTPD_ALIMTALK_GATEWAY", default_value = "nhn-alimtalk", global = true)]
+    pub alimtalk_gateway: String,
+    /// NHN Cloud Bizmessage app key.
+    #[arg(long, env = "OTPD_ALIMTALK_APP_KEY", hide_env_values = true, global = true)]
+    pub alimtalk_app_key: Option<String>,
+    /// NHN Cloud Bizmessage secret key; prefer --alimtalk-secret-key-file.
+    #[arg(long, env = "OTPD_ALIMTALK_SECRET_KEY", hide_env_values = true, global = true)]
+    pub alimtalk_secret_key: Option<SecretString>,
+    /// File holding the NHN Cloud Bizmessage secret key.
+    #[arg(long, env = "OTPD_ALIMTALK_SECRET_KEY_FILE", global = true)]
+    pub alimtalk_secret_key_file: Option<PathBuf>,
+    /// The KakaoTalk channel's sender key.
+    #[arg(long, env = "OTPD_ALIMTALK_SENDER_KEY", hide_env_values = true, global = true)]
+    pub alimtalk_sender_key: Option<String>,
+    /// The approved authentication template's code; the template takes the code as its `code` parameter.
+    #[arg(long, env = "OTPD_ALIMTALK_TEMPLATE_CODE", global = true)]
+    pub alimtalk_template_code: Option<String>,
 }
 
 /// The checked delivery settings.
@@ -67,6 +92,56 @@ pub struct DeliveryConfig {
     pub template: SmsTemplate,
     /// The credentials the configured gateways need.
     pub credentials: Credentials,
+    /// The channels, in order.
+    pub channels: DeliveryChannels,
+    /// The AlimTalk gateway, when `alimtalk` is a channel.
+    pub alimtalk: Option<AlimTalkConfig>,
+}
+
+/// Where and as whom AlimTalk messages are sent.
+#[derive(Debug, Clone)]
+pub struct AlimTalkConfig {
+    /// The Bizmessage API's base URL.
+    pub base: reqwest::Url,
+    /// App key.
+    pub app_key: String,
+    /// Secret key.
+    pub secret_key: SecretString,
+    /// The KakaoTalk channel's sender key.
+    pub sender_key: String,
+    /// The approved template.
+    pub template_code: String,
+}
+
+impl DeliveryConfig {
+    /// The gateway of each channel, in order: `sms` is the `--sms-gateway` one, `alimtalk` its own HTTP gateway
+    /// (its own breaker and connection limit) with the same retry settings.
+    pub fn channels(
+        &self,
+        sms: Arc<dyn SmsGateway>,
+        http: &HttpOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<super::Channels, String> {
+        let mut channels = Vec::new();
+        for channel in self.channels.iter() {
+            let gateway: Arc<dyn SmsGateway> = match (channel, &self.alimtalk) {
+                (DeliveryChannel::Sms, _) => Arc::clone(&sms),
+                (DeliveryChannel::AlimTalk, Some(a)) => {
+                    let wire = NhnAlimTalk::new(
+                        a.base.clone(),
+                        a.app_key.clone(),
+                        a.secret_key.clone(),
+                        a.sender_key.clone(),
+                        a.template_code.clone(),
+                    );
+                    Arc::new(HttpGateway::with_wire(Box::new(wire), http.clone(), Arc::clone(&clock))?)
+                }
+                (DeliveryChannel::AlimTalk, None) => return Err("alimtalk is not configured".into()),
+            };
+            channels.push((channel, gateway));
+        }
+        Ok(channels)
+    }
 }
 
 /// Provider credentials, each present when its gateway is configured.
@@ -139,7 +214,31 @@ impl DeliverySettings {
             }
             GatewayConfig::Log | GatewayConfig::File(_) | GatewayConfig::Http(_) => {}
         }
-        Ok(DeliveryConfig { template, credentials })
+        let alimtalk = if self.delivery.contains(DeliveryChannel::AlimTalk) { Some(self.alimtalk()?) } else { None };
+        Ok(DeliveryConfig { template, credentials, channels: self.delivery.clone(), alimtalk })
+    }
+
+    fn alimtalk(&self) -> Result<AlimTalkConfig, SettingError> {
+        let spec = self.alimtalk_gateway.trim();
+        let base = match spec.strip_prefix("nhn-alimtalk") {
+            Some("") => super::NHN_ALIMTALK_BASE,
+            Some(rest) => rest.strip_prefix(':').unwrap_or("?"),
+            None => "?",
+        };
+        let base = reqwest::Url::parse(base)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| ("alimtalk-gateway", format!("`{spec}` is not nhn-alimtalk or nhn-alimtalk:BASE_URL")))?;
+        Ok(AlimTalkConfig {
+            base,
+            app_key: required("alimtalk-app-key", &self.alimtalk_app_key)?,
+            secret_key: secret(
+                ("alimtalk-secret-key", &self.alimtalk_secret_key),
+                ("alimtalk-secret-key-file", &self.alimtalk_secret_key_file),
+            )?,
+            sender_key: required("alimtalk-sender-key", &self.alimtalk_sender_key)?,
+            template_code: required("alimtalk-template-code", &self.alimtalk_template_code)?,
+        })
     }
 }
 

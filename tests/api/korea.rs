@@ -226,3 +226,155 @@ async fn the_origin_line_is_last_and_carries_the_same_code() {
     let r = app.verify(PHONE, Purpose::Login, code).await.unwrap();
     assert_eq!(r.result(), VerifyResult::Approved);
 }
+
+/// The settings of `--delivery alimtalk,sms` through NHN Cloud, both channels on `nhn`.
+fn alimtalk_then_sms(nhn: &StandIn) -> Vec<String> {
+    let base = nhn.base();
+    let mut args: Vec<String> = [
+        "--delivery",
+        "alimtalk,sms",
+        "--sms-gateway",
+        &format!("nhn-sms:{base}"),
+        "--nhn-sms-app-key",
+        APP_KEY,
+        "--nhn-sms-secret-key",
+        SECRET_KEY,
+        "--alimtalk-gateway",
+        &format!("nhn-alimtalk:{base}"),
+        "--alimtalk-app-key",
+        APP_KEY,
+        "--alimtalk-secret-key",
+        SECRET_KEY,
+        "--alimtalk-sender-key",
+        SENDER_KEY,
+        "--alimtalk-template-code",
+        TEMPLATE_CODE,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(FAST_RETRIES.map(str::to_owned));
+    args
+}
+
+async fn spawn_with(backend: Backend, args: &[String]) -> TestApp {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_app_with(backend, &args).await
+}
+
+async fn status(app: &TestApp) -> otpd::pb::otp::v1::GetPhoneStatusResponse {
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    let req = otpd::pb::otp::v1::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap().into_inner()
+}
+
+crate::both_backends!(a_refused_alimtalk_falls_back_to_sms_with_the_same_code);
+
+/// AlimTalk refused (the driver has no KakaoTalk): the SMS channel carries the same code, and the status view
+/// shows both attempts.
+async fn a_refused_alimtalk_falls_back_to_sms_with_the_same_code(backend: Backend) {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Refuse]);
+    let app = spawn_with(backend, &alimtalk_then_sms(&nhn)).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].path, format!("/alimtalk/v2.3/appkeys/{APP_KEY}/auth/messages"));
+    assert_eq!(seen[1].path, format!("/sms/v3.0/appKeys/{APP_KEY}/sender/auth/sms"));
+    let alimtalk = &seen[0].body["recipientList"][0];
+    let sms_text = seen[1].body["body"].as_str().unwrap();
+    let code = code_in(sms_text);
+    assert_eq!(alimtalk["templateParameter"]["code"], code.as_str(), "one code, whichever channel carries it");
+    assert_eq!(alimtalk["resendParameter"]["resendContent"], sms_text, "the provider's own fallback says the same");
+    assert_eq!(alimtalk["recipientNo"], "01012345678");
+
+    let status = status(&app).await;
+    let send = &status.pending[0].sends[0];
+    assert_eq!(send.delivered_by, "sms");
+    let attempts: Vec<(&str, &str, &str)> =
+        send.attempts.iter().map(|a| (a.channel.as_str(), a.gateway.as_str(), a.outcome.as_str())).collect();
+    assert_eq!(attempts, [("alimtalk", "nhn-alimtalk", "refused"), ("sms", "nhn-sms", "accepted")]);
+    assert_eq!(send.attempts[1].provider_id, "20261129-nhn-0002");
+    assert_eq!(send.attempts[1].receipt, "", "no receipt yet");
+    let r = app.verify(PHONE, Purpose::Login, &code).await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+}
+
+/// AlimTalk takes it: no SMS goes out from otpd (the provider falls back by itself if it must).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_alimtalk_sends_no_sms() {
+    let nhn = StandIn::nhn().await;
+    let app = spawn_with(Backend::Sqlite, &alimtalk_then_sms(&nhn)).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 1);
+    let code = seen[0].body["recipientList"][0]["templateParameter"]["code"].as_str().unwrap().to_owned();
+    let status = status(&app).await;
+    assert_eq!(status.pending[0].sends[0].delivered_by, "alimtalk");
+    assert_eq!(status.pending[0].sends[0].attempts.len(), 1);
+    let r = app.verify(PHONE, Purpose::Login, &code).await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+}
+
+/// Both channels fail: the code is revoked and the caller told SMS_DELIVERY_FAILED; both attempts are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_channel_fails_the_send_fails() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Refuse, Fault::Refuse]);
+    let app = spawn_with(Backend::Sqlite, &alimtalk_then_sms(&nhn)).await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    let status = status(&app).await;
+    let send = &status.pending[0].sends[0];
+    assert!(!send.live && send.delivered_by.is_empty());
+    let outcomes: Vec<&str> = send.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["refused", "refused"]);
+}
+
+crate::both_backends!(attempts_and_receipts_are_stored);
+
+/// Store conformance: attempts are kept in order with the channel that carried the code; a receipt updates the
+/// accepted attempt its provider id names, and one for an unknown id changes nothing.
+async fn attempts_and_receipts_are_stored(backend: Backend) {
+    use otpd::domain::{AttemptOutcome, DeliveryAttempt, DeliveryChannel, Receipt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    stores.verification.migrate().await.unwrap();
+    let phone = otpd::domain::PhoneNumber::parse(PHONE, &Default::default()).unwrap();
+    let now = otpd::clock::to_millis(chrono::Utc::now());
+    let code = otpd::store::NewCode {
+        phone: phone.clone(),
+        purpose: otpd::domain::Purpose::Login,
+        hash: otpd::hashing::CodeHash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$1".into()),
+        channel: otpd::domain::Channel::Sms,
+        now,
+        expires_at: now + chrono::TimeDelta::minutes(3),
+    };
+    let issued = stores.verification.issue_code(code, &otpd::domain::Policy::default()).await.unwrap().unwrap();
+    let attempt = |channel, gateway, outcome, id: Option<&str>| DeliveryAttempt {
+        channel,
+        gateway,
+        at: now,
+        outcome,
+        provider_id: id.map(str::to_owned),
+    };
+    let attempts = [
+        attempt(DeliveryChannel::AlimTalk, "nhn-alimtalk", AttemptOutcome::Failed, None),
+        attempt(DeliveryChannel::Sms, "nhn-sms", AttemptOutcome::Accepted, Some("req-1")),
+    ];
+    stores.verification.record_attempts(issued.code_id, &attempts).await.unwrap();
+    let receipt = Receipt { delivered: false, at: now + chrono::TimeDelta::seconds(5), code: Some("3012".into()) };
+    assert!(!stores.verification.record_receipt("nhn-sms", "req-unknown", &receipt).await.unwrap());
+    assert!(!stores.verification.record_receipt("sens", "req-1", &receipt).await.unwrap(), "another provider's id");
+    assert!(stores.verification.record_receipt("nhn-sms", "req-1", &receipt).await.unwrap());
+
+    let status = stores.supervision.phone_status(&phone, now).await.unwrap();
+    let code = &status.pending[0].codes[0];
+    assert_eq!(code.delivered_by.as_deref(), Some("sms"));
+    assert_eq!(code.attempts.len(), 2);
+    assert_eq!(code.attempts[0].attempt, attempts[0]);
+    assert_eq!(code.attempts[0].receipt, None);
+    assert_eq!(code.attempts[1].attempt, attempts[1]);
+    assert_eq!(code.attempts[1].receipt, Some(receipt));
+}

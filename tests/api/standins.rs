@@ -37,7 +37,6 @@ pub struct Seen {
 
 /// What a stand-in does with the next requests, before it checks anything.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
 pub enum Fault {
     /// 503 Service Unavailable.
     Unavailable,

@@ -34,6 +34,10 @@ struct Response {
 }
 
 impl Wire for GenericHttp {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let body = Request {
             from: &message.from,

@@ -32,6 +32,9 @@ pub enum Answer {
 
 /// One provider's request and answer format.
 pub trait Wire: Send + Sync + 'static {
+    /// The gateway's name in the delivery record (`nhn-sms`, `sens`, …).
+    fn name(&self) -> &'static str;
+
     /// The request for one attempt of `message`; built afresh per attempt, so signatures carry the current time
     /// and a fresh salt.
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder;

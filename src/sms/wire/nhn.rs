@@ -31,6 +31,10 @@ impl NhnSms {
 }
 
 impl Wire for NhnSms {
+    fn name(&self) -> &'static str {
+        "nhn-sms"
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let path = format!("/sms/v3.0/appKeys/{}/sender/auth/sms", self.app_key);
         let body = json!({
@@ -70,6 +74,10 @@ impl NhnAlimTalk {
 }
 
 impl Wire for NhnAlimTalk {
+    fn name(&self) -> &'static str {
+        "nhn-alimtalk"
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let path = format!("/alimtalk/v2.3/appkeys/{}/auth/messages", self.app_key);
         let text = message.body.expose_secret();

@@ -35,6 +35,10 @@ impl Sens {
 }
 
 impl Wire for Sens {
+    fn name(&self) -> &'static str {
+        "sens"
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let path = format!("/sms/v2/services/{}/messages", self.service_id);
         // The provider's clock, not the service's, judges the timestamp (5 minutes' tolerance).
