@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod hashing;
 pub mod limits;
 pub mod pb;
+pub mod receipts;
 pub mod service;
 pub mod sms;
 pub mod startup;

@@ -50,6 +50,7 @@ const RETENTION: TimeDelta = TimeDelta::days(2);
 pub struct Application {
     public: TcpListener,
     admin: TcpListener,
+    receipts: Option<TcpListener>,
     config: Config,
     stores: Stores,
     hasher: CodeHasher,
@@ -110,7 +111,11 @@ impl Application {
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-        Ok(Self { public, admin, config, stores, hasher, service, supervision, clock, limits })
+        let receipts = match config.delivery.webhook_listen {
+            Some(addr) => Some(crate::receipts::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            None => None,
+        };
+        Ok(Self { public, admin, receipts, config, stores, hasher, service, supervision, clock, limits })
     }
 
     /// The bound public address (useful with port 0).
@@ -121,6 +126,11 @@ impl Application {
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.config.admin_listen)
+    }
+
+    /// The bound delivery-receipt address, when receipts are on.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.receipts.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The code hasher (its counter shows how many argon2 computations ran).
@@ -184,6 +194,15 @@ impl Application {
             .add_service(supervisor)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.admin), token.clone().cancelled_owned());
 
+        let receipts = self.receipts.map(|listener| {
+            tokio::spawn(crate::receipts::serve(
+                listener,
+                Arc::clone(&self.stores.verification),
+                Arc::clone(&self.clock),
+                self.config.delivery.receipt_keys.clone(),
+                token.clone(),
+            ))
+        });
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
             self.clock,
@@ -202,6 +221,12 @@ impl Application {
         let (public, admin) = tokio::join!(public, admin);
         token.cancel();
         let _ = background.await;
+        if let Some(receipts) = receipts {
+            match receipts.await {
+                Ok(result) => result.context("receipt listener")?,
+                Err(error) => tracing::error!(%error, "receipt listener task failed"),
+            }
+        }
         public.context("public listener")?;
         admin.context("admin listener")?;
         tracing::info!("stopped");

@@ -83,6 +83,24 @@ pub struct DeliverySettings {
     /// The approved authentication template's code; the template takes the code as its `code` parameter.
     #[arg(long, env = "OTPD_ALIMTALK_TEMPLATE_CODE", global = true)]
     pub alimtalk_template_code: Option<String>,
+    /// Where providers report delivery receipts (HTTP: POST /receipts/nhn, /receipts/http). Default: off, and
+    /// the status view says "not reported".
+    #[arg(long, env = "OTPD_WEBHOOK_LISTEN", global = true)]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The signature entered when the NHN Cloud SMS webhook was configured (sent back in
+    /// X-Toast-Webhook-Signature); enables /receipts/nhn. Prefer --nhn-webhook-signature-file.
+    #[arg(long, env = "OTPD_NHN_WEBHOOK_SIGNATURE", hide_env_values = true, global = true)]
+    pub nhn_webhook_signature: Option<SecretString>,
+    /// File holding the NHN webhook signature.
+    #[arg(long, env = "OTPD_NHN_WEBHOOK_SIGNATURE_FILE", global = true)]
+    pub nhn_webhook_signature_file: Option<PathBuf>,
+    /// The HMAC key of generic receipts (X-Otpd-Signature, docs/sms-gateway.md); enables /receipts/http. Prefer
+    /// --receipt-hmac-key-file.
+    #[arg(long, env = "OTPD_RECEIPT_HMAC_KEY", hide_env_values = true, global = true)]
+    pub receipt_hmac_key: Option<SecretString>,
+    /// File holding the generic receipts' HMAC key.
+    #[arg(long, env = "OTPD_RECEIPT_HMAC_KEY_FILE", global = true)]
+    pub receipt_hmac_key_file: Option<PathBuf>,
 }
 
 /// The checked delivery settings.
@@ -96,6 +114,10 @@ pub struct DeliveryConfig {
     pub channels: DeliveryChannels,
     /// The AlimTalk gateway, when `alimtalk` is a channel.
     pub alimtalk: Option<AlimTalkConfig>,
+    /// Where delivery receipts are received; None: receipts off.
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The receipt endpoints' secrets.
+    pub receipt_keys: crate::receipts::ReceiptKeys,
 }
 
 /// Where and as whom AlimTalk messages are sent.
@@ -215,7 +237,36 @@ impl DeliverySettings {
             GatewayConfig::Log | GatewayConfig::File(_) | GatewayConfig::Http(_) => {}
         }
         let alimtalk = if self.delivery.contains(DeliveryChannel::AlimTalk) { Some(self.alimtalk()?) } else { None };
-        Ok(DeliveryConfig { template, credentials, channels: self.delivery.clone(), alimtalk })
+        let receipt_keys = crate::receipts::ReceiptKeys {
+            nhn_signature: optional_secret(
+                ("nhn-webhook-signature", &self.nhn_webhook_signature),
+                ("nhn-webhook-signature-file", &self.nhn_webhook_signature_file),
+            )?,
+            hmac_key: optional_secret(
+                ("receipt-hmac-key", &self.receipt_hmac_key),
+                ("receipt-hmac-key-file", &self.receipt_hmac_key_file),
+            )?,
+        };
+        if self.webhook_listen.is_some() && receipt_keys.nhn_signature.is_none() && receipt_keys.hmac_key.is_none() {
+            return Err((
+                "webhook-listen",
+                "needs --nhn-webhook-signature or --receipt-hmac-key: receipts are never taken unauthenticated".into(),
+            ));
+        }
+        if let Some(key) = &receipt_keys.hmac_key {
+            use secrecy::ExposeSecret;
+            if key.expose_secret().len() < 16 {
+                return Err(("receipt-hmac-key", "must be at least 16 characters".into()));
+            }
+        }
+        Ok(DeliveryConfig {
+            template,
+            credentials,
+            channels: self.delivery.clone(),
+            alimtalk,
+            webhook_listen: self.webhook_listen,
+            receipt_keys,
+        })
     }
 
     fn alimtalk(&self) -> Result<AlimTalkConfig, SettingError> {
@@ -249,6 +300,17 @@ fn required(setting: &'static str, value: &Option<String>) -> Result<String, Set
         Some(_) => Err((setting, "must be printable ASCII without spaces".into())),
         None => Err((setting, "is required by the configured SMS gateway".into())),
     }
+}
+
+/// A secret that may be left out: None when neither form is given.
+fn optional_secret(
+    inline: (&'static str, &Option<SecretString>),
+    file: (&'static str, &Option<PathBuf>),
+) -> Result<Option<SecretString>, SettingError> {
+    if inline.1.is_none() && file.1.is_none() {
+        return Ok(None);
+    }
+    secret(inline, file).map(Some)
 }
 
 /// A secret given inline or in a file (exactly one of them); the file's trailing newline is not part of it.

@@ -13,6 +13,7 @@ mod otpctl;
 mod overload;
 mod pg_roles;
 mod provider;
+mod receipts;
 mod secrets;
 mod send_verify;
 mod service_surface;
