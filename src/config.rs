@@ -603,6 +603,15 @@ mod tests {
             (&["--hash-queue-delay", "0s"], "hash-queue-delay"),
             (&["--max-calls-per-connection", "0"], "max-calls-per-connection"),
             (&["--sms-http-attempt-timeout", "20s"], "sms-http-attempt-timeout"),
+            (&["--sms-gateway", "nhn-sms"], "nhn-sms-app-key"),
+            (&["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", "k"], "nhn-sms-secret-key"),
+            (&["--sms-gateway", "sens", "--sens-service-id", "s", "--sens-access-key", "a"], "sens-secret-key"),
+            (&["--sms-gateway", "solapi"], "solapi-api-key"),
+            (&["--delivery", "alimtalk,sms"], "alimtalk-app-key"),
+            (&["--webhook-listen", "127.0.0.1:0"], "webhook-listen"),
+            (&["--receipt-hmac-key", "short"], "receipt-hmac-key"),
+            (&["--sms-template", "no code here"], "sms-template"),
+            (&["--origin-domain", "not a domain"], "origin-domain"),
         ] {
             assert_eq!(settings(args).validate().unwrap_err().setting, setting, "{args:?}");
         }

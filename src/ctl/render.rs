@@ -108,11 +108,15 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
                 pb::CodeChannel::Supervisor => "팀장 조회 / lookup",
                 pb::CodeChannel::Unspecified => "-",
             };
-            let delivery = match s.delivery() {
-                pb::DeliveryStatus::Delivered => "전달됨 / delivered",
-                pb::DeliveryStatus::Failed => "실패 / failed",
-                pb::DeliveryStatus::Pending => "전송 중 / pending",
-                pb::DeliveryStatus::Unspecified => "-",
+            // The provider's acceptance is not the phone's: a carrier's receipt, when one came, says more.
+            let carrier = s.attempts.iter().rev().find(|a| !a.receipt.is_empty()).map(|a| a.receipt.as_str());
+            let delivery = match (s.delivery(), carrier) {
+                (pb::DeliveryStatus::Delivered, Some("delivered")) => "수신 완료 / delivered",
+                (pb::DeliveryStatus::Delivered, Some(_)) => "수신 실패 / not delivered",
+                (pb::DeliveryStatus::Delivered, None) => "접수됨 / accepted",
+                (pb::DeliveryStatus::Failed, _) => "실패 / failed",
+                (pb::DeliveryStatus::Pending, _) => "전송 중 / pending",
+                (pb::DeliveryStatus::Unspecified, _) => "-",
             };
             let live = if s.live { "유효 / live" } else { "만료 / dead" };
             let sent = time(s.sent_at.as_ref()).map(clock).unwrap_or_default();

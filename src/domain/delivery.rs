@@ -146,3 +146,22 @@ pub struct AttemptStatus {
     /// The carrier's receipt, if one came.
     pub receipt: Option<Receipt>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_lists_parse_in_order_without_repeats() {
+        let list: DeliveryChannels = "alimtalk, sms".parse().unwrap();
+        assert_eq!(list.iter().collect::<Vec<_>>(), [DeliveryChannel::AlimTalk, DeliveryChannel::Sms]);
+        assert!("sms,sms".parse::<DeliveryChannels>().is_err());
+        assert!("".parse::<DeliveryChannels>().is_err());
+        assert!("pigeon".parse::<DeliveryChannels>().is_err());
+        for outcome in
+            [AttemptOutcome::Accepted, AttemptOutcome::Refused, AttemptOutcome::Failed, AttemptOutcome::Unconfirmed]
+        {
+            assert_eq!(AttemptOutcome::from_db(outcome.as_str()), Some(outcome));
+        }
+    }
+}
