@@ -378,3 +378,20 @@ async fn attempts_and_receipts_are_stored(backend: Backend) {
     assert_eq!(code.attempts[1].attempt, attempts[1]);
     assert_eq!(code.attempts[1].receipt, Some(receipt));
 }
+
+/// The breaker is per channel: AlimTalk down opens its breaker, after which sends go straight to SMS (no
+/// AlimTalk request at all) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_alimtalk_breaker_leaves_sms_working() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Unavailable; 3]);
+    let mut args = alimtalk_then_sms(&nhn);
+    args.extend(["--sms-breaker-threshold", "1", "--sms-http-max-attempts", "3"].map(str::to_owned));
+    let app = spawn_with(Backend::Sqlite, &args).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let paths = |seen: Vec<Seen>| seen.into_iter().map(|s| s.path.contains("alimtalk")).collect::<Vec<_>>();
+    assert_eq!(paths(nhn.seen()), [true, true, true, false], "three AlimTalk attempts, then the SMS");
+
+    app.send("010-2222-3333", Purpose::Login).await.unwrap();
+    assert_eq!(paths(nhn.seen()), [true, true, true, false, false], "AlimTalk's breaker is open; SMS carries it");
+}
