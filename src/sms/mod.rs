@@ -238,7 +238,7 @@ mod tests {
         assert!("http://127.0.0.1:8080/send".parse::<GatewayConfig>().is_ok());
         assert!("http:ftp://x".parse::<GatewayConfig>().is_err());
         assert!("carrier-pigeon".parse::<GatewayConfig>().is_err());
-        let nhn = reqwest::Url::parse("https://api-sms.cloud.toast.com").unwrap();
+        let nhn = reqwest::Url::parse("https://sms.api.nhncloudservice.com").unwrap();
         assert_eq!("nhn-sms".parse::<GatewayConfig>().unwrap(), GatewayConfig::NhnSms(nhn));
         let local = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
         assert_eq!("sens:http://127.0.0.1:9/".parse::<GatewayConfig>().unwrap(), GatewayConfig::Sens(local.clone()));

@@ -10,9 +10,9 @@ use super::{Answer, Wire, join, sender_digits, sms_or_lms};
 use crate::sms::SmsMessage;
 
 /// The public NHN Cloud SMS API.
-pub const NHN_SMS_BASE: &str = "https://api-sms.cloud.toast.com";
+pub const NHN_SMS_BASE: &str = "https://sms.api.nhncloudservice.com";
 /// The public NHN Cloud KakaoTalk Bizmessage API.
-pub const NHN_ALIMTALK_BASE: &str = "https://api-alimtalk.cloud.toast.com";
+pub const NHN_ALIMTALK_BASE: &str = "https://kakaotalk-bizmessage.api.nhncloudservice.com";
 
 const JSON_UTF8: &str = "application/json;charset=UTF-8";
 
