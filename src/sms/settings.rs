@@ -16,7 +16,8 @@ use crate::domain::{DeliveryChannel, DeliveryChannels};
 /// The message template and the providers' credentials, as given.
 #[derive(Debug, Clone, Args)]
 pub struct DeliverySettings {
-    /// The SMS text: `{code}` exactly once, `{minutes}` (the code's lifetime) and `{brand}`. Checked at
+    /// The SMS text: `{code}` exactly once, `{minutes}` (the code's lifetime) and `{brand}`; `\n` is a line
+    /// break. Checked at
     /// start-up with the longest code: EUC-KR only, at most 90 bytes with the app-hash and origin lines unless
     /// --allow-lms, and for nhn-sms an authentication word (인증, 비밀번호, auth, password, verif).
     #[arg(long, env = "OTPD_SMS_TEMPLATE", default_value = DEFAULT_TEMPLATE, global = true)]

@@ -56,6 +56,8 @@ impl SmsTemplate {
     /// Checks `text` (with `brand` and the optional origin domain) against `limits`; the error says why, with the
     /// byte count when it is too long.
     pub fn new(text: &str, brand: &str, origin_domain: Option<&str>, limits: TemplateLimits) -> Result<Self, String> {
+        // A flag or an environment variable rarely carries a real line break: `\n` stands for one.
+        let text = &text.replace("\\n", "\n");
         if text.matches("{code}").count() != 1 {
             return Err("must contain {code} exactly once".into());
         }
@@ -210,5 +212,8 @@ mod tests {
         assert!(SmsTemplate::new("코드 {code}", "", None, limits()).unwrap_err().contains("nhn-sms"));
         assert!(SmsTemplate::new("Your verification code {code}", "", None, limits()).is_ok());
         assert!(SmsTemplate::new("인증 {code}", "", Some("not a domain"), limits()).is_err());
+        let two_lines = SmsTemplate::new("인증번호\\n{code}", "", None, limits()).unwrap();
+        let code = OtpCode::parse("042917", CodeLength::default()).unwrap();
+        assert_eq!(two_lines.render(&code, TimeDelta::minutes(3), None).expose_secret(), "인증번호\n042917");
     }
 }
