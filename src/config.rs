@@ -270,6 +270,9 @@ pub struct Settings {
     /// Prometheus endpoint: `GET /metrics` (OpenMetrics text) on this address, e.g. 127.0.0.1:9464. Default: off.
     #[arg(long, env = "OTPD_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The message template and the Korean providers' credentials (src/sms/settings.rs).
+    #[command(flatten)]
+    pub delivery: crate::sms::DeliverySettings,
 }
 
 /// Where the pepper comes from.
@@ -336,6 +339,8 @@ pub struct Config {
     pub lookup: LookupPolicy,
     /// The Prometheus endpoint's address; None: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// The message template and provider credentials.
+    pub delivery: crate::sms::DeliveryConfig,
 }
 
 /// A setting is invalid.
@@ -453,6 +458,17 @@ impl Settings {
         if !(1..=15).contains(&self.prefix_digits) {
             return Err(invalid("prefix-digits", "must be between 1 and 15"));
         }
+        let delivery = self
+            .delivery
+            .validate(
+                &self.sms_gateway,
+                crate::sms::TemplateContext {
+                    code_digits: self.code_length,
+                    ttl: code_ttl,
+                    app_hashes: !self.app_hashes.is_empty(),
+                },
+            )
+            .map_err(|(setting, message)| invalid(setting, message))?;
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -528,6 +544,7 @@ impl Settings {
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
             },
             metrics_listen: self.metrics_listen,
+            delivery,
         })
     }
 }
@@ -607,6 +624,15 @@ mod tests {
             (&["--hash-queue-delay", "0s"], "hash-queue-delay"),
             (&["--max-calls-per-connection", "0"], "max-calls-per-connection"),
             (&["--sms-http-attempt-timeout", "20s"], "sms-http-attempt-timeout"),
+            (&["--sms-gateway", "nhn-sms"], "nhn-sms-app-key"),
+            (&["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", "k"], "nhn-sms-secret-key"),
+            (&["--sms-gateway", "sens", "--sens-service-id", "s", "--sens-access-key", "a"], "sens-secret-key"),
+            (&["--sms-gateway", "solapi"], "solapi-api-key"),
+            (&["--delivery", "alimtalk,sms"], "alimtalk-app-key"),
+            (&["--webhook-listen", "127.0.0.1:0"], "webhook-listen"),
+            (&["--receipt-hmac-key", "short"], "receipt-hmac-key"),
+            (&["--sms-template", "no code here"], "sms-template"),
+            (&["--origin-domain", "not a domain"], "origin-domain"),
         ] {
             assert_eq!(settings(args).validate().unwrap_err().setting, setting, "{args:?}");
         }

@@ -19,6 +19,7 @@ pub mod healthcheck;
 pub mod limits;
 pub mod metrics;
 pub mod pb;
+pub mod receipts;
 pub mod service;
 pub mod sms;
 pub mod startup;

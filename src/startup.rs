@@ -52,6 +52,7 @@ const RETENTION: TimeDelta = TimeDelta::days(2);
 pub struct Application {
     public: TcpListener,
     admin: TcpListener,
+    receipts: Option<TcpListener>,
     config: Config,
     stores: Stores,
     hasher: CodeHasher,
@@ -94,17 +95,23 @@ impl Application {
         );
         let gateway = config
             .sms_gateway
-            .build(&config.http, Arc::clone(&clock), Arc::clone(&metrics))
+            .build(&config.http, &config.delivery.credentials, Arc::clone(&clock), Arc::clone(&metrics))
             .await
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
+        let channels = config
+            .delivery
+            .channels(Arc::clone(&gateway), &config.http, Arc::clone(&clock))
+            .map_err(|e| anyhow::anyhow!("opening the delivery channels: {e}"))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
             gateway,
+            channels,
             clock: Arc::clone(&clock),
             policy: config.policy.clone(),
             sender: config.sms_sender.clone(),
+            template: config.delivery.template.clone(),
             delivery_timeout: config.sms_timeout,
             min_send_deadline: config.min_send_deadline,
             test_numbers: config.test_numbers.clone(),
@@ -116,6 +123,10 @@ impl Application {
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
+        let receipts = match config.delivery.webhook_listen {
+            Some(addr) => Some(crate::receipts::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            None => None,
+        };
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (metrics)"))?),
             None => None,
@@ -134,6 +145,7 @@ impl Application {
             admin_tls,
             metrics,
             metrics_listener,
+            receipts,
         })
     }
 
@@ -155,6 +167,11 @@ impl Application {
     /// This application's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// The bound delivery-receipt address, when receipts are on.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.receipts.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The code hasher (its counter shows how many argon2 computations ran).
@@ -263,6 +280,15 @@ impl Application {
             }
         };
 
+        let receipts = self.receipts.map(|listener| {
+            tokio::spawn(crate::receipts::serve(
+                listener,
+                Arc::clone(&self.stores.verification),
+                Arc::clone(&self.clock),
+                self.config.delivery.receipt_keys.clone(),
+                token.clone(),
+            ))
+        });
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
             self.clock,
@@ -290,6 +316,12 @@ impl Application {
         let _ = background.await;
         if let Some(tls_reload) = tls_reload {
             let _ = tls_reload.await;
+        }
+        if let Some(receipts) = receipts {
+            match receipts.await {
+                Ok(result) => result.context("receipt listener")?,
+                Err(error) => tracing::error!(%error, "receipt listener task failed"),
+            }
         }
         public.context("public listener")?;
         admin.context("admin listener")?;

@@ -108,15 +108,24 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
                 pb::CodeChannel::Supervisor => "팀장 조회 / lookup",
                 pb::CodeChannel::Unspecified => "-",
             };
-            let delivery = match s.delivery() {
-                pb::DeliveryStatus::Delivered => "전달됨 / delivered",
-                pb::DeliveryStatus::Failed => "실패 / failed",
-                pb::DeliveryStatus::Pending => "전송 중 / pending",
-                pb::DeliveryStatus::Unspecified => "-",
+            // The provider's acceptance is not the phone's: a carrier's receipt, when one came, says more.
+            let carrier = s.attempts.iter().rev().find(|a| !a.receipt.is_empty()).map(|a| a.receipt.as_str());
+            let delivery = match (s.delivery(), carrier) {
+                (pb::DeliveryStatus::Delivered, Some("delivered")) => "수신 완료 / delivered",
+                (pb::DeliveryStatus::Delivered, Some(_)) => "수신 실패 / not delivered",
+                (pb::DeliveryStatus::Delivered, None) => "접수됨 / accepted",
+                (pb::DeliveryStatus::Failed, _) => "실패 / failed",
+                (pb::DeliveryStatus::Pending, _) => "전송 중 / pending",
+                (pb::DeliveryStatus::Unspecified, _) => "-",
             };
             let live = if s.live { "유효 / live" } else { "만료 / dead" };
             let sent = time(s.sent_at.as_ref()).map(clock).unwrap_or_default();
+            let channel = match s.delivered_by.as_str() {
+                "alimtalk" => "알림톡 / AlimTalk",
+                _ => channel,
+            };
             let _ = writeln!(text, "  {sent}  {channel:<20} {delivery:<22} {live}");
+            let attempts = attempts_text(&mut text, &s.attempts);
             sends.push(json!({
                 "sent_at": rfc3339(s.sent_at.as_ref()),
                 "channel": match s.channel() { pb::CodeChannel::Sms => "sms", pb::CodeChannel::Supervisor => "supervisor", pb::CodeChannel::Unspecified => "unspecified" },
@@ -124,6 +133,8 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
                 "expires_at": rfc3339(s.expires_at.as_ref()),
                 "live": s.live,
                 "provider_message_id": s.provider_message_id,
+                "delivered_by": s.delivered_by,
+                "attempts": attempts,
             }));
         }
         pending_json.push(json!({
@@ -145,6 +156,51 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
         "audit_event_id": r.audit_event_id,
     });
     Output { text, json }
+}
+
+/// Writes each channel's attempt under its send, and returns them as JSON.
+fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<serde_json::Value> {
+    let mut json = Vec::new();
+    for (n, a) in attempts.iter().enumerate() {
+        let channel = match a.channel.as_str() {
+            "alimtalk" => "알림톡 / AlimTalk",
+            _ => "SMS",
+        };
+        let outcome = match a.outcome.as_str() {
+            "accepted" => "접수 / accepted",
+            "refused" => "거절 / refused",
+            "failed" => "실패 / failed",
+            "unconfirmed" => "응답 없음 / unconfirmed",
+            _ => "-",
+        };
+        let at = time(a.attempted_at.as_ref()).map(clock).unwrap_or_default();
+        let _ = writeln!(text, "      {}. {channel} ({}): {outcome} {at}", n + 1, a.gateway);
+        if matches!(a.outcome.as_str(), "accepted" | "unconfirmed") {
+            let receipt_at = time(a.receipt_at.as_ref()).map(clock).unwrap_or_default();
+            let _ = match a.receipt.as_str() {
+                "delivered" => writeln!(text, "         수신 결과 / receipt: 전달됨 / delivered {receipt_at}"),
+                "failed" => writeln!(
+                    text,
+                    "         수신 결과 / receipt: 실패 / failed {receipt_at}: {} / {} ({})",
+                    a.reason_ko, a.reason_en, a.receipt_code
+                ),
+                _ => writeln!(text, "         수신 결과 / receipt: 미보고 / not reported"),
+            };
+        }
+        json.push(json!({
+            "channel": a.channel,
+            "gateway": a.gateway,
+            "attempted_at": rfc3339(a.attempted_at.as_ref()),
+            "outcome": a.outcome,
+            "provider_id": a.provider_id,
+            "receipt": if a.receipt.is_empty() { "not reported" } else { a.receipt.as_str() },
+            "receipt_at": rfc3339(a.receipt_at.as_ref()),
+            "receipt_code": a.receipt_code,
+            "reason_ko": a.reason_ko,
+            "reason_en": a.reason_en,
+        }));
+    }
+    json
 }
 
 /// An unlock.

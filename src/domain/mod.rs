@@ -2,16 +2,20 @@
 
 pub mod audit;
 mod code;
+mod delivery;
 mod phone;
 mod policy;
 mod purpose;
+mod receipt_reason;
 mod supervision;
 mod test_numbers;
 
 pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
+pub use delivery::{AttemptOutcome, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels, Receipt};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
+pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, receipt_reason};
 pub use supervision::{Actor, ContactChannel, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;
 

@@ -18,6 +18,8 @@ const MAX_INPUT_LEN: usize = 32;
 pub struct PhoneNumber {
     e164: String,
     masked: String,
+    national: String,
+    calling_code: u16,
 }
 
 /// Why a string is not a number we can send a code to.
@@ -110,12 +112,26 @@ impl PhoneNumber {
     fn from_parsed(number: &phonenumber::PhoneNumber) -> Self {
         let e164 = number.format().mode(Mode::E164).to_string();
         let international = number.format().mode(Mode::International).to_string();
-        Self { masked: mask(&international, number.code().value()), e164 }
+        // Korean providers take domestic recipients as the digits dialled at home (`01012345678`).
+        let national: String =
+            number.format().mode(Mode::National).to_string().chars().filter(char::is_ascii_digit).collect();
+        let calling_code = number.code().value();
+        Self { masked: mask(&international, calling_code), e164, national, calling_code }
     }
 
     /// The number in E.164, for the SMS gateway and the store. Never log it: log `self` (masked).
     pub fn e164(&self) -> &str {
         &self.e164
+    }
+
+    /// The national digits as dialled in the number's own country, e.g. `01012345678`. Never log it.
+    pub fn national_digits(&self) -> &str {
+        &self.national
+    }
+
+    /// The country calling code, e.g. 82.
+    pub fn calling_code(&self) -> u16 {
+        self.calling_code
     }
 
     /// The masked form, e.g. `+82 10-****-5678`.
@@ -188,6 +204,7 @@ mod tests {
             let n = PhoneNumber::parse(input, &kr()).unwrap();
             assert_eq!(n.e164(), "+821012345678", "{input}");
             assert_eq!(n.masked(), "+82 10-****-5678", "{input}");
+            assert_eq!((n.national_digits(), n.calling_code()), ("01012345678", 82), "{input}");
         }
     }
 

@@ -350,6 +350,32 @@ fn code_to_pb(c: &CodeStatus, now: chrono::DateTime<chrono::Utc>) -> pb::CodeSen
         expires_at: Some(timestamp(c.expires_at)),
         live: !c.revoked && c.expires_at > now,
         provider_message_id: c.provider_message_id.clone().unwrap_or_default(),
+        delivered_by: c.delivered_by.clone().unwrap_or_default(),
+        attempts: c.attempts.iter().map(attempt_to_pb).collect(),
+    }
+}
+
+fn attempt_to_pb(a: &crate::domain::AttemptStatus) -> pb::DeliveryAttempt {
+    let (receipt, receipt_at, receipt_code, reason) = match &a.receipt {
+        Some(r) if r.delivered => ("delivered", Some(timestamp(r.at)), String::new(), None),
+        Some(r) => {
+            let code = r.code.clone().unwrap_or_default();
+            let reason = crate::domain::receipt_reason(a.attempt.gateway, &code);
+            ("failed", Some(timestamp(r.at)), code, Some(reason))
+        }
+        None => ("", None, String::new(), None),
+    };
+    pb::DeliveryAttempt {
+        channel: a.attempt.channel.as_str().into(),
+        gateway: a.attempt.gateway.into(),
+        attempted_at: Some(timestamp(a.attempt.at)),
+        outcome: a.attempt.outcome.as_str().into(),
+        provider_id: a.attempt.provider_id.clone().unwrap_or_default(),
+        receipt: receipt.into(),
+        receipt_at,
+        receipt_code,
+        reason_ko: reason.map(|r| r.ko.to_owned()).unwrap_or_default(),
+        reason_en: reason.map(|r| r.en.to_owned()).unwrap_or_default(),
     }
 }
 

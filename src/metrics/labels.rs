@@ -354,22 +354,20 @@ label_enum! {
         NotSent = "not_sent",
         /// Handed over, not confirmed before the caller's deadline.
         Unconfirmed = "unconfirmed",
-        /// The gateway did not end by its deadline.
-        Timeout = "timeout",
     }
 }
 
 impl GatewayFailure {
-    /// Why a gateway call bounded by a timeout failed, or None if it delivered.
-    pub fn of<E>(sent: &Result<Result<Delivery, SmsError>, E>) -> Option<Self> {
+    /// Why a delivery over the channels failed, or None if it was accepted. A gateway that overran its deadline
+    /// is reported by the channel loop as unavailable.
+    pub fn of_delivery(sent: &Result<Delivery, SmsError>) -> Option<Self> {
         match sent {
-            Ok(Ok(_)) => None,
-            Ok(Err(SmsError::Unavailable(_))) => Some(Self::Unavailable),
-            Ok(Err(SmsError::Rejected(_))) => Some(Self::Rejected),
-            Ok(Err(SmsError::CircuitOpen { .. })) => Some(Self::CircuitOpen),
-            Ok(Err(SmsError::NotSent(_))) => Some(Self::NotSent),
-            Ok(Err(SmsError::Unconfirmed(_))) => Some(Self::Unconfirmed),
-            Err(_) => Some(Self::Timeout),
+            Ok(_) => None,
+            Err(SmsError::Unavailable(_)) => Some(Self::Unavailable),
+            Err(SmsError::Rejected(_)) => Some(Self::Rejected),
+            Err(SmsError::CircuitOpen { .. }) => Some(Self::CircuitOpen),
+            Err(SmsError::NotSent(_)) => Some(Self::NotSent),
+            Err(SmsError::Unconfirmed(_)) => Some(Self::Unconfirmed),
         }
     }
 }
@@ -471,6 +469,10 @@ label_enum! {
         ReleaseAttempt = "release_attempt",
         /// Store::purge.
         Purge = "purge",
+        /// Store::record_attempts.
+        RecordAttempts = "record_attempts",
+        /// Store::record_receipt.
+        RecordReceipt = "record_receipt",
         /// SupervisionStore::add_supervisor.
         AddSupervisor = "add_supervisor",
         /// SupervisionStore::list_supervisors.

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{DbErrorKind, Metrics, StoreOperation as Op};
 use crate::domain::audit::{AuditEvent, AuditKey, NewAuditEvent};
-use crate::domain::{PhoneNumber, Policy, Purpose, Role, SendRefusal, SupervisorName, VerificationId};
+use crate::domain::{
+    DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, Role, SendRefusal, SupervisorName, VerificationId,
+};
 use crate::store::{
     Approval, AuditFilter, CheckState, CodeId, DeliveryOutcome, IssuedCode, LookupIssue, LookupQuota, LookupTarget,
     NewCode, PhoneStatus, Reservation, SendState, Store, StoreResult, Stores, SupervisionStore, SupervisorRecord,
@@ -98,6 +100,14 @@ impl Store for Metered {
 
     async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
         self.seen(Op::Purge, self.verification.purge(before, now).await)
+    }
+
+    async fn record_attempts(&self, code: CodeId, attempts: &[DeliveryAttempt]) -> StoreResult<()> {
+        self.seen(Op::RecordAttempts, self.verification.record_attempts(code, attempts).await)
+    }
+
+    async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<bool> {
+        self.seen(Op::RecordReceipt, self.verification.record_receipt(gateway, provider_id, receipt).await)
     }
 }
 

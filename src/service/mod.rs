@@ -1,6 +1,7 @@
 //! The SendCode and VerifyCode flows (DESIGN.md, "Flows"), independent of gRPC: they take parsed domain values
 //! and return domain outcomes.
 
+mod delivery;
 mod error;
 
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use crate::domain::{
 use crate::hashing::CodeHasher;
 use crate::limits::FrontLimits;
 use crate::metrics::{GatewayFailure, Metrics, SendResult, VerifyResult};
-use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, render_body};
+use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
 use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
 use crate::supervision::AuditLog;
 
+pub use delivery::Channels;
 use error::until;
 pub use error::{FieldViolation, ServiceError};
 
@@ -27,8 +29,6 @@ pub use error::{FieldViolation, ServiceError};
 const DELIVERY_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// What is kept of the caller's deadline for the work after delivery (recording it, answering).
 const DEADLINE_RESERVE: Duration = Duration::from_millis(250);
-/// How long past its deadline a gateway is waited for before it is abandoned.
-const GATEWAY_GRACE: Duration = Duration::from_millis(50);
 
 /// A request to send a code.
 #[derive(Debug)]
@@ -100,12 +100,16 @@ pub struct ServiceParts {
     pub hasher: CodeHasher,
     /// SMS delivery.
     pub gateway: Arc<dyn SmsGateway>,
+    /// The channels of `--delivery`, in order, each with its gateway; empty: SMS through `gateway` alone.
+    pub channels: Channels,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// The rules.
     pub policy: Policy,
     /// The sender number on every SMS.
     pub sender: String,
+    /// The message text.
+    pub template: SmsTemplate,
     /// How long the gateway may take for one SMS.
     pub delivery_timeout: Duration,
     /// The least time before the caller's deadline that SendCode needs to hash, record and hand over an SMS.
@@ -168,7 +172,7 @@ impl VerificationService {
         if !is_test_number {
             // While the provider is known to be down no SMS can go out: refuse before any hash, code row or
             // charge to the shared limits.
-            if let Some(retry_after) = this.gateway.refusing_for() {
+            if let Some(retry_after) = self.channels_refusing_for() {
                 *verdict = Some(SendResult::NotSent);
                 return Err(ServiceError::SmsDeliveryFailed { retry_after });
             }
@@ -192,30 +196,32 @@ impl VerificationService {
         let message = SmsMessage {
             to: cmd.phone.clone(),
             from: this.sender.clone(),
-            body: render_body(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
+            body: this.template.render(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
+            code: secrecy::SecretString::from(code.expose().to_owned()),
             verification_id: issued.verification_id,
             sent_at: now,
             idempotency_key: format!("{}-{}", issued.verification_id, issued.code_id.0),
         };
         drop(code);
+        let mut attempts = Vec::new();
         let outcome = if is_test_number {
             tracing::info!("test number: SMS not sent");
             DeliveryOutcome::Delivered { message_id: Some("test-number".into()) }
         } else {
             let deadline = self.delivery_deadline(cmd.deadline);
-            // The gateway ends by `deadline` itself; this bound only catches one that does not.
             let started = tokio::time::Instant::now();
-            let sent =
-                tokio::time::timeout_at(deadline.at + GATEWAY_GRACE, this.gateway.send(&message, deadline)).await;
-            this.metrics.sms_delivery(started.elapsed(), GatewayFailure::of(&sent));
-            match sent {
-                Ok(Ok(delivery)) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
-                Ok(Err(SmsError::Unconfirmed(why))) => {
+            let (result, tried) = self.deliver(&message, deadline).await;
+            this.metrics.sms_delivery(started.elapsed(), GatewayFailure::of_delivery(&result));
+            attempts = tried;
+            match result {
+                Ok(delivery) => DeliveryOutcome::Delivered { message_id: delivery.message_id },
+                Err(SmsError::Unconfirmed(why)) => {
                     // Handed over: it may arrive, so its code stays and the send counts, as any other.
                     tracing::warn!(%why, "SMS not confirmed before the caller's deadline; code kept");
+                    self.record_attempts(issued.code_id, &attempts).await;
                     return Err(ServiceError::DeliveryUnconfirmed);
                 }
-                Ok(Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. }))) => {
+                Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. })) => {
                     // The provider never saw it: the send did not happen, and counts toward nothing.
                     tracing::warn!(error = %error, "SMS not handed to the provider; code withdrawn");
                     self.withdraw(issued.code_id).await?;
@@ -229,12 +235,8 @@ impl VerificationService {
                         _ => ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER },
                     });
                 }
-                Ok(Err(error)) => {
+                Err(error) => {
                     tracing::warn!(error = %error, "SMS delivery failed; code revoked");
-                    DeliveryOutcome::Failed
-                }
-                Err(_) => {
-                    tracing::warn!("SMS delivery timed out; code revoked");
                     DeliveryOutcome::Failed
                 }
             }
@@ -248,6 +250,7 @@ impl VerificationService {
                 return Err(error.into());
             }
         }
+        self.record_attempts(issued.code_id, &attempts).await;
         if !delivered {
             *verdict = Some(SendResult::Failed);
             return Err(ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER });
@@ -264,6 +267,16 @@ impl VerificationService {
             sender: this.sender.clone(),
             masked_phone: cmd.phone.masked().to_owned(),
         })
+    }
+
+    /// Keeps the record of each channel's attempt; losing it costs the status view, not the send.
+    async fn record_attempts(&self, code: CodeId, attempts: &[crate::domain::DeliveryAttempt]) {
+        if attempts.is_empty() {
+            return;
+        }
+        if let Err(error) = self.inner.store.record_attempts(code, attempts).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording delivery attempts failed");
+        }
     }
 
     /// Takes back a code whose SMS never reached the provider; if that fails, revokes it, so that it can never

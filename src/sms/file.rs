@@ -41,6 +41,10 @@ impl FileGateway {
 
 #[async_trait::async_trait]
 impl SmsGateway for FileGateway {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
     async fn send(&self, message: &SmsMessage, _deadline: super::Deadline) -> Result<Delivery, SmsError> {
         let line = FileSms {
             to: message.to.e164().to_owned(),

@@ -1,24 +1,27 @@
-//! The `http` gateway: a provider's HTTP API, as SMS aggregators are called (protocol in docs/sms-gateway.md).
-//!
-//! `POST` JSON `{from, to, text, reference}` with an optional `Authorization` header and an `Idempotency-Key`, so
-//! a provider can drop the duplicate of a retried request. Each attempt has its own timeout; timeouts,
-//! connection errors, 5xx and 429 are retried with jittered exponential backoff (a `Retry-After` is honoured),
-//! other 4xx never; the whole delivery ends by the caller's deadline. A semaphore caps concurrent requests and a
-//! [`Breaker`] fails fast while the provider is down.
+//! The one delivery machinery every HTTP provider shares (as arrow-rs object_store has one retry module for all
+//! its stores): each attempt has its own timeout; timeouts, connection errors, 5xx and 429 (and what a wire format
+//! calls a failure) are retried with jittered exponential backoff (a `Retry-After` is honoured), refusals never;
+//! the whole delivery ends by the caller's deadline. A semaphore caps concurrent requests and a [`Breaker`] fails
+//! fast while the provider is down. What goes over the wire is a [`Wire`]: the `http:` protocol of
+//! docs/sms-gateway.md, or one of the Korean providers' APIs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::breaker::Breaker;
+use super::wire::{Answer, GenericHttp, Wire};
 use super::{Deadline, Delivery, SmsError, SmsGateway, SmsMessage};
 use crate::clock::Clock;
 use crate::metrics::{GatewayAttempt, Metrics};
+
+/// The most of a provider's answer that is read: answers are small JSON objects.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Settings of the `http` gateway, besides its URL.
 #[derive(Debug, Clone)]
@@ -44,25 +47,12 @@ pub struct HttpOptions {
 /// Delivers SMS through a provider's HTTP API.
 pub struct HttpGateway {
     client: reqwest::Client,
-    url: reqwest::Url,
+    wire: Box<dyn Wire>,
     settings: HttpOptions,
     permits: Semaphore,
     breaker: Breaker,
     requests: AtomicU64,
     metrics: Arc<Metrics>,
-}
-
-#[derive(serde::Serialize)]
-struct ProviderRequest<'a> {
-    from: &'a str,
-    to: &'a str,
-    text: &'a str,
-    reference: String,
-}
-
-#[derive(serde::Deserialize)]
-struct ProviderResponse {
-    message_id: Option<String>,
 }
 
 /// What one attempt came to.
@@ -80,8 +70,14 @@ enum Attempt {
 }
 
 impl HttpGateway {
-    /// A gateway posting to `url`; the breaker runs on `clock`.
+    /// A gateway posting the `http:` protocol to `url`; the breaker runs on `clock`.
     pub fn new(url: reqwest::Url, settings: HttpOptions, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let wire = GenericHttp::new(url, settings.auth.clone());
+        Self::with_wire(Box::new(wire), settings, clock)
+    }
+
+    /// A gateway speaking `wire`; the breaker runs on `clock`.
+    pub fn with_wire(wire: Box<dyn Wire>, settings: HttpOptions, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.attempt_timeout)
@@ -89,7 +85,7 @@ impl HttpGateway {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             client,
-            url,
+            wire,
             permits: Semaphore::new(settings.concurrency.max(1)),
             breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown, clock),
             settings,
@@ -112,21 +108,8 @@ impl HttpGateway {
 
     /// One request with `timeout`; `cut_short` says the timeout is the caller's deadline, not ours.
     async fn attempt(&self, message: &SmsMessage, timeout: Duration, cut_short: bool) -> Attempt {
-        let body = ProviderRequest {
-            from: &message.from,
-            to: message.to.e164(),
-            text: message.body.expose_secret(),
-            reference: message.verification_id.to_string(),
-        };
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .timeout(timeout)
-            .header("Idempotency-Key", &message.idempotency_key)
-            .json(&body);
-        if let Some(auth) = &self.settings.auth {
-            request = request.header(reqwest::header::AUTHORIZATION, auth.expose_secret());
-        }
+        // Built afresh per attempt: some providers sign the time and a one-time salt.
+        let request = self.wire.request(&self.client, message).timeout(timeout);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let response = match request.send().await {
             Ok(response) => response,
@@ -144,11 +127,6 @@ impl HttpGateway {
             }
         };
         let status = response.status();
-        if status.is_success() {
-            // The message is accepted; an unreadable body only costs us the provider's message id.
-            let message_id = response.json::<ProviderResponse>().await.ok().and_then(|r| r.message_id);
-            return Attempt::Delivered(Delivery { message_id });
-        }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(parse_retry_after);
             return Attempt::Transient {
@@ -157,7 +135,14 @@ impl HttpGateway {
                 provider_failed: true,
             };
         }
-        Attempt::Rejected(format!("provider answered {status}"))
+        // An unreadable answer is judged as an empty one: for a 2xx the message is taken (a retry could send a
+        // second SMS), only its id is lost.
+        let body = read_capped(response).await.unwrap_or_default();
+        match self.wire.answer(status, &body) {
+            Answer::Accepted { provider_id } => Attempt::Delivered(Delivery { message_id: provider_id }),
+            Answer::Refused(why) => Attempt::Rejected(why),
+            Answer::Failed(why) => Attempt::Transient { why, retry_after: None, provider_failed: true },
+        }
     }
 
     /// The wait before retry number `retry` (1-based): full jitter over an exponential ceiling.
@@ -170,6 +155,10 @@ impl HttpGateway {
 
 #[async_trait::async_trait]
 impl SmsGateway for HttpGateway {
+    fn name(&self) -> &'static str {
+        self.wire.name()
+    }
+
     fn refusing_for(&self) -> Option<Duration> {
         self.breaker.refusing().map(|open| open.retry_after)
     }
@@ -247,6 +236,19 @@ impl Attempt {
             Attempt::Transient { provider_failed: false, .. } => GatewayAttempt::CutShort,
         }
     }
+}
+
+/// The answer's body, at most [`MAX_ANSWER_BYTES`] of it.
+async fn read_capped(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Some(body)
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.

@@ -13,6 +13,10 @@ pub struct LogGateway;
 
 #[async_trait::async_trait]
 impl SmsGateway for LogGateway {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
     async fn send(&self, message: &SmsMessage, _deadline: super::Deadline) -> Result<Delivery, SmsError> {
         let text = format!(
             "--- dev SMS from {} to {} (verification {}) ---\n{}\n---\n",

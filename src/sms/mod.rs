@@ -4,7 +4,9 @@ mod breaker;
 mod file;
 mod http;
 mod log;
+mod settings;
 mod template;
+mod wire;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +22,9 @@ use crate::domain::{PhoneNumber, VerificationId};
 pub use file::{FileGateway, FileSms};
 pub use http::{HttpGateway, HttpOptions};
 pub use log::LogGateway;
-pub use template::render_body;
+pub use settings::{AlimTalkConfig, Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext};
+pub use template::{SmsTemplate, TemplateLimits, euc_kr_len, render_body};
+pub use wire::{Answer, GenericHttp, NHN_ALIMTALK_BASE, NhnAlimTalk, NhnSms, Sens, Solapi, Wire, sender_digits};
 
 /// One SMS to send. The body holds the code, so it is a secret and is never logged.
 pub struct SmsMessage {
@@ -30,6 +34,8 @@ pub struct SmsMessage {
     pub from: String,
     /// The text, including the code.
     pub body: SecretString,
+    /// The code alone, for channels that carry it as a template parameter (AlimTalk).
+    pub code: SecretString,
     /// The verification the code belongs to; providers echo it back as a reference.
     pub verification_id: VerificationId,
     /// When the message was handed to the gateway.
@@ -67,6 +73,9 @@ pub enum SmsError {
     Unconfirmed(String),
 }
 
+/// The delivery channels, in the order they are tried, each with its gateway.
+pub type Channels = Vec<(crate::domain::DeliveryChannel, Arc<dyn SmsGateway>)>;
+
 /// When a delivery must be over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
@@ -83,6 +92,11 @@ pub trait SmsGateway: Send + Sync + 'static {
     /// Delivers `message` before `deadline`, or says why not.
     async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError>;
 
+    /// The gateway's name in the delivery record (`nhn-sms`, `sens`, `solapi`, `nhn-alimtalk`, `http`, …).
+    fn name(&self) -> &'static str {
+        "sms"
+    }
+
     /// How long a send would be refused at once from now (an open circuit breaker), so that the caller can give
     /// up before doing any work for it; None when a send may go out.
     fn refusing_for(&self) -> Option<std::time::Duration> {
@@ -90,7 +104,8 @@ pub trait SmsGateway: Send + Sync + 'static {
     }
 }
 
-/// Which gateway to use, from `--sms-gateway`: `log`, `file:PATH` or `http:URL`.
+/// Which gateway to use, from `--sms-gateway`: `log`, `file:PATH`, `http:URL`, or a Korean provider
+/// (`nhn-sms`, `sens`, `solapi`, each optionally `:BASE_URL`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayConfig {
     /// Prints messages on standard output (development only).
@@ -99,6 +114,12 @@ pub enum GatewayConfig {
     File(std::path::PathBuf),
     /// A provider's HTTP API (docs/sms-gateway.md).
     Http(reqwest::Url),
+    /// NHN Cloud SMS, authentication messages, at this base URL.
+    NhnSms(reqwest::Url),
+    /// Naver Cloud SENS, at this base URL.
+    Sens(reqwest::Url),
+    /// Solapi, at this base URL.
+    Solapi(reqwest::Url),
 }
 
 impl GatewayConfig {
@@ -106,24 +127,44 @@ impl GatewayConfig {
     pub fn is_dev_only(&self) -> bool {
         match self {
             GatewayConfig::Log | GatewayConfig::File(_) => true,
-            GatewayConfig::Http(_) => false,
+            GatewayConfig::Http(_) | GatewayConfig::NhnSms(_) | GatewayConfig::Sens(_) | GatewayConfig::Solapi(_) => {
+                false
+            }
         }
     }
 
-    /// Opens the gateway; the `http` one with `http` options, its breaker on `clock`, counting into `metrics`.
+    /// Opens the gateway; the HTTP ones with `http` options, `credentials` and their breaker on `clock`, counting
+    /// into `metrics`.
     pub async fn build(
         &self,
         http: &HttpOptions,
+        credentials: &Credentials,
         clock: Arc<dyn Clock>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<dyn SmsGateway>, String> {
-        Ok(match self {
-            GatewayConfig::Log => Arc::new(LogGateway),
-            GatewayConfig::File(path) => Arc::new(FileGateway::open(path).await.map_err(|e| e.to_string())?),
-            GatewayConfig::Http(url) => {
-                Arc::new(HttpGateway::new(url.clone(), http.clone(), clock)?.with_metrics(metrics))
+        let missing = |what: &str| format!("{what} credentials are missing");
+        let wire: Box<dyn Wire> = match self {
+            GatewayConfig::Log => return Ok(Arc::new(LogGateway)),
+            GatewayConfig::File(path) => {
+                return Ok(Arc::new(FileGateway::open(path).await.map_err(|e| e.to_string())?));
             }
-        })
+            GatewayConfig::Http(url) => {
+                return Ok(Arc::new(HttpGateway::new(url.clone(), http.clone(), clock)?.with_metrics(metrics)));
+            }
+            GatewayConfig::NhnSms(base) => {
+                let (app_key, secret) = credentials.nhn_sms.clone().ok_or_else(|| missing("nhn-sms"))?;
+                Box::new(NhnSms::new(base.clone(), app_key, secret))
+            }
+            GatewayConfig::Sens(base) => {
+                let (service, access, secret) = credentials.sens.clone().ok_or_else(|| missing("sens"))?;
+                Box::new(Sens::new(base.clone(), service, access, secret))
+            }
+            GatewayConfig::Solapi(base) => {
+                let (key, secret) = credentials.solapi.clone().ok_or_else(|| missing("solapi"))?;
+                Box::new(Solapi::new(base.clone(), key, secret))
+            }
+        };
+        Ok(Arc::new(HttpGateway::with_wire(wire, http.clone(), clock)?.with_metrics(metrics)))
     }
 }
 
@@ -137,6 +178,24 @@ impl FromStr for GatewayConfig {
         if s == "log" {
             return Ok(GatewayConfig::Log);
         }
+        type Provider = fn(reqwest::Url) -> GatewayConfig;
+        let providers: [(&str, &str, Provider); 3] = [
+            ("nhn-sms", wire::NHN_SMS_BASE, GatewayConfig::NhnSms),
+            ("sens", wire::SENS_BASE, GatewayConfig::Sens),
+            ("solapi", wire::SOLAPI_BASE, GatewayConfig::Solapi),
+        ];
+        for (name, default_base, variant) in providers {
+            let base = match s.strip_prefix(name) {
+                Some("") => default_base,
+                Some(rest) => match rest.strip_prefix(':') {
+                    Some(base) => base,
+                    None => continue,
+                },
+                None => continue,
+            };
+            let url = http_url(base).ok_or_else(|| format!("`{base}` is not an http(s) base URL for {name}"))?;
+            return Ok(variant(url));
+        }
         if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
             return Ok(GatewayConfig::File(path.into()));
         }
@@ -144,7 +203,7 @@ impl FromStr for GatewayConfig {
         if let Some(url) = s.strip_prefix("http:").and_then(http_url).or_else(|| bare.then(|| http_url(s)).flatten()) {
             return Ok(GatewayConfig::Http(url));
         }
-        Err(format!("`{s}` is not a gateway: use `log`, `file:PATH` or `http:URL`"))
+        Err(format!("`{s}` is not a gateway: use `log`, `file:PATH`, `http:URL`, `nhn-sms`, `sens` or `solapi`"))
     }
 }
 
@@ -155,6 +214,9 @@ impl fmt::Display for GatewayConfig {
             GatewayConfig::File(path) => write!(f, "file:{}", path.display()),
             // The path and query may carry a provider key: show where, not what.
             GatewayConfig::Http(url) => write!(f, "http:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
+            GatewayConfig::NhnSms(url) => write!(f, "nhn-sms:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
+            GatewayConfig::Sens(url) => write!(f, "sens:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
+            GatewayConfig::Solapi(url) => write!(f, "solapi:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
         }
     }
 }
@@ -180,5 +242,12 @@ mod tests {
         assert!("http://127.0.0.1:8080/send".parse::<GatewayConfig>().is_ok());
         assert!("http:ftp://x".parse::<GatewayConfig>().is_err());
         assert!("carrier-pigeon".parse::<GatewayConfig>().is_err());
+        let nhn = reqwest::Url::parse("https://sms.api.nhncloudservice.com").unwrap();
+        assert_eq!("nhn-sms".parse::<GatewayConfig>().unwrap(), GatewayConfig::NhnSms(nhn));
+        let local = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+        assert_eq!("sens:http://127.0.0.1:9/".parse::<GatewayConfig>().unwrap(), GatewayConfig::Sens(local.clone()));
+        assert_eq!("solapi:http://127.0.0.1:9/".parse::<GatewayConfig>().unwrap(), GatewayConfig::Solapi(local));
+        assert!("sens:ftp://x".parse::<GatewayConfig>().is_err());
+        assert!("sensible".parse::<GatewayConfig>().is_err());
     }
 }

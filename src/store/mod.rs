@@ -11,7 +11,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Channel, PhoneNumber, Policy, Purpose, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
+    AttemptOutcome, AttemptStatus, Channel, DeliveryAttempt, DeliveryChannel, PhoneNumber, Policy, Purpose, Receipt,
+    SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
@@ -309,6 +310,13 @@ pub trait Store: Send + Sync + 'static {
     /// code, untouched since `before`), in batches of [`PURGE_BATCH`] that concurrent purges on other replicas
     /// skip rather than wait for. Returns the rows deleted.
     async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Records each channel's attempt to carry a code and, from the accepted one, the channel that carried it.
+    async fn record_attempts(&self, code: CodeId, attempts: &[DeliveryAttempt]) -> StoreResult<()>;
+
+    /// Applies a carrier's receipt to the accepted attempt `gateway` knows as `provider_id`. False when there is
+    /// no such attempt (nothing is changed).
+    async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<bool>;
 }
 
 /// Phone states forgotten per statement: small, so a purge never holds many row locks or the SQLite write lock
@@ -353,6 +361,41 @@ fn channel(s: &str) -> StoreResult<Channel> {
         "supervisor" => Ok(Channel::Supervisor),
         _ => Err(StoreError::Corrupt(format!("code channel `{s}`"))),
     }
+}
+
+/// The gateway names attempts are stored under: every gateway's name for itself.
+const GATEWAYS: [&str; 8] = ["nhn-alimtalk", "nhn-sms", "sens", "solapi", "http", "file", "log", "sms"];
+
+/// One `delivery_attempts` row as read back, whatever the backend's time type.
+pub(crate) type AttemptRow<T> = (String, String, T, String, Option<String>, Option<String>, Option<T>, Option<String>);
+
+/// Reads back an attempt row: channel, gateway, attempted at, outcome, provider id, receipt, receipt at, code.
+fn attempt_status<T>(row: AttemptRow<T>, time: impl Fn(T) -> StoreResult<DateTime<Utc>>) -> StoreResult<AttemptStatus> {
+    let (channel, gateway, at, outcome, provider_id, receipt, receipt_at, receipt_code) = row;
+    let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("delivery attempt {what} `{v}`"));
+    let attempt = DeliveryAttempt {
+        channel: DeliveryChannel::from_db(&channel).ok_or_else(|| corrupt("channel", &channel))?,
+        gateway: GATEWAYS.into_iter().find(|g| *g == gateway).ok_or_else(|| corrupt("gateway", &gateway))?,
+        at: time(at)?,
+        outcome: AttemptOutcome::from_db(&outcome).ok_or_else(|| corrupt("outcome", &outcome))?,
+        provider_id,
+    };
+    let receipt = match (receipt.as_deref(), receipt_at) {
+        (Some(kind @ ("delivered" | "failed")), Some(at)) => {
+            Some(Receipt { delivered: kind == "delivered", at: time(at)?, code: receipt_code })
+        }
+        (None, _) => None,
+        (Some(other), _) => return Err(corrupt("receipt", other)),
+    };
+    Ok(AttemptStatus { attempt, receipt })
+}
+
+/// The channel that carried a code: that of its accepted or unconfirmed attempt.
+fn carried_by(attempts: &[DeliveryAttempt]) -> Option<&'static str> {
+    attempts
+        .iter()
+        .find(|a| matches!(a.outcome, AttemptOutcome::Accepted | AttemptOutcome::Unconfirmed))
+        .map(|a| a.channel.as_str())
 }
 
 fn count_u32(n: i64) -> u32 {

@@ -91,6 +91,10 @@ pub struct CodeStatus {
     pub revoked: bool,
     /// The provider's message id.
     pub provider_message_id: Option<String>,
+    /// The channel that carried it (`alimtalk`, `sms`), when one did.
+    pub delivered_by: Option<String>,
+    /// Each channel's attempt, in order, with the carrier's receipt.
+    pub attempts: Vec<crate::domain::AttemptStatus>,
 }
 
 /// A pending verification, for the status view.

@@ -197,6 +197,8 @@ pub fn test_config(db_url: &str, sms_path: &Path, extra: &[&str]) -> Config {
 pub struct TestApp {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The delivery-receipt listener, when `--webhook-listen` is given.
+    pub webhook_addr: Option<SocketAddr>,
     pub otp: OtpServiceClient<Channel>,
     pub clock: Arc<ManualClock>,
     pub db: TestDb,
@@ -230,6 +232,7 @@ pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) ->
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let app = Application::build_with_clock(config, clock.clone()).await.unwrap();
     let (public_addr, admin_addr, metrics_addr) = (app.public_addr(), app.admin_addr(), app.metrics_addr());
+    let webhook_addr = app.webhook_addr();
     let stores = app.stores();
     let hasher = app.hasher().clone();
     let shutdown = CancellationToken::new();
@@ -239,6 +242,7 @@ pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) ->
     TestApp {
         public_addr,
         admin_addr,
+        webhook_addr,
         otp,
         clock,
         db,

@@ -2,6 +2,7 @@
 //! row lock the first statement of the send transaction takes on `phone_state`; check attempts are reserved by
 //! one conditional `UPDATE … RETURNING`, so no replica can evaluate more guesses than the policy allows.
 
+mod delivery;
 mod supervision;
 
 use std::time::Duration;
@@ -386,6 +387,21 @@ impl Store for PgStore {
         tx.commit().await?;
         let forgotten = forget_idle_numbers(&self.pool, before, now).await?;
         Ok(codes.rows_affected() + verifications.rows_affected() + forgotten)
+    }
+
+    #[tracing::instrument(skip_all, fields(code_id = code.0))]
+    async fn record_attempts(&self, code: CodeId, attempts: &[crate::domain::DeliveryAttempt]) -> StoreResult<()> {
+        self.insert_attempts(code, attempts).await
+    }
+
+    #[tracing::instrument(skip_all, fields(gateway))]
+    async fn record_receipt(
+        &self,
+        gateway: &str,
+        provider_id: &str,
+        receipt: &crate::domain::Receipt,
+    ) -> StoreResult<bool> {
+        self.update_receipt(gateway, provider_id, receipt).await
     }
 }
 

@@ -323,26 +323,29 @@ impl SupervisionStore for PgStore {
                 DateTime<Utc>,
                 Option<DateTime<Utc>>,
                 Option<String>,
+                i64,
+                Option<String>,
             )> = sqlx::query_as(
-                "SELECT channel, delivery, created_at, expires_at, revoked_at, provider_message_id FROM codes
+                "SELECT channel, delivery, created_at, expires_at, revoked_at, provider_message_id, id, delivered_by FROM codes
                      WHERE verification_id = $1 ORDER BY id",
             )
             .bind(id)
             .fetch_all(&mut *conn)
             .await?;
-            let codes = rows
-                .into_iter()
-                .map(|(channel, delivery, sent_at, expires_at, revoked_at, provider_message_id)| {
-                    Ok(CodeStatus {
-                        channel: crate::store::channel(&channel)?,
-                        delivery,
-                        sent_at,
-                        expires_at,
-                        revoked: revoked_at.is_some(),
-                        provider_message_id,
-                    })
-                })
-                .collect::<StoreResult<_>>()?;
+            let mut codes = Vec::new();
+            for (channel, delivery, sent_at, expires_at, revoked_at, provider_message_id, code_id, delivered_by) in rows
+            {
+                codes.push(CodeStatus {
+                    channel: crate::store::channel(&channel)?,
+                    delivery,
+                    sent_at,
+                    expires_at,
+                    revoked: revoked_at.is_some(),
+                    provider_message_id,
+                    delivered_by,
+                    attempts: super::delivery::attempts(&mut conn, code_id).await?,
+                });
+            }
             pending.push(VerificationStatus {
                 id: VerificationId(id),
                 purpose: purpose(&p)?,

@@ -2,6 +2,7 @@
 //! transactions start with `BEGIN IMMEDIATE`, so they take the database's write lock up front and concurrent
 //! senders queue (up to the busy timeout) instead of failing to upgrade a read lock.
 
+mod delivery;
 mod supervision;
 
 use std::str::FromStr;
@@ -389,6 +390,21 @@ impl Store for SqliteStore {
         tx.commit().await?;
         let forgotten = forget_idle_numbers(&self.pool, before, now).await?;
         Ok(codes.rows_affected() + verifications.rows_affected() + forgotten)
+    }
+
+    #[tracing::instrument(skip_all, fields(code_id = code.0))]
+    async fn record_attempts(&self, code: CodeId, attempts: &[crate::domain::DeliveryAttempt]) -> StoreResult<()> {
+        self.insert_attempts(code, attempts).await
+    }
+
+    #[tracing::instrument(skip_all, fields(gateway))]
+    async fn record_receipt(
+        &self,
+        gateway: &str,
+        provider_id: &str,
+        receipt: &crate::domain::Receipt,
+    ) -> StoreResult<bool> {
+        self.update_receipt(gateway, provider_id, receipt).await
     }
 }
 

@@ -1,0 +1,155 @@
+//! Delivery receipts (`--webhook-listen`, off by default): an HTTP endpoint where providers report what the
+//! carrier did with a message otpd handed them. Each receipt moves the attempt its provider id names from
+//! `accepted` to `delivered` or `failed` (with the carrier's result code and time). A request that fails its
+//! authentication, names no attempt otpd knows, or is malformed is refused with a 4xx and changes nothing.
+//!
+//! - `POST /receipts/nhn`: NHN Cloud SMS `MESSAGE_RESULT_UPDATE` webhooks, authenticated by the header
+//!   `X-Toast-Webhook-Signature`, which carries the signature entered when the webhook was configured (a shared
+//!   secret, compared in constant time).
+//! - `POST /receipts/http`: the generic form for the `http:` protocol (docs/sms-gateway.md), authenticated by
+//!   `X-Otpd-Signature: sha256=hex(HMAC-SHA256(key, "{X-Otpd-Timestamp}.{body}"))` with a timestamp within five
+//!   minutes.
+
+mod generic;
+mod nhn;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::domain::Receipt;
+use crate::store::Store;
+
+/// The largest receipt body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The secrets the receipt endpoints check; an endpoint without its secret answers 404.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptKeys {
+    /// The NHN webhook's configured signature.
+    pub nhn_signature: Option<SecretString>,
+    /// The generic form's HMAC key.
+    pub hmac_key: Option<SecretString>,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keys: Arc<ReceiptKeys>,
+}
+
+/// Why a receipt request was refused.
+#[derive(Debug)]
+enum Refusal {
+    /// The endpoint is not configured.
+    Off,
+    /// Bad or missing authentication.
+    Forged,
+    /// Not a receipt.
+    Malformed(String),
+    /// It names no attempt otpd knows.
+    Unknown,
+    /// The database failed.
+    Store,
+}
+
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> axum::response::Response {
+        let (status, text) = match self {
+            Refusal::Off => (StatusCode::NOT_FOUND, "receipts of this kind are not enabled".to_owned()),
+            Refusal::Forged => (StatusCode::UNAUTHORIZED, "bad signature".to_owned()),
+            Refusal::Malformed(why) => (StatusCode::BAD_REQUEST, format!("malformed receipt: {why}")),
+            Refusal::Unknown => (StatusCode::NOT_FOUND, "no such message".to_owned()),
+            Refusal::Store => (StatusCode::SERVICE_UNAVAILABLE, "try again later".to_owned()),
+        };
+        (status, text).into_response()
+    }
+}
+
+/// Serves the receipt endpoints on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keys: ReceiptKeys,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let receiver = Receiver { store, clock, keys: Arc::new(keys) };
+    let app = axum::Router::new()
+        .route("/receipts/nhn", post(nhn_receipt))
+        .route("/receipts/http", post(generic_receipt))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(receiver);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Binds the receipt listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+async fn nhn_receipt(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Refusal> {
+    let secret = r.keys.nhn_signature.as_ref().ok_or(Refusal::Off)?;
+    let given = headers.get("x-toast-webhook-signature").map(|v| v.as_bytes()).unwrap_or_default();
+    if !same_secret(given, secret) {
+        tracing::warn!("NHN receipt with a bad signature refused");
+        return Err(Refusal::Forged);
+    }
+    let receipts = nhn::parse(&body).map_err(Refusal::Malformed)?;
+    apply(&r, "nhn-sms", receipts).await
+}
+
+async fn generic_receipt(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Refusal> {
+    let key = r.keys.hmac_key.as_ref().ok_or(Refusal::Off)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !generic::authentic(key, header("x-otpd-timestamp"), header("x-otpd-signature"), &body, r.clock.now()) {
+        tracing::warn!("receipt with a bad signature refused");
+        return Err(Refusal::Forged);
+    }
+    let receipt = generic::parse(&body).map_err(Refusal::Malformed)?;
+    apply(&r, "http", vec![receipt]).await
+}
+
+/// Applies each receipt; 404 when none named a known attempt (so nothing changed).
+async fn apply(r: &Receiver, gateway: &str, receipts: Vec<(String, Receipt)>) -> Result<StatusCode, Refusal> {
+    let mut known = 0;
+    for (provider_id, receipt) in &receipts {
+        match r.store.record_receipt(gateway, provider_id, receipt).await {
+            Ok(true) => known += 1,
+            Ok(false) => tracing::warn!(gateway, "receipt for an unknown message"),
+            Err(error) => {
+                tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a receipt failed");
+                return Err(Refusal::Store);
+            }
+        }
+    }
+    if known == 0 {
+        return Err(Refusal::Unknown);
+    }
+    tracing::info!(gateway, receipts = known, "delivery receipts recorded");
+    Ok(StatusCode::OK)
+}
+
+/// Compares a presented secret with ours in constant time.
+fn same_secret(given: &[u8], ours: &SecretString) -> bool {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    let ours = ours.expose_secret().as_bytes();
+    given.len() == ours.len() && bool::from(given.ct_eq(ours))
+}

@@ -1,0 +1,339 @@
+//! The delivery settings: the message template and each provider's credentials, as flags and `OTPD_*`
+//! variables, checked at start-up into a [`DeliveryConfig`]. Secrets come from a variable or a file (the file
+//! form keeps them out of the process environment) and are held as [`SecretString`], never logged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use secrecy::SecretString;
+
+use super::template::{DEFAULT_TEMPLATE, SmsTemplate, TemplateLimits};
+use super::{GatewayConfig, HttpGateway, HttpOptions, NhnAlimTalk, SmsGateway};
+use crate::clock::Clock;
+use crate::domain::{DeliveryChannel, DeliveryChannels};
+
+/// The message template and the providers' credentials, as given.
+#[derive(Debug, Clone, Args)]
+pub struct DeliverySettings {
+    /// The SMS text: `{code}` exactly once, `{minutes}` (the code's lifetime) and `{brand}`; `\n` is a line
+    /// break. Checked at
+    /// start-up with the longest code: EUC-KR only, at most 90 bytes with the app-hash and origin lines unless
+    /// --allow-lms, and for nhn-sms an authentication word (인증, 비밀번호, auth, password, verif).
+    #[arg(long, env = "OTPD_SMS_TEMPLATE", default_value = DEFAULT_TEMPLATE, global = true)]
+    pub sms_template: String,
+    /// What `{brand}` stands for in the template, e.g. 카카오T.
+    #[arg(long, env = "OTPD_BRAND", default_value = "", global = true)]
+    pub brand: String,
+    /// Let the text exceed one SMS (90 bytes) and go out as LMS (up to 2,000 bytes, billed higher).
+    #[arg(long, env = "OTPD_ALLOW_LMS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub allow_lms: bool,
+    /// Append `@DOMAIN #CODE` as the last line, so iOS and the Web OTP API offer the code only to that domain's
+    /// app or site. Default: no such line.
+    #[arg(long, env = "OTPD_ORIGIN_DOMAIN", global = true)]
+    pub origin_domain: Option<String>,
+    /// NHN Cloud SMS app key (nhn-sms).
+    #[arg(long, env = "OTPD_NHN_SMS_APP_KEY", hide_env_values = true, global = true)]
+    pub nhn_sms_app_key: Option<String>,
+    /// NHN Cloud SMS secret key (nhn-sms); prefer --nhn-sms-secret-key-file.
+    #[arg(long, env = "OTPD_NHN_SMS_SECRET_KEY", hide_env_values = true, global = true)]
+    pub nhn_sms_secret_key: Option<SecretString>,
+    /// File holding the NHN Cloud SMS secret key.
+    #[arg(long, env = "OTPD_NHN_SMS_SECRET_KEY_FILE", global = true)]
+    pub nhn_sms_secret_key_file: Option<PathBuf>,
+    /// Naver Cloud SENS SMS service id (sens).
+    #[arg(long, env = "OTPD_SENS_SERVICE_ID", global = true)]
+    pub sens_service_id: Option<String>,
+    /// Naver Cloud access key id (sens).
+    #[arg(long, env = "OTPD_SENS_ACCESS_KEY", hide_env_values = true, global = true)]
+    pub sens_access_key: Option<String>,
+    /// Naver Cloud secret key (sens); prefer --sens-secret-key-file.
+    #[arg(long, env = "OTPD_SENS_SECRET_KEY", hide_env_values = true, global = true)]
+    pub sens_secret_key: Option<SecretString>,
+    /// File holding the Naver Cloud secret key.
+    #[arg(long, env = "OTPD_SENS_SECRET_KEY_FILE", global = true)]
+    pub sens_secret_key_file: Option<PathBuf>,
+    /// Solapi API key (solapi).
+    #[arg(long, env = "OTPD_SOLAPI_API_KEY", hide_env_values = true, global = true)]
+    pub solapi_api_key: Option<String>,
+    /// Solapi API secret (solapi); prefer --solapi-api-secret-file.
+    #[arg(long, env = "OTPD_SOLAPI_API_SECRET", hide_env_values = true, global = true)]
+    pub solapi_api_secret: Option<SecretString>,
+    /// File holding the Solapi API secret.
+    #[arg(long, env = "OTPD_SOLAPI_API_SECRET_FILE", global = true)]
+    pub solapi_api_secret_file: Option<PathBuf>,
+    /// The channels a code is offered to, in order (`alimtalk,sms`): the next one is tried when one refuses or
+    /// fails, within the caller's deadline. Each has its own circuit breaker.
+    #[arg(long, env = "OTPD_DELIVERY", default_value = "sms", global = true)]
+    pub delivery: DeliveryChannels,
+    /// The AlimTalk provider: `nhn-alimtalk` (NHN Cloud KakaoTalk Bizmessage) or `nhn-alimtalk:BASE_URL`.
+    #[arg(long, env = "OTPD_ALIMTALK_GATEWAY", default_value = "nhn-alimtalk", global = true)]
+    pub alimtalk_gateway: String,
+    /// NHN Cloud Bizmessage app key.
+    #[arg(long, env = "OTPD_ALIMTALK_APP_KEY", hide_env_values = true, global = true)]
+    pub alimtalk_app_key: Option<String>,
+    /// NHN Cloud Bizmessage secret key; prefer --alimtalk-secret-key-file.
+    #[arg(long, env = "OTPD_ALIMTALK_SECRET_KEY", hide_env_values = true, global = true)]
+    pub alimtalk_secret_key: Option<SecretString>,
+    /// File holding the NHN Cloud Bizmessage secret key.
+    #[arg(long, env = "OTPD_ALIMTALK_SECRET_KEY_FILE", global = true)]
+    pub alimtalk_secret_key_file: Option<PathBuf>,
+    /// The KakaoTalk channel's sender key.
+    #[arg(long, env = "OTPD_ALIMTALK_SENDER_KEY", hide_env_values = true, global = true)]
+    pub alimtalk_sender_key: Option<String>,
+    /// The approved authentication template's code; the template takes the code as its `code` parameter.
+    #[arg(long, env = "OTPD_ALIMTALK_TEMPLATE_CODE", global = true)]
+    pub alimtalk_template_code: Option<String>,
+    /// Where providers report delivery receipts (HTTP: POST /receipts/nhn, /receipts/http). Default: off, and
+    /// the status view says "not reported".
+    #[arg(long, env = "OTPD_WEBHOOK_LISTEN", global = true)]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The signature entered when the NHN Cloud SMS webhook was configured (sent back in
+    /// X-Toast-Webhook-Signature); enables /receipts/nhn. Prefer --nhn-webhook-signature-file.
+    #[arg(long, env = "OTPD_NHN_WEBHOOK_SIGNATURE", hide_env_values = true, global = true)]
+    pub nhn_webhook_signature: Option<SecretString>,
+    /// File holding the NHN webhook signature.
+    #[arg(long, env = "OTPD_NHN_WEBHOOK_SIGNATURE_FILE", global = true)]
+    pub nhn_webhook_signature_file: Option<PathBuf>,
+    /// The HMAC key of generic receipts (X-Otpd-Signature, docs/sms-gateway.md); enables /receipts/http. Prefer
+    /// --receipt-hmac-key-file.
+    #[arg(long, env = "OTPD_RECEIPT_HMAC_KEY", hide_env_values = true, global = true)]
+    pub receipt_hmac_key: Option<SecretString>,
+    /// File holding the generic receipts' HMAC key.
+    #[arg(long, env = "OTPD_RECEIPT_HMAC_KEY_FILE", global = true)]
+    pub receipt_hmac_key_file: Option<PathBuf>,
+}
+
+/// The checked delivery settings.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The message template.
+    pub template: SmsTemplate,
+    /// The credentials the configured gateways need.
+    pub credentials: Credentials,
+    /// The channels, in order.
+    pub channels: DeliveryChannels,
+    /// The AlimTalk gateway, when `alimtalk` is a channel.
+    pub alimtalk: Option<AlimTalkConfig>,
+    /// Where delivery receipts are received; None: receipts off.
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The receipt endpoints' secrets.
+    pub receipt_keys: crate::receipts::ReceiptKeys,
+}
+
+/// Where and as whom AlimTalk messages are sent.
+#[derive(Debug, Clone)]
+pub struct AlimTalkConfig {
+    /// The Bizmessage API's base URL.
+    pub base: reqwest::Url,
+    /// App key.
+    pub app_key: String,
+    /// Secret key.
+    pub secret_key: SecretString,
+    /// The KakaoTalk channel's sender key.
+    pub sender_key: String,
+    /// The approved template.
+    pub template_code: String,
+}
+
+impl DeliveryConfig {
+    /// The gateway of each channel, in order: `sms` is the `--sms-gateway` one, `alimtalk` its own HTTP gateway
+    /// (its own breaker and connection limit) with the same retry settings.
+    pub fn channels(
+        &self,
+        sms: Arc<dyn SmsGateway>,
+        http: &HttpOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<super::Channels, String> {
+        let mut channels = Vec::new();
+        for channel in self.channels.iter() {
+            let gateway: Arc<dyn SmsGateway> = match (channel, &self.alimtalk) {
+                (DeliveryChannel::Sms, _) => Arc::clone(&sms),
+                (DeliveryChannel::AlimTalk, Some(a)) => {
+                    let wire = NhnAlimTalk::new(
+                        a.base.clone(),
+                        a.app_key.clone(),
+                        a.secret_key.clone(),
+                        a.sender_key.clone(),
+                        a.template_code.clone(),
+                    );
+                    Arc::new(HttpGateway::with_wire(Box::new(wire), http.clone(), Arc::clone(&clock))?)
+                }
+                (DeliveryChannel::AlimTalk, None) => return Err("alimtalk is not configured".into()),
+            };
+            channels.push((channel, gateway));
+        }
+        Ok(channels)
+    }
+}
+
+/// Provider credentials, each present when its gateway is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// nhn-sms: app key and secret key.
+    pub nhn_sms: Option<(String, SecretString)>,
+    /// sens: service id, access key and secret key.
+    pub sens: Option<(String, String, SecretString)>,
+    /// solapi: API key and secret.
+    pub solapi: Option<(String, SecretString)>,
+}
+
+/// A setting is invalid: its name, and why.
+pub type SettingError = (&'static str, String);
+
+/// What the template check needs from the other settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateContext {
+    /// Digits per code.
+    pub code_digits: u8,
+    /// Code lifetime.
+    pub ttl: chrono::TimeDelta,
+    /// Whether any app hash may be asked for.
+    pub app_hashes: bool,
+}
+
+impl DeliverySettings {
+    /// Checks the template against the SMS gateway and reads the credentials that gateway needs.
+    pub fn validate(&self, sms: &GatewayConfig, context: TemplateContext) -> Result<DeliveryConfig, SettingError> {
+        let limits = TemplateLimits {
+            code_digits: context.code_digits,
+            ttl: context.ttl,
+            app_hash_line: context.app_hashes,
+            allow_lms: self.allow_lms,
+            needs_auth_word: matches!(sms, GatewayConfig::NhnSms(_)),
+        };
+        if let Some(domain) = &self.origin_domain {
+            SmsTemplate::new("{code}", "", Some(domain), TemplateLimits { needs_auth_word: false, ..limits })
+                .map_err(|m| ("origin-domain", m))?;
+        }
+        let template = SmsTemplate::new(&self.sms_template, &self.brand, self.origin_domain.as_deref(), limits)
+            .map_err(|m| ("sms-template", m))?;
+        let mut credentials = Credentials::default();
+        match sms {
+            GatewayConfig::NhnSms(_) => {
+                let app_key = required("nhn-sms-app-key", &self.nhn_sms_app_key)?;
+                let secret = secret(
+                    ("nhn-sms-secret-key", &self.nhn_sms_secret_key),
+                    ("nhn-sms-secret-key-file", &self.nhn_sms_secret_key_file),
+                )?;
+                credentials.nhn_sms = Some((app_key, secret));
+            }
+            GatewayConfig::Sens(_) => {
+                let service_id = required("sens-service-id", &self.sens_service_id)?;
+                let access_key = required("sens-access-key", &self.sens_access_key)?;
+                let secret = secret(
+                    ("sens-secret-key", &self.sens_secret_key),
+                    ("sens-secret-key-file", &self.sens_secret_key_file),
+                )?;
+                credentials.sens = Some((service_id, access_key, secret));
+            }
+            GatewayConfig::Solapi(_) => {
+                let api_key = required("solapi-api-key", &self.solapi_api_key)?;
+                let secret = secret(
+                    ("solapi-api-secret", &self.solapi_api_secret),
+                    ("solapi-api-secret-file", &self.solapi_api_secret_file),
+                )?;
+                credentials.solapi = Some((api_key, secret));
+            }
+            GatewayConfig::Log | GatewayConfig::File(_) | GatewayConfig::Http(_) => {}
+        }
+        let alimtalk = if self.delivery.contains(DeliveryChannel::AlimTalk) { Some(self.alimtalk()?) } else { None };
+        let receipt_keys = crate::receipts::ReceiptKeys {
+            nhn_signature: optional_secret(
+                ("nhn-webhook-signature", &self.nhn_webhook_signature),
+                ("nhn-webhook-signature-file", &self.nhn_webhook_signature_file),
+            )?,
+            hmac_key: optional_secret(
+                ("receipt-hmac-key", &self.receipt_hmac_key),
+                ("receipt-hmac-key-file", &self.receipt_hmac_key_file),
+            )?,
+        };
+        if self.webhook_listen.is_some() && receipt_keys.nhn_signature.is_none() && receipt_keys.hmac_key.is_none() {
+            return Err((
+                "webhook-listen",
+                "needs --nhn-webhook-signature or --receipt-hmac-key: receipts are never taken unauthenticated".into(),
+            ));
+        }
+        if let Some(key) = &receipt_keys.hmac_key {
+            use secrecy::ExposeSecret;
+            if key.expose_secret().len() < 16 {
+                return Err(("receipt-hmac-key", "must be at least 16 characters".into()));
+            }
+        }
+        Ok(DeliveryConfig {
+            template,
+            credentials,
+            channels: self.delivery.clone(),
+            alimtalk,
+            webhook_listen: self.webhook_listen,
+            receipt_keys,
+        })
+    }
+
+    fn alimtalk(&self) -> Result<AlimTalkConfig, SettingError> {
+        let spec = self.alimtalk_gateway.trim();
+        let base = match spec.strip_prefix("nhn-alimtalk") {
+            Some("") => super::NHN_ALIMTALK_BASE,
+            Some(rest) => rest.strip_prefix(':').unwrap_or("?"),
+            None => "?",
+        };
+        let base = reqwest::Url::parse(base)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| ("alimtalk-gateway", format!("`{spec}` is not nhn-alimtalk or nhn-alimtalk:BASE_URL")))?;
+        Ok(AlimTalkConfig {
+            base,
+            app_key: required("alimtalk-app-key", &self.alimtalk_app_key)?,
+            secret_key: secret(
+                ("alimtalk-secret-key", &self.alimtalk_secret_key),
+                ("alimtalk-secret-key-file", &self.alimtalk_secret_key_file),
+            )?,
+            sender_key: required("alimtalk-sender-key", &self.alimtalk_sender_key)?,
+            template_code: required("alimtalk-template-code", &self.alimtalk_template_code)?,
+        })
+    }
+}
+
+/// A plain setting the gateway cannot work without.
+fn required(setting: &'static str, value: &Option<String>) -> Result<String, SettingError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) => Ok(v.to_owned()),
+        Some(_) => Err((setting, "must be printable ASCII without spaces".into())),
+        None => Err((setting, "is required by the configured SMS gateway".into())),
+    }
+}
+
+/// A secret that may be left out: None when neither form is given.
+fn optional_secret(
+    inline: (&'static str, &Option<SecretString>),
+    file: (&'static str, &Option<PathBuf>),
+) -> Result<Option<SecretString>, SettingError> {
+    if inline.1.is_none() && file.1.is_none() {
+        return Ok(None);
+    }
+    secret(inline, file).map(Some)
+}
+
+/// A secret given inline or in a file (exactly one of them); the file's trailing newline is not part of it.
+pub fn secret(
+    (inline_name, inline): (&'static str, &Option<SecretString>),
+    (file_name, file): (&'static str, &Option<PathBuf>),
+) -> Result<SecretString, SettingError> {
+    use secrecy::ExposeSecret;
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => return Err((inline_name, format!("give --{inline_name} or --{file_name}, not both"))),
+        (Some(value), None) => value.expose_secret().trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| (file_name, format!("cannot read {}: {e}", path.display())))?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            return Err((inline_name, format!("is required by the configured gateway (or --{file_name})")));
+        }
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        // Never echo the value: say only what is wrong with it.
+        return Err((inline_name, "must be printable ASCII without spaces".into()));
+    }
+    Ok(SecretString::from(value))
+}

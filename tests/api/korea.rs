@@ -1,0 +1,397 @@
+//! Delivery in Korea: the NHN Cloud, Naver Cloud SENS and Solapi adapters against stand-ins that check each
+//! provider's documented authentication; the message template's start-up checks; the origin-bound line.
+
+use otpd::pb::otp::v1::{Purpose, VerifyResult};
+use tonic::Code;
+
+use crate::helpers::*;
+use crate::standins::*;
+
+/// Fast retries so the tests do not wait on backoff.
+const FAST_RETRIES: [&str; 4] = ["--sms-http-backoff", "10ms", "--sms-http-max-backoff", "50ms"];
+
+#[derive(Clone, Copy, Debug)]
+enum Provider {
+    Nhn,
+    Sens,
+    Solapi,
+}
+
+impl Provider {
+    async fn stand_in(self) -> StandIn {
+        match self {
+            Provider::Nhn => StandIn::nhn().await,
+            Provider::Sens => StandIn::sens().await,
+            Provider::Solapi => StandIn::solapi().await,
+        }
+    }
+
+    /// The settings that point otpd at `stand_in`, with `secret` as the secret key.
+    fn args(self, stand_in: &StandIn, secret: &str) -> Vec<String> {
+        let base = stand_in.base();
+        let args: Vec<&str> = match self {
+            Provider::Nhn => vec!["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", APP_KEY, "--nhn-sms-secret-key"],
+            Provider::Sens => vec![
+                "--sms-gateway",
+                "sens",
+                "--sens-service-id",
+                SERVICE_ID,
+                "--sens-access-key",
+                ACCESS_KEY,
+                "--sens-secret-key",
+            ],
+            Provider::Solapi => vec!["--sms-gateway", "solapi", "--solapi-api-key", ACCESS_KEY, "--solapi-api-secret"],
+        };
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args[1] = format!("{}:{base}", args[1]);
+        args.push(secret.to_owned());
+        args.extend(FAST_RETRIES.map(str::to_owned));
+        args
+    }
+}
+
+async fn app_for(provider: Provider, stand_in: &StandIn, secret: &str) -> TestApp {
+    let args = provider.args(stand_in, secret);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_app_with(Backend::Sqlite, &args).await
+}
+
+async fn provider_ids(app: &TestApp) -> Vec<Option<String>> {
+    let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+    sqlx::query_scalar("SELECT provider_message_id FROM codes ORDER BY id").fetch_all(&pool).await.unwrap()
+}
+
+/// One send reaches the provider once, as its guide documents it, and the provider's id is recorded.
+async fn a_send_speaks_the_providers_protocol(provider: Provider) {
+    let stand_in = provider.stand_in().await;
+    let app = app_for(provider, &stand_in, SECRET_KEY).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+
+    let seen = stand_in.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (request, body) = (&seen[0], &seen[0].body);
+    let header = |name: &str| request.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    let text = match provider {
+        Provider::Nhn => {
+            assert_eq!(request.path, format!("/sms/v3.0/appKeys/{APP_KEY}/sender/auth/sms"));
+            assert_eq!(header("x-secret-key").as_deref(), Some(SECRET_KEY));
+            assert_eq!(header("content-type").as_deref(), Some("application/json;charset=UTF-8"));
+            assert_eq!(body["sendNo"], "18003400");
+            assert_eq!(body["recipientList"][0]["recipientNo"], "01012345678");
+            body["body"].as_str().unwrap().to_owned()
+        }
+        Provider::Sens => {
+            assert_eq!(request.path, format!("/sms/v2/services/{SERVICE_ID}/messages"));
+            assert_eq!(header("x-ncp-iam-access-key").as_deref(), Some(ACCESS_KEY));
+            assert!(header("x-ncp-apigw-signature-v2").is_some());
+            assert_eq!(
+                (&body["type"], &body["contentType"], &body["countryCode"]),
+                (&"SMS".into(), &"COMM".into(), &"82".into())
+            );
+            assert_eq!(body["from"], "18003400");
+            assert_eq!(body["messages"][0]["to"], "01012345678");
+            body["content"].as_str().unwrap().to_owned()
+        }
+        Provider::Solapi => {
+            assert_eq!(request.path, "/messages/v4/send");
+            assert!(header("authorization").unwrap().starts_with(&format!("HMAC-SHA256 apiKey={ACCESS_KEY}, date=")));
+            let message = &body["message"];
+            assert_eq!(
+                (&message["from"], &message["to"], &message["type"]),
+                (&"18003400".into(), &"01012345678".into(), &"SMS".into())
+            );
+            message["text"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(request.status / 100, 2, "the stand-in accepted the signature");
+    let expected_id = match provider {
+        Provider::Nhn => "20261129-nhn-0001",
+        Provider::Sens => "RSSA-0001",
+        Provider::Solapi => "M4V-0001",
+    };
+    assert_eq!(provider_ids(&app).await, [Some(expected_id.to_owned())]);
+    let r = app.verify(PHONE, Purpose::Login, &code_in(&text)).await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+}
+
+/// A wrong secret is refused by the provider: the caller gets SMS_DELIVERY_FAILED, and it is not retried.
+async fn a_bad_credential_is_refused_without_retry(provider: Provider) {
+    let stand_in = provider.stand_in().await;
+    let app = app_for(provider, &stand_in, "not-the-secret").await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    let seen = stand_in.seen();
+    assert_eq!(seen.len(), 1, "a refusal is not retried: {seen:?}");
+    assert!(seen[0].status == 200 || seen[0].status / 100 == 4, "the stand-in refused it: {}", seen[0].status);
+    assert_eq!(provider_ids(&app).await, [None]);
+}
+
+/// A 5xx is retried (with a fresh signature where the provider signs), and the retry delivers.
+async fn a_server_error_is_retried(provider: Provider) {
+    let stand_in = provider.stand_in().await;
+    stand_in.fail_next(&[Fault::Unavailable]);
+    let app = app_for(provider, &stand_in, SECRET_KEY).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let statuses: Vec<u16> = stand_in.seen().iter().map(|s| s.status).collect();
+    assert_eq!(statuses.len(), 2);
+    assert_eq!(statuses[0], 503);
+    assert_eq!(statuses[1] / 100, 2);
+    assert!(provider_ids(&app).await[0].as_deref().is_some_and(|id| id.contains("0002")));
+}
+
+macro_rules! for_each_provider {
+    ($($test:ident),*) => {
+        $(
+            mod $test {
+                use super::Provider;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nhn_sms() { super::$test(Provider::Nhn).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sens() { super::$test(Provider::Sens).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn solapi() { super::$test(Provider::Solapi).await }
+            }
+        )*
+    };
+}
+
+for_each_provider!(
+    a_send_speaks_the_providers_protocol,
+    a_bad_credential_is_refused_without_retry,
+    a_server_error_is_retried
+);
+
+/// Runs the real binary with `args` and returns its exit code and standard error; start-up checks fail before
+/// anything is bound.
+fn start_otpd(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--database-url", &db])
+        .args(args)
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("OTPD_PEPPER", TEST_PEPPER)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn templates_are_checked_at_start_up() {
+    // 40 Hangul (80 bytes in EUC-KR), a space, the 6-digit code, and full stops.
+    let ninety = format!("{} {{code}}...", "인".repeat(40));
+    let ninety_one = format!("{} {{code}}....", "인".repeat(40));
+    let (code, stderr) = start_otpd(&["--sms-template", &ninety_one]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--sms-template") && stderr.contains("91 bytes"), "{stderr}");
+    let (code, stderr) = start_otpd(&["--sms-template", &ninety]);
+    assert_eq!(code, Some(0), "exactly 90 bytes is one SMS: {stderr}");
+    let (code, stderr) = start_otpd(&["--sms-template", "인증번호 {code} 🔑"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--sms-template") && stderr.contains("EUC-KR"), "{stderr}");
+    // The app-hash line counts: 90 bytes of template plus a hash line is too long for one SMS.
+    let (code, stderr) = start_otpd(&["--sms-template", &ninety, "--app-hashes", "FA+9qCX9VSu"]);
+    assert!(code == Some(2) && stderr.contains("102 bytes"), "{stderr}");
+    let (code, stderr) = start_otpd(&["--sms-template", &ninety, "--app-hashes", "FA+9qCX9VSu", "--allow-lms", "true"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = start_otpd(&["--sms-template", "{code} 입니다", "--sms-gateway", "nhn-sms"]);
+    assert!(code == Some(2) && stderr.contains("--sms-template") && stderr.contains("인증"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_line_is_last_and_carries_the_same_code() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--sms-template",
+            "[{brand}] 인증번호 {code} ({minutes}분)",
+            "--brand",
+            "카카오T",
+            "--origin-domain",
+            "driver.example.com",
+            "--app-hashes",
+            "FA+9qCX9VSu",
+        ],
+    )
+    .await;
+    let mut request = send_req(PHONE, Purpose::Login);
+    request.app_hash = "FA+9qCX9VSu".into();
+    app.otp.clone().send_code(request).await.unwrap();
+    let body = app.sms().pop().unwrap().body;
+    let lines: Vec<&str> = body.lines().collect();
+    let code = lines[0].strip_prefix("[카카오T] 인증번호 ").unwrap().strip_suffix(" (3분)").unwrap();
+    assert_eq!(lines[1..], ["FA+9qCX9VSu", &format!("@driver.example.com #{code}")]);
+    let r = app.verify(PHONE, Purpose::Login, code).await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+}
+
+/// The settings of `--delivery alimtalk,sms` through NHN Cloud, both channels on `nhn`.
+fn alimtalk_then_sms(nhn: &StandIn) -> Vec<String> {
+    let base = nhn.base();
+    let mut args: Vec<String> = [
+        "--delivery",
+        "alimtalk,sms",
+        "--sms-gateway",
+        &format!("nhn-sms:{base}"),
+        "--nhn-sms-app-key",
+        APP_KEY,
+        "--nhn-sms-secret-key",
+        SECRET_KEY,
+        "--alimtalk-gateway",
+        &format!("nhn-alimtalk:{base}"),
+        "--alimtalk-app-key",
+        APP_KEY,
+        "--alimtalk-secret-key",
+        SECRET_KEY,
+        "--alimtalk-sender-key",
+        SENDER_KEY,
+        "--alimtalk-template-code",
+        TEMPLATE_CODE,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(FAST_RETRIES.map(str::to_owned));
+    args
+}
+
+async fn spawn_with(backend: Backend, args: &[String]) -> TestApp {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_app_with(backend, &args).await
+}
+
+async fn status(app: &TestApp) -> otpd::pb::otp::v1::GetPhoneStatusResponse {
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    let req = otpd::pb::otp::v1::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap().into_inner()
+}
+
+crate::both_backends!(a_refused_alimtalk_falls_back_to_sms_with_the_same_code);
+
+/// AlimTalk refused (the driver has no KakaoTalk): the SMS channel carries the same code, and the status view
+/// shows both attempts.
+async fn a_refused_alimtalk_falls_back_to_sms_with_the_same_code(backend: Backend) {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Refuse]);
+    let app = spawn_with(backend, &alimtalk_then_sms(&nhn)).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].path, format!("/alimtalk/v2.3/appkeys/{APP_KEY}/auth/messages"));
+    assert_eq!(seen[1].path, format!("/sms/v3.0/appKeys/{APP_KEY}/sender/auth/sms"));
+    let alimtalk = &seen[0].body["recipientList"][0];
+    let sms_text = seen[1].body["body"].as_str().unwrap();
+    let code = code_in(sms_text);
+    assert_eq!(alimtalk["templateParameter"]["code"], code.as_str(), "one code, whichever channel carries it");
+    assert_eq!(alimtalk["resendParameter"]["resendContent"], sms_text, "the provider's own fallback says the same");
+    assert_eq!(alimtalk["recipientNo"], "01012345678");
+
+    let status = status(&app).await;
+    let send = &status.pending[0].sends[0];
+    assert_eq!(send.delivered_by, "sms");
+    let attempts: Vec<(&str, &str, &str)> =
+        send.attempts.iter().map(|a| (a.channel.as_str(), a.gateway.as_str(), a.outcome.as_str())).collect();
+    assert_eq!(attempts, [("alimtalk", "nhn-alimtalk", "refused"), ("sms", "nhn-sms", "accepted")]);
+    assert_eq!(send.attempts[1].provider_id, "20261129-nhn-0002");
+    assert_eq!(send.attempts[1].receipt, "", "no receipt yet");
+    let r = app.verify(PHONE, Purpose::Login, &code).await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+}
+
+/// AlimTalk takes it: no SMS goes out from otpd (the provider falls back by itself if it must).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_alimtalk_sends_no_sms() {
+    let nhn = StandIn::nhn().await;
+    let app = spawn_with(Backend::Sqlite, &alimtalk_then_sms(&nhn)).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 1);
+    let code = seen[0].body["recipientList"][0]["templateParameter"]["code"].as_str().unwrap().to_owned();
+    let status = status(&app).await;
+    assert_eq!(status.pending[0].sends[0].delivered_by, "alimtalk");
+    assert_eq!(status.pending[0].sends[0].attempts.len(), 1);
+    let r = app.verify(PHONE, Purpose::Login, &code).await.unwrap();
+    assert_eq!(r.result(), VerifyResult::Approved);
+}
+
+/// Both channels fail: the code is revoked and the caller told SMS_DELIVERY_FAILED; both attempts are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_channel_fails_the_send_fails() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Refuse, Fault::Refuse]);
+    let app = spawn_with(Backend::Sqlite, &alimtalk_then_sms(&nhn)).await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    let status = status(&app).await;
+    let send = &status.pending[0].sends[0];
+    assert!(!send.live && send.delivered_by.is_empty());
+    let outcomes: Vec<&str> = send.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["refused", "refused"]);
+}
+
+crate::both_backends!(attempts_and_receipts_are_stored);
+
+/// Store conformance: attempts are kept in order with the channel that carried the code; a receipt updates the
+/// accepted attempt its provider id names, and one for an unknown id changes nothing.
+async fn attempts_and_receipts_are_stored(backend: Backend) {
+    use otpd::domain::{AttemptOutcome, DeliveryAttempt, DeliveryChannel, Receipt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    stores.verification.migrate().await.unwrap();
+    let phone = otpd::domain::PhoneNumber::parse(PHONE, &Default::default()).unwrap();
+    let now = otpd::clock::to_millis(chrono::Utc::now());
+    let code = otpd::store::NewCode {
+        phone: phone.clone(),
+        purpose: otpd::domain::Purpose::Login,
+        hash: otpd::hashing::CodeHash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$1".into()),
+        channel: otpd::domain::Channel::Sms,
+        now,
+        expires_at: now + chrono::TimeDelta::minutes(3),
+    };
+    let issued = stores.verification.issue_code(code, &otpd::domain::Policy::default()).await.unwrap().unwrap();
+    let attempt = |channel, gateway, outcome, id: Option<&str>| DeliveryAttempt {
+        channel,
+        gateway,
+        at: now,
+        outcome,
+        provider_id: id.map(str::to_owned),
+    };
+    let attempts = [
+        attempt(DeliveryChannel::AlimTalk, "nhn-alimtalk", AttemptOutcome::Failed, None),
+        attempt(DeliveryChannel::Sms, "nhn-sms", AttemptOutcome::Accepted, Some("req-1")),
+    ];
+    stores.verification.record_attempts(issued.code_id, &attempts).await.unwrap();
+    let receipt = Receipt { delivered: false, at: now + chrono::TimeDelta::seconds(5), code: Some("3012".into()) };
+    assert!(!stores.verification.record_receipt("nhn-sms", "req-unknown", &receipt).await.unwrap());
+    assert!(!stores.verification.record_receipt("sens", "req-1", &receipt).await.unwrap(), "another provider's id");
+    assert!(stores.verification.record_receipt("nhn-sms", "req-1", &receipt).await.unwrap());
+
+    let status = stores.supervision.phone_status(&phone, now).await.unwrap();
+    let code = &status.pending[0].codes[0];
+    assert_eq!(code.delivered_by.as_deref(), Some("sms"));
+    assert_eq!(code.attempts.len(), 2);
+    assert_eq!(code.attempts[0].attempt, attempts[0]);
+    assert_eq!(code.attempts[0].receipt, None);
+    assert_eq!(code.attempts[1].attempt, attempts[1]);
+    assert_eq!(code.attempts[1].receipt, Some(receipt));
+}
+
+/// The breaker is per channel: AlimTalk down opens its breaker, after which sends go straight to SMS (no
+/// AlimTalk request at all) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_alimtalk_breaker_leaves_sms_working() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Unavailable; 3]);
+    let mut args = alimtalk_then_sms(&nhn);
+    args.extend(["--sms-breaker-threshold", "1", "--sms-http-max-attempts", "3"].map(str::to_owned));
+    let app = spawn_with(Backend::Sqlite, &args).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let paths = |seen: Vec<Seen>| seen.into_iter().map(|s| s.path.contains("alimtalk")).collect::<Vec<_>>();
+    assert_eq!(paths(nhn.seen()), [true, true, true, false], "three AlimTalk attempts, then the SMS");
+
+    app.send("010-2222-3333", Purpose::Login).await.unwrap();
+    assert_eq!(paths(nhn.seen()), [true, true, true, false, false], "AlimTalk's breaker is open; SMS carries it");
+}

@@ -1,0 +1,212 @@
+//! Delivery receipts (`--webhook-listen`): NHN Cloud's `MESSAGE_RESULT_UPDATE` webhook and the generic signed
+//! form mark a send delivered or failed with the carrier's reason; forged, unknown and malformed receipts are
+//! refused and change nothing; `otpctl status` shows the reason.
+
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use otpd::pb::otp::v1::{self as pb, Purpose};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::helpers::*;
+use crate::provider::{FakeProvider, Reply};
+use crate::standins::*;
+
+const NHN_SIGNATURE: &str = "webhook-signature-entered-in-the-console";
+const HMAC_KEY: &str = "receipt-hmac-key-0123456789";
+
+async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> String {
+    let server = format!("http://{}", app.admin_addr);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
+        .args(["--server", &server])
+        .args(args)
+        .env("OTPCTL_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn status(app: &TestApp, token: &str) -> pb::CodeSend {
+    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let status = app.sup.clone().get_phone_status(authed(req, token)).await.unwrap().into_inner();
+    status.pending[0].sends.last().unwrap().clone()
+}
+
+/// An NHN webhook body for one message, as NHN sends it (times in Korean time, no offset).
+fn nhn_hook(request_id: &str, status: &str, result_code: &str) -> String {
+    let kst = (Utc::now() + chrono::TimeDelta::hours(9)).format("%Y-%m-%dT%H:%M:%S").to_string();
+    json!({
+        "hooksId": "hooks-1", "webhookConfigId": "config-1", "productName": "SMS", "appKey": APP_KEY,
+        "event": "MESSAGE_RESULT_UPDATE",
+        "hooks": [{
+            "hookId": "hook-1", "senderType": "AUTH", "requestId": request_id, "recipientSeq": 1,
+            "requestDate": kst, "receiveDate": kst, "sendNo": "18003400", "recipientNo": "01012345678",
+            "messageStatus": status, "resultCode": result_code, "messageCount": 1
+        }]
+    })
+    .to_string()
+}
+
+async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: String) -> u16 {
+    let url = format!("http://{}{path}", app.webhook_addr.expect("receipts are on"));
+    let mut request = reqwest::Client::new().post(url).header("content-type", "application/json").body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+fn nhn_args(nhn: &StandIn) -> Vec<String> {
+    let base = nhn.base();
+    [
+        "--delivery",
+        "alimtalk,sms",
+        "--sms-gateway",
+        &format!("nhn-sms:{base}"),
+        "--nhn-sms-app-key",
+        APP_KEY,
+        "--nhn-sms-secret-key",
+        SECRET_KEY,
+        "--alimtalk-gateway",
+        &format!("nhn-alimtalk:{base}"),
+        "--alimtalk-app-key",
+        APP_KEY,
+        "--alimtalk-secret-key",
+        SECRET_KEY,
+        "--alimtalk-sender-key",
+        SENDER_KEY,
+        "--alimtalk-template-code",
+        TEMPLATE_CODE,
+        "--webhook-listen",
+        "127.0.0.1:0",
+        "--nhn-webhook-signature",
+        NHN_SIGNATURE,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The driver's AlimTalk failed over to an SMS, which the carrier then blocked as spam: the team lead sees why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_sms_shows_its_reason_after_an_alimtalk_fallback() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Refuse]);
+    let args = nhn_args(&nhn);
+    let app = spawn_app_with(Backend::Sqlite, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let sms_id = status(&app, &kim).await.attempts[1].provider_id.clone();
+    assert_eq!(sms_id, "20261129-nhn-0002");
+
+    let before = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    assert!(before.contains("미보고 / not reported"), "{before}");
+
+    let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+    assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook(&sms_id, "FAILED", "3012")).await, 200);
+
+    let send = status(&app, &kim).await;
+    let sms = &send.attempts[1];
+    assert_eq!((sms.receipt.as_str(), sms.receipt_code.as_str()), ("failed", "3012"));
+    assert_eq!(
+        (sms.reason_ko.as_str(), sms.reason_en.as_str()),
+        ("수신 거부/스팸 차단", "refused by the recipient or blocked as spam")
+    );
+    assert!(sms.receipt_at.is_some());
+    let out = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    println!("$ otpctl status --phone {PHONE} --ticket CS-1\n{out}");
+    assert!(out.contains("수신 거부/스팸 차단") && out.contains("3012"), "{out}");
+    assert!(out.contains("알림톡 / AlimTalk (nhn-alimtalk): 거절 / refused"), "{out}");
+}
+
+/// Forged, unknown and malformed NHN receipts are refused with a 4xx and change nothing; a good one after them
+/// marks the send delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_nhn_receipts_change_nothing() {
+    let nhn = StandIn::nhn().await;
+    let mut args = nhn_args(&nhn);
+    args.splice(0..2, []); // SMS only
+    let app = spawn_app_with(Backend::Sqlite, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+    let forged = [("x-toast-webhook-signature", "guess".to_owned())];
+
+    assert_eq!(post(&app, "/receipts/nhn", &forged, nhn_hook(&id, "FAILED", "3012")).await, 401);
+    assert_eq!(post(&app, "/receipts/nhn", &[], nhn_hook(&id, "FAILED", "3012")).await, 401);
+    assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook("no-such-request", "FAILED", "3012")).await, 404);
+    assert_eq!(post(&app, "/receipts/nhn", &signed, "{\"event\": \"MESSAGE_RESULT_UPDATE\"".into()).await, 400);
+    assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook(&id, "SOMETHING", "1000")).await, 400);
+    assert_eq!(post(&app, "/receipts/http", &[], "{}".into()).await, 404, "generic receipts are not enabled");
+    assert_eq!(status(&app, &kim).await.attempts[0].receipt, "", "nothing changed");
+
+    assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook(&id, "COMPLETED", "1000")).await, 200);
+    let attempt = &status(&app, &kim).await.attempts[0];
+    assert_eq!((attempt.receipt.as_str(), attempt.reason_ko.as_str()), ("delivered", ""));
+}
+
+fn sign(timestamp: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(HMAC_KEY.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The generic signed receipt for the `http:` protocol: delivered, then another send failed with a reason;
+/// forged, stale, unknown and malformed ones change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_receipts_are_signed_and_checked() {
+    let provider = FakeProvider::start(vec![Reply::Accept("msg-1")], Reply::Accept("msg-2")).await;
+    let gateway = provider.gateway();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &["--sms-gateway", &gateway, "--webhook-listen", "127.0.0.1:0", "--receipt-hmac-key", HMAC_KEY],
+    )
+    .await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let now = Utc::now();
+    let ts = now.timestamp().to_string();
+    let body = |id: &str, status: &str, reason: &str| {
+        json!({ "message_id": id, "status": status, "reason": reason, "at": now.to_rfc3339() }).to_string()
+    };
+    let signed = |body: &str| vec![("x-otpd-timestamp", ts.clone()), ("x-otpd-signature", sign(&ts, body))];
+
+    let failed = body("msg-1", "failed", "no_such_number");
+    let stale_ts = (now.timestamp() - 3600).to_string();
+    let stale = vec![("x-otpd-timestamp", stale_ts.clone()), ("x-otpd-signature", sign(&stale_ts, &failed))];
+    assert_eq!(post(&app, "/receipts/http", &stale, failed.clone()).await, 401, "replayed an hour later");
+    let tampered = body("msg-1", "delivered", "");
+    assert_eq!(post(&app, "/receipts/http", &signed(&failed), tampered).await, 401, "body changed after signing");
+    let unknown = body("msg-9", "failed", "blocked");
+    assert_eq!(post(&app, "/receipts/http", &signed(&unknown), unknown.clone()).await, 404);
+    let bad_reason = body("msg-1", "failed", "aliens");
+    assert_eq!(post(&app, "/receipts/http", &signed(&bad_reason), bad_reason.clone()).await, 400);
+    assert_eq!(post(&app, "/receipts/http", &signed("[]"), "[]".into()).await, 400);
+    assert_eq!(status(&app, &kim).await.attempts[0].receipt, "", "nothing changed");
+
+    assert_eq!(post(&app, "/receipts/http", &signed(&failed), failed.clone()).await, 200);
+    let attempt = status(&app, &kim).await.attempts[0].clone();
+    assert_eq!((attempt.receipt.as_str(), attempt.reason_ko.as_str()), ("failed", "번호 없음"));
+
+    app.advance(chrono::TimeDelta::seconds(30));
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let delivered = body("msg-2", "delivered", "");
+    assert_eq!(post(&app, "/receipts/http", &signed(&delivered), delivered.clone()).await, 200);
+    assert_eq!(status(&app, &kim).await.attempts[0].receipt, "delivered");
+}
+
+/// Without --webhook-listen the status says the carrier's result is not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_receipts_the_status_says_not_reported() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("msg-1")).await;
+    let gateway = provider.gateway();
+    let app = spawn_app_with(Backend::Sqlite, &["--sms-gateway", &gateway]).await;
+    assert!(app.webhook_addr.is_none());
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let out = otpctl(&app, &kim, &["--json", "status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pending"][0]["sends"][0]["attempts"][0]["receipt"], "not reported", "{out}");
+}

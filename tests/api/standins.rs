@@ -1,0 +1,306 @@
+//! Real HTTP servers on loopback that play the Korean providers, each implementing the provider's published
+//! protocol (../shared/providers.md) including its authentication, written from the documentation and not from
+//! otpd's adapters: NHN Cloud SMS and AlimTalk (`X-Secret-Key`), Naver Cloud SENS (signature v2) and Solapi
+//! (`HMAC-SHA256 apiKey, date, salt, signature`). Each records what it received and can be told to fail.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// The credentials every stand-in knows.
+pub const APP_KEY: &str = "app-key-1";
+pub const SECRET_KEY: &str = "secret-key-1";
+pub const SERVICE_ID: &str = "ncp:sms:kr:1234:otp";
+pub const ACCESS_KEY: &str = "access-key-1";
+pub const SENDER_KEY: &str = "sender-key-1";
+pub const TEMPLATE_CODE: &str = "OTP_AUTH_01";
+
+/// One request a stand-in accepted or refused.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+    /// What the stand-in answered.
+    pub status: u16,
+}
+
+/// What a stand-in does with the next requests, before it checks anything.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// 503 Service Unavailable.
+    Unavailable,
+    /// A refusal in the provider's own form (AlimTalk: the recipient has no KakaoTalk).
+    Refuse,
+}
+
+#[derive(Default)]
+struct Inner {
+    seen: Vec<Seen>,
+    faults: VecDeque<Fault>,
+    signatures: HashSet<String>,
+    next_id: u32,
+}
+
+/// A running stand-in.
+#[derive(Clone)]
+pub struct StandIn {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl StandIn {
+    /// NHN Cloud SMS (`/sms/v3.0/appKeys/{appKey}/sender/auth/sms`) and AlimTalk
+    /// (`/alimtalk/v2.3/appkeys/{appkey}/auth/messages`) on one server.
+    pub async fn nhn() -> Self {
+        Self::serve(
+            axum::Router::new()
+                .route("/sms/v3.0/appKeys/{app_key}/sender/auth/sms", post(nhn_sms))
+                .route("/alimtalk/v2.3/appkeys/{app_key}/auth/messages", post(nhn_alimtalk)),
+        )
+        .await
+    }
+
+    /// Naver Cloud SENS (`/sms/v2/services/{serviceId}/messages`).
+    pub async fn sens() -> Self {
+        Self::serve(axum::Router::new().route("/sms/v2/services/{service_id}/messages", post(sens))).await
+    }
+
+    /// Solapi (`/messages/v4/send`).
+    pub async fn solapi() -> Self {
+        Self::serve(axum::Router::new().route("/messages/v4/send", post(solapi))).await
+    }
+
+    async fn serve(router: axum::Router<Arc<Mutex<Inner>>>) -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router.with_state(inner.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, inner }
+    }
+
+    /// The base URL to configure.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    /// The next requests meet these faults, in order.
+    pub fn fail_next(&self, faults: &[Fault]) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+}
+
+type St = State<Arc<Mutex<Inner>>>;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Records the request, and answers with the next fault if one is queued.
+fn record(inner: &Mutex<Inner>, path: String, headers: &HeaderMap, body: &str) -> (Option<Fault>, String) {
+    let mut inner = inner.lock().unwrap();
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    inner.seen.push(Seen { path, headers: headers.clone(), body, status: 0 });
+    inner.next_id += 1;
+    (inner.faults.pop_front(), format!("{:04}", inner.next_id))
+}
+
+fn answered(inner: &Mutex<Inner>, response: Response) -> Response {
+    if let Some(last) = inner.lock().unwrap().seen.last_mut() {
+        last.status = response.status().as_u16();
+    }
+    response
+}
+
+/// NHN's envelope: `{"header": {isSuccessful, resultCode, resultMessage}, …}`.
+fn nhn_header(ok: bool, code: i64, message: &str) -> Value {
+    json!({ "isSuccessful": ok, "resultCode": code, "resultMessage": message })
+}
+
+/// NHN Cloud SMS authentication message. The app key in the path and `X-Secret-Key` must match (else NHN answers
+/// `isSuccessful: false`); the body needs an authentication word; `sendNo` must be the registered sender as digits.
+async fn nhn_sms(State(inner): St, Path(app_key): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let (fault, id) = record(&inner, format!("/sms/v3.0/appKeys/{app_key}/sender/auth/sms"), &headers, &body);
+    let response = match fault {
+        Some(Fault::Unavailable) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::Refuse) => Json(json!({ "header": nhn_header(false, -2019, "refused") })).into_response(),
+        None => {
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let text = body["body"].as_str().unwrap_or("");
+            let refusal = if app_key != APP_KEY || header(&headers, "x-secret-key") != SECRET_KEY {
+                Some((-1000, "Invalid appKey or secretKey"))
+            } else if !header(&headers, "content-type").starts_with("application/json") {
+                Some((-1001, "content type"))
+            } else if !["인증", "비밀번호", "auth", "password", "verif"].iter().any(|w| text.to_lowercase().contains(w))
+            {
+                Some((-2031, "no authentication word"))
+            } else if body["sendNo"] != "18003400" {
+                Some((-2018, "unregistered sendNo"))
+            } else {
+                None
+            };
+            match refusal {
+                Some((code, message)) => Json(json!({ "header": nhn_header(false, code, message) })).into_response(),
+                None => Json(json!({
+                    "header": nhn_header(true, 0, "SUCCESS"),
+                    "body": { "data": {
+                        "requestId": format!("20261129-nhn-{id}"),
+                        "statusCode": "2",
+                        "sendResultList": [{
+                            "recipientNo": body["recipientList"][0]["recipientNo"],
+                            "resultCode": 0, "resultMessage": "SUCCESS", "recipientSeq": 1
+                        }]
+                    }}
+                }))
+                .into_response(),
+            }
+        }
+    };
+    answered(&inner, response)
+}
+
+/// NHN Cloud AlimTalk authentication message: app key and `X-Secret-Key`, the channel's sender key, the approved
+/// template code with its `code` parameter, and the provider-side SMS fallback.
+async fn nhn_alimtalk(State(inner): St, Path(app_key): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let (fault, id) = record(&inner, format!("/alimtalk/v2.3/appkeys/{app_key}/auth/messages"), &headers, &body);
+    let response = match fault {
+        Some(Fault::Unavailable) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::Refuse) => Json(json!({
+            "header": nhn_header(true, 0, "success"),
+            "message": { "requestId": format!("at-{id}"), "sendResults": [{
+                "recipientSeq": 1, "resultCode": -3024, "resultMessage": "not a KakaoTalk user"
+            }]}
+        }))
+        .into_response(),
+        None => {
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let recipient = &body["recipientList"][0];
+            let ok = app_key == APP_KEY
+                && header(&headers, "x-secret-key") == SECRET_KEY
+                && body["senderKey"] == SENDER_KEY
+                && body["templateCode"] == TEMPLATE_CODE
+                && recipient["templateParameter"]["code"].as_str().is_some_and(|c| c.len() >= 6)
+                && recipient["resendParameter"]["isResend"] == true
+                && recipient["resendParameter"]["resendSendNo"] == "18003400";
+            if ok {
+                Json(json!({
+                    "header": nhn_header(true, 0, "success"),
+                    "message": { "requestId": format!("at-{id}"), "sendResults": [{
+                        "recipientSeq": 1, "recipientNo": recipient["recipientNo"], "resultCode": 0,
+                        "resultMessage": "success"
+                    }]}
+                }))
+                .into_response()
+            } else {
+                Json(json!({ "header": nhn_header(false, -1000, "Invalid request") })).into_response()
+            }
+        }
+    };
+    answered(&inner, response)
+}
+
+fn hmac_sha256(key: &str, message: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Naver Cloud SENS: `x-ncp-apigw-timestamp` within 5 minutes, a known `x-ncp-iam-access-key`, and
+/// `x-ncp-apigw-signature-v2` = base64(HMAC-SHA256(secretKey, "POST {path}\n{timestamp}\n{accessKey}")).
+async fn sens(State(inner): St, Path(service_id): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let path = format!("/sms/v2/services/{service_id}/messages");
+    let (fault, id) = record(&inner, path.clone(), &headers, &body);
+    let response = match fault {
+        Some(Fault::Unavailable) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::Refuse) => (StatusCode::BAD_REQUEST, Json(json!({ "status": 400 }))).into_response(),
+        None => {
+            let timestamp = header(&headers, "x-ncp-apigw-timestamp");
+            let fresh = timestamp
+                .parse::<i64>()
+                .is_ok_and(|ms| (chrono::Utc::now().timestamp_millis() - ms).abs() <= 5 * 60 * 1000);
+            let access_key = header(&headers, "x-ncp-iam-access-key");
+            let expected = base64::engine::general_purpose::STANDARD
+                .encode(hmac_sha256(SECRET_KEY, &format!("POST {path}\n{timestamp}\n{access_key}")));
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if !fresh || access_key != ACCESS_KEY || header(&headers, "x-ncp-apigw-signature-v2") != expected {
+                (StatusCode::UNAUTHORIZED, Json(json!({ "errorCode": "200", "message": "Authentication Failed" })))
+                    .into_response()
+            } else if service_id != SERVICE_ID || body["from"] != "18003400" || body["type"] != "SMS" {
+                (StatusCode::BAD_REQUEST, Json(json!({ "status": 400 }))).into_response()
+            } else {
+                (
+                    StatusCode::ACCEPTED,
+                    Json(json!({
+                        "requestId": format!("RSSA-{id}"), "requestTime": "2026-11-29T18:00:00.000",
+                        "statusCode": "202", "statusName": "success"
+                    })),
+                )
+                    .into_response()
+            }
+        }
+    };
+    answered(&inner, response)
+}
+
+/// Solapi: `Authorization: HMAC-SHA256 apiKey=…, date=…, salt=…, signature=…` with the date within 15 minutes, a
+/// salt of 12 to 64 characters, signature = hex(HMAC-SHA256(apiSecret, date + salt)), never used before.
+async fn solapi(State(inner): St, headers: HeaderMap, body: String) -> Response {
+    let (fault, id) = record(&inner, "/messages/v4/send".into(), &headers, &body);
+    let response = match fault {
+        Some(Fault::Unavailable) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::Refuse) => Json(json!({ "statusCode": "3059", "statusMessage": "refused" })).into_response(),
+        None => {
+            let auth = header(&headers, "authorization");
+            let fields: std::collections::HashMap<&str, &str> = auth
+                .strip_prefix("HMAC-SHA256 ")
+                .unwrap_or("")
+                .split(", ")
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let field = |k: &str| fields.get(k).copied().unwrap_or("");
+            let (date, salt, signature) = (field("date"), field("salt"), field("signature"));
+            let fresh = chrono::DateTime::parse_from_rfc3339(date)
+                .is_ok_and(|at| (chrono::Utc::now() - at.to_utc()).num_minutes().abs() <= 15);
+            let expected = hex::encode(hmac_sha256(SECRET_KEY, &format!("{date}{salt}")));
+            let reused = !inner.lock().unwrap().signatures.insert(signature.to_owned());
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if field("apiKey") != ACCESS_KEY
+                || !fresh
+                || !(12..=64).contains(&salt.len())
+                || signature != expected
+                || reused
+            {
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({ "errorCode": "SignatureDoesNotMatch", "errorMessage": "signature" })),
+                )
+                    .into_response()
+            } else if body["message"]["from"] != "18003400" {
+                (StatusCode::BAD_REQUEST, Json(json!({ "errorCode": "InvalidSender" }))).into_response()
+            } else {
+                Json(json!({
+                    "groupId": format!("G4V-{id}"), "messageId": format!("M4V-{id}"),
+                    "statusCode": "2000", "statusMessage": "정상 접수(이통사로 접수 예정)"
+                }))
+                .into_response()
+            }
+        }
+    };
+    answered(&inner, response)
+}
