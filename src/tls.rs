@@ -202,7 +202,7 @@ async fn read(file: &PemFile) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in a PEM file (other PEM items, such as a key in the same file, are skipped).
-async fn certificates(file: &PemFile) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) async fn certificates(file: &PemFile) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(file).await?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -222,7 +222,7 @@ async fn private_key(file: &PemFile) -> Result<PrivateKeyDer<'static>, TlsError>
     })
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
