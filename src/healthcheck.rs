@@ -25,7 +25,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::Config;
-use crate::telemetry::ErrorChain;
 use crate::tls::PemFile;
 
 /// Which of otpd's listeners to ask.
@@ -138,9 +137,7 @@ pub async fn probe(addr: SocketAddr, transport: &Transport, service: &str, timeo
     };
     let request = HealthCheckRequest { service: service.to_owned() };
     let exchange = async {
-        let channel = connect(&endpoint, addr, transport)
-            .await
-            .map_err(|e| Probe::Unreachable(ErrorChain(e.as_ref()).to_string()))?;
+        let channel = connect(&endpoint, addr, transport).await.map_err(|e| Probe::Unreachable(causes(e.as_ref())))?;
         HealthClient::new(channel).check(request).await.map_err(|status| match status.code() {
             // grpc.health.v1's answer for a name it does not serve.
             tonic::Code::NotFound => Probe::NotServing("SERVICE_UNKNOWN".to_owned()),
@@ -180,10 +177,37 @@ async fn connect(
         async move {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(TokioIo::new(connector.connect(name, tcp).await?))
+            let stream = connector.connect(name, tcp).await.map_err(not_pinned_said_plainly)?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
     });
     Ok(endpoint.connect_with_connector(tls).await?)
+}
+
+/// An error and its causes, `: `-separated, a cause repeating the one before it said once (tonic's connect error
+/// displays its cause and also returns it as its source).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if said.last() != Some(&text) {
+            said.push(text);
+        }
+        source = cause.source();
+    }
+    said.join(": ")
+}
+
+/// rustls shows a custom certificate error by its `Debug`; the probe's own refusal is said in its own words.
+fn not_pinned_said_plainly(error: std::io::Error) -> std::io::Error {
+    let refusal = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
+            inner.downcast_ref::<NotPinned>().map(|e| e.to_string())
+        }
+        _ => None,
+    };
+    refusal.map_or(error, std::io::Error::other)
 }
 
 /// Accepts exactly the pinned end-entity certificate; the handshake's signatures are verified as usual (ring), so
