@@ -102,7 +102,8 @@ fn pair(
     cert: (&'static str, &Option<PathBuf>),
     key: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<(PemFile, PemFile)>, ConfigError> {
-    // clap refuses an empty path on the command line and treats an empty variable as unset.
+    // clap refuses an empty path, on the command line and in an `OTPD_*` variable alike (an empty variable is not
+    // read as unset).
     let file = |setting, path: &PathBuf| PemFile { setting, path: path.clone() };
     match (cert.1, key.1) {
         (Some(c), Some(k)) => Ok(Some((file(cert.0, c), file(key.0, k)))),
