@@ -4,7 +4,7 @@
 #
 #   docker build -t otpd .
 #   docker run --rm -p 50051:50051 -p 50052:50052 --env-file otpd.env \
-#     -v /etc/otpd/secrets:/run/secrets/otpd:ro otpd
+#     -v /etc/otpd/tls:/etc/otpd/tls:ro -v /etc/otpd/secrets:/run/secrets/otpd:ro otpd
 #
 # See docs/operations.md ("Deploying") for the settings a production container needs.
 
@@ -30,13 +30,19 @@ COPY --from=build /out/otpctl /usr/local/bin/otpctl
 # mounted pepper file, and nothing is written.
 WORKDIR /home/nonroot
 USER nonroot:nonroot
-# Inside a container the listeners must take connections from outside it; the ports are otpd's defaults.
+# Inside a container the listeners must take connections from outside it; the ports are otpd's defaults. Prod mode
+# serves the admin listener off loopback only with TLS, so both listeners serve the certificate the operator mounts
+# at /etc/otpd/tls (tls.crt: the chain, leaf first; tls.key: its key, readable by uid 65532; the names of a
+# Kubernetes TLS secret). SIGHUP re-reads them.
 ENV OTPD_LISTEN=0.0.0.0:50051 \
     OTPD_ADMIN_LISTEN=0.0.0.0:50052 \
     OTPD_LOG_FORMAT=json \
-    OTPD_MODE=prod
+    OTPD_MODE=prod \
+    OTPD_TLS_CERT=/etc/otpd/tls/tls.crt \
+    OTPD_TLS_KEY=/etc/otpd/tls/tls.key
 EXPOSE 50051 50052
-# gRPC health (grpc.health.v1) on the public listener: NOT_SERVING while the database is unreachable.
+# gRPC health (grpc.health.v1) on the public listener, over TLS with the certificate of OTPD_TLS_CERT pinned:
+# NOT_SERVING while the database is unreachable.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["/usr/local/bin/otpd", "healthcheck", "--timeout", "3s"]
 STOPSIGNAL SIGTERM

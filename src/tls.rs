@@ -102,7 +102,8 @@ fn pair(
     cert: (&'static str, &Option<PathBuf>),
     key: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<(PemFile, PemFile)>, ConfigError> {
-    // clap refuses an empty path on the command line and treats an empty variable as unset.
+    // clap refuses an empty path, on the command line and in an `OTPD_*` variable alike (an empty variable is not
+    // read as unset).
     let file = |setting, path: &PathBuf| PemFile { setting, path: path.clone() };
     match (cert.1, key.1) {
         (Some(c), Some(k)) => Ok(Some((file(cert.0, c), file(key.0, k)))),
@@ -202,7 +203,7 @@ async fn read(file: &PemFile) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in a PEM file (other PEM items, such as a key in the same file, are skipped).
-async fn certificates(file: &PemFile) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) async fn certificates(file: &PemFile) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(file).await?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -222,7 +223,7 @@ async fn private_key(file: &PemFile) -> Result<PrivateKeyDer<'static>, TlsError>
     })
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

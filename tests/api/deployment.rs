@@ -109,6 +109,11 @@ fn image_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value the runtime stage's `ENV` gives `name`.
+fn image_var(name: &str) -> String {
+    image_env().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("the image sets no {name}")).1
+}
+
 /// The settings a production deployment adds to what a file sets: a provider and a pepper.
 const PROD_ADDITIONS: [&str; 4] =
     ["--sms-gateway", "http:https://sms.example/send", "--pepper-file", "/run/secrets/otpd/pepper"];
@@ -182,17 +187,37 @@ fn the_image_exposes_the_listeners_default_ports_and_runs_as_non_root() {
         assert!(addr.ip().is_unspecified() && exposed.contains(&addr.port()), "{addr} is not an exposed port");
     }
     // In prod mode it refuses to start without a provider and a pepper, and starts with them.
+    assert_eq!(cli.settings.mode, otpd::config::Mode::Prod);
     let refused = cli.settings.validate().unwrap_err();
     assert_eq!(refused.setting, "sms-gateway");
-    argv.extend(PROD_ADDITIONS.map(str::to_owned));
-    Cli::try_parse_from(&argv).unwrap().settings.validate().unwrap();
+    let mut prod = argv.clone();
+    prod.extend(PROD_ADDITIONS.map(str::to_owned));
+    let config = Cli::try_parse_from(&prod).unwrap().settings.validate().unwrap();
+    // Both listeners serve the certificate the image's variables name, from where the guide says to mount it,
+    // without asking clients for certificates (the operator adds OTPD_ADMIN_CLIENT_CA).
+    let (cert, key) = (image_var("OTPD_TLS_CERT"), image_var("OTPD_TLS_KEY"));
+    for files in [config.tls.public.as_ref(), config.tls.admin.as_ref()] {
+        let files = files.expect("the image serves TLS on both listeners");
+        assert_eq!((files.cert.path.to_str(), files.key.path.to_str()), (Some(cert.as_str()), Some(key.as_str())));
+        assert!(files.client_ca.is_none());
+    }
+    let guide = read("docs/operations.md");
+    for path in [&cert, &key] {
+        assert!(path.starts_with("/etc/otpd/tls/") && guide.contains(path.as_str()), "the guide says to mount {path}");
+    }
+    // Without them prod mode refuses the image's admin listener: they are what lets the image start at all.
+    let mut plaintext = vec!["otpd".to_owned()];
+    let env: Vec<_> = image_env().into_iter().filter(|(name, _)| !name.starts_with("OTPD_TLS_")).collect();
+    plaintext.extend(as_flags(&env));
+    plaintext.extend(PROD_ADDITIONS.map(str::to_owned));
+    assert_eq!(Cli::try_parse_from(&plaintext).unwrap().settings.validate().unwrap_err().setting, "admin-listen");
 
     let user = stage.iter().find(|(op, _)| op == "USER").unwrap().1.clone();
     assert!(!user.starts_with("root") && !user.starts_with("0"), "USER {user}");
 }
 
-#[test]
-fn the_image_health_check_is_otpd_healthcheck_on_the_public_listener() {
+#[tokio::test]
+async fn the_image_health_check_is_otpd_healthcheck_over_tls_on_the_public_listener() {
     let stage = runtime_stage();
     let check = stage.iter().find(|(op, _)| op == "HEALTHCHECK").unwrap().1.clone();
     let argv = exec_form(check.split_once("CMD ").unwrap().1.trim());
@@ -205,6 +230,14 @@ fn the_image_health_check_is_otpd_healthcheck_on_the_public_listener() {
     let Some(Command::Healthcheck(args)) = cli.command else { panic!("not `otpd healthcheck`: {full:?}") };
     assert_eq!(args.listener, Listener::Public);
     assert_eq!(otpd::healthcheck::dialable(cli.settings.listen).port(), default_port("listen"));
+    // The probe validates the image's settings as the service does (prod mode, with what an operator adds) and
+    // speaks TLS, pinning the certificate of OTPD_TLS_CERT: here, where nothing is mounted, it says it cannot read
+    // exactly that file, rather than falling back to plaintext.
+    full.extend(PROD_ADDITIONS.map(str::to_owned));
+    let config = Cli::try_parse_from(&full).unwrap().settings.validate().unwrap();
+    let error = otpd::healthcheck::transport(&config, args.listener).await.unwrap_err();
+    let expected = format!("--tls-cert {}: cannot read the file", image_var("OTPD_TLS_CERT"));
+    assert!(format!("{error:#}").starts_with(&expected), "{error:#}");
 }
 
 /// A systemd unit's `Key=value` lines (a key may repeat).

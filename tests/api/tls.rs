@@ -544,3 +544,102 @@ async fn bad_tls_files_stop_start_up_naming_setting_and_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 }
+
+/// `otpd healthcheck` with the given settings, run where nothing else is (it reads and writes no other file).
+async fn otpd_healthcheck(args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+        .arg("healthcheck")
+        .args(["--timeout", "5s"])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("OTPD_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the probe writes nothing");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+/// The image's health check over TLS: it pins the certificate of the listener's own `--tls-cert` file, so it needs
+/// no CA, accepts no other certificate (not even one from the same CA), and cannot probe a mutual-TLS listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otpd_healthcheck_pins_the_listeners_own_certificate() {
+    let pki = Pki::new();
+    let app = spawn_with_tls(&pki, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = ServerFiles::write(dir.path(), &pki.server, &pki.ca);
+    let (cert, key, client_ca) =
+        (files.cert.to_str().unwrap(), files.key.to_str().unwrap(), files.client_ca.to_str().unwrap());
+    let public = app.public_addr.to_string();
+    let admin = app.admin_addr.to_string();
+    let tls = ["--tls-cert", cert, "--tls-key", key];
+
+    let (exit, out, err) = otpd_healthcheck(&[&["--listen", &public][..], &tls].concat()).await;
+    assert_eq!(exit, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("{public}: SERVING"));
+    let service = ["--service", "otp.v1.OtpService"];
+    let (exit, _, err) = otpd_healthcheck(&[&["--listen", &public][..], &tls, &service].concat()).await;
+    assert_eq!(exit, Some(0), "{err}");
+    // Without the TLS settings the probe speaks plaintext, which a TLS listener never answers.
+    let (exit, _, err) = otpd_healthcheck(&["--listen", &public]).await;
+    assert_eq!(exit, Some(1), "{err}");
+
+    // Another certificate in the file, though issued by the same CA for the same names: refused, and said why.
+    let other = dir.path().join("other.crt");
+    std::fs::write(&other, pki.ca.server().cert).unwrap();
+    let other_tls = ["--tls-cert", other.to_str().unwrap(), "--tls-key", key];
+    let (exit, _, err) = otpd_healthcheck(&[&["--listen", &public][..], &other_tls].concat()).await;
+    assert_eq!(exit, Some(1), "{err}");
+    assert!(err.contains(&format!("not the first one in --tls-cert {}", other.display())), "{err}");
+    // A certificate file that cannot be read is an error naming it.
+    let missing = dir.path().join("missing.crt");
+    let missing_tls = ["--tls-cert", missing.to_str().unwrap(), "--tls-key", key];
+    let (exit, _, err) = otpd_healthcheck(&[&["--listen", &public][..], &missing_tls].concat()).await;
+    assert_eq!(exit, Some(1), "{err}");
+    assert!(err.contains(&format!("--tls-cert {}", missing.display())), "{err}");
+
+    // The admin listener with mutual TLS: the probe has no client certificate, and says to check the public one.
+    let mutual = ["--admin-listen", &admin, "--admin-client-ca", client_ca, "--listener", "admin"];
+    let (exit, _, err) = otpd_healthcheck(&[&tls[..], &mutual].concat()).await;
+    assert_eq!(exit, Some(1), "{err}");
+    assert!(err.contains("--admin-client-ca") && err.contains("--listener public"), "{err}");
+
+    // Stopped: unreachable.
+    app.stop().await;
+    let (exit, _, err) = otpd_healthcheck(&[&["--listen", &public][..], &tls].concat()).await;
+    assert_eq!(exit, Some(1), "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+}
+
+/// The admin listener with TLS of its own and no client certificates asked for is probed over TLS too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otpd_healthcheck_probes_an_admin_listener_with_its_own_certificate() {
+    let (public_pki, admin_pki) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key) = (write("public.crt", &public_pki.server.cert), write("public.key", &public_pki.server.key));
+    let (admin_cert, admin_key) =
+        (write("admin.crt", &admin_pki.server.cert), write("admin.key", &admin_pki.server.key));
+    let settings =
+        ["--tls-cert", &cert, "--tls-key", &key, "--admin-tls-cert", &admin_cert, "--admin-tls-key", &admin_key];
+    let app = TlsApp::spawn(tempfile::tempdir().unwrap(), &settings).await;
+    let admin = app.admin_addr.to_string();
+
+    let (exit, out, err) =
+        otpd_healthcheck(&[&settings[..], &["--listener", "admin", "--admin-listen", &admin]].concat()).await;
+    assert_eq!(exit, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("{admin}: SERVING"));
+    // The public pair is not what the admin listener serves.
+    let (exit, _, err) =
+        otpd_healthcheck(&["--tls-cert", &cert, "--tls-key", &key, "--listener", "admin", "--admin-listen", &admin])
+            .await;
+    assert_eq!(exit, Some(1), "{err}");
+    assert!(err.contains("not the first one in --tls-cert"), "{err}");
+    app.stop().await;
+}
