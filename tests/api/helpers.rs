@@ -102,7 +102,7 @@ impl TestDb {
             Backend::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
                 let mut rows = Vec::new();
-                for table in ["phone_state", "verifications", "codes"] {
+                for table in ["phone_state", "verifications", "codes", "delivery_attempts"] {
                     let cols: Vec<String> =
                         sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
                             .fetch_all(&pool)
@@ -125,7 +125,7 @@ impl TestDb {
             Backend::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
                 let mut rows = Vec::new();
-                for table in ["phone_state", "verifications", "codes"] {
+                for table in ["phone_state", "verifications", "codes", "delivery_attempts"] {
                     rows.extend(
                         sqlx::query_scalar::<_, String>(&format!("SELECT row_to_json(t)::text FROM {table} t"))
                             .fetch_all(&pool)
