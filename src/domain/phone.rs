@@ -106,7 +106,14 @@ impl PhoneNumber {
 
     /// Parses any syntactically valid number (for comparing with a number a device or phone system reports).
     pub fn parse_lenient(input: &str, allowed: &AllowedCountries) -> Result<Self, PhoneError> {
-        parse_any(input, allowed).map(|n| Self::from_parsed(&n))
+        let number = parse_any(input, allowed).map(|n| Self::from_parsed(&n))?;
+        // libphonenumber keeps leading zeros that no numbering plan has (`0000145677` in KR gives `+8200145677`)
+        // but reads that E.164 back without them (`+82145677`): such a number has no one form to compare by, and
+        // is no number anyone can dial. Found by the `phone_number` fuzz target.
+        match parse_any(&number.e164, allowed) {
+            Ok(again) if again.format().mode(Mode::E164).to_string() == number.e164 => Ok(number),
+            _ => Err(PhoneError::Invalid("not a phone number")),
+        }
     }
 
     fn from_parsed(number: &phonenumber::PhoneNumber) -> Self {
@@ -228,6 +235,18 @@ mod tests {
             assert_eq!(PhoneNumber::parse(input, &kr()).unwrap_err(), want, "{input:?}");
         }
         assert!(PhoneNumber::parse(&"1".repeat(40), &kr()).is_err());
+    }
+
+    #[test]
+    fn a_leniently_parsed_number_is_its_own_e164() {
+        for input in ["0000145677", "00001 (4.5677", "+820000145677"] {
+            let parsed = PhoneNumber::parse_lenient(input, &kr());
+            assert_eq!(parsed, Err(PhoneError::Invalid("not a phone number")), "{input:?}");
+        }
+        for input in ["+82 2 312 3456", "+39 06 1234 5678", "+82 145677", "010-1234-5678"] {
+            let n = PhoneNumber::parse_lenient(input, &kr()).unwrap();
+            assert_eq!(PhoneNumber::parse_lenient(n.e164(), &kr()).unwrap(), n, "{input:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,13 @@ pub use otp::OtpApi;
 pub use status::ERROR_DOMAIN;
 pub use supervisor::SupervisorApi;
 
+/// The handlers' request parsing, for the fuzz targets in `fuzz/`: not an API.
+#[doc(hidden)]
+pub mod edge {
+    pub use super::otp::OtpRequests;
+    pub use super::supervisor::{AuditQuery, Refusal, SupervisorRequests};
+}
+
 use std::future::Future;
 
 use tracing::Instrument;

@@ -17,11 +17,22 @@ use crate::service::{SendCommand, SendOutcome, ServiceError, VerificationService
 #[derive(Clone)]
 pub struct OtpApi {
     service: VerificationService,
-    countries: AllowedCountries,
-    code_length: CodeLength,
+    requests: OtpRequests,
     limits: Arc<FrontLimits>,
     trusted_proxies: TrustedProxies,
-    app_hashes: AllowedAppHashes,
+}
+
+/// What the public API accepts: its requests' parsing into commands, collecting every bad field. Public (not an
+/// API) so that the fuzz targets in `fuzz/` run the handlers' own parsing.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct OtpRequests {
+    /// The countries whose mobile numbers may receive codes.
+    pub countries: AllowedCountries,
+    /// The digits of a code.
+    pub code_length: CodeLength,
+    /// The app hashes a SendCode may ask for.
+    pub app_hashes: AllowedAppHashes,
 }
 
 impl OtpApi {
@@ -35,10 +46,13 @@ impl OtpApi {
         app_hashes: AllowedAppHashes,
     ) -> Self {
         let code_length = service.policy().code_length;
-        Self { service, countries, code_length, limits, trusted_proxies, app_hashes }
+        Self { service, requests: OtpRequests { countries, code_length, app_hashes }, limits, trusted_proxies }
     }
+}
 
-    fn parse_send(&self, req: pb::SendCodeRequest) -> Result<SendCommand, ServiceError> {
+impl OtpRequests {
+    /// A SendCode request as a command.
+    pub fn parse_send(&self, req: pb::SendCodeRequest) -> Result<SendCommand, ServiceError> {
         let mut v = Violations::default();
         let phone = v.phone("phone_number", &req.phone_number, &self.countries);
         let purpose = v.purpose(req.purpose);
@@ -64,7 +78,8 @@ impl OtpApi {
         }
     }
 
-    fn parse_verify(&self, req: pb::VerifyCodeRequest) -> Result<VerifyCommand, ServiceError> {
+    /// A VerifyCode request as a command.
+    pub fn parse_verify(&self, req: pb::VerifyCodeRequest) -> Result<VerifyCommand, ServiceError> {
         let mut v = Violations::default();
         let phone = v.phone("phone_number", &req.phone_number, &self.countries);
         let purpose = v.purpose(req.purpose);
@@ -86,7 +101,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
-        let mut cmd = self.parse_send(request.into_inner())?;
+        let mut cmd = self.requests.parse_send(request.into_inner())?;
         cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
@@ -102,7 +117,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_verify(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
-        let mut cmd = self.parse_verify(request.into_inner())?;
+        let mut cmd = self.requests.parse_verify(request.into_inner())?;
         cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();

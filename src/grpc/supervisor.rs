@@ -22,30 +22,172 @@ const MAX_PAGE: u32 = 500;
 #[derive(Clone)]
 pub struct SupervisorApi {
     service: SupervisionService,
-    countries: AllowedCountries,
+    requests: SupervisorRequests,
+}
+
+/// What the supervisor API accepts: its requests' parsing, collecting every bad field. Public (not an API) so
+/// that the fuzz targets in `fuzz/` run the handlers' own parsing.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct SupervisorRequests {
+    /// The countries whose mobile numbers may receive codes.
+    pub countries: AllowedCountries,
+}
+
+/// A request refused by its parsing: what could be read of it (for the audit event) and every bad field.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Refusal {
+    /// The number, if it was valid.
+    pub phone: Option<PhoneNumber>,
+    /// The ticket, if it was valid.
+    pub ticket: Option<TicketId>,
+    /// Every bad field.
+    pub violations: Vec<FieldViolation>,
+}
+
+/// A parsed ListAuditEvents request.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct AuditQuery {
+    /// Only events about this number.
+    pub phone: Option<PhoneNumber>,
+    /// Only events at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events before this time.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this action.
+    pub action: Option<AuditAction>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Continue below this sequence number (the page token).
+    pub before_seq: Option<i64>,
+    /// The page size.
+    pub page: u32,
 }
 
 impl SupervisorApi {
     /// Serves `service` for numbers of `countries`.
     pub fn new(service: SupervisionService, countries: AllowedCountries) -> Self {
-        Self { service, countries }
+        Self { service, requests: SupervisorRequests { countries } }
     }
 
     /// Audits a malformed request from `actor` as denied and returns its error.
-    async fn refuse(
-        &self,
-        actor: &Actor,
-        action: AuditAction,
-        phone: Option<&PhoneNumber>,
-        ticket: Option<&TicketId>,
-        violations: Vec<FieldViolation>,
-    ) -> Status {
+    async fn refuse(&self, actor: &Actor, action: AuditAction, refusal: Refusal) -> Status {
+        let Refusal { phone, ticket, violations } = refusal;
         let fields: Vec<&str> = violations.iter().map(|v| v.field).collect();
         let detail = format!("invalid request: {}", fields.join(", "));
-        let event = self.service.invalid_request_event(actor, action, phone, ticket, detail);
+        let event = self.service.invalid_request_event(actor, action, phone.as_ref(), ticket.as_ref(), detail);
         let error = self.service.deny(event, ServiceError::InvalidArgument(violations)).await;
         self.service.count_refusal(Some(action), &error);
         error.into()
+    }
+}
+
+impl SupervisorRequests {
+    /// A LookupCode request as a command.
+    pub fn parse_lookup(&self, req: pb::LookupCodeRequest) -> Result<LookupCommand, Refusal> {
+        let mut v = Violations::default();
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let purpose = v.check("purpose", "INVALID_PURPOSE", optional_purpose(req.purpose));
+        let ticket = v.ticket(&req.ticket_id);
+        let reason = match pb::LookupReason::try_from(req.reason) {
+            Ok(pb::LookupReason::StrongComplaint) => Some(()),
+            _ => v.check("reason", "INVALID_REASON", Err::<(), _>("the reason must be STRONG_COMPLAINT")),
+        };
+        let contact = match pb::ContactChannel::try_from(req.contact) {
+            Ok(pb::ContactChannel::InboundCall) => Some(ContactChannel::InboundCall),
+            Ok(pb::ContactChannel::OutboundCallback) => Some(ContactChannel::OutboundCallback),
+            _ => v.check(
+                "contact",
+                "INVALID_CONTACT",
+                Err::<ContactChannel, _>("the contact must be INBOUND_CALL or OUTBOUND_CALLBACK"),
+            ),
+        };
+        let contact_number = if req.contact_number.trim().is_empty() {
+            v.check("contact_number", "INVALID_PHONE_NUMBER", Err::<PhoneNumber, _>("the contact number is required"))
+        } else {
+            v.check(
+                "contact_number",
+                "INVALID_PHONE_NUMBER",
+                PhoneNumber::parse_lenient(&req.contact_number, &self.countries),
+            )
+        };
+        let (Some(phone), Some(purpose), Some(ticket), Some(()), Some(contact), Some(contact_number), true) =
+            (phone.clone(), purpose, ticket.clone(), reason, contact, contact_number, v.is_empty())
+        else {
+            return Err(Refusal { phone, ticket, violations: v.0 });
+        };
+        Ok(LookupCommand { phone, purpose, ticket, contact, contact_number })
+    }
+
+    /// A GetPhoneStatus request as its number and ticket.
+    pub fn parse_phone_status(&self, req: pb::GetPhoneStatusRequest) -> Result<(PhoneNumber, TicketId), Refusal> {
+        let mut v = Violations::default();
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let ticket = v.ticket(&req.ticket_id);
+        let (Some(phone), Some(ticket), true) = (phone.clone(), ticket.clone(), v.is_empty()) else {
+            return Err(Refusal { phone, ticket, violations: v.0 });
+        };
+        Ok((phone, ticket))
+    }
+
+    /// An UnlockPhone request as its number, ticket and reason.
+    pub fn parse_unlock(&self, req: pb::UnlockPhoneRequest) -> Result<(PhoneNumber, TicketId, Reason), Refusal> {
+        let mut v = Violations::default();
+        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let ticket = v.ticket(&req.ticket_id);
+        let reason = v.check("reason", "INVALID_REASON", Reason::parse(&req.reason));
+        let (Some(phone), Some(ticket), Some(reason), true) = (phone.clone(), ticket.clone(), reason, v.is_empty())
+        else {
+            return Err(Refusal { phone, ticket, violations: v.0 });
+        };
+        Ok((phone, ticket, reason))
+    }
+
+    /// A VerifyAuditChain request as the last sequence accepted without a keyed seal.
+    pub fn parse_verify_chain(&self, req: pb::VerifyAuditChainRequest) -> Result<i64, Refusal> {
+        let mut v = Violations::default();
+        let through = v.check(
+            "accept_unkeyed_through",
+            "INVALID_SEQUENCE",
+            Some(req.accept_unkeyed_through).filter(|n| *n >= 0).ok_or("a sequence number, 0 or more"),
+        );
+        let (Some(through), true) = (through, v.is_empty()) else {
+            return Err(Refusal { phone: None, ticket: None, violations: v.0 });
+        };
+        Ok(through)
+    }
+
+    /// A ListAuditEvents request as a query.
+    pub fn parse_list_audit(&self, req: pb::ListAuditEventsRequest) -> Result<AuditQuery, Refusal> {
+        let mut v = Violations::default();
+        let phone = if req.phone_number.trim().is_empty() {
+            None
+        } else {
+            v.check(
+                "phone_number",
+                "INVALID_PHONE_NUMBER",
+                PhoneNumber::parse_lenient(&req.phone_number, &self.countries),
+            )
+        };
+        let since = req.since.as_ref().and_then(|t| v.check("since", "INVALID_TIME", to_datetime(t)));
+        let until = req.until.as_ref().and_then(|t| v.check("until", "INVALID_TIME", to_datetime(t)));
+        let action = v.check("action", "INVALID_ACTION", action_from_pb(req.action)).flatten();
+        let actor = v.check("actor", "INVALID_ACTOR", actor_filter(&req.actor)).flatten();
+        let before_seq = v.check("page_token", "INVALID_PAGE_TOKEN", decode_page_token(&req.page_token)).flatten();
+        let page = match req.page_size {
+            0 => Some(DEFAULT_PAGE),
+            n => v.check(
+                "page_size",
+                "INVALID_PAGE_SIZE",
+                u32::try_from(n).ok().filter(|n| *n <= MAX_PAGE).ok_or("page_size must be 0 to 500"),
+            ),
+        };
+        let Some(page) = page.filter(|_| v.is_empty()) else {
+            return Err(Refusal { phone, ticket: None, violations: v.0 });
+        };
+        Ok(AuditQuery { phone, since, until, action, actor, before_seq, page })
     }
 }
 
@@ -103,39 +245,10 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::LookupCodeRequest>,
     ) -> Result<Response<pb::LookupCodeResponse>, Status> {
         let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
-        let purpose = v.check("purpose", "INVALID_PURPOSE", optional_purpose(req.purpose));
-        let ticket = v.ticket(&req.ticket_id);
-        let reason = match pb::LookupReason::try_from(req.reason) {
-            Ok(pb::LookupReason::StrongComplaint) => Some(()),
-            _ => v.check("reason", "INVALID_REASON", Err::<(), _>("the reason must be STRONG_COMPLAINT")),
+        let cmd = match self.requests.parse_lookup(request.into_inner()) {
+            Ok(cmd) => cmd,
+            Err(refusal) => return Err(self.refuse(&actor, AuditAction::LookupCode, refusal).await),
         };
-        let contact = match pb::ContactChannel::try_from(req.contact) {
-            Ok(pb::ContactChannel::InboundCall) => Some(ContactChannel::InboundCall),
-            Ok(pb::ContactChannel::OutboundCallback) => Some(ContactChannel::OutboundCallback),
-            _ => v.check(
-                "contact",
-                "INVALID_CONTACT",
-                Err::<ContactChannel, _>("the contact must be INBOUND_CALL or OUTBOUND_CALLBACK"),
-            ),
-        };
-        let contact_number = if req.contact_number.trim().is_empty() {
-            v.check("contact_number", "INVALID_PHONE_NUMBER", Err::<PhoneNumber, _>("the contact number is required"))
-        } else {
-            v.check(
-                "contact_number",
-                "INVALID_PHONE_NUMBER",
-                PhoneNumber::parse_lenient(&req.contact_number, &self.countries),
-            )
-        };
-        let (Some(phone), Some(purpose), Some(ticket), Some(()), Some(contact), Some(contact_number), true) =
-            (phone.clone(), purpose, ticket.clone(), reason, contact, contact_number, v.is_empty())
-        else {
-            return Err(self.refuse(&actor, AuditAction::LookupCode, phone.as_ref(), ticket.as_ref(), v.0).await);
-        };
-        let cmd = LookupCommand { phone, purpose, ticket, contact, contact_number };
         let service = self.service.clone();
         let outcome = detached(async move { service.lookup_code(&actor, cmd).await }).await?;
         Ok(Response::new(pb::LookupCodeResponse {
@@ -154,12 +267,9 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::GetPhoneStatusRequest>,
     ) -> Result<Response<pb::GetPhoneStatusResponse>, Status> {
         let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
-        let ticket = v.ticket(&req.ticket_id);
-        let (Some(phone), Some(ticket), true) = (phone.clone(), ticket.clone(), v.is_empty()) else {
-            return Err(self.refuse(&actor, AuditAction::GetPhoneStatus, phone.as_ref(), ticket.as_ref(), v.0).await);
+        let (phone, ticket) = match self.requests.parse_phone_status(request.into_inner()) {
+            Ok(parsed) => parsed,
+            Err(refusal) => return Err(self.refuse(&actor, AuditAction::GetPhoneStatus, refusal).await),
         };
         let service = self.service.clone();
         let max = service.policy().max_failed_attempts;
@@ -174,14 +284,9 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::UnlockPhoneRequest>,
     ) -> Result<Response<pb::UnlockPhoneResponse>, Status> {
         let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
-        let ticket = v.ticket(&req.ticket_id);
-        let reason = v.check("reason", "INVALID_REASON", Reason::parse(&req.reason));
-        let (Some(phone), Some(ticket), Some(reason), true) = (phone.clone(), ticket.clone(), reason, v.is_empty())
-        else {
-            return Err(self.refuse(&actor, AuditAction::UnlockPhone, phone.as_ref(), ticket.as_ref(), v.0).await);
+        let (phone, ticket, reason) = match self.requests.parse_unlock(request.into_inner()) {
+            Ok(parsed) => parsed,
+            Err(refusal) => return Err(self.refuse(&actor, AuditAction::UnlockPhone, refusal).await),
         };
         let service = self.service.clone();
         let masked = phone.masked().to_owned();
@@ -201,33 +306,11 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let phone = if req.phone_number.trim().is_empty() {
-            None
-        } else {
-            v.check(
-                "phone_number",
-                "INVALID_PHONE_NUMBER",
-                PhoneNumber::parse_lenient(&req.phone_number, &self.countries),
-            )
-        };
-        let since = req.since.as_ref().and_then(|t| v.check("since", "INVALID_TIME", to_datetime(t)));
-        let until = req.until.as_ref().and_then(|t| v.check("until", "INVALID_TIME", to_datetime(t)));
-        let action = v.check("action", "INVALID_ACTION", action_from_pb(req.action)).flatten();
-        let actor_name = v.check("actor", "INVALID_ACTOR", actor_filter(&req.actor)).flatten();
-        let before_seq = v.check("page_token", "INVALID_PAGE_TOKEN", decode_page_token(&req.page_token)).flatten();
-        let page = match req.page_size {
-            0 => Some(DEFAULT_PAGE),
-            n => v.check(
-                "page_size",
-                "INVALID_PAGE_SIZE",
-                u32::try_from(n).ok().filter(|n| *n <= MAX_PAGE).ok_or("page_size must be 0 to 500"),
-            ),
-        };
-        let Some(page) = page.filter(|_| v.is_empty()) else {
-            return Err(self.refuse(&actor, AuditAction::ListAuditEvents, phone.as_ref(), None, v.0).await);
-        };
+        let AuditQuery { phone, since, until, action, actor: actor_name, before_seq, page } =
+            match self.requests.parse_list_audit(request.into_inner()) {
+                Ok(query) => query,
+                Err(refusal) => return Err(self.refuse(&actor, AuditAction::ListAuditEvents, refusal).await),
+            };
         let filter = AuditFilter {
             since,
             until,
@@ -257,15 +340,9 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let through = v.check(
-            "accept_unkeyed_through",
-            "INVALID_SEQUENCE",
-            Some(req.accept_unkeyed_through).filter(|n| *n >= 0).ok_or("a sequence number, 0 or more"),
-        );
-        let (Some(through), true) = (through, v.is_empty()) else {
-            return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, None, None, v.0).await);
+        let through = match self.requests.parse_verify_chain(request.into_inner()) {
+            Ok(through) => through,
+            Err(refusal) => return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, refusal).await),
         };
         let service = self.service.clone();
         let (report, event) = detached(async move { service.verify_audit_chain(&actor, through).await }).await?;
