@@ -357,3 +357,51 @@ async fn console_verify_audit_chain_finds_a_changed_event() {
     assert!(app.audit().await.last().unwrap().event.detail.starts_with("chain broken at audit event 3"));
     app.stop().await;
 }
+
+/// A send that went AlimTalk → refused → SMS accepted, and a carrier's receipt then said the SMS was blocked as
+/// spam: the status screen shows both attempts, that SMS carried it, and the reason in Korean and English, in
+/// otpctl's words (the stand-ins and the receipt are the delivery tests' own, tests/api/receipts.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
+    use crate::receipts::{NHN_SIGNATURE, nhn_args, nhn_hook, post, status};
+    use crate::standins::{Fault, StandIn};
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Refuse]);
+    let args = nhn_args(&nhn);
+    let app = spawn_app_with(Backend::Sqlite, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let sms_id = status(&app, &kim).await.attempts[1].provider_id.clone();
+    let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+    assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook(&sms_id, "FAILED", "3012")).await, 200);
+
+    let saw = browser(&app, "receipts", &kim, &[("PHONE", PHONE)]).await;
+
+    // The send: carried by SMS (AlimTalk was refused), accepted by the provider but not delivered by the carrier.
+    let cell = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    let send: Vec<String> = saw["send"].as_array().unwrap().iter().map(cell).collect();
+    assert_eq!(send[1..4], ["SMS", "수신 실패 / not delivered", "유효 / live"], "{send:?}");
+    let attempts: Vec<Vec<String>> =
+        saw["attempts"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(cell).collect()).collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "nhn-alimtalk", "거절 / refused"], "{attempts:?}");
+    assert_eq!(attempts[0][5], "-", "a refused AlimTalk reached no carrier");
+    assert_eq!(attempts[1][..4], ["2", "SMS", "nhn-sms", "접수 / accepted"], "{attempts:?}");
+    assert!(attempts.iter().all(|a| a[4].ends_with(" KST")), "{attempts:?}");
+    let receipt = &attempts[1][5];
+    assert!(receipt.starts_with("실패 / failed ") && receipt.contains(" KST: "), "{receipt}");
+    assert!(
+        receipt.ends_with(": 수신 거부/스팸 차단 / refused by the recipient or blocked as spam (3012)"),
+        "{receipt}"
+    );
+    assert_eq!(saw["receipt_class"], "receipt bad");
+
+    // The browser's read is audited like otpctl's.
+    let events = app.call_events().await;
+    let read = events.last().unwrap();
+    assert_eq!(
+        (read.event.action, read.event.ticket_id.as_deref()),
+        (AuditAction::GetPhoneStatus, Some("CS-RECEIPT-1"))
+    );
+    app.stop().await;
+}

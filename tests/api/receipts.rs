@@ -12,7 +12,7 @@ use crate::helpers::*;
 use crate::provider::{FakeProvider, Reply};
 use crate::standins::*;
 
-const NHN_SIGNATURE: &str = "webhook-signature-entered-in-the-console";
+pub const NHN_SIGNATURE: &str = "webhook-signature-entered-in-the-console";
 const HMAC_KEY: &str = "receipt-hmac-key-0123456789";
 
 async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> String {
@@ -28,14 +28,14 @@ async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn status(app: &TestApp, token: &str) -> pb::CodeSend {
+pub async fn status(app: &TestApp, token: &str) -> pb::CodeSend {
     let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
     let status = app.sup.clone().get_phone_status(authed(req, token)).await.unwrap().into_inner();
     status.pending[0].sends.last().unwrap().clone()
 }
 
 /// An NHN webhook body for one message, as NHN sends it (times in Korean time, no offset).
-fn nhn_hook(request_id: &str, status: &str, result_code: &str) -> String {
+pub fn nhn_hook(request_id: &str, status: &str, result_code: &str) -> String {
     let kst = (Utc::now() + chrono::TimeDelta::hours(9)).format("%Y-%m-%dT%H:%M:%S").to_string();
     json!({
         "hooksId": "hooks-1", "webhookConfigId": "config-1", "productName": "SMS", "appKey": APP_KEY,
@@ -49,7 +49,7 @@ fn nhn_hook(request_id: &str, status: &str, result_code: &str) -> String {
     .to_string()
 }
 
-async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: String) -> u16 {
+pub async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: String) -> u16 {
     let url = format!("http://{}{path}", app.webhook_addr.expect("receipts are on"));
     let mut request = reqwest::Client::new().post(url).header("content-type", "application/json").body(body);
     for (name, value) in headers {
@@ -58,7 +58,7 @@ async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: Strin
     request.send().await.unwrap().status().as_u16()
 }
 
-fn nhn_args(nhn: &StandIn) -> Vec<String> {
+pub fn nhn_args(nhn: &StandIn) -> Vec<String> {
     let base = nhn.base();
     [
         "--delivery",

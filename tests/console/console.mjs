@@ -2,7 +2,7 @@
 // it saw to RESULT_FILE for tests/api/console.rs to check against gRPC and the audit log. Exits non-zero, with the
 // reason on stderr, when anything on the page is not as it must be.
 //
-// Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/), SCENARIO (supervisor | auditor | admin), TOKEN,
+// Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/), SCENARIO (supervisor | auditor | admin | receipts), TOKEN,
 // PHONE, THIRD_PARTY (supervisor), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default /usr/bin/chromium).
 
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -132,6 +132,7 @@ try {
   if (scenario === 'supervisor') await supervisor(page);
   else if (scenario === 'auditor') await auditor(page);
   else if (scenario === 'admin') await admin(page);
+  else if (scenario === 'receipts') await receipts(page);
   else throw new Error(`unknown SCENARIO ${scenario}`);
 
   // Sign out clears the token.
@@ -214,7 +215,9 @@ async function supervisor(page) {
   await page.locator('#status-form button[type=submit]').click();
   await page.locator('#status-result').waitFor({ state: 'visible' });
   const status = await page.locator('#status-result').textContent();
-  check(status.includes('연속 실패') && status.includes('SMS') && status.includes('전달됨 / delivered'), status);
+  // The provider took the SMS; without a carrier's receipt that is all anyone knows.
+  check(status.includes('연속 실패') && status.includes('SMS') && status.includes('접수됨 / accepted'), status);
+  check(status.includes('미보고 / not reported'), `no receipt, said so: ${status}`);
   check(status.includes('팀장 조회 / lookup'), `the looked-up code is listed: ${status}`);
   await page.screenshot({ path: join(screenshots, 'status.png'), fullPage: true });
 
@@ -288,4 +291,52 @@ async function admin(page) {
   const out = await page.locator('#unlock-result').textContent();
   check(out.includes('잠금 해제됨') && out.includes('예 / yes'), `unlocked: ${out}`);
   result.unlock = out;
+}
+
+// A send that went AlimTalk (refused) then SMS (accepted), which the carrier then reported blocked: the status
+// screen shows both attempts and the carrier's reason.
+async function receipts(page) {
+  check(result.screens.join() === 'lookup,status', `a supervisor's screens are ${result.screens}`);
+  await page.locator('nav button[data-screen=status]').click();
+  await page.fill('#status-phone', env('PHONE'));
+  await page.fill('#status-ticket', 'CS-RECEIPT-1');
+  await page.locator('#status-form button[type=submit]').click();
+  await page.locator('#status-result').waitFor({ state: 'visible' });
+  const cells = (row) => row.evaluate((r) => [...r.cells].map((c) => c.textContent));
+  const sends = page.locator('#status-result > table > tbody > tr:not(.attempts)');
+  check((await sends.count()) === 1, `one send: ${await sends.count()}`);
+  result.send = await cells(sends.first());
+  const attempts = page.locator('#status-result table.attempts tbody tr');
+  result.attempts = [];
+  for (let i = 0; i < (await attempts.count()); i++) result.attempts.push(await cells(attempts.nth(i)));
+  // The receipt cell is marked as bad news, not only worded as it.
+  result.receipt_class = await attempts.last().locator('td.receipt').getAttribute('class');
+  await page.screenshot({ path: join(screenshots, 'status-receipts.png'), fullPage: true });
+
+  // The served codec reads the new fields and steps over fields it does not know (a newer server's), of every wire
+  // type, at each level.
+  result.decoded = await page.evaluate(async () => {
+    const p = await import('/console/proto.js');
+    const nested = (field, bytes) => [field * 8 + 2, bytes.length, ...bytes];
+    const attempt = p.encode(
+      { channel: [1, 'string'], outcome: [4, 'string'], reason_en: [10, 'string'], later: [11, 'int'], note: [12, 'string'] },
+      { channel: 'sms', outcome: 'accepted', reason_en: 'blocked as spam', later: 300, note: 'from a newer server' },
+    );
+    const fixed32 = [13 * 8 + 5, 1, 2, 3, 4];
+    const fixed64 = [14 * 8 + 1, 1, 2, 3, 4, 5, 6, 7, 8];
+    const send = [...p.encode({ delivered_by: [7, 'string'] }, { delivered_by: 'sms' }), ...nested(8, attempt), ...fixed32];
+    const response = [...nested(5, nested(5, [...send, ...fixed64])), ...fixed64, ...p.encode({ n: [9, 'int'] }, { n: 1 })];
+    const r = p.decode(p.responses.GetPhoneStatus, Uint8Array.from(response));
+    return r.pending[0].sends[0];
+  });
+  const decoded = result.decoded;
+  check(
+    decoded.delivered_by === 'sms' &&
+      decoded.attempts.length === 1 &&
+      decoded.attempts[0].channel === 'sms' &&
+      decoded.attempts[0].outcome === 'accepted' &&
+      decoded.attempts[0].reason_en === 'blocked as spam' &&
+      decoded.attempts[0].receipt === '',
+    `decoded with unknown fields: ${JSON.stringify(decoded)}`,
+  );
 }

@@ -285,18 +285,51 @@ function renderStatus(r) {
     const caption = `대기 중 / pending: ${text.purpose(v.purpose)} — 만료 / expires ${text.kst(text.millis(v.expires_at))}`;
     const rows = v.sends.map((s) => [
       text.kst(text.millis(s.sent_at)),
-      text.channel(s.channel),
-      text.delivery(s.delivery),
+      text.channel(s),
+      text.delivery(s),
       s.live ? '유효 / live' : '만료 / dead',
       s.provider_message_id || '-',
     ]);
-    parts.push(
-      table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '통신사 ID / provider id'], rows),
-    );
+    const t = table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '통신사 ID / provider id'], rows);
+    // Each send's channel attempts, in the order tried, on a row of their own under it.
+    const sendRows = [...t.tBodies[0].rows];
+    v.sends.forEach((s, i) => {
+      if (s.attempts.length > 0) sendRows[i].after(attemptsRow(s.attempts, sendRows[i].cells.length));
+    });
+    parts.push(t);
   }
   out.replaceChildren(...parts);
   out.hidden = false;
   out.focus();
+}
+
+// A send's delivery attempts as a small table spanning the send's row.
+function attemptsRow(attempts, span) {
+  const tr = el('tr', null, { class: 'attempts' });
+  const cell = el('td', null, { colspan: String(span) });
+  const t = el('table', null, { class: 'attempts' });
+  t.append(el('caption', '전송 시도 / delivery attempts'));
+  const thead = el('thead');
+  thead.append(
+    row(['#', '경로 / channel', '게이트웨이 / gateway', '결과 / outcome', '시각 / time', '수신 결과 / receipt'], true),
+  );
+  const tbody = el('tbody');
+  attempts.forEach((a, i) => {
+    const r = row([
+      String(i + 1),
+      text.attemptChannel(a),
+      a.gateway || '-',
+      text.outcome(a),
+      text.kst(text.millis(a.attempted_at)),
+    ]);
+    const [receipt, tone] = text.receipt(a);
+    r.append(el('td', receipt, tone ? { class: `receipt ${tone}` } : { class: 'receipt' }));
+    tbody.append(r);
+  });
+  t.append(thead, tbody);
+  cell.append(t);
+  tr.append(cell);
+  return tr;
 }
 
 // --- unlock -----------------------------------------------------------------------------------------------------

@@ -171,6 +171,19 @@ export const requests = {
   VerifyAuditChain: { accept_unkeyed_through: [1, 'int'] },
 };
 
+const DeliveryAttempt = {
+  1: ['channel', 'string'],
+  2: ['gateway', 'string'],
+  3: ['attempted_at', Timestamp],
+  4: ['outcome', 'string'],
+  5: ['provider_id', 'string'],
+  6: ['receipt', 'string'],
+  7: ['receipt_at', Timestamp],
+  8: ['receipt_code', 'string'],
+  9: ['reason_ko', 'string'],
+  10: ['reason_en', 'string'],
+};
+
 const CodeSend = {
   1: ['sent_at', Timestamp],
   2: ['channel', 'enum'],
@@ -178,6 +191,8 @@ const CodeSend = {
   4: ['expires_at', Timestamp],
   5: ['live', 'bool'],
   6: ['provider_message_id', 'string'],
+  7: ['delivered_by', 'string'],
+  8: ['attempts', DeliveryAttempt, true],
 };
 
 const PendingVerification = {

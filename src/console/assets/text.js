@@ -48,17 +48,53 @@ export function purpose(p) {
   return `${ko} / ${en}`;
 }
 
-export function channel(c) {
-  if (c === CodeChannel.SMS) return 'SMS';
-  if (c === CodeChannel.SUPERVISOR) return '팀장 조회 / lookup';
+// The channel that carried a send: AlimTalk when it did, else the send's own channel.
+export function channel(send) {
+  if (send.delivered_by === 'alimtalk') return '알림톡 / AlimTalk';
+  if (send.channel === CodeChannel.SMS) return 'SMS';
+  if (send.channel === CodeChannel.SUPERVISOR) return '팀장 조회 / lookup';
   return '-';
 }
 
-export function delivery(d) {
-  if (d === DeliveryStatus.DELIVERED) return '전달됨 / delivered';
-  if (d === DeliveryStatus.FAILED) return '실패 / failed';
-  if (d === DeliveryStatus.PENDING) return '전송 중 / pending';
+// The provider's acceptance is not the phone's: the carrier's last receipt, when one came, says more.
+export function delivery(send) {
+  const carrier = send.attempts.findLast((a) => a.receipt !== '');
+  if (send.delivery === DeliveryStatus.DELIVERED) {
+    if (!carrier) return '접수됨 / accepted';
+    return carrier.receipt === 'delivered' ? '수신 완료 / delivered' : '수신 실패 / not delivered';
+  }
+  if (send.delivery === DeliveryStatus.FAILED) return '실패 / failed';
+  if (send.delivery === DeliveryStatus.PENDING) return '전송 중 / pending';
   return '-';
+}
+
+// One channel's attempt, in otpctl's words.
+export function attemptChannel(a) {
+  return a.channel === 'alimtalk' ? '알림톡 / AlimTalk' : 'SMS';
+}
+
+const outcomes = {
+  accepted: '접수 / accepted',
+  refused: '거절 / refused',
+  failed: '실패 / failed',
+  unconfirmed: '응답 없음 / unconfirmed',
+};
+
+export function outcome(a) {
+  return outcomes[a.outcome] || '-';
+}
+
+// What the carrier reported for an attempt the provider took (or may have): [text, 'good' | 'bad' | null].
+// A refused or failed attempt never reached a carrier, so it has no receipt.
+export function receipt(a) {
+  if (a.outcome !== 'accepted' && a.outcome !== 'unconfirmed') return ['-', null];
+  const at = kst(millis(a.receipt_at));
+  if (a.receipt === 'delivered') return [`전달됨 / delivered ${at}`, 'good'];
+  if (a.receipt === 'failed') {
+    const code = a.receipt_code ? ` (${a.receipt_code})` : '';
+    return [`실패 / failed ${at}: ${a.reason_ko} / ${a.reason_en}${code}`, 'bad'];
+  }
+  return ['미보고 / not reported', null];
 }
 
 export const actionNames = {
