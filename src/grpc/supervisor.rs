@@ -84,6 +84,9 @@ impl SupervisorApi {
     }
 }
 
+// A refusal is built at most once per request, on its cold path, and handed straight to the audit: its size costs
+// nothing worth a box.
+#[allow(clippy::result_large_err)]
 impl SupervisorRequests {
     /// A LookupCode request as a command.
     pub fn parse_lookup(&self, req: pb::LookupCodeRequest) -> Result<LookupCommand, Refusal> {
