@@ -228,7 +228,7 @@ async fn the_origin_line_is_last_and_carries_the_same_code() {
 }
 
 /// The settings of `--delivery alimtalk,sms` through NHN Cloud, both channels on `nhn`.
-fn alimtalk_then_sms(nhn: &StandIn) -> Vec<String> {
+pub fn alimtalk_then_sms(nhn: &StandIn) -> Vec<String> {
     let base = nhn.base();
     let mut args: Vec<String> = [
         "--delivery",

@@ -59,33 +59,9 @@ pub async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: S
 }
 
 pub fn nhn_args(nhn: &StandIn) -> Vec<String> {
-    let base = nhn.base();
-    [
-        "--delivery",
-        "alimtalk,sms",
-        "--sms-gateway",
-        &format!("nhn-sms:{base}"),
-        "--nhn-sms-app-key",
-        APP_KEY,
-        "--nhn-sms-secret-key",
-        SECRET_KEY,
-        "--alimtalk-gateway",
-        &format!("nhn-alimtalk:{base}"),
-        "--alimtalk-app-key",
-        APP_KEY,
-        "--alimtalk-secret-key",
-        SECRET_KEY,
-        "--alimtalk-sender-key",
-        SENDER_KEY,
-        "--alimtalk-template-code",
-        TEMPLATE_CODE,
-        "--webhook-listen",
-        "127.0.0.1:0",
-        "--nhn-webhook-signature",
-        NHN_SIGNATURE,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let mut args = crate::korea::alimtalk_then_sms(nhn);
+    args.extend(["--webhook-listen", "127.0.0.1:0", "--nhn-webhook-signature", NHN_SIGNATURE].map(str::to_owned));
+    args
 }
 
 /// The driver's AlimTalk failed over to an SMS, which the carrier then blocked as spam: the team lead sees why.
