@@ -1,5 +1,5 @@
 //! The supervisor service's request decoding: arbitrary bytes as the body of a LookupCode, GetPhoneStatus,
-//! UnlockPhone or ListAuditEvents message, then the handler's own parsing. An accepted request holds exactly what
+//! UnlockPhone, ListAuditEvents or VerifyAuditChain message, then the handler's own parsing. An accepted request holds exactly what
 //! it said, in valid values; a refused one is `INVALID_ARGUMENT` naming its own bad fields, and what could be read
 //! of it for the audit event (the number, the ticket) is there exactly when that field was valid.
 
@@ -16,11 +16,12 @@ use prost::Message;
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let requests = SupervisorRequests { countries: countries(selector >> 2) };
-    match selector % 4 {
+    match selector % 5 {
         0 => lookup(&requests, body),
         1 => phone_status(&requests, body),
         2 => unlock(&requests, body),
-        _ => list_audit(&requests, body),
+        3 => list_audit(&requests, body),
+        _ => verify_chain(&requests, body),
     }
 });
 
@@ -168,6 +169,18 @@ fn list_audit(requests: &SupervisorRequests, body: &[u8]) {
                 PhoneNumber::parse_lenient(&req.phone_number, countries).ok()
             };
             assert_eq!(refusal.phone, lenient);
+        }
+    }
+}
+
+fn verify_chain(requests: &SupervisorRequests, body: &[u8]) {
+    let Some(req) = decode::<pb::VerifyAuditChainRequest>(body) else { return };
+    match requests.parse_verify_chain(req.clone()) {
+        Ok(through) => assert_eq!(through, req.accept_unkeyed_through, "{req:?}"),
+        Err(refusal) => {
+            check_refusal(&refusal.violations, &["accept_unkeyed_through"]);
+            assert!(req.accept_unkeyed_through < 0, "{req:?}");
+            check_audit_facts(&refusal, None, None);
         }
     }
 }
