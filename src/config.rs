@@ -114,13 +114,18 @@ pub struct Settings {
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
     pub database_url: String,
-    /// SMS gateway: `http:URL` (a provider's HTTP API, docs/sms-gateway.md), `log` (prints to stdout; dev only)
-    /// or `file:PATH` (JSON lines; dev only).
-    #[arg(long, env = "OTPD_SMS_GATEWAY", default_value = "log", global = true)]
-    pub sms_gateway: GatewayConfig,
-    /// `Authorization` header value sent to the HTTP provider, e.g. `Bearer KEY`.
+    /// SMS gateway: `log` (prints to stdout; dev only), `file:PATH` (JSON lines; dev only), `http:URL` or a bare
+    /// `https://…` URL (a provider's HTTP API, docs/sms-gateway.md), `nhn-sms`, `sens` or `solapi` (each
+    /// optionally `:BASE_URL`). Prod mode refuses plain `http://` to a host that is not loopback. Read as text
+    /// and checked at start-up, so that an error names the setting and never echoes a value that may hold a key.
+    #[arg(long, env = "OTPD_SMS_GATEWAY", default_value = "log", hide_env_values = true, global = true)]
+    pub sms_gateway: String,
+    /// `Authorization` header value sent to the HTTP provider, e.g. `Bearer KEY`; prefer --sms-http-auth-file.
     #[arg(long, env = "OTPD_SMS_HTTP_AUTH", hide_env_values = true, global = true)]
     pub sms_http_auth: Option<SecretString>,
+    /// File holding the `Authorization` header value of --sms-http-auth.
+    #[arg(long, env = "OTPD_SMS_HTTP_AUTH_FILE", global = true)]
+    pub sms_http_auth_file: Option<PathBuf>,
     /// Timeout of one HTTP attempt.
     #[arg(long, env = "OTPD_SMS_HTTP_ATTEMPT_TIMEOUT", default_value = "3s", global = true)]
     pub sms_http_attempt_timeout: humantime::Duration,
@@ -365,12 +370,25 @@ impl Settings {
     /// Checks every setting and resolves the pepper source.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         crate::store::validate_url(&self.database_url).map_err(|m| invalid("database-url", m))?;
-        if self.mode == Mode::Prod && self.sms_gateway.is_dev_only() {
+        let sms_gateway: GatewayConfig = self.sms_gateway.trim().parse().map_err(|m| invalid("sms-gateway", m))?;
+        if self.mode == Mode::Prod && sms_gateway.is_dev_only() {
             return Err(invalid(
                 "sms-gateway",
-                format!("`{}` exposes codes outside the phone and is refused in prod mode", self.sms_gateway),
+                format!("`{sms_gateway}` exposes codes outside the phone and is refused in prod mode"),
             ));
         }
+        if self.mode == Mode::Prod && sms_gateway.url().is_some_and(crate::transport::plaintext_off_loopback) {
+            return Err(invalid(
+                "sms-gateway",
+                "plain http:// to a host that is not loopback would carry codes and credentials in clear; \
+                 refused in prod mode (use https://)",
+            ));
+        }
+        let sms_http_auth = crate::sms::optional_header_secret(
+            ("sms-http-auth", &self.sms_http_auth),
+            ("sms-http-auth-file", &self.sms_http_auth_file),
+        )
+        .map_err(|(setting, message)| invalid(setting, message))?;
         let sender = self.sms_sender.trim();
         if sender.is_empty() || sender.len() > 20 {
             return Err(invalid("sms-sender", "must be 1 to 20 characters"));
@@ -461,7 +479,7 @@ impl Settings {
         let delivery = self
             .delivery
             .validate(
-                &self.sms_gateway,
+                &sms_gateway,
                 crate::sms::TemplateContext {
                     code_digits: self.code_length,
                     ttl: code_ttl,
@@ -469,6 +487,15 @@ impl Settings {
                 },
             )
             .map_err(|(setting, message)| invalid(setting, message))?;
+        if self.mode == Mode::Prod
+            && delivery.alimtalk.as_ref().is_some_and(|a| crate::transport::plaintext_off_loopback(&a.base))
+        {
+            return Err(invalid(
+                "alimtalk-gateway",
+                "plain http:// to a host that is not loopback would carry codes and credentials in clear; \
+                 refused in prod mode (use https://)",
+            ));
+        }
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -491,7 +518,7 @@ impl Settings {
             admin_listen: self.admin_listen,
             tls,
             database_url: self.database_url.clone(),
-            sms_gateway: self.sms_gateway.clone(),
+            sms_gateway,
             sms_sender: sender.to_owned(),
             sms_timeout: *self.sms_timeout,
             min_send_deadline: *self.min_send_deadline,
@@ -520,7 +547,7 @@ impl Settings {
             max_request_bytes: self.max_request_bytes,
             migrate_on_start: self.migrate_on_start,
             http: HttpOptions {
-                auth: self.sms_http_auth.clone(),
+                auth: sms_http_auth,
                 attempt_timeout: *self.sms_http_attempt_timeout,
                 max_attempts: self.sms_http_max_attempts,
                 base_backoff: *self.sms_http_backoff,
@@ -651,6 +678,57 @@ mod tests {
         .validate()
         .unwrap();
         assert!(matches!(config.sms_gateway, GatewayConfig::Http(_)));
+    }
+
+    const PROD: [&str; 4] = ["--mode", "prod", "--pepper", "0123456789abcdef"];
+
+    fn prod(args: &[&str]) -> Result<Config, ConfigError> {
+        settings(&[&PROD[..], args].concat()).validate()
+    }
+
+    #[test]
+    fn prod_refuses_plain_http_to_a_provider_off_loopback() {
+        for gateway in ["http:http://sms.example/send", "nhn-sms:http://10.0.0.7", "sens:http://sens.example"] {
+            let e = prod(&["--sms-gateway", gateway]).unwrap_err();
+            assert_eq!(e.setting, "sms-gateway", "{gateway}");
+            assert!(e.message.contains("https://"), "{e}");
+        }
+        let alimtalk = ["--alimtalk-app-key", "k", "--alimtalk-secret-key", "s", "--alimtalk-sender-key", "sk"];
+        let alimtalk = [&alimtalk[..], &["--alimtalk-template-code", "T", "--delivery", "alimtalk,sms"]].concat();
+        let alimtalk = [&alimtalk[..], &["--sms-gateway", "https://sms.example/send"]].concat();
+        let e = prod(&[&alimtalk[..], &["--alimtalk-gateway", "nhn-alimtalk:http://bizmsg.example"]].concat());
+        assert_eq!(e.unwrap_err().setting, "alimtalk-gateway");
+        // Loopback (a local relay or stand-in) and https are fine; dev mode allows plain http anywhere.
+        for gateway in
+            ["http://127.0.0.1:9/send", "http://localhost:9/send", "http://[::1]:9/send", "https://sms.example/"]
+        {
+            prod(&["--sms-gateway", gateway]).unwrap();
+        }
+        prod(&[&alimtalk[..], &["--alimtalk-gateway", "nhn-alimtalk:http://127.0.0.1:9"]].concat()).unwrap();
+        settings(&["--sms-gateway", "http://sms.example/send"]).validate().unwrap();
+    }
+
+    #[test]
+    fn a_mistyped_gateway_is_named_but_never_echoed() {
+        for value in ["htps://sms.example/send?key=SECRET-KEY-1", "nhn-sms:ftp://SECRET-KEY-1@x", "SECRET-KEY-1"] {
+            let e = settings(&["--sms-gateway", value]).validate().unwrap_err();
+            assert_eq!(e.setting, "sms-gateway");
+            assert!(!e.to_string().contains("SECRET-KEY-1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_http_providers_authorization_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth");
+        std::fs::write(&file, "Bearer key-from-file\n").unwrap();
+        let file = file.to_str().unwrap();
+        let config = settings(&["--sms-http-auth-file", file]).validate().unwrap();
+        assert_eq!(config.http.auth.unwrap().expose_secret(), "Bearer key-from-file");
+        let e = settings(&["--sms-http-auth-file", file, "--sms-http-auth", "Bearer x"]).validate().unwrap_err();
+        assert_eq!(e.setting, "sms-http-auth");
+        let e = settings(&["--sms-http-auth", "Bearer\u{7}bell"]).validate().unwrap_err();
+        assert!(!e.to_string().contains("bell"), "{e}");
     }
 
     #[test]

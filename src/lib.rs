@@ -27,3 +27,4 @@ pub mod store;
 pub mod supervision;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;

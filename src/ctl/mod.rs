@@ -120,6 +120,16 @@ pub async fn run(args: Args) -> ExitCode {
         eprintln!("OTPCTL_TOKEN이 설정되지 않았습니다. / Set OTPCTL_TOKEN to your supervisor token.");
         return ExitCode::from(2);
     };
+    // The token opens code lookups: never send it in clear past this machine.
+    if reqwest::Url::parse(&args.server).is_ok_and(|url| crate::transport::plaintext_off_loopback(&url)) {
+        eprintln!(
+            "평문(http://)으로는 이 컴퓨터 밖의 서버에 토큰을 보내지 않습니다. https://를 사용하세요. / Refusing to send \
+             the token in clear to {}: a server that is not on loopback needs https:// (with --ca if its \
+             certificate is not from a public CA).",
+            args.server
+        );
+        return ExitCode::from(2);
+    }
     let tls = match args.tls.for_server(&args.server) {
         Ok(tls) => tls,
         Err(message) => {

@@ -81,6 +81,9 @@ impl HttpGateway {
         let client = reqwest::Client::builder()
             .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.attempt_timeout)
+            // A redirect would re-send the message (its code) and the credential headers to wherever the
+            // Location points: a provider, proxy or DNS answer could take both. A 3xx is a refusal instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {
@@ -134,6 +137,10 @@ impl HttpGateway {
                 retry_after,
                 provider_failed: true,
             };
+        }
+        if status.is_redirection() {
+            // Never followed (see `with_wire`), never retried: the same request would meet the same redirect.
+            return Attempt::Rejected(format!("provider answered {status}: redirects are refused"));
         }
         // An unreadable answer is judged as an empty one: for a 2xx the message is taken (a retry could send a
         // second SMS), only its id is lost.

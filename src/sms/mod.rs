@@ -22,7 +22,10 @@ use crate::domain::{PhoneNumber, VerificationId};
 pub use file::{FileGateway, FileSms};
 pub use http::{HttpGateway, HttpOptions};
 pub use log::LogGateway;
-pub use settings::{AlimTalkConfig, Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext};
+pub use settings::{
+    AlimTalkConfig, Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext,
+    optional_header_secret, optional_secret,
+};
 pub use template::{SmsTemplate, TemplateLimits, euc_kr_len, render_body};
 pub use wire::{Answer, GenericHttp, NHN_ALIMTALK_BASE, NhnAlimTalk, NhnSms, Sens, Solapi, Wire, sender_digits};
 
@@ -133,6 +136,17 @@ impl GatewayConfig {
         }
     }
 
+    /// The provider's URL, for the HTTP gateways.
+    pub fn url(&self) -> Option<&reqwest::Url> {
+        match self {
+            GatewayConfig::Log | GatewayConfig::File(_) => None,
+            GatewayConfig::Http(url)
+            | GatewayConfig::NhnSms(url)
+            | GatewayConfig::Sens(url)
+            | GatewayConfig::Solapi(url) => Some(url),
+        }
+    }
+
     /// Opens the gateway; the HTTP ones with `http` options, `credentials` and their breaker on `clock`, counting
     /// into `metrics`.
     pub async fn build(
@@ -193,7 +207,8 @@ impl FromStr for GatewayConfig {
                 },
                 None => continue,
             };
-            let url = http_url(base).ok_or_else(|| format!("`{base}` is not an http(s) base URL for {name}"))?;
+            // The value may carry credentials (a key in the path or query): say what is wrong, never echo it.
+            let url = http_url(base).ok_or_else(|| format!("the base URL after `{name}:` is not an http(s) URL"))?;
             return Ok(variant(url));
         }
         if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
@@ -203,7 +218,9 @@ impl FromStr for GatewayConfig {
         if let Some(url) = s.strip_prefix("http:").and_then(http_url).or_else(|| bare.then(|| http_url(s)).flatten()) {
             return Ok(GatewayConfig::Http(url));
         }
-        Err(format!("`{s}` is not a gateway: use `log`, `file:PATH`, `http:URL`, `nhn-sms`, `sens` or `solapi`"))
+        Err("not a gateway: use `log`, `file:PATH`, `http:URL` (or a bare http(s) URL), `nhn-sms[:BASE_URL]`, \
+             `sens[:BASE_URL]` or `solapi[:BASE_URL]`"
+            .into())
     }
 }
 

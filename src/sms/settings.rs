@@ -304,7 +304,7 @@ fn required(setting: &'static str, value: &Option<String>) -> Result<String, Set
 }
 
 /// A secret that may be left out: None when neither form is given.
-fn optional_secret(
+pub fn optional_secret(
     inline: (&'static str, &Option<SecretString>),
     file: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<SecretString>, SettingError> {
@@ -314,10 +314,33 @@ fn optional_secret(
     secret(inline, file).map(Some)
 }
 
+/// An HTTP header value kept secret (`Bearer KEY`: spaces allowed), given inline, in a file, or not at all.
+pub fn optional_header_secret(
+    inline: (&'static str, &Option<SecretString>),
+    file: (&'static str, &Option<PathBuf>),
+) -> Result<Option<SecretString>, SettingError> {
+    if inline.1.is_none() && file.1.is_none() {
+        return Ok(None);
+    }
+    let header_value = |v: &str| v.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    secret_checked(inline, file, header_value, "must be printable ASCII (an HTTP header value)").map(Some)
+}
+
 /// A secret given inline or in a file (exactly one of them); the file's trailing newline is not part of it.
 pub fn secret(
+    inline: (&'static str, &Option<SecretString>),
+    file: (&'static str, &Option<PathBuf>),
+) -> Result<SecretString, SettingError> {
+    let token = |v: &str| v.bytes().all(|b| b.is_ascii_graphic());
+    secret_checked(inline, file, token, "must be printable ASCII without spaces")
+}
+
+/// A secret given inline or in a file, which `valid` accepts; else `problem`, never the value.
+fn secret_checked(
     (inline_name, inline): (&'static str, &Option<SecretString>),
     (file_name, file): (&'static str, &Option<PathBuf>),
+    valid: impl Fn(&str) -> bool,
+    problem: &str,
 ) -> Result<SecretString, SettingError> {
     use secrecy::ExposeSecret;
     let value = match (inline, file) {
@@ -331,9 +354,9 @@ pub fn secret(
             return Err((inline_name, format!("is required by the configured gateway (or --{file_name})")));
         }
     };
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+    if value.is_empty() || !valid(&value) {
         // Never echo the value: say only what is wrong with it.
-        return Err((inline_name, "must be printable ASCII without spaces".into()));
+        return Err((inline_name, problem.to_owned()));
     }
     Ok(SecretString::from(value))
 }

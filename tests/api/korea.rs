@@ -100,6 +100,8 @@ async fn a_send_speaks_the_providers_protocol(provider: Provider) {
                 (&message["from"], &message["to"], &message["type"]),
                 (&"18003400".into(), &"01012345678".into(), &"SMS".into())
             );
+            // Solapi reads `to` as national and `country` as its calling code (82 when left out).
+            assert_eq!(message["country"], "82");
             message["text"].as_str().unwrap().to_owned()
         }
     };
@@ -139,6 +141,33 @@ async fn a_server_error_is_retried(provider: Provider) {
     assert!(provider_ids(&app).await[0].as_deref().is_some_and(|id| id.contains("0002")));
 }
 
+/// The text of the message a stand-in received, whichever provider it plays.
+fn text_of(provider: Provider, seen: &Seen) -> String {
+    let body = &seen.body;
+    let text = match provider {
+        Provider::Nhn => &body["body"],
+        Provider::Sens => &body["content"],
+        Provider::Solapi => &body["message"]["text"],
+    };
+    text.as_str().unwrap().to_owned()
+}
+
+/// A provider (or a proxy, or a DNS answer) that redirects: the message and the credentials are not re-sent to the
+/// Location, the send fails SMS_DELIVERY_FAILED at once (a refusal, not retried), and its code never approves.
+async fn a_redirect_is_refused_and_never_followed(provider: Provider) {
+    let (stand_in, elsewhere) = (provider.stand_in().await, provider.stand_in().await);
+    stand_in.redirect_to(&elsewhere);
+    let app = app_for(provider, &stand_in, SECRET_KEY).await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    assert!(elsewhere.seen().is_empty(), "the redirect was followed: {:?}", elsewhere.seen());
+    let seen = stand_in.seen();
+    assert_eq!(seen.iter().map(|s| s.status).collect::<Vec<_>>(), [307], "one request, not retried");
+    let code = code_in(&text_of(provider, &seen[0]));
+    let check = app.verify(PHONE, Purpose::Login, &code).await;
+    assert!(!check.is_ok_and(|r| r.result() == VerifyResult::Approved), "the redirected code must never approve");
+}
+
 macro_rules! for_each_provider {
     ($($test:ident),*) => {
         $(
@@ -158,7 +187,8 @@ macro_rules! for_each_provider {
 for_each_provider!(
     a_send_speaks_the_providers_protocol,
     a_bad_credential_is_refused_without_retry,
-    a_server_error_is_retried
+    a_server_error_is_retried,
+    a_redirect_is_refused_and_never_followed
 );
 
 /// Runs the real binary with `args` and returns its exit code and standard error; start-up checks fail before
@@ -394,4 +424,20 @@ async fn an_open_alimtalk_breaker_leaves_sms_working() {
 
     app.send("010-2222-3333", Purpose::Login).await.unwrap();
     assert_eq!(paths(nhn.seen()), [true, true, true, false, false], "AlimTalk's breaker is open; SMS carries it");
+}
+
+/// AlimTalk's wire format too: a redirect of both channels sends nothing elsewhere, and the code never approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alimtalk_redirect_is_refused_and_never_followed() {
+    let (nhn, elsewhere) = (StandIn::nhn().await, StandIn::nhn().await);
+    nhn.redirect_to(&elsewhere);
+    let app = spawn_with(Backend::Sqlite, &alimtalk_then_sms(&nhn)).await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    assert!(elsewhere.seen().is_empty(), "the redirect was followed: {:?}", elsewhere.seen());
+    let seen = nhn.seen();
+    assert_eq!(seen.iter().map(|s| s.status).collect::<Vec<_>>(), [307, 307], "AlimTalk, then SMS; no retry");
+    let code = seen[0].body["recipientList"][0]["templateParameter"]["code"].as_str().unwrap().to_owned();
+    let check = app.verify(PHONE, Purpose::Login, &code).await;
+    assert!(!check.is_ok_and(|r| r.result() == VerifyResult::Approved), "the redirected code must never approve");
 }

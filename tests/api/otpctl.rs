@@ -117,3 +117,18 @@ async fn a_team_leads_day_with_otpctl() {
     assert_eq!(code, Some(1));
     assert!(err.contains("token"), "{err}");
 }
+
+/// otpctl never sends the bearer token in clear off this machine: a plaintext server that is not on loopback is
+/// refused before any connection (`.invalid` never resolves, so nothing could be sent there anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_goes_in_clear_off_loopback() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
+        .args(["--server", "http://otpd.invalid:50052", "status", "--phone", PHONE, "--ticket", "CS-1"])
+        .env("OTPCTL_TOKEN", "otp_sup_never-sent")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("https://") && !err.contains("never-sent"), "{err}");
+}

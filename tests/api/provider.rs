@@ -22,6 +22,8 @@ pub enum Reply {
     RetryAfter(u16, u64),
     /// Waits this long, then accepts.
     Slow(Duration),
+    /// `307 Temporary Redirect` to this URL (which a client that follows redirects re-sends the body to).
+    Redirect(String),
 }
 
 /// One request the provider received.
@@ -54,6 +56,11 @@ impl FakeProvider {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, inner }
+    }
+
+    /// The URL this provider takes messages at.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/sms", self.addr)
     }
 
     /// The `--sms-gateway` value for this provider.
@@ -91,6 +98,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
         Reply::RetryAfter(code, secs) => {
             (StatusCode::from_u16(code).unwrap(), [("retry-after", secs.to_string())]).into_response()
         }
+        Reply::Redirect(location) => (StatusCode::TEMPORARY_REDIRECT, [("location", location)]).into_response(),
         Reply::Slow(wait) => {
             tokio::time::sleep(wait).await;
             axum::Json(serde_json::json!({ "message_id": "slow" })).into_response()

@@ -178,6 +178,21 @@ async fn rate_limited_provider_is_retried_after_its_retry_after() {
     assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
 }
 
+/// The `http:` protocol's client follows no redirect: a 307 to a second provider sends that one nothing (not the
+/// code, not the `Authorization` header), the send fails at once, and its code never approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_refused_and_never_followed() {
+    let elsewhere = FakeProvider::start(vec![], Reply::Accept("elsewhere")).await;
+    let provider = FakeProvider::start(vec![], Reply::Redirect(elsewhere.url())).await;
+    let app = app_with_provider(&provider, &["--sms-http-auth", "Bearer provider-key"]).await;
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    assert_eq!(elsewhere.requests(), 0, "the redirect was followed: {:?}", elsewhere.received());
+    assert_eq!(provider.requests(), 1, "a redirect is a refusal: not retried");
+    let r = app.verify(PHONE, Purpose::Login, &code_sent(&provider, 0)).await.unwrap();
+    assert_ne!(r.result(), VerifyResult::Approved, "the redirected code is revoked");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_error_is_not_retried_and_its_code_never_approves() {
     let provider = FakeProvider::start(vec![Reply::Status(400)], Reply::Accept("never")).await;

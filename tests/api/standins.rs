@@ -50,6 +50,8 @@ struct Inner {
     faults: VecDeque<Fault>,
     signatures: HashSet<String>,
     next_id: u32,
+    /// Answer every request `307 Temporary Redirect` to this base URL (same path) instead of handling it.
+    redirect_to: Option<String>,
 }
 
 /// A running stand-in.
@@ -85,7 +87,7 @@ impl StandIn {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router.with_state(inner.clone());
+        let app = router.layer(axum::middleware::from_fn_with_state(inner.clone(), redirect)).with_state(inner.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, inner }
     }
@@ -100,6 +102,12 @@ impl StandIn {
         self.inner.lock().unwrap().seen.clone()
     }
 
+    /// From now on every request is answered `307` to the same path on `target` (RFC 9110 §15.4.8: a client
+    /// that follows it repeats the request, body and all, there).
+    pub fn redirect_to(&self, target: &StandIn) {
+        self.inner.lock().unwrap().redirect_to = Some(target.base());
+    }
+
     /// The next requests meet these faults, in order.
     pub fn fail_next(&self, faults: &[Fault]) {
         self.inner.lock().unwrap().faults.extend(faults);
@@ -107,6 +115,19 @@ impl StandIn {
 }
 
 type St = State<Arc<Mutex<Inner>>>;
+
+/// Answers `307` (recording the request) while a redirect is set; otherwise hands the request on.
+async fn redirect(State(inner): St, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(target) = inner.lock().unwrap().redirect_to.clone() else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    record(&inner, path.clone(), &parts.headers, &String::from_utf8_lossy(&body));
+    let response = (StatusCode::TEMPORARY_REDIRECT, [("location", format!("{target}{path}"))]).into_response();
+    answered(&inner, response)
+}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")

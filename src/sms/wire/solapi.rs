@@ -1,6 +1,7 @@
 //! Solapi (CoolSMS) messages v4: `POST /messages/v4/send` with
 //! `Authorization: HMAC-SHA256 apiKey=…, date=…, salt=…, signature=hex(HMAC-SHA256(apiSecret, date + salt))`,
-//! a fresh salt per request (the provider refuses a reused signature). `statusCode` "2000" is accepted and its
+//! a fresh salt per request (the provider refuses a reused signature). The recipient goes as its national number
+//! with `country`, its calling code (Solapi reads `to` as Korean when `country` is left out). `statusCode` "2000" is accepted and its
 //! `messageId` kept; any other status code, or a 4xx, is a refusal.
 
 use rand::Rng;
@@ -45,7 +46,10 @@ impl Wire for Solapi {
         let text = message.body.expose_secret();
         let body = json!({
             "message": {
+                // Solapi takes the national number and the country calling code (82 when left out), so a
+                // number abroad is never read as a Korean one.
                 "to": message.to.national_digits(),
+                "country": message.to.calling_code().to_string(),
                 "from": sender_digits(&message.from),
                 "text": text,
                 "type": sms_or_lms(text),
