@@ -40,8 +40,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Healthcheck(args) => crate::healthcheck::check(&config, &args).await,
-        Command::Audit { command: AuditCommand::Verify { expect_head, accept_unkeyed_through } } => {
-            let expect = Expectations { heads: expect_head, unkeyed_through: accept_unkeyed_through };
+        Command::Audit { command: AuditCommand::Verify { expect_head } } => {
+            let expect = Expectations { heads: expect_head, unkeyed_through: config.accept_unkeyed_through };
             match open_keyed(&config).await {
                 Ok((stores, key)) => verify_audit(&stores, key, expect).await,
                 Err(error) => Err(error),

@@ -82,11 +82,6 @@ pub enum AuditCommand {
         /// `hash`) that you keep outside the database. Catches a cut-off tail. Repeatable.
         #[arg(long, value_name = "SEQ:HASH")]
         expect_head: Vec<crate::domain::audit::HeadPin>,
-        /// The last event written before this installation sealed its chain with a key (the first `audit` log
-        /// line after the upgrade names the next one). Events up to it may carry the unkeyed v1 link; any later
-        /// unkeyed event is a forgery. Default: none may.
-        #[arg(long, value_name = "SEQ", default_value_t = 0)]
-        accept_unkeyed_through: i64,
     },
 }
 
@@ -272,6 +267,12 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "OTPD_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
+    /// The last audit event written before this installation sealed its chain with a key (the first `audit` log
+    /// line after that upgrade names the next one): events up to it may carry the unkeyed v1 link, any later
+    /// unkeyed event is a forgery. Set once by the operator after the upgrade; VerifyAuditChain and `otpd audit
+    /// verify` both use it, and no caller can raise it. Default: 0, none may.
+    #[arg(long, env = "OTPD_ACCEPT_UNKEYED_THROUGH", value_name = "SEQ", default_value_t = 0, global = true)]
+    pub accept_unkeyed_through: i64,
     /// Prometheus endpoint: `GET /metrics` (OpenMetrics text) on this address, e.g. 127.0.0.1:9464. Default: off.
     #[arg(long, env = "OTPD_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
@@ -342,6 +343,8 @@ pub struct Config {
     pub app_hashes: AllowedAppHashes,
     /// What supervisor lookups are allowed.
     pub lookup: LookupPolicy,
+    /// The last audit sequence that may carry an unkeyed link (0: none).
+    pub accept_unkeyed_through: i64,
     /// The Prometheus endpoint's address; None: off.
     pub metrics_listen: Option<SocketAddr>,
     /// The message template and provider credentials.
@@ -500,6 +503,9 @@ impl Settings {
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
         }
+        if self.accept_unkeyed_through < 0 {
+            return Err(invalid("accept-unkeyed-through", "must be a sequence number, 0 or more"));
+        }
         if self.supervisor_lookups_per_hour == 0 {
             return Err(invalid("supervisor-lookups-per-hour", "must be at least 1"));
         }
@@ -570,6 +576,7 @@ impl Settings {
                 window: lookup_window,
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
             },
+            accept_unkeyed_through: self.accept_unkeyed_through,
             metrics_listen: self.metrics_listen,
             delivery,
         })

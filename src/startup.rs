@@ -92,7 +92,8 @@ impl Application {
             config.policy.clone(),
             config.lookup,
             Arc::clone(&metrics),
-        );
+        )
+        .accepting_unkeyed_through(config.accept_unkeyed_through);
         let gateway = config
             .sms_gateway
             .build(&config.http, &config.delivery.credentials, Arc::clone(&clock), Arc::clone(&metrics))

@@ -148,18 +148,21 @@ impl SupervisorRequests {
         Ok((phone, ticket, reason))
     }
 
-    /// A VerifyAuditChain request as the last sequence accepted without a keyed seal.
-    pub fn parse_verify_chain(&self, req: pb::VerifyAuditChainRequest) -> Result<i64, Refusal> {
+    /// A VerifyAuditChain request: it takes nothing from the caller. How far unkeyed links are accepted is the
+    /// operator's setting (`--accept-unkeyed-through`), so the field must be left at 0.
+    pub fn parse_verify_chain(&self, req: pb::VerifyAuditChainRequest) -> Result<(), Refusal> {
         let mut v = Violations::default();
-        let through = v.check(
+        v.check(
             "accept_unkeyed_through",
             "INVALID_SEQUENCE",
-            Some(req.accept_unkeyed_through).filter(|n| *n >= 0).ok_or("a sequence number, 0 or more"),
+            Some(())
+                .filter(|()| req.accept_unkeyed_through == 0)
+                .ok_or("set by the server's --accept-unkeyed-through, never by the caller: leave it 0"),
         );
-        let (Some(through), true) = (through, v.is_empty()) else {
+        if !v.is_empty() {
             return Err(Refusal { phone: None, ticket: None, violations: v.0 });
-        };
-        Ok(through)
+        }
+        Ok(())
     }
 
     /// A ListAuditEvents request as a query.
@@ -343,12 +346,11 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let actor = actor(&request)?;
-        let through = match self.requests.parse_verify_chain(request.into_inner()) {
-            Ok(through) => through,
-            Err(refusal) => return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, refusal).await),
-        };
+        if let Err(refusal) = self.requests.parse_verify_chain(request.into_inner()) {
+            return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, refusal).await);
+        }
         let service = self.service.clone();
-        let (report, event) = detached(async move { service.verify_audit_chain(&actor, through).await }).await?;
+        let (report, event) = detached(async move { service.verify_audit_chain(&actor).await }).await?;
         Ok(Response::new(pb::VerifyAuditChainResponse {
             intact: report.broken.is_none(),
             events_checked: report.checked,

@@ -90,6 +90,8 @@ pub struct SupervisionService {
     policy: Policy,
     lookup: LookupPolicy,
     metrics: Arc<Metrics>,
+    /// The operator's `--accept-unkeyed-through`: never a caller's.
+    unkeyed_through: i64,
 }
 
 const LOOKUP_REASON: &str = "strong_complaint";
@@ -104,7 +106,13 @@ impl SupervisionService {
         lookup: LookupPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { audit, hasher, clock, policy, lookup, metrics }
+        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0 }
+    }
+
+    /// Accepts unkeyed links through audit sequence `seq` when the chain is verified (the operator's setting).
+    pub fn accepting_unkeyed_through(mut self, seq: i64) -> Self {
+        self.unkeyed_through = seq.max(0);
+        self
     }
 
     /// Counts a supervisor call refused before it reached its flow (no token, a malformed request).
@@ -352,22 +360,14 @@ impl SupervisionService {
     /// VerifyAuditChain: auditor or admin. Checks every link and seal from the first event, as `otpd audit verify`
     /// does, then records the check (so the report describes the chain before this call's own event).
     #[tracing::instrument(skip_all, fields(actor = %actor.name))]
-    pub async fn verify_audit_chain(
-        &self,
-        actor: &Actor,
-        unkeyed_through: i64,
-    ) -> Result<(ChainReport, AuditEvent), ServiceError> {
-        let result = self.check_audit_chain(actor, unkeyed_through).await;
+    pub async fn verify_audit_chain(&self, actor: &Actor) -> Result<(ChainReport, AuditEvent), ServiceError> {
+        let result = self.check_audit_chain(actor).await;
         self.counted(SupervisorAction::VerifyAuditChain, result)
     }
 
-    async fn check_audit_chain(
-        &self,
-        actor: &Actor,
-        unkeyed_through: i64,
-    ) -> Result<(ChainReport, AuditEvent), ServiceError> {
+    async fn check_audit_chain(&self, actor: &Actor) -> Result<(ChainReport, AuditEvent), ServiceError> {
         self.require(actor, &[Role::Auditor], AuditAction::VerifyAuditChain, None).await?;
-        let expect = Expectations { heads: Vec::new(), unkeyed_through };
+        let expect = Expectations { heads: Vec::new(), unkeyed_through: self.unkeyed_through };
         let mut verifier = ChainVerifier::new(self.audit.key().clone(), expect);
         let mut broken = None;
         'pages: loop {
@@ -388,9 +388,14 @@ impl SupervisionService {
             head: verifier.head().to_owned(),
             broken,
         };
+        // What the verdict rested on is part of the record: an unkeyed prefix accepted by the operator's setting
+        // is named, so a chain re-sealed without the key cannot pass as plainly "intact".
+        let basis = format!("{} unkeyed accepted through seq {}", report.unkeyed, self.unkeyed_through);
         let detail = match &report.broken {
-            None => format!("chain intact: {} events, head {}:{}", report.checked, report.checked, report.head),
-            Some(error) => format!("chain broken at {error}"),
+            None => {
+                format!("chain intact: {} events ({basis}), head {}:{}", report.checked, report.checked, report.head)
+            }
+            Some(error) => format!("chain broken at {error} ({basis})"),
         };
         let event = self.audit.event(Some(actor), AuditAction::VerifyAuditChain, None, AuditOutcome::Granted, detail);
         let event = self.audit.append(event).await.map_err(audit_failed)?;

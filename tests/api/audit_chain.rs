@@ -1,6 +1,7 @@
 //! The audit chain under concurrency and tampering, checked by `otpd audit verify`; the supervisors CLI.
 
 use otpd::pb::otp::v1::supervisor_service_client::SupervisorServiceClient;
+use otpd::domain::audit::{AuditAction, AuditOutcome};
 use otpd::pb::otp::v1::{self as pb, Purpose};
 
 use crate::both_backends;
@@ -12,6 +13,7 @@ both_backends!(
     a_cut_off_tail_is_caught_by_the_head_published_in_the_logs,
     a_suffix_resealed_without_the_key_is_caught,
     a_chain_from_before_keyed_links_still_verifies,
+    the_unkeyed_prefix_is_the_operators_setting_never_the_callers,
 );
 
 /// Runs `statements` on a connection that bypasses the append-only triggers, as the table's owner (or a
@@ -168,6 +170,39 @@ async fn a_chain_from_before_keyed_links_still_verifies(backend: Backend) {
 }
 
 /// Runs the `otpd` binary with `args` against `db_url`.
+/// A chain the table's owner re-sealed without the key passed VerifyAuditChain as "intact" for any auditor who
+/// sent a large `accept_unkeyed_through`. Now the request may not set it (INVALID_ARGUMENT, audited), only the
+/// server's `--accept-unkeyed-through` does, and the appended event records that threshold and the unkeyed count.
+async fn the_unkeyed_prefix_is_the_operators_setting_never_the_callers(backend: Backend) {
+    let app = spawn_app_with(backend, &["--accept-unkeyed-through", "2"]).await;
+    let lee = app.add_supervisor("lee", "auditor").await;
+    app.add_supervisor("kim", "supervisor").await;
+    app.add_supervisor("park", "supervisor").await;
+    let verify = |through: i64| {
+        let (mut sup, token) = (app.sup.clone(), lee.clone());
+        async move {
+            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through };
+            sup.verify_audit_chain(authed(req, &token)).await
+        }
+    };
+    // The owner re-seals the whole chain without the key.
+    let mut events = app.audit().await;
+    reseal_unkeyed(&mut events, 0);
+    as_owner_bypassing_triggers(&app.db, rewrite(&events)).await;
+
+    let refused = verify(1_000_000).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused)), (tonic::Code::InvalidArgument, "INVALID_SEQUENCE".into()));
+    let denied = app.audit().await.pop().unwrap().event;
+    assert_eq!((denied.action, denied.outcome), (AuditAction::VerifyAuditChain, AuditOutcome::Denied));
+
+    // The server accepts its own threshold (2) and no further: event 3 is the forgery it is.
+    let report = verify(0).await.unwrap().into_inner();
+    assert!(!report.intact, "{report:?}");
+    assert_eq!((report.events_checked, report.unkeyed_events, report.broken_at_sequence), (2, 2, 3));
+    let recorded = app.audit().await.pop().unwrap().event;
+    assert!(recorded.detail.contains("2 unkeyed accepted through seq 2"), "{}", recorded.detail);
+}
+
 fn otpd(dir: &std::path::Path, db_url: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
         .args(args)
