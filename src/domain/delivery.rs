@@ -127,6 +127,22 @@ pub struct DeliveryAttempt {
     pub provider_id: Option<String>,
 }
 
+/// How far a provider's clock may be from ours: a receipt is taken only if it is dated no earlier than its
+/// attempt and no later than now, each within this much.
+pub const RECEIPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// What became of a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    /// It is now the attempt's result.
+    Recorded,
+    /// The attempt is known, but the receipt changes nothing: the stored one is as new or newer (a replay, or an
+    /// older receipt arriving late), or it is dated before the attempt was made.
+    Superseded,
+    /// No accepted attempt has that provider id.
+    Unknown,
+}
+
 /// What the carrier reported for an accepted attempt (a delivery receipt).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

@@ -11,7 +11,10 @@ mod supervision;
 mod test_numbers;
 
 pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
-pub use delivery::{AttemptOutcome, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels, Receipt};
+pub use delivery::{
+    AttemptOutcome, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels, RECEIPT_CLOCK_SKEW, Receipt,
+    ReceiptOutcome,
+};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;

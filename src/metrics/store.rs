@@ -106,7 +106,12 @@ impl Store for Metered {
         self.seen(Op::RecordAttempts, self.verification.record_attempts(code, attempts).await)
     }
 
-    async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<bool> {
+    async fn record_receipt(
+        &self,
+        gateway: &str,
+        provider_id: &str,
+        receipt: &Receipt,
+    ) -> StoreResult<crate::domain::ReceiptOutcome> {
         self.seen(Op::RecordReceipt, self.verification.record_receipt(gateway, provider_id, receipt).await)
     }
 }

@@ -8,7 +8,11 @@
 //!   secret, compared in constant time).
 //! - `POST /receipts/http`: the generic form for the `http:` protocol (docs/sms-gateway.md), authenticated by
 //!   `X-Otpd-Signature: sha256=hex(HMAC-SHA256(key, "{X-Otpd-Timestamp}.{body}"))` with a timestamp within five
-//!   minutes.
+//!   minutes; a `(timestamp, signature)` seen before is answered without being applied again.
+//!
+//! Receipts arrive late, twice and out of order: one dated in the future (beyond a minute's clock skew) is
+//! malformed, and the store keeps the newest receipt of each attempt, so neither a replay (of either form, on any
+//! replica) nor an older receipt after a newer one changes what the status view shows.
 
 mod generic;
 mod nhn;
@@ -24,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::domain::Receipt;
+use crate::domain::{RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome};
 use crate::store::Store;
 
 /// The largest receipt body accepted.
@@ -44,6 +48,7 @@ struct Receiver {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     keys: Arc<ReceiptKeys>,
+    seen: Arc<generic::SeenSignatures>,
 }
 
 /// Why a receipt request was refused.
@@ -82,7 +87,7 @@ pub async fn serve(
     keys: ReceiptKeys,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let receiver = Receiver { store, clock, keys: Arc::new(keys) };
+    let receiver = Receiver { store, clock, keys: Arc::new(keys), seen: Arc::default() };
     let app = axum::Router::new()
         .route("/receipts/nhn", post(nhn_receipt))
         .route("/receipts/http", post(generic_receipt))
@@ -123,26 +128,37 @@ async fn generic_receipt(
         return Err(Refusal::Forged);
     }
     let receipt = generic::parse(&body).map_err(Refusal::Malformed)?;
+    if !r.seen.first_time(header("x-otpd-timestamp"), header("x-otpd-signature"), r.clock.now()) {
+        // The sender may be retrying a receipt whose answer it missed: it was taken, so say so.
+        tracing::info!("receipt replayed: already taken, not applied again");
+        return Ok(StatusCode::OK);
+    }
     apply(&r, "http", vec![receipt]).await
 }
 
-/// Applies each receipt; 404 when none named a known attempt (so nothing changed).
+/// Applies each receipt, once all are known to be well dated; 404 when none named a known attempt (so nothing
+/// changed).
 async fn apply(r: &Receiver, gateway: &str, receipts: Vec<(String, Receipt)>) -> Result<StatusCode, Refusal> {
-    let mut known = 0;
+    let latest = r.clock.now() + RECEIPT_CLOCK_SKEW;
+    if receipts.iter().any(|(_, receipt)| receipt.at > latest) {
+        return Err(Refusal::Malformed("dated in the future".into()));
+    }
+    let (mut known, mut superseded) = (0, 0);
     for (provider_id, receipt) in &receipts {
         match r.store.record_receipt(gateway, provider_id, receipt).await {
-            Ok(true) => known += 1,
-            Ok(false) => tracing::warn!(gateway, "receipt for an unknown message"),
+            Ok(ReceiptOutcome::Recorded) => known += 1,
+            Ok(ReceiptOutcome::Superseded) => superseded += 1,
+            Ok(ReceiptOutcome::Unknown) => tracing::warn!(gateway, "receipt for an unknown message"),
             Err(error) => {
                 tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a receipt failed");
                 return Err(Refusal::Store);
             }
         }
     }
-    if known == 0 {
+    if known == 0 && superseded == 0 {
         return Err(Refusal::Unknown);
     }
-    tracing::info!(gateway, receipts = known, "delivery receipts recorded");
+    tracing::info!(gateway, receipts = known, superseded, "delivery receipts recorded");
     Ok(StatusCode::OK)
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     AttemptOutcome, AttemptStatus, Channel, DeliveryAttempt, DeliveryChannel, PhoneNumber, Policy, Purpose, Receipt,
-    SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
+    ReceiptOutcome, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
@@ -314,9 +314,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records each channel's attempt to carry a code and, from the accepted one, the channel that carried it.
     async fn record_attempts(&self, code: CodeId, attempts: &[DeliveryAttempt]) -> StoreResult<()>;
 
-    /// Applies a carrier's receipt to the accepted attempt `gateway` knows as `provider_id`. False when there is
-    /// no such attempt (nothing is changed).
-    async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<bool>;
+    /// Applies a carrier's receipt to the accepted attempt `gateway` knows as `provider_id`, unless the result
+    /// stored is as new or newer or the receipt is dated before the attempt (beyond [`RECEIPT_CLOCK_SKEW`]):
+    /// receipts arrive late, twice and out of order, and the newest one wins.
+    ///
+    /// [`RECEIPT_CLOCK_SKEW`]: crate::domain::RECEIPT_CLOCK_SKEW
+    async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<ReceiptOutcome>;
 }
 
 /// Phone states forgotten per statement: small, so a purge never holds many row locks or the SQLite write lock

@@ -1,7 +1,7 @@
 //! The audit chain under concurrency and tampering, checked by `otpd audit verify`; the supervisors CLI.
 
-use otpd::pb::otp::v1::supervisor_service_client::SupervisorServiceClient;
 use otpd::domain::audit::{AuditAction, AuditOutcome};
+use otpd::pb::otp::v1::supervisor_service_client::SupervisorServiceClient;
 use otpd::pb::otp::v1::{self as pb, Purpose};
 
 use crate::both_backends;

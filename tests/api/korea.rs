@@ -364,9 +364,10 @@ async fn when_every_channel_fails_the_send_fails() {
 crate::both_backends!(attempts_and_receipts_are_stored);
 
 /// Store conformance: attempts are kept in order with the channel that carried the code; a receipt updates the
-/// accepted attempt its provider id names, and one for an unknown id changes nothing.
+/// accepted attempt its provider id names, and one for an unknown id changes nothing; the newest receipt wins
+/// (a replay, a late older one or one dated before its attempt changes nothing).
 async fn attempts_and_receipts_are_stored(backend: Backend) {
-    use otpd::domain::{AttemptOutcome, DeliveryAttempt, DeliveryChannel, Receipt};
+    use otpd::domain::{AttemptOutcome, DeliveryAttempt, DeliveryChannel, Receipt, ReceiptOutcome};
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
     let stores = otpd::store::connect(&db.url).await.unwrap();
@@ -395,9 +396,21 @@ async fn attempts_and_receipts_are_stored(backend: Backend) {
     ];
     stores.verification.record_attempts(issued.code_id, &attempts).await.unwrap();
     let receipt = Receipt { delivered: false, at: now + chrono::TimeDelta::seconds(5), code: Some("3012".into()) };
-    assert!(!stores.verification.record_receipt("nhn-sms", "req-unknown", &receipt).await.unwrap());
-    assert!(!stores.verification.record_receipt("sens", "req-1", &receipt).await.unwrap(), "another provider's id");
-    assert!(stores.verification.record_receipt("nhn-sms", "req-1", &receipt).await.unwrap());
+    let record = |gateway: &'static str, id: &'static str, receipt: Receipt| {
+        let store = stores.verification.clone();
+        async move { store.record_receipt(gateway, id, &receipt).await.unwrap() }
+    };
+    assert_eq!(record("nhn-sms", "req-unknown", receipt.clone()).await, ReceiptOutcome::Unknown);
+    assert_eq!(record("sens", "req-1", receipt.clone()).await, ReceiptOutcome::Unknown, "another provider's id");
+    // Dated before its attempt (beyond the clock skew): refused, whatever it says.
+    let before_the_send = Receipt { at: now - chrono::TimeDelta::minutes(2), ..receipt.clone() };
+    assert_eq!(record("nhn-sms", "req-1", before_the_send).await, ReceiptOutcome::Superseded);
+    // A newer delivered receipt wins over the failure; the failure replayed, or arriving late, changes nothing.
+    let delivered = Receipt { delivered: true, at: receipt.at - chrono::TimeDelta::seconds(1), code: None };
+    assert_eq!(record("nhn-sms", "req-1", delivered.clone()).await, ReceiptOutcome::Recorded);
+    assert_eq!(record("nhn-sms", "req-1", delivered.clone()).await, ReceiptOutcome::Superseded, "replayed");
+    assert_eq!(record("nhn-sms", "req-1", receipt.clone()).await, ReceiptOutcome::Recorded, "newer");
+    assert_eq!(record("nhn-sms", "req-1", delivered).await, ReceiptOutcome::Superseded, "older, late");
 
     let status = stores.supervision.phone_status(&phone, now).await.unwrap();
     let code = &status.pending[0].codes[0];

@@ -36,7 +36,12 @@ pub async fn status(app: &TestApp, token: &str) -> pb::CodeSend {
 
 /// An NHN webhook body for one message, as NHN sends it (times in Korean time, no offset).
 pub fn nhn_hook(request_id: &str, status: &str, result_code: &str) -> String {
-    let kst = (Utc::now() + chrono::TimeDelta::hours(9)).format("%Y-%m-%dT%H:%M:%S").to_string();
+    nhn_hook_at(request_id, status, result_code, Utc::now())
+}
+
+/// [`nhn_hook`] for a message received at `at`.
+pub fn nhn_hook_at(request_id: &str, status: &str, result_code: &str, at: chrono::DateTime<Utc>) -> String {
+    let kst = (at + chrono::TimeDelta::hours(9)).format("%Y-%m-%dT%H:%M:%S").to_string();
     json!({
         "hooksId": "hooks-1", "webhookConfigId": "config-1", "productName": "SMS", "appKey": APP_KEY,
         "event": "MESSAGE_RESULT_UPDATE",
@@ -185,4 +190,70 @@ async fn without_receipts_the_status_says_not_reported() {
     let out = otpctl(&app, &kim, &["--json", "status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["pending"][0]["sends"][0]["attempts"][0]["receipt"], "not reported", "{out}");
+}
+
+/// Receipts arrive late, twice and out of order, and a captured one can be replayed: a replay of the very same
+/// signed request, an older receipt after a newer one, and one dated in the future all leave the status view as the
+/// newest genuine receipt set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_older_and_future_receipts_change_nothing() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("msg-1")).await;
+    let gateway = provider.gateway();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &["--sms-gateway", &gateway, "--webhook-listen", "127.0.0.1:0", "--receipt-hmac-key", HMAC_KEY],
+    )
+    .await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let sent = app.now();
+    let receipt = |status: &str, reason: &str, after: chrono::TimeDelta| {
+        json!({ "message_id": "msg-1", "status": status, "reason": reason, "at": (sent + after).to_rfc3339() })
+            .to_string()
+    };
+    let signed = |ts: i64, body: &str| {
+        let ts = ts.to_string();
+        vec![("x-otpd-timestamp", ts.clone()), ("x-otpd-signature", sign(&ts, body))]
+    };
+    let shown = || async { status(&app, &kim).await.attempts[0].clone() };
+    let ts = app.now().timestamp();
+
+    let blocked = receipt("failed", "blocked", chrono::TimeDelta::seconds(5));
+    let captured = signed(ts, &blocked);
+    assert_eq!(post(&app, "/receipts/http", &captured, blocked.clone()).await, 200);
+    let delivered = receipt("delivered", "", chrono::TimeDelta::seconds(9));
+    assert_eq!(post(&app, "/receipts/http", &signed(ts + 1, &delivered), delivered).await, 200);
+    assert_eq!(shown().await.receipt, "delivered");
+
+    // The captured request, replayed as it was (within the five minutes its timestamp allows).
+    assert_eq!(post(&app, "/receipts/http", &captured, blocked).await, 200, "answered, not applied");
+    assert_eq!(shown().await.receipt, "delivered", "a replay changed the status");
+    // An older receipt, freshly signed, arriving after the newer one.
+    let late = receipt("failed", "no_such_number", chrono::TimeDelta::seconds(7));
+    assert_eq!(post(&app, "/receipts/http", &signed(ts + 2, &late), late).await, 200);
+    assert_eq!(shown().await.receipt, "delivered", "an older receipt overwrote a newer one");
+    // Dated in the future: malformed.
+    let future = receipt("failed", "blocked", chrono::TimeDelta::minutes(10));
+    assert_eq!(post(&app, "/receipts/http", &signed(ts + 3, &future), future).await, 400);
+    let shown = shown().await;
+    assert_eq!((shown.receipt.as_str(), shown.receipt_code.as_str()), ("delivered", ""));
+
+    // NHN's form: a webhook replayed after a newer one, and one dated in the future, change nothing either.
+    let nhn = StandIn::nhn().await;
+    let mut args = nhn_args(&nhn);
+    args.splice(0..2, []); // SMS only
+    let app = spawn_app_with(Backend::Sqlite, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    let nhn_signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+    let hook = |status: &str, code: &str, after: chrono::TimeDelta| nhn_hook_at(&id, status, code, app.now() + after);
+    let blocked = hook("FAILED", "3012", chrono::TimeDelta::seconds(2));
+    assert_eq!(post(&app, "/receipts/nhn", &nhn_signed, blocked.clone()).await, 200);
+    let completed = hook("COMPLETED", "1000", chrono::TimeDelta::seconds(4));
+    assert_eq!(post(&app, "/receipts/nhn", &nhn_signed, completed).await, 200);
+    assert_eq!(post(&app, "/receipts/nhn", &nhn_signed, blocked).await, 200, "known, superseded");
+    let future = hook("FAILED", "3012", chrono::TimeDelta::minutes(10));
+    assert_eq!(post(&app, "/receipts/nhn", &nhn_signed, future).await, 400);
+    assert_eq!(status(&app, &kim).await.attempts[0].receipt, "delivered");
 }

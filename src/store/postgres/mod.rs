@@ -400,7 +400,7 @@ impl Store for PgStore {
         gateway: &str,
         provider_id: &str,
         receipt: &crate::domain::Receipt,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<crate::domain::ReceiptOutcome> {
         self.update_receipt(gateway, provider_id, receipt).await
     }
 }

@@ -3,7 +3,7 @@
 use sqlx::SqliteConnection;
 
 use super::{SqliteStore, from_ms, ms};
-use crate::domain::{AttemptStatus, DeliveryAttempt, Receipt};
+use crate::domain::{AttemptStatus, DeliveryAttempt, RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome};
 use crate::store::{CodeId, StoreResult, attempt_status, carried_by};
 
 /// The attempts of one code, in order.
@@ -51,18 +51,35 @@ impl SqliteStore {
         gateway: &str,
         provider_id: &str,
         receipt: &Receipt,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<ReceiptOutcome> {
+        // Only a newer receipt moves the result (a replay or a late older one never does), and only one dated
+        // after its attempt.
         let updated = sqlx::query(
             "UPDATE delivery_attempts SET receipt = $3, receipt_at = $4, receipt_code = $5
-             WHERE gateway = $1 AND provider_id = $2 AND outcome IN ('accepted', 'unconfirmed')",
+             WHERE gateway = $1 AND provider_id = $2 AND outcome IN ('accepted', 'unconfirmed')
+               AND (receipt_at IS NULL OR receipt_at < $4) AND attempted_at <= $6",
         )
         .bind(gateway)
         .bind(provider_id)
         .bind(if receipt.delivered { "delivered" } else { "failed" })
         .bind(ms(receipt.at))
         .bind(&receipt.code)
+        .bind(ms(receipt.at + RECEIPT_CLOCK_SKEW))
         .execute(self.pool())
         .await?;
-        Ok(updated.rows_affected() > 0)
+        if updated.rows_affected() > 0 {
+            return Ok(ReceiptOutcome::Recorded);
+        }
+        // Not applied: tell a receipt that changes nothing from one for a message otpd never sent (rare, so
+        // this second statement costs the ordinary path nothing).
+        let known: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM delivery_attempts
+             WHERE gateway = $1 AND provider_id = $2 AND outcome IN ('accepted', 'unconfirmed') LIMIT 1",
+        )
+        .bind(gateway)
+        .bind(provider_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(if known.is_some() { ReceiptOutcome::Superseded } else { ReceiptOutcome::Unknown })
     }
 }

@@ -403,7 +403,7 @@ impl Store for SqliteStore {
         gateway: &str,
         provider_id: &str,
         receipt: &crate::domain::Receipt,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<crate::domain::ReceiptOutcome> {
         self.update_receipt(gateway, provider_id, receipt).await
     }
 }
