@@ -104,6 +104,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let mut cmd = self.requests.parse_send(request.into_inner())?;
         cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
+        self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
         let outcome = detached(async move { service.send_code(cmd).await }).await?;
         Ok(Response::new(outcome.into()))

@@ -388,3 +388,63 @@ async fn test_numbers_have_fixed_codes_and_never_reach_the_provider() {
     app.send(PHONE, Purpose::Login).await.unwrap();
     assert_eq!(provider.requests(), 1);
 }
+
+/// The trap every integrator meets: otpd behind a backend that does not forward its drivers' addresses sees one
+/// address for everyone, and after the per-IP burst every new driver is refused. With the documented set-up
+/// (x-forwarded-for from a backend listed in --trusted-proxies) every driver has a budget of their own; without
+/// it, the operator is warned once, naming the address, and the refusals show in the log (at most once a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_backend_each_driver_has_a_budget_and_the_operator_is_told_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    let sms = format!("file:{}", dir.path().join("sms.jsonl").display());
+    let args = [
+        "--database-url",
+        &db,
+        "--sms-gateway",
+        &sms,
+        "--pepper",
+        TEST_PEPPER,
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+        "--log-format",
+        "json",
+        "--trusted-proxies",
+        "127.0.0.1",
+        // All these numbers share one prefix: only the per-IP limit is under test.
+        "--sms-limit-per-prefix",
+        "off",
+    ];
+    let otpd = OtpdProcess::start(dir.path(), "otpd", &args, &[]).await;
+    let mut otp = otpd.otp().await;
+    let send = |n: u32, forwarded_for: Option<String>| {
+        let mut request = tonic::Request::new(send_req(&phone(n), Purpose::Login));
+        if let Some(client) = forwarded_for {
+            request.metadata_mut().insert("x-forwarded-for", client.parse().unwrap());
+        }
+        request
+    };
+    // The backend forwards each driver's address: 15 drivers, more than the default burst of 10, all served.
+    for n in 0..15 {
+        otp.send_code(send(n, Some(format!("203.0.113.{n}")))).await.unwrap();
+    }
+    // A backend that forwards nothing: its first 10 drivers pass, the next is refused.
+    for n in 100..110 {
+        otp.send_code(send(n, None)).await.unwrap();
+    }
+    let err = otp.send_code(send(110, None)).await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    for n in 111..120 {
+        otp.send_code(send(n, None)).await.unwrap_err();
+    }
+    let (_, log) = otpd.terminate().await;
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).collect::<Vec<_>>();
+    let warned = lines("many different numbers");
+    assert_eq!(warned.len(), 1, "once, for the backend's own address only: {warned:?}");
+    assert!(warned[0].contains("127.0.0.1") && warned[0].contains("--trusted-proxies"), "{}", warned[0]);
+    let refused = lines("front-line limit refused");
+    assert_eq!(refused.len(), 1, "ten refusals, one line within the minute: {refused:?}");
+    assert!(refused[0].contains("send_client_ip") && refused[0].contains("127.0.0.1"), "{}", refused[0]);
+}

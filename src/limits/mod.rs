@@ -2,6 +2,9 @@
 //! and VerifyCode, per destination prefix (the SMS-pumping pattern: many numbers of one range), and a global SMS
 //! rate for the replica. They live in process memory, so they are per-replica shields; every limit that must
 //! hold across replicas is in the store. The limiters run on the service's [`Clock`], so tests move time.
+//! What they refuse, and an address that sends for many numbers, is told to the operator by [`notice`].
+
+mod notice;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,6 +23,9 @@ use governor::{Quota, RateLimiter};
 use crate::clock::Clock;
 use crate::domain::PhoneNumber;
 use crate::metrics::{FrontLimit, Metrics};
+
+pub use notice::MANY_NUMBERS;
+use notice::{RefusalLog, SharedAddresses};
 
 /// A sustained rate: `N/s`, `N/m` or `N/h`; `off` disables the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +155,9 @@ pub struct FrontLimits {
     global: Option<Direct>,
     clock: LimiterClock,
     metrics: Arc<Metrics>,
+    shared_addresses: SharedAddresses,
+    /// Per limit: client IP (send, verify), destination prefix, replica SMS rate.
+    refusal_logs: [RefusalLog; 4],
 }
 
 impl FrontLimits {
@@ -169,7 +178,28 @@ impl FrontLimits {
                 .map(|r| Direct::direct_with_clock(r.quota(settings.global_sms.burst), clock.clone())),
             clock,
             metrics: Arc::default(),
+            shared_addresses: SharedAddresses::default(),
+            refusal_logs: Default::default(),
         }
+    }
+
+    /// Notes a send for `phone` from `client` (as the limits see it): warns once when one address asks for many
+    /// numbers, the mark of a backend that does not forward its drivers' addresses.
+    pub fn note_send(&self, client: Option<IpAddr>, phone: &PhoneNumber) {
+        if let Some(client) = client {
+            self.shared_addresses.note(ip_key(client), phone, self.clock.0.now());
+        }
+    }
+
+    fn refused(&self, limit: FrontLimit, client: Option<IpAddr>) {
+        self.metrics.refused(limit);
+        let (log, name) = match limit {
+            FrontLimit::SendClientIp => (&self.refusal_logs[0], "send_client_ip"),
+            FrontLimit::VerifyClientIp => (&self.refusal_logs[1], "verify_client_ip"),
+            FrontLimit::DestinationPrefix => (&self.refusal_logs[2], "destination_prefix"),
+            FrontLimit::GlobalSms => (&self.refusal_logs[3], "global_sms"),
+        };
+        log.refused(name, client, self.clock.0.now());
     }
 
     /// Counts refusals in `metrics`.
@@ -184,19 +214,19 @@ impl FrontLimits {
             Some(ip) => self.keyed(&self.send_ip, &ip_key(ip), "client_ip"),
             None => Ok(()),
         }
-        .inspect_err(|_| self.metrics.refused(FrontLimit::SendClientIp))
+        .inspect_err(|_| self.refused(FrontLimit::SendClientIp, client))
     }
 
     /// SendCode, once the number is known: its prefix, then the replica's SMS rate.
     pub fn check_send_destination(&self, phone: &PhoneNumber) -> Result<(), Limited> {
         let digits: String = phone.e164().chars().filter(char::is_ascii_digit).take(self.prefix_digits).collect();
         self.keyed(&self.prefix, &digits, "destination_prefix")
-            .inspect_err(|_| self.metrics.refused(FrontLimit::DestinationPrefix))?;
+            .inspect_err(|_| self.refused(FrontLimit::DestinationPrefix, None))?;
         match &self.global {
             Some(limiter) => limiter.check().map_err(|n| self.limited("global_sms", &n)),
             None => Ok(()),
         }
-        .inspect_err(|_| self.metrics.refused(FrontLimit::GlobalSms))
+        .inspect_err(|_| self.refused(FrontLimit::GlobalSms, None))
     }
 
     /// VerifyCode: the client's IP.
@@ -205,7 +235,7 @@ impl FrontLimits {
             Some(ip) => self.keyed(&self.verify_ip, &ip_key(ip), "client_ip"),
             None => Ok(()),
         }
-        .inspect_err(|_| self.metrics.refused(FrontLimit::VerifyClientIp))
+        .inspect_err(|_| self.refused(FrontLimit::VerifyClientIp, client))
     }
 
     /// Forgets keys whose bucket is full again and releases the memory, keeping the keyed state bounded by
@@ -220,6 +250,7 @@ impl FrontLimits {
         clean(&self.send_ip);
         clean(&self.verify_ip);
         clean(&self.prefix);
+        self.shared_addresses.cleanup(self.clock.0.now());
     }
 
     /// How many keys the limiters hold.
