@@ -13,7 +13,7 @@ use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
 use otpd::clock::SystemClock;
 use otpd::domain::{AllowedCountries, CodeLength, OtpCode, PhoneNumber};
-use otpd::hashing::{Argon2Params, CodeHasher, Pepper, QueueLimit};
+use otpd::hashing::{Argon2Params, CodeHasher, Pepper, QueueLimit, Work};
 use otpd::limits::FrontLimits;
 use otpd::sms::render_body;
 
@@ -58,13 +58,22 @@ fn argon2(c: &mut Criterion) {
 
     let default = hasher(Argon2Params::default().memory_kib);
     group.bench_function("hash, default cost (19 MiB, t=2)", |b| {
-        b.iter(|| runtime.block_on(async { default.hash(default.admit(None).unwrap(), &code, None).await.unwrap() }))
+        b.iter(|| {
+            runtime.block_on(async {
+                default.hash(default.admit(Work::Send, None, None).await.unwrap(), &code, None).await.unwrap()
+            })
+        })
     });
-    let stored = runtime.block_on(default.hash(default.admit(None).unwrap(), &code, None)).unwrap();
+    let stored = runtime
+        .block_on(async { default.hash(default.admit(Work::Send, None, None).await.unwrap(), &code, None).await })
+        .unwrap();
     group.bench_function("check a wrong code, default cost", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                default.find_match(default.admit(None).unwrap(), &wrong, vec![stored.clone()]).await.unwrap()
+                default
+                    .find_match(default.admit(Work::Send, None, None).await.unwrap(), &wrong, vec![stored.clone()])
+                    .await
+                    .unwrap()
             })
         })
     });
@@ -83,7 +92,11 @@ fn argon2(c: &mut Criterion) {
     });
     let reusing = hasher(32_768);
     group.bench_function("hash 32 MiB, reused memory (otpd)", |b| {
-        b.iter(|| runtime.block_on(async { reusing.hash(reusing.admit(None).unwrap(), &code, None).await.unwrap() }))
+        b.iter(|| {
+            runtime.block_on(async {
+                reusing.hash(reusing.admit(Work::Send, None, None).await.unwrap(), &code, None).await.unwrap()
+            })
+        })
     });
     group.finish();
 }

@@ -239,6 +239,11 @@ pub struct Settings {
     /// The queueing delay the automatic --hash-queue aims at.
     #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "250ms", global = true)]
     pub hash_queue_delay: humantime::Duration,
+    /// How long a call that finds the hashing queue full waits for a place before it is refused OVERLOADED (never
+    /// past its deadline); checks of codes already sent are served before new sends, clients in turn. Bounds how
+    /// often a client that retries at once can come back; 0: refused at once.
+    #[arg(long, env = "OTPD_HASH_ADMISSION_WAIT", default_value = "50ms", global = true)]
+    pub hash_admission_wait: humantime::Duration,
     /// Calls in flight per client connection on each listener; more wait for a place.
     #[arg(long, env = "OTPD_MAX_CALLS_PER_CONNECTION", default_value_t = 256, global = true)]
     pub max_calls_per_connection: usize,
@@ -325,6 +330,8 @@ pub struct Config {
     pub hash_workers: usize,
     /// The hashing queue's bound.
     pub hash_queue: QueueLimit,
+    /// How long a call waits for a place in a full hashing queue.
+    pub hash_admission_wait: std::time::Duration,
     /// Calls in flight per connection.
     pub max_calls_per_connection: usize,
     /// Largest accepted request message.
@@ -434,6 +441,9 @@ impl Settings {
             parallelism: self.argon2_parallelism,
         };
         argon2.validate().map_err(|m| invalid("argon2-memory-kib", format!("argon2 parameters: {m}")))?;
+        if *self.hash_admission_wait > std::time::Duration::from_secs(1) {
+            return Err(invalid("hash-admission-wait", "must be at most 1s (a caller should hear OVERLOADED soon)"));
+        }
         if self.hash_queue == 0 && self.hash_queue_delay.is_zero() {
             return Err(invalid("hash-queue-delay", "must be positive (or set --hash-queue)"));
         }
@@ -549,6 +559,7 @@ impl Settings {
                 0 => QueueLimit::Delay(*self.hash_queue_delay),
                 n => QueueLimit::Fixed(n),
             },
+            hash_admission_wait: *self.hash_admission_wait,
             max_calls_per_connection: self.max_calls_per_connection,
             max_request_bytes: self.max_request_bytes,
             migrate_on_start: self.migrate_on_start,

@@ -83,6 +83,7 @@ impl Application {
         let Keys { pepper, audit_key } = load_keys(&config).await?;
         let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers, config.hash_queue)
             .map_err(anyhow::Error::msg)?
+            .with_admission_wait(config.hash_admission_wait)
             .with_metrics(Arc::clone(&metrics));
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
         let supervision = SupervisionService::new(

@@ -72,7 +72,7 @@ impl OtpRequests {
         };
         match (phone, purpose, v.into_error()) {
             (Some(phone), Some(purpose), None) => {
-                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None })
+                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None, client: None })
             }
             (_, _, error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
@@ -86,7 +86,7 @@ impl OtpRequests {
         let code = v.check("code", "INVALID_CODE", OtpCode::parse(&req.code, self.code_length));
         match (phone, purpose, code, v.into_error()) {
             (Some(phone), Some(purpose), Some(code), None) => {
-                Ok(VerifyCommand { phone, purpose, code, deadline: None })
+                Ok(VerifyCommand { phone, purpose, code, deadline: None, client: None })
             }
             (.., error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
@@ -102,7 +102,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
         let mut cmd = self.requests.parse_send(request.into_inner())?;
-        cmd.deadline = deadline;
+        (cmd.deadline, cmd.client) = (deadline, client);
         record_span(&cmd.phone, cmd.purpose);
         self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
@@ -119,7 +119,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         self.limits.check_verify(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
         let mut cmd = self.requests.parse_verify(request.into_inner())?;
-        cmd.deadline = deadline;
+        (cmd.deadline, cmd.client) = (deadline, client);
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
         let outcome = detached(async move { service.verify_code(cmd).await }).await?;

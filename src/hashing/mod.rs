@@ -3,8 +3,9 @@
 //! that bounds how many hashes run at once (and so how much memory they take), never on the async reactor.
 //!
 //! The queue in front of it is bounded too: a flow takes a [`Slot`] before it counts or stores anything, and when
-//! the queue is full it is refused at once (`OVERLOADED`) instead of waiting its caller into a timeout. A slot
-//! carries its caller's deadline: work whose caller has gone by the time a worker is free is dropped unhashed.
+//! the queue is full it waits a short, bounded time for one ([`admission`]: checks before sends, clients served in
+//! turn) and is then refused (`OVERLOADED`) instead of waiting its caller into a timeout. A slot carries its
+//! caller's deadline: work whose caller has gone by the time a worker is free is dropped unhashed.
 //!
 //! The codes of one verification (its resends and a looked-up code) share that verification's random salt, so a
 //! guess is derived once and compared, in constant time, with each stored output: one argon2 computation per
@@ -13,8 +14,9 @@
 //! stolen table useless for offline guessing. Codes live minutes and are single-use, so sharing a salt within one
 //! verification gives an attacker nothing a wrong guess at the API does not.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
@@ -28,7 +30,14 @@ use tracing::Instrument;
 use crate::domain::OtpCode;
 use crate::metrics::{HashOperation, HashRefusal, Metrics};
 
+mod admission;
 mod workers;
+
+pub use admission::Work;
+use admission::{Places, client_key};
+
+/// The admission wait when none is configured: how long a call that finds the queue full waits for a place.
+pub const DEFAULT_ADMISSION_WAIT: Duration = Duration::from_millis(50);
 
 /// argon2id cost parameters (OWASP's second recommended set by default: m=19 MiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,18 +184,24 @@ pub enum QueueLimit {
     Delay(Duration),
 }
 
-/// A place in the hashing queue; given back when the work is done or dropped.
-#[derive(Debug)]
+/// A place in the hashing queue; given back (to the next waiting call, or to the pool) when the work is done or
+/// dropped.
 pub struct Slot {
-    queued: Arc<AtomicUsize>,
+    places: Arc<Places>,
     deadline: Option<tokio::time::Instant>,
     metrics: Arc<Metrics>,
 }
 
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("deadline", &self.deadline).finish_non_exhaustive()
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
         self.metrics.hash_queue_place(false);
+        self.places.give_back();
     }
 }
 
@@ -198,8 +213,7 @@ pub struct CodeHasher {
     permits: Arc<Semaphore>,
     threads: Arc<workers::Workers>,
     hashes: Arc<AtomicU64>,
-    queued: Arc<AtomicUsize>,
-    queue_limit: usize,
+    places: Arc<Places>,
     metrics: Arc<Metrics>,
 }
 
@@ -214,11 +228,10 @@ impl CodeHasher {
             permits: Arc::new(Semaphore::new(workers)),
             threads: Arc::new(workers::Workers::start(workers).map_err(|e| format!("hashing threads: {e}"))?),
             hashes: Arc::new(AtomicU64::new(0)),
-            queued: Arc::new(AtomicUsize::new(0)),
-            queue_limit: usize::MAX,
+            places: Arc::new(Places::new(usize::MAX, DEFAULT_ADMISSION_WAIT)),
             metrics: Arc::default(),
         };
-        hasher.queue_limit = match limit {
+        let queue_limit = match limit {
             QueueLimit::Fixed(n) => n.max(1),
             QueueLimit::Delay(delay) => {
                 let one = hasher.time_one_hash()?;
@@ -229,8 +242,16 @@ impl CodeHasher {
                 workers.saturating_mul(per_worker)
             }
         };
-        tracing::info!(workers, queue = hasher.queue_limit, "argon2 hashing pool");
+        hasher.places = Arc::new(Places::new(queue_limit, DEFAULT_ADMISSION_WAIT));
+        tracing::info!(workers, queue = queue_limit, "argon2 hashing pool");
         Ok(hasher)
+    }
+
+    /// A call that finds the queue full waits at most `wait` for a place (zero: refused at once). Set before the
+    /// hasher is shared.
+    pub fn with_admission_wait(mut self, wait: Duration) -> Self {
+        self.places = Arc::new(Places::new(self.places.limit(), wait));
+        self
     }
 
     /// How long one hash with the configured parameters takes here (at start-up, to size the queue).
@@ -256,27 +277,31 @@ impl CodeHasher {
 
     /// Reports the queue and the computations to `metrics` (before any work is admitted).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        metrics.hash_queue_limit(self.queue_limit);
+        metrics.hash_queue_limit(self.places.limit());
         self.metrics = metrics;
         self
     }
 
     /// The longest the queue may be (queued and running computations).
     pub fn queue_limit(&self) -> usize {
-        self.queue_limit
+        self.places.limit()
     }
 
-    /// Takes a place in the queue for work whose caller waits until `deadline`, or refuses at once when the queue
-    /// is full. Take it before counting or storing anything, so that a refusal costs nothing.
-    pub fn admit(&self, deadline: Option<tokio::time::Instant>) -> Result<Slot, HashError> {
-        let taken =
-            self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.queue_limit).then_some(n + 1));
-        match taken {
-            Ok(_) => {
+    /// Takes a place in the queue for `work` of `client`, whose caller waits until `deadline`; when the queue is
+    /// full, waits for one at most the admission wait (never past the deadline), then refuses. Take it before
+    /// counting or storing anything, so that a refusal costs nothing.
+    pub async fn admit(
+        &self,
+        work: Work,
+        client: Option<IpAddr>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Slot, HashError> {
+        match self.places.take(work, client_key(client), deadline).await {
+            Ok(()) => {
                 self.metrics.hash_queue_place(true);
-                Ok(Slot { queued: Arc::clone(&self.queued), deadline, metrics: Arc::clone(&self.metrics) })
+                Ok(Slot { places: Arc::clone(&self.places), deadline, metrics: Arc::clone(&self.metrics) })
             }
-            Err(_) => {
+            Err(admission::NoPlace::Full) => {
                 self.metrics.hash_refused(HashRefusal::Overloaded);
                 Err(HashError::Overloaded)
             }
@@ -478,21 +503,22 @@ mod tests {
 
     /// Hashes outside any flow: a slot with no deadline.
     async fn hash(h: &CodeHasher, code: &OtpCode, salt: Option<CodeSalt>) -> CodeHash {
-        h.hash(h.admit(None).unwrap(), code, salt).await.unwrap()
+        h.hash(h.admit(Work::Send, None, None).await.unwrap(), code, salt).await.unwrap()
     }
 
     async fn find(h: &CodeHasher, code: &OtpCode, hashes: Vec<CodeHash>) -> Option<usize> {
-        h.find_match(h.admit(None).unwrap(), code, hashes).await.unwrap()
+        h.find_match(h.admit(Work::Check, None, None).await.unwrap(), code, hashes).await.unwrap()
     }
 
-    #[test]
-    fn the_queue_refuses_past_its_bound_and_frees_places() {
+    #[tokio::test]
+    async fn the_queue_refuses_past_its_bound_and_frees_places() {
         let h = CodeHasher::new(fresh(), Argon2Params::default(), 1, QueueLimit::Fixed(2)).unwrap();
-        let a = h.admit(None).unwrap();
-        let _b = h.admit(None).unwrap();
-        assert!(matches!(h.admit(None), Err(HashError::Overloaded)));
+        let h = h.with_admission_wait(Duration::ZERO);
+        let a = h.admit(Work::Send, None, None).await.unwrap();
+        let _b = h.admit(Work::Send, None, None).await.unwrap();
+        assert!(matches!(h.admit(Work::Check, None, None).await, Err(HashError::Overloaded)));
         drop(a);
-        assert!(h.admit(None).is_ok());
+        assert!(h.admit(Work::Send, None, None).await.is_ok());
         let sized = CodeHasher::new(fresh(), Argon2Params::default(), 2, QueueLimit::Delay(Duration::from_secs(1)));
         let limit = sized.unwrap().queue_limit();
         assert!(limit >= 2 && limit % 2 == 0, "whole hashes per worker: {limit}");

@@ -385,17 +385,19 @@ mod tests {
         let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
         let hasher =
             CodeHasher::new(pepper, params, 1, QueueLimit::Fixed(2)).unwrap().with_metrics(Arc::clone(&metrics));
+        let hasher = hasher.with_admission_wait(std::time::Duration::ZERO);
+        let admit = |deadline| hasher.admit(crate::hashing::Work::Send, None, deadline);
         assert_eq!(sample(&metrics, "otpd_hash_queue_limit"), Some(2.0));
-        let first = hasher.admit(None).unwrap();
-        let second = hasher.admit(None).unwrap();
-        assert!(hasher.admit(None).is_err());
+        let first = admit(None).await.unwrap();
+        let second = admit(None).await.unwrap();
+        assert!(admit(None).await.is_err());
         assert_eq!(sample(&metrics, "otpd_hash_queue_depth"), Some(2.0));
         assert_eq!(sample(&metrics, "otpd_hash_queue_refusals_total{reason=\"overloaded\"}"), Some(1.0));
 
         let code = crate::domain::OtpCode::generate(crate::domain::CodeLength::default());
         hasher.hash(first, &code, None).await.unwrap();
         drop(second);
-        let past = hasher.admit(Some(tokio::time::Instant::now())).unwrap();
+        let past = admit(Some(tokio::time::Instant::now())).await.unwrap();
         assert!(hasher.hash(past, &code, None).await.is_err(), "its deadline has passed");
         let refusals = "otpd_hash_queue_refusals_total{reason=\"deadline_passed_in_queue\"}";
         assert_eq!(sample(&metrics, refusals), Some(1.0));

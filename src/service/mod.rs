@@ -14,7 +14,7 @@ use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{
     AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, TestNumbers, VerificationId,
 };
-use crate::hashing::CodeHasher;
+use crate::hashing::{CodeHasher, Work};
 use crate::limits::FrontLimits;
 use crate::metrics::{GatewayFailure, Metrics, SendResult, VerifyResult};
 use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
@@ -43,6 +43,8 @@ pub struct SendCommand {
     pub app_hash: Option<AppHash>,
     /// When the caller stops waiting (its gRPC deadline), if it set one.
     pub deadline: Option<tokio::time::Instant>,
+    /// The client's address as the front-line limits see it: whose turn it is when the hashing queue is full.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// A code was sent.
@@ -73,6 +75,8 @@ pub struct VerifyCommand {
     pub code: OtpCode,
     /// When the caller stops waiting (its gRPC deadline), if it set one.
     pub deadline: Option<tokio::time::Instant>,
+    /// The client's address as the front-line limits see it: whose turn it is when the hashing queue is full.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// The expected outcomes of a check.
@@ -162,7 +166,7 @@ impl VerificationService {
         }
         // A place in the hashing queue first: an overloaded server refuses before any other work, so that
         // refusals stay cheap however many there are.
-        let slot = this.hasher.admit(cmd.deadline)?;
+        let slot = this.hasher.admit(Work::Send, cmd.client, cmd.deadline).await?;
         // Cheap pre-check so that refused sends cost no hash; the transaction below decides.
         let now = this.clock.now();
         let state = this.store.send_history(&cmd.phone, cmd.purpose, now).await?;
@@ -318,7 +322,7 @@ impl VerificationService {
         let this = &self.inner;
         // A place in the hashing queue before any other work (and so before the attempt is counted): an
         // overloaded server refuses at once, and refusals stay cheap however many there are.
-        let slot = this.hasher.admit(cmd.deadline)?;
+        let slot = this.hasher.admit(Work::Check, cmd.client, cmd.deadline).await?;
         let now = this.clock.now();
         let state = this.store.check_state(&cmd.phone, cmd.purpose, now).await?;
         if let Some(until) = state.locked_until {

@@ -17,7 +17,7 @@ use crate::domain::audit::{
 use crate::domain::{
     Actor, Channel, ContactChannel, OtpCode, PhoneNumber, Policy, Purpose, Reason, Role, TicketId, VerificationId,
 };
-use crate::hashing::CodeHasher;
+use crate::hashing::{CodeHasher, Work};
 use crate::metrics::{Metrics, SendResult, SupervisorAction, SupervisorOutcome};
 use crate::service::ServiceError;
 use crate::store::{AuditFilter, LookupIssue, LookupQuota, NewCode, PhoneStatus, SupervisionStore, Unlocked};
@@ -216,7 +216,8 @@ impl SupervisionService {
             return Err(self.deny(event, ServiceError::NoRecentSend).await);
         };
 
-        let slot = match self.hasher.admit(None) {
+        // A driver is on the line: a check's priority, and no deadline of its own (the lookup must finish once begun).
+        let slot = match self.hasher.admit(Work::Check, None, None).await {
             Ok(slot) => slot,
             Err(error) => {
                 event.detail = "refused: the server is overloaded".into();
