@@ -93,6 +93,23 @@ async fn statements_per_rpc_on_both_backends() {
         }
         app.stop().await;
     }
+    // A call refused OVERLOADED, after waiting its admission time for a place that never came free, has touched
+    // no database: the place is taken before anything is read.
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = spawn_app_with(backend, &["--hash-queue", "1", "--hash-admission-wait", "20ms"]).await;
+        app.send(PHONE, Purpose::Login).await.unwrap();
+        let code = app.last_code();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let held = app.hasher.admit(otpd::hashing::Work::Check, None, None).await.unwrap();
+        let (refused, ran) = counted(&statements, app.send("010-2222-3333", Purpose::Login)).await;
+        assert_eq!(reason(&refused.unwrap_err()), "OVERLOADED");
+        assert_eq!(ran, Vec::<String>::new(), "{backend:?}: a refused SendCode ran statements");
+        let (refused, ran) = counted(&statements, app.verify(PHONE, Purpose::Login, &code)).await;
+        assert_eq!(reason(&refused.unwrap_err()), "OVERLOADED");
+        assert_eq!(ran, Vec::<String>::new(), "{backend:?}: a refused VerifyCode ran statements");
+        drop(held);
+        app.stop().await;
+    }
     for (backend, rpc, ran) in &table {
         println!("{backend:?}\t{rpc}\t{}\t{}", ran.len(), ran.join(" | "));
     }

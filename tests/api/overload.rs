@@ -78,3 +78,80 @@ async fn a_caller_gone_while_queued_costs_nothing(backend: Backend) {
     assert_eq!(app.db.phone_state("+821044440002").await, (0, false), "nor was its attempt counted");
     assert_eq!(app.db.phone_state("+821044440001").await, (1, false));
 }
+
+both_backends!(a_storm_from_one_client_does_not_starve_another);
+
+/// A client that retries a refusal at once (here 32 calls in flight from one address, each retried the moment it
+/// is answered) must not take every place in the hashing queue: another client's checks are served in turn.
+/// Clients are told apart by address, so the test speaks as two addresses through a trusted proxy (loopback).
+async fn a_storm_from_one_client_does_not_starve_another(backend: Backend) {
+    let args = [
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "2",
+        "--hash-admission-wait",
+        "250ms",
+        "--argon2-memory-kib",
+        "8192",
+        "--argon2-iterations",
+        "2",
+        "--max-failed-attempts",
+        "100",
+        "--trusted-proxies",
+        "127.0.0.1",
+    ];
+    let app = Arc::new(spawn_app_with(backend, &args).await);
+    let mut codes = Vec::new();
+    for n in 0..9 {
+        codes.push(app.send_and_read(&number(n), Purpose::Login).await);
+    }
+    let check_from = |client: &'static str, n: usize, code: &str| {
+        let mut request = tonic::Request::new(verify_req(&number(n), Purpose::Login, &wrong_code(code)));
+        request.metadata_mut().insert("x-forwarded-for", client.parse().unwrap());
+        request.set_timeout(Duration::from_secs(5));
+        request
+    };
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm_channel = channel(app.public_addr).await;
+    let mut storm = tokio::task::JoinSet::new();
+    for task in 0..32 {
+        let (stop, code) = (Arc::clone(&stop), codes[task % 8].clone());
+        let mut otp = otpd::pb::otp::v1::otp_service_client::OtpServiceClient::new(storm_channel.clone());
+        storm.spawn(async move {
+            let mut answers = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = otp.verify_code(check_from("203.0.113.1", task % 8, &code)).await;
+                answers += 1;
+            }
+            answers
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The other client, on a connection of its own: one check at a time, as a driver's app makes them.
+    let mut polite = otpd::pb::otp::v1::otp_service_client::OtpServiceClient::new(channel(app.public_addr).await);
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..10 {
+        match polite.verify_code(check_from("203.0.113.2", 8, &codes[8])).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().result(), VerifyResult::WrongCode);
+                served += 1;
+            }
+            Err(status) => {
+                assert_eq!(reason(&status), "OVERLOADED", "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut storm_answers = 0;
+    while let Some(answers) = storm.join_next().await {
+        storm_answers += answers.unwrap();
+    }
+    assert!(
+        served >= 8,
+        "the other client got {served} of 10 checks served ({refused} refused) during a storm of {storm_answers} answers"
+    );
+}
