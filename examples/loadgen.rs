@@ -18,8 +18,10 @@
 //! two. With `--server-pid` it also splits the machine's CPU time during the load between the server, itself and
 //! the rest, and estimates argon2's share of the server's time. `--json` prints the same as one JSON object.
 //!
-//! Refused calls (`OVERLOADED`) wait as `RetryInfo` says, as a well-behaved client does; in `verify-right` the check
-//! is then tried again (the driver still has the code).
+//! `--retry retry-info` (the default): refused calls (`OVERLOADED`) wait as `RetryInfo` says, as a well-behaved
+//! client does; in `verify-right` the check is then tried again (the driver still has the code). `--retry
+//! immediate`: the storm a proxy, mesh or impatient backend makes: every refused call is made again at once, and in
+//! `verify-right` a refused check is retried at once until it is answered or the run ends.
 //!
 //! The server must let the load through: front-line limits off; for the verify scenarios `--max-failed-attempts
 //! 100`; for `verify-wrong-resent` `--resend-cooldown 0s`. `scripts/perf` starts it so.
@@ -48,6 +50,16 @@ enum Scenario {
     VerifyRight,
     Rejected,
     Health,
+}
+
+/// What a client does with an `OVERLOADED` refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Retry {
+    /// Waits as `RetryInfo` says (±25%).
+    RetryInfo,
+    /// Calls again at once.
+    Immediate,
 }
 
 #[derive(Debug, Parser)]
@@ -91,6 +103,9 @@ struct Args {
     /// generator and the rest (Linux `/proc`).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// What a refused call does: wait as RetryInfo says, or call again at once.
+    #[arg(long, value_enum, default_value = "retry-info")]
+    retry: Retry,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -253,6 +268,7 @@ struct CpuShare {
 #[derive(serde::Serialize)]
 struct Report {
     scenario: Scenario,
+    retry: Retry,
     concurrency: usize,
     seconds: f64,
     requests: u64,
@@ -339,7 +355,7 @@ async fn main() {
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..args.concurrency {
         let (mut client, channel) = (otp(w), channels[w % channels.len()].clone());
-        let (next, sms, scenario) = (Arc::clone(&next), sms.clone(), args.scenario);
+        let (next, sms, scenario, retry) = (Arc::clone(&next), sms.clone(), args.scenario, args.retry);
         let (numbers, first) = (args.numbers.max(1), args.first_number);
         workers.spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
@@ -383,7 +399,16 @@ async fn main() {
                                         let Some(wait) = answer.1.filter(|_| answer.0.ends_with("OVERLOADED")) else {
                                             break;
                                         };
-                                        tokio::time::sleep(wait.mul_f64(0.75 + (i % 11) as f64 / 20.0)).await;
+                                        if retry == Retry::RetryInfo {
+                                            tokio::time::sleep(wait.mul_f64(0.75 + (i % 11) as f64 / 20.0)).await;
+                                        }
+                                        answer = verify_outcome(client.verify_code(request.clone()).await);
+                                    }
+                                    // The impatient client keeps at it for as long as the run lasts.
+                                    while retry == Retry::Immediate
+                                        && answer.0.ends_with("OVERLOADED")
+                                        && started.elapsed() < span
+                                    {
                                         answer = verify_outcome(client.verify_code(request.clone()).await);
                                     }
                                     answer
@@ -399,7 +424,7 @@ async fn main() {
                 *outcomes.entry(answer.0).or_default() += 1;
                 // A well-behaved client waits as RetryInfo says when the server sheds load, spread by ±25% so
                 // that the refused do not all come back at once.
-                if let (true, Some(wait)) = (shed, answer.1) {
+                if let (true, Some(wait), Retry::RetryInfo) = (shed, answer.1, retry) {
                     tokio::time::sleep(wait.mul_f64(0.75 + (i % 11) as f64 / 20.0)).await;
                 }
             }
@@ -460,6 +485,7 @@ async fn main() {
     };
     let report = Report {
         scenario: args.scenario,
+        retry: args.retry,
         concurrency: args.concurrency,
         seconds,
         requests,
@@ -481,8 +507,8 @@ async fn main() {
         return;
     }
     println!(
-        "{:?}, concurrency {}, {:.1} s: {} calls, {:.1}/s ({:.1}/s useful)",
-        report.scenario, report.concurrency, seconds, requests, requests_per_second, useful_per_second
+        "{:?} (retry {:?}), concurrency {}, {:.1} s: {} calls, {:.1}/s ({:.1}/s useful)",
+        report.scenario, report.retry, report.concurrency, seconds, requests, requests_per_second, useful_per_second
     );
     for (answer, n) in &report.outcomes {
         println!("  {n:>8}  {answer}");
