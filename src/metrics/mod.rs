@@ -68,6 +68,7 @@ pub struct Metrics {
     hash_refusals: Family<HashRefusalLabels, Counter>,
     db_errors: Family<DbErrorLabels, Counter>,
     audit_appends: Family<AuditLabels, Counter>,
+    connections_closed: Family<ConnectionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -107,6 +108,7 @@ impl Metrics {
             hash_refusals: Family::default(),
             db_errors: Family::default(),
             audit_appends: Family::default(),
+            connections_closed: Family::default(),
         };
         metrics.register();
         // The two sides of the conversion exist from the start, so that a ratio is defined at the first scrape.
@@ -200,6 +202,11 @@ impl Metrics {
         r.register("hash_queue_refusals", "Work refused by the hashing queue, by reason", self.hash_refusals.clone());
         r.register("database_errors", "Failed store operations, by operation and kind", self.db_errors.clone());
         r.register("audit_appends", "Audit events appended, by action and outcome", self.audit_appends.clone());
+        r.register(
+            "connections_closed",
+            "Connections otpd closed itself (over a cap, or no request in time), by listener and reason",
+            self.connections_closed.clone(),
+        );
     }
 
     /// The exposition, in OpenMetrics text.
@@ -294,6 +301,11 @@ impl Metrics {
     /// The hashing queue refused work.
     pub fn hash_refused(&self, reason: HashRefusal) {
         self.hash_refusals.get_or_create(&HashRefusalLabels { reason }).inc();
+    }
+
+    /// A listener closed a connection itself.
+    pub fn connection_closed(&self, listener: ListenerName, reason: ConnectionClose) {
+        self.connections_closed.get_or_create(&ConnectionLabels { listener, reason }).inc();
     }
 
     /// A store operation failed.

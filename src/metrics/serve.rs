@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
@@ -16,9 +15,20 @@ use super::Metrics;
 /// The content type of OpenMetrics text, which Prometheus asks for and prefers.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(scrape)).with_state(metrics);
+/// Serves `metrics` on the admitted connections of `listener` until `shutdown` is cancelled, answering only to
+/// the names of `hosts`.
+pub async fn serve(
+    listener: crate::listen::Incoming,
+    hosts: crate::listen::AllowedHosts,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+        .layer(crate::listen::HostCheckLayer::new(hosts));
+    let listener = crate::listen::StreamListener::new(listener, local);
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
