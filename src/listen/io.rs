@@ -3,9 +3,11 @@
 //! The deadlines are kept below HTTP, on the bytes the client sends (after TLS), so that one implementation
 //! serves hyper's HTTP/1 and HTTP/2 as axum and tonic drive them (tonic offers no header timeout, and hyper none
 //! for HTTP/2). [`RequestWatch`] recognises the end of each request head: a blank line in HTTP/1, a HEADERS or
-//! CONTINUATION frame with END_HEADERS in HTTP/2 (after the preface). The first head must arrive within the header
-//! timeout of the connection's admission; each next one within the idle timeout of the previous one. When the
-//! deadline passes, reads fail with `TimedOut`, and hyper closes the connection.
+//! CONTINUATION frame with END_HEADERS in HTTP/2. In HTTP/2 the connection's own head, the preface and the
+//! client's first frame (its SETTINGS), counts as the first: gRPC clients connect before their first call (tonic's
+//! `connect`, grpc-go's blocking dial), and a connection established that way is idle, not half-sent. The first
+//! head must arrive within the header timeout of the connection's admission; each next one within the idle timeout
+//! of the previous one. When the deadline passes, reads fail with `TimedOut`, and hyper closes the connection.
 
 use std::future::Future;
 use std::io;
@@ -30,8 +32,8 @@ enum RequestWatch {
     Unknown(usize),
     /// HTTP/1: the last two bytes (to find `\n\n` or `\n\r\n`).
     Http1([u8; 2]),
-    /// HTTP/2: a frame header being read, and then payload bytes to skip.
-    Http2 { header: [u8; FRAME_HEADER], filled: usize, skip: usize },
+    /// HTTP/2: a frame header being read, then payload bytes to skip; `settled` once the first frame came.
+    Http2 { header: [u8; FRAME_HEADER], filled: usize, skip: usize, settled: bool },
 }
 
 impl RequestWatch {
@@ -50,7 +52,7 @@ impl RequestWatch {
                         *matched += 1;
                         bytes = &bytes[1..];
                         if *matched == PREFACE.len() {
-                            *self = Self::Http2 { header: [0; FRAME_HEADER], filled: 0, skip: 0 };
+                            *self = Self::Http2 { header: [0; FRAME_HEADER], filled: 0, skip: 0, settled: false };
                         }
                     } else {
                         // Not HTTP/2: replay what matched so far as HTTP/1 (the byte itself is read next).
@@ -68,7 +70,7 @@ impl RequestWatch {
                     }
                     bytes = &[];
                 }
-                Self::Http2 { header, filled, skip } => {
+                Self::Http2 { header, filled, skip, settled } => {
                     if *skip > 0 {
                         let n = (*skip).min(bytes.len());
                         *skip -= n;
@@ -86,6 +88,8 @@ impl RequestWatch {
                         if (kind == HEADERS || kind == CONTINUATION) && flags & END_HEADERS != 0 {
                             ended = true;
                         }
+                        // The preface and the first frame: the connection's head.
+                        ended |= !std::mem::replace(settled, true);
                         *filled = 0;
                         *skip = length;
                     }
@@ -251,17 +255,98 @@ mod tests {
         let data = frame(0x0, 0, &frame(HEADERS, END_HEADERS, b"")[..9]);
         let open = frame(HEADERS, 0, &[0x82; 20]);
         let cont = frame(CONTINUATION, END_HEADERS, &[0x84; 3]);
-        assert_eq!(ends(&[PREFACE, &settings, &data]), [false, false, false]);
-        assert_eq!(ends(&[PREFACE, &settings, &open, &cont]), [false, false, false, true]);
+        // The preface and the first frame (SETTINGS) are the connection's head; then only request heads count.
+        assert_eq!(ends(&[PREFACE, &settings, &data]), [false, true, false]);
+        assert_eq!(ends(&[PREFACE, &settings, &open, &cont]), [false, true, false, true]);
+        assert_eq!(ends(&[PREFACE, &settings[..8], &settings[8..], &settings]), [false, false, true, false]);
         let mut all = PREFACE.to_vec();
         all.extend(&settings);
         all.extend(frame(HEADERS, END_HEADERS | 0x1, &[0x82; 5]));
         // Byte by byte.
         let mut watch = RequestWatch::new();
         let results: Vec<bool> = all.iter().map(|b| watch.feed(std::slice::from_ref(b))).collect();
-        assert_eq!(results.iter().filter(|e| **e).count(), 1);
+        assert_eq!(results.iter().filter(|e| **e).count(), 2);
         assert!(results[results.len() - 1 - 5]);
         // The preface alone is no request.
         assert_eq!(ends(&[PREFACE]), [false]);
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_stream::StreamExt;
+
+    use crate::listen::{Admission, Incoming, ListenSettings, Timeouts};
+    use crate::metrics::{ListenerName, Metrics};
+
+    async fn pair(header: Duration, idle: Duration) -> (TcpStream, super::Guarded<TcpStream>, Arc<Metrics>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = ListenSettings {
+            max_connections: 4,
+            max_connections_per_address: 4,
+            max_handshakes_per_address: 1,
+            timeouts: Timeouts { header, idle },
+            http2_keepalive_interval: Duration::from_secs(1),
+            http2_keepalive_timeout: Duration::from_secs(1),
+            allowed_hosts: Vec::new(),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let mut incoming = Incoming::new(listener, Admission::new(ListenerName::Admin, &settings, metrics.clone()));
+        let client = TcpStream::connect(addr).await.unwrap();
+        let server = incoming.next().await.unwrap().unwrap();
+        (client, server, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_trickled_request_head_is_cut_off_at_the_header_timeout() {
+        let (mut client, mut server, metrics) = pair(Duration::from_millis(300), Duration::from_secs(60)).await;
+        let trickle = tokio::spawn(async move {
+            for byte in b"POST /receipts/http HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                if client.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let error = loop {
+            match server.read(&mut buf).await {
+                Ok(0) => panic!("the client closed first"),
+                Ok(_) => continue,
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(280) && took < Duration::from_secs(2), "{took:?}");
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("otpd_connections_closed_total{listener=\"admin\",reason=\"header_timeout\"} 1"),
+            "{text}"
+        );
+        trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_after_its_request_is_closed_at_the_idle_timeout() {
+        let (mut client, mut server, metrics) = pair(Duration::from_millis(200), Duration::from_millis(600)).await;
+        client.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        // Past the header timeout but within the idle one, the connection is still open.
+        let started = tokio::time::Instant::now();
+        let error = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(550) && took < Duration::from_secs(3), "{took:?}");
+        let text = metrics.encode().unwrap();
+        assert!(text.contains("otpd_connections_closed_total{listener=\"admin\",reason=\"idle_timeout\"} 1"), "{text}");
     }
 }

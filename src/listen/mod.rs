@@ -56,7 +56,7 @@ pub struct ListenArgs {
     #[arg(long, env = "OTPD_MAX_HANDSHAKES_PER_ADDRESS", global = true)]
     pub max_handshakes_per_address: Option<usize>,
     /// Longest wait for a new connection's first request head (HTTP/1 headers, or the HTTP/2 preface and first
-    /// HEADERS frame), after the TLS handshake if any; a connection that has not sent it is closed.
+    /// frame), after the TLS handshake if any; a connection that has not sent it is closed.
     #[arg(long, env = "OTPD_HEADER_TIMEOUT", default_value = "10s", global = true)]
     pub header_timeout: humantime::Duration,
     /// A connection that starts no new request for this long is closed (gRPC clients reconnect). Longer than

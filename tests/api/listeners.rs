@@ -58,7 +58,8 @@ pub async fn closed_by(streams: &mut [TcpStream], deadline: Instant) -> usize {
 /// The whole server's health over a new plaintext connection from 127.0.0.1, within `within`.
 async fn health_within(addr: SocketAddr, within: Duration) -> Result<i32, String> {
     let call = async {
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| e.to_string())?;
+        let channel =
+            Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| e.to_string())?;
         let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
         HealthClient::new(channel).check(req).await.map(|r| r.into_inner().status).map_err(|s| s.to_string())
     };
@@ -68,9 +69,7 @@ async fn health_within(addr: SocketAddr, within: Duration) -> Result<i32, String
 /// One sample of the exposition at `metrics`, 0 when absent.
 pub async fn sample(metrics: SocketAddr, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 /// 300 half-sent requests (headers never finished) from one address to the webhook listener of a process with
@@ -211,5 +210,34 @@ async fn foreign_hosts_get_421_on_the_admin_webhook_and_metrics_listeners() {
     // The public listener sits behind the integrator's backend and answers any name.
     let public = format!("http://{}", app.public_addr);
     assert_eq!(health_via(&public, Some("http://backend.internal")).await.unwrap(), SERVING);
+    app.stop().await;
+}
+
+/// A gRPC (HTTP/2) connection's request heads are seen through the guard: one that keeps calling outlives the
+/// header timeout (as does one connected before its first call), and one left idle is closed at the idle timeout,
+/// after which the channel reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_connections_outlive_the_header_timeout_and_close_when_idle() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &["--header-timeout", "500ms", "--idle-timeout", "1500ms", "--metrics-listen", "127.0.0.1:0"],
+    )
+    .await;
+    let metrics = app.metrics_addr.unwrap();
+    let series = |reason: &str| format!("otpd_connections_closed_total{{listener=\"public\",reason=\"{reason}\"}}");
+    let channel = Channel::from_shared(format!("http://{}", app.public_addr)).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let req = || tonic_health::pb::HealthCheckRequest { service: String::new() };
+    for _ in 0..6 {
+        assert_eq!(health.check(req()).await.unwrap().into_inner().status, SERVING);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(sample(metrics, &series("header_timeout")).await, 0.0);
+    // At most the test helper's connection, which has made no call since it connected, is closed by now.
+    assert!(sample(metrics, &series("idle_timeout")).await <= 1.0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Now this channel's connection too.
+    assert_eq!(sample(metrics, &series("idle_timeout")).await, 2.0);
+    assert_eq!(health.check(req()).await.unwrap().into_inner().status, SERVING, "the channel reconnects");
     app.stop().await;
 }

@@ -495,12 +495,12 @@ async fn stalled_tls_handshakes_starve_no_listener() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let files = ServerFiles::write(dir.path(), &pki.server, &pki.ca);
-    let args: Vec<String> =
-        ["--tls-cert", files.cert.to_str().unwrap(), "--tls-key", files.key.to_str().unwrap()].map(str::to_owned).into();
+    let args: Vec<String> = ["--tls-cert", files.cert.to_str().unwrap(), "--tls-key", files.key.to_str().unwrap()]
+        .map(str::to_owned)
+        .into();
     let handshake_timeout = Duration::from_secs(3);
     let env = [("OTPD_TLS_HANDSHAKE_TIMEOUT", "3s")];
-    let otpd =
-        TlsProcess::start_limited(dir.path(), &args, &env, &pki.ca.pem, &pki.client, Some(DESCRIPTORS)).await;
+    let otpd = TlsProcess::start_limited(dir.path(), &args, &env, &pki.ca.pem, &pki.client, Some(DESCRIPTORS)).await;
 
     let started = tokio::time::Instant::now();
     let mut stalled = flood("127.0.0.2", otpd.public_addr, FLOOD, b"").await;
