@@ -44,8 +44,8 @@ const UNLIMITED_AS: u64 = 1 << 20;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListenArgs {
     /// Open connections per listener (each of public, admin, webhook, metrics); more are closed at once. Default:
-    /// from the descriptor limit (ulimit -n): three quarters of it, at most limit − 64, shared by the four
-    /// listeners (48 each at 256, 192 at 1024).
+    /// from the descriptor limit (ulimit -n), (limit − max(64, limit / 4)) / 4: 48 at 256, 192 at 1024, 12288 at
+    /// 65536.
     #[arg(long, env = "OTPD_MAX_CONNECTIONS", global = true)]
     pub max_connections: Option<usize>,
     /// Open connections per client IP address on each listener. Default: a quarter of --max-connections.
@@ -59,8 +59,8 @@ pub struct ListenArgs {
     /// frame), after the TLS handshake if any; a connection that has not sent it is closed.
     #[arg(long, env = "OTPD_HEADER_TIMEOUT", default_value = "10s", global = true)]
     pub header_timeout: humantime::Duration,
-    /// A connection that starts no new request for this long is closed (gRPC clients reconnect). Longer than
-    /// any call may last (30 s).
+    /// A connection that starts no new request for this long is closed (gRPC clients reconnect). Keep it above
+    /// the 30 s call timeout.
     #[arg(long, env = "OTPD_IDLE_TIMEOUT", default_value = "5m", global = true)]
     pub idle_timeout: humantime::Duration,
     /// HTTP/2 keepalive on the gRPC listeners: a PING after this long without a frame from the client.

@@ -348,6 +348,7 @@ mod tests {
         m.hash_refused(HashRefusal::Overloaded);
         m.db_error(StoreOperation::Ping, DbErrorKind::Unavailable);
         m.audit_append(AuditAction::PhoneLocked, AuditOutcome::Granted);
+        m.connection_closed(ListenerName::Webhook, ConnectionClose::HeaderTimeout);
         m
     }
 
@@ -450,7 +451,7 @@ mod tests {
             }
             exposed.insert(queried);
         }
-        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 25);
+        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 26);
         let names = regex::Regex::new(r"\b(?:otpd|rpc_server)_[a-z_]+\b").unwrap();
         for name in names.find_iter(docs).map(|m| m.as_str()) {
             assert!(exposed.contains(name), "docs/operations.md uses {name}, which is not a metric");
