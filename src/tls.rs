@@ -382,7 +382,10 @@ impl ServerTls {
                     }
                     // Scanners and misconfigured clients are routine: not worth more than debug.
                     Ok(Err(error)) => tracing::debug!(listener, %peer, %error, "TLS handshake failed"),
-                    Err(_elapsed) => tracing::debug!(listener, %peer, "TLS handshake timed out"),
+                    Err(_elapsed) => {
+                        permit.handshake_timed_out();
+                        tracing::debug!(listener, %peer, "TLS handshake timed out");
+                    }
                 }
             });
         }

@@ -39,6 +39,8 @@ const LISTENERS: usize = 4;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// Descriptor limit assumed when the process has none (RLIMIT_INFINITY): caps stay finite.
 const UNLIMITED_AS: u64 = 1 << 20;
+/// A listener warns that it is refusing connections at most this often (each refusal is counted).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The connection settings, as given on the command line (flattened into `otpd`'s settings).
 #[derive(Debug, Clone, clap::Args)]
@@ -192,6 +194,7 @@ struct PerAddress {
 struct State {
     open: usize,
     by_address: HashMap<IpAddr, PerAddress>,
+    warned: Option<tokio::time::Instant>,
 }
 
 /// One listener's connection caps and the connections that hold a place in them.
@@ -251,7 +254,22 @@ impl Admission {
 
     fn refuse(&self, peer: IpAddr, reason: ConnectionClose) {
         self.metrics.connection_closed(self.listener, reason);
-        tracing::debug!(listener = self.listener.as_str(), %peer, reason = reason.as_str(), "connection refused");
+        let now = tokio::time::Instant::now();
+        let warn = {
+            let mut state = self.lock();
+            let due = state.warned.is_none_or(|at| now.duration_since(at) >= WARN_EVERY);
+            if due {
+                state.warned = Some(now);
+            }
+            due
+        };
+        let (listener, reason) = (self.listener.as_str(), reason.as_str());
+        if warn {
+            tracing::warn!(listener, %peer, reason,
+                "refusing connections over a cap (counted in otpd_connections_closed_total; next warning in a minute)");
+        } else {
+            tracing::debug!(listener, %peer, reason, "connection refused");
+        }
     }
 
     /// A place for a connection from `peer`, or None (counted) when the listener or the address is full.
@@ -312,6 +330,11 @@ impl Permit {
         if let Some(entry) = self.admission.lock().by_address.get_mut(&self.peer) {
             entry.handshakes = entry.handshakes.saturating_sub(1);
         }
+    }
+
+    /// The TLS handshake did not finish in time (counted).
+    pub fn handshake_timed_out(&self) {
+        self.admission.metrics.connection_closed(self.admission.listener, ConnectionClose::HandshakeTimeout);
     }
 
     /// The listener's caps this permit counts in.

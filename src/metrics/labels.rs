@@ -441,6 +441,8 @@ label_enum! {
         AddressFull = "address_full",
         /// The client's address had `--max-handshakes-per-address` TLS handshakes in progress: closed at once.
         HandshakesFull = "handshakes_full",
+        /// No finished TLS handshake within `--tls-handshake-timeout`.
+        HandshakeTimeout = "handshake_timeout",
         /// No whole request head within `--header-timeout`.
         HeaderTimeout = "header_timeout",
         /// No new request within `--idle-timeout`.

@@ -499,7 +499,9 @@ async fn stalled_tls_handshakes_starve_no_listener() {
         .map(str::to_owned)
         .into();
     let handshake_timeout = Duration::from_secs(3);
-    let env = [("OTPD_TLS_HANDSHAKE_TIMEOUT", "3s")];
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics_listen = metrics.to_string();
+    let env = [("OTPD_TLS_HANDSHAKE_TIMEOUT", "3s"), ("OTPD_METRICS_LISTEN", metrics_listen.as_str())];
     let otpd = TlsProcess::start_limited(dir.path(), &args, &env, &pki.ca.pem, &pki.client, Some(DESCRIPTORS)).await;
 
     let started = tokio::time::Instant::now();
@@ -510,6 +512,10 @@ async fn stalled_tls_handshakes_starve_no_listener() {
     }
     let closed = closed_by(&mut stalled, started + handshake_timeout + Duration::from_secs(3)).await;
     assert_eq!(closed, FLOOD, "stalled handshakes still open after the handshake timeout");
+    // With 256 descriptors an address may have 6 handshakes in progress: the rest were closed at once.
+    let series = |reason: &str| format!("otpd_connections_closed_total{{listener=\"public\",reason=\"{reason}\"}}");
+    assert_eq!(crate::listeners::sample(metrics, &series("handshakes_full")).await, (FLOOD - 6) as f64);
+    assert_eq!(crate::listeners::sample(metrics, &series("handshake_timeout")).await, 6.0);
     assert_eq!(health_over_tls(otpd.public_addr, &pki.ca.pem, None).await, Ok(SERVING));
 }
 
