@@ -393,7 +393,10 @@ impl Settings {
             }
         };
         let tls = self.tls.validate(self.mode, self.admin_listen, self.delivery.webhook_listen)?;
-        let connections = self.listen_limits.validate(crate::listen::descriptor_limit())?;
+        let connections = self
+            .listen_limits
+            .validate(crate::listen::descriptor_limit())
+            .map_err(|(setting, message)| invalid(setting, message))?;
         let code_length = CodeLength::new(self.code_length).map_err(|m| invalid("code-length", m))?;
         let code_ttl = delta("code-ttl", self.code_ttl)?;
         if code_ttl < chrono::TimeDelta::seconds(30) || code_ttl > chrono::TimeDelta::minutes(10) {

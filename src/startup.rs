@@ -322,13 +322,19 @@ impl Application {
             tracing::info!("shutting down: draining in-flight calls");
             stop.cancel();
         });
-        let metrics_listener = self.metrics_listener.map(|l| Incoming::new(l, admission(ListenerName::Metrics)));
-        let scrape_hosts = metrics_addr.map(|addr| hosts(addr, false));
-        let (metrics, scrape_token) = (self.metrics, token.clone());
+        let scrape = match (self.metrics_listener, metrics_addr) {
+            (Some(listener), Some(local)) => {
+                let incoming = StreamListener::new(Incoming::new(listener, admission(ListenerName::Metrics)), local);
+                let app = crate::metrics::router(self.metrics).layer(HostCheckLayer::new(hosts(local, false)));
+                let stop = token.clone().cancelled_owned();
+                Some(async move { axum::serve(incoming, app).with_graceful_shutdown(stop).await })
+            }
+            _ => None,
+        };
         let scrape = async move {
-            match (metrics_listener, scrape_hosts) {
-                (Some(listener), Some(hosts)) => crate::metrics::serve(listener, hosts, metrics, scrape_token).await,
-                _ => Ok(()),
+            match scrape {
+                Some(serving) => serving.await,
+                None => Ok(()),
             }
         };
         let (public, admin, scrape) = tokio::join!(public, admin, scrape);

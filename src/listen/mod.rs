@@ -28,7 +28,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::config::ConfigError;
 use crate::metrics::{ConnectionClose, ListenerName, Metrics};
 pub use host::{AllowedHosts, HostCheckLayer, HostPattern};
 pub use io::Guarded;
@@ -137,14 +136,18 @@ pub fn descriptor_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { setting, message: message.into() }
+/// A refused setting: the flag (without `--`) and why. `config` turns it into its `ConfigError` (this module sits
+/// below `config`, which it must not import).
+pub type SettingError = (&'static str, String);
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> SettingError {
+    (setting, message.into())
 }
 
 impl ListenArgs {
     /// Fills the caps' defaults from `descriptor_limit` and checks that they nest (handshakes ≤ per address ≤
     /// per listener).
-    pub fn validate(&self, descriptor_limit: Option<u64>) -> Result<ListenSettings, ConfigError> {
+    pub fn validate(&self, descriptor_limit: Option<u64>) -> Result<ListenSettings, SettingError> {
         let defaults = ConnectionDefaults::for_descriptor_limit(descriptor_limit.unwrap_or(UNLIMITED_AS));
         let max_connections = self.max_connections.unwrap_or(defaults.per_listener);
         if max_connections == 0 {
@@ -457,7 +460,7 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn validate(args: &[&str], limit: Option<u64>) -> Result<ListenSettings, ConfigError> {
+    fn validate(args: &[&str], limit: Option<u64>) -> Result<ListenSettings, SettingError> {
         let argv = std::iter::once("otpd").chain(args.iter().copied());
         crate::config::Cli::try_parse_from(argv).unwrap().settings.listen_limits.validate(limit)
     }
@@ -496,7 +499,7 @@ mod tests {
             (&["--idle-timeout", "0s"], "idle-timeout"),
             (&["--allowed-hosts", "a b"], "allowed-hosts"),
         ] {
-            assert_eq!(validate(args, Some(1024)).unwrap_err().setting, setting, "{args:?}");
+            assert_eq!(validate(args, Some(1024)).unwrap_err().0, setting, "{args:?}");
         }
         // A smaller listener cap brings the per-address default down with it.
         let s = validate(&["--max-connections", "8"], Some(1024)).unwrap();

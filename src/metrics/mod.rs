@@ -24,7 +24,7 @@ use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{Channel, Purpose};
 pub use labels::*;
 pub use rpc::{RpcMetered, RpcMetricsLayer};
-pub use serve::{OPENMETRICS_CONTENT_TYPE, serve};
+pub use serve::{OPENMETRICS_CONTENT_TYPE, router};
 pub use store::metered;
 
 /// OpenTelemetry's recommended boundaries for `rpc.server.call.duration` (and every duration in seconds of the
