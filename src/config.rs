@@ -106,6 +106,9 @@ pub struct Settings {
     /// TLS and mutual TLS on the listeners (src/tls.rs).
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+    /// Connection caps and deadlines of every listener, and the names they answer to (src/listen/).
+    #[command(flatten)]
+    pub listen_limits: crate::listen::ListenArgs,
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
     pub database_url: String,
@@ -304,8 +307,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
-    /// TLS of both listeners.
+    /// TLS of the listeners.
     pub tls: crate::tls::TlsSettings,
+    /// Connection caps, deadlines and allowed host names of every listener.
+    pub connections: crate::listen::ListenSettings,
     /// Database URL.
     pub database_url: String,
     /// SMS gateway.
@@ -415,7 +420,11 @@ impl Settings {
                 return Err(invalid("pepper-file", "prod mode needs a pepper (--pepper-file or OTPD_PEPPER)"));
             }
         };
-        let tls = self.tls.validate(self.mode, self.admin_listen)?;
+        let tls = self.tls.validate(self.mode, self.admin_listen, self.delivery.webhook_listen)?;
+        let connections = self
+            .listen_limits
+            .validate(crate::listen::descriptor_limit())
+            .map_err(|(setting, message)| invalid(setting, message))?;
         let code_length = CodeLength::new(self.code_length).map_err(|m| invalid("code-length", m))?;
         let code_ttl = delta("code-ttl", self.code_ttl)?;
         if code_ttl < chrono::TimeDelta::seconds(30) || code_ttl > chrono::TimeDelta::minutes(10) {
@@ -533,6 +542,7 @@ impl Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
             tls,
+            connections,
             database_url: self.database_url.clone(),
             sms_gateway,
             sms_sender: sender.to_owned(),

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod hashing;
 pub mod healthcheck;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod pb;
 pub mod receipts;

@@ -11,7 +11,6 @@ use anyhow::Context;
 use chrono::TimeDelta;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -24,7 +23,8 @@ use crate::drain::close_on_shutdown;
 use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
-use crate::metrics::{Metrics, RpcMetricsLayer};
+use crate::listen::{Admission, AllowedHosts, HostCheckLayer, Incoming, StreamListener};
+use crate::metrics::{ListenerName, Metrics, RpcMetricsLayer};
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
 use crate::pb::otp::v1::supervisor_service_server::SupervisorServiceServer;
 use crate::service::{ServiceParts, VerificationService};
@@ -60,8 +60,7 @@ pub struct Application {
     supervision: SupervisionService,
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
-    public_tls: Option<Arc<crate::tls::ServerTls>>,
-    admin_tls: Option<Arc<crate::tls::ServerTls>>,
+    tls: crate::tls::Loaded,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
 }
@@ -121,7 +120,7 @@ impl Application {
             limits: Arc::clone(&limits),
             metrics: Arc::clone(&metrics),
         });
-        let (public_tls, admin_tls) = crate::tls::load(&config.tls).await?;
+        let tls = crate::tls::load(&config.tls).await?;
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
@@ -143,8 +142,7 @@ impl Application {
             supervision,
             clock,
             limits,
-            public_tls,
-            admin_tls,
+            tls,
             metrics,
             metrics_listener,
             receipts,
@@ -212,15 +210,19 @@ impl Application {
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
         let metrics_addr = self.metrics_addr();
-        let (public_tls, admin_tls) = (self.public_tls.clone(), self.admin_tls.clone());
-        // Installed before anything is served: a SIGHUP must never meet the default action (exit).
-        let tls_reload =
-            crate::tls::reload_on_sighup(public_tls.iter().chain(&admin_tls).cloned().collect(), token.clone())
-                .context("listening for SIGHUP")?;
+        let (public_tls, admin_tls) = (self.tls.public.clone(), self.tls.admin.clone());
+        // Installed before anything is served, with TLS or without: a SIGHUP must never meet the default action
+        // (exit).
+        let tls_reload = crate::tls::reload_on_sighup(self.tls.all(), token.clone()).context("listening for SIGHUP")?;
+        let connections = self.config.connections.clone();
+        let admission = |listener| Admission::new(listener, &connections, Arc::clone(&self.metrics));
+        let hosts = |addr: SocketAddr, tls: bool| AllowedHosts::for_listener(addr, tls, &connections.allowed_hosts);
 
         let rpc_metrics = RpcMetricsLayer::new(Arc::clone(&self.metrics));
         let public = Server::builder()
             .timeout(Duration::from_secs(30))
+            .http2_keepalive_interval(Some(connections.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(connections.http2_keepalive_timeout))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
             .layer(rpc_metrics.clone())
             .layer(MalformedIsInvalidArgument)
@@ -229,7 +231,7 @@ impl Application {
             .add_service(reflection_v1alpha.clone())
             .add_service(otp);
         let handshake_timeout = self.config.tls.handshake_timeout;
-        let (listener, stop) = (self.public, token.clone());
+        let (listener, stop) = (Incoming::new(self.public, admission(ListenerName::Public)), token.clone());
         // One arm per kind of stream: tonic is generic over the connection type, and only the real types keep
         // `remote_addr` (TcpConnectInfo, or TlsConnectInfo around it) for the client-IP limits. At shutdown the
         // listening sockets close at once: new connections are refused while calls drain.
@@ -241,7 +243,7 @@ impl Application {
                     public.serve_with_incoming_shutdown(incoming, closed).await
                 }
                 None => {
-                    let (incoming, closed) = close_on_shutdown(TcpListenerStream::new(listener), stop);
+                    let (incoming, closed) = close_on_shutdown(listener, stop);
                     public.serve_with_incoming_shutdown(incoming, closed).await
                 }
             }
@@ -256,8 +258,12 @@ impl Application {
         // SupervisorService calls (through AuthLayer) before routing. Native gRPC clients are unaffected.
         let admin = Server::builder()
             .timeout(Duration::from_secs(30))
+            .http2_keepalive_interval(Some(connections.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(connections.http2_keepalive_timeout))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
             .accept_http1(true)
+            // First of all: a browser led here by a rebound name gets 421, not the console or an API.
+            .layer(HostCheckLayer::new(hosts(admin_addr, admin_tls.is_some())))
             .layer(crate::console::ConsoleLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web: browser calls are counted as the gRPC calls they become; console pages are not.
@@ -267,7 +273,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(supervisor);
-        let (listener, stop) = (self.admin, token.clone());
+        let (listener, stop) = (Incoming::new(self.admin, admission(ListenerName::Admin)), token.clone());
         let admin = async move {
             match admin_tls {
                 Some(tls) => {
@@ -276,21 +282,33 @@ impl Application {
                     admin.serve_with_incoming_shutdown(incoming, closed).await
                 }
                 None => {
-                    let (incoming, closed) = close_on_shutdown(TcpListenerStream::new(listener), stop);
+                    let (incoming, closed) = close_on_shutdown(listener, stop);
                     admin.serve_with_incoming_shutdown(incoming, closed).await
                 }
             }
         };
 
-        let receipts = self.receipts.map(|listener| {
-            tokio::spawn(crate::receipts::serve(
-                listener,
-                Arc::clone(&self.stores.verification),
-                Arc::clone(&self.clock),
-                self.config.delivery.receipt_keys.clone(),
-                token.clone(),
-            ))
-        });
+        let receipts = match self.receipts {
+            None => None,
+            Some(listener) => {
+                let local = listener.local_addr().context("the webhook listener's address")?;
+                let incoming = Incoming::new(listener, admission(ListenerName::Webhook));
+                let (store, clock) = (Arc::clone(&self.stores.verification), Arc::clone(&self.clock));
+                let (keys, stop) = (self.config.delivery.receipt_keys.clone(), token.clone());
+                let hosts = hosts(local, self.tls.webhook.is_some());
+                Some(match &self.tls.webhook {
+                    Some(tls) => {
+                        let incoming = tls.incoming(incoming, handshake_timeout, stop.clone());
+                        let listener = StreamListener::new(incoming, local);
+                        tokio::spawn(crate::receipts::serve(listener, hosts, store, clock, keys, stop))
+                    }
+                    None => {
+                        let listener = StreamListener::new(incoming, local);
+                        tokio::spawn(crate::receipts::serve(listener, hosts, store, clock, keys, stop))
+                    }
+                })
+            }
+        };
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
             self.clock,
@@ -306,10 +324,18 @@ impl Application {
             tracing::info!("shutting down: draining in-flight calls");
             stop.cancel();
         });
-        let (metrics_listener, metrics, scrape_token) = (self.metrics_listener, self.metrics, token.clone());
+        let scrape = match (self.metrics_listener, metrics_addr) {
+            (Some(listener), Some(local)) => {
+                let incoming = StreamListener::new(Incoming::new(listener, admission(ListenerName::Metrics)), local);
+                let app = crate::metrics::router(self.metrics).layer(HostCheckLayer::new(hosts(local, false)));
+                let stop = token.clone().cancelled_owned();
+                Some(async move { axum::serve(incoming, app).with_graceful_shutdown(stop).await })
+            }
+            _ => None,
+        };
         let scrape = async move {
-            match metrics_listener {
-                Some(listener) => crate::metrics::serve(listener, metrics, scrape_token).await,
+            match scrape {
+                Some(serving) => serving.await,
                 None => Ok(()),
             }
         };

@@ -1,9 +1,10 @@
-//! TLS on the two listeners (rustls with ring, the provider tonic and reqwest already build): certificates and
-//! keys from PEM files, optional mutual TLS on the admin listener, and the files re-read on SIGHUP so that a
-//! certificate rotates without a restart.
+//! TLS on the listeners (rustls with ring, the provider tonic and reqwest already build): certificates and
+//! keys from PEM files, optional mutual TLS on the admin listener, TLS on the delivery-receipt listener, and the
+//! files re-read on SIGHUP so that a certificate rotates without a restart.
 //!
-//! Each TLS listener runs its own accept loop: every connection's handshake is a task of its own with a timeout,
-//! so a slow or hostile client holds one permit of [`MAX_PENDING_HANDSHAKES`], never the loop. A finished
+//! Each TLS listener runs its own accept loop: a connection first takes a place in the listener's connection
+//! caps (`crate::listen`), then one of its address's `--max-handshakes-per-address`, and its handshake is a task
+//! of its own with a timeout, so a slow or hostile client holds its own places, never the loop. A finished
 //! handshake yields a `tokio_rustls` stream, for which tonic's `Connected` reports the TCP peer, so
 //! `Request::remote_addr` (and the per-IP limits built on it) sees the same address as without TLS.
 //! Reloading swaps the whole `rustls::ServerConfig` (certificate, key and client CA together); connections
@@ -20,19 +21,22 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Mode};
+use crate::listen::{Guarded, Incoming};
 
-/// Handshakes in progress at once per listener; past it, accepting waits for one to finish or time out.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
-/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// ALPN of the gRPC listeners: gRPC is HTTP/2 only; clients such as grpc-go refuse a TLS server that does not
+/// select h2.
+pub const ALPN_GRPC: &[&[u8]] = &[b"h2"];
+/// ALPN of the delivery-receipt listener: providers post receipts over HTTP/1.1.
+pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
+
 /// Finished handshakes waiting for tonic to pick them up.
 const READY_QUEUE: usize = 64;
 
@@ -57,6 +61,13 @@ pub struct TlsArgs {
     /// certificate asked for.
     #[arg(long, env = "OTPD_ADMIN_CLIENT_CA", global = true)]
     pub admin_client_ca: Option<PathBuf>,
+    /// PEM certificate chain of the delivery-receipt listener (--webhook-listen); with --webhook-tls-key it
+    /// speaks only TLS (HTTP/1.1). Prod mode needs it off loopback. Re-read on SIGHUP. Default: plaintext.
+    #[arg(long, env = "OTPD_WEBHOOK_TLS_CERT", global = true)]
+    pub webhook_tls_cert: Option<PathBuf>,
+    /// PEM private key of --webhook-tls-cert. Re-read on SIGHUP.
+    #[arg(long, env = "OTPD_WEBHOOK_TLS_KEY", global = true)]
+    pub webhook_tls_key: Option<PathBuf>,
     /// Longest TLS handshake; a client that has not finished it by then is disconnected.
     #[arg(long, env = "OTPD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", global = true)]
     pub tls_handshake_timeout: humantime::Duration,
@@ -89,6 +100,8 @@ pub struct TlsSettings {
     pub public: Option<TlsFiles>,
     /// The admin listener's files; None: plaintext.
     pub admin: Option<TlsFiles>,
+    /// The delivery-receipt listener's files; None: plaintext.
+    pub webhook: Option<TlsFiles>,
     /// Longest handshake.
     pub handshake_timeout: Duration,
 }
@@ -115,8 +128,14 @@ fn pair(
 
 impl TlsArgs {
     /// Pairs certificates with keys, applies the admin listener's defaults, and in prod mode refuses a plaintext
-    /// admin listener on any address but loopback (bearer tokens and codes would cross the network in clear).
-    pub fn validate(&self, mode: Mode, admin_listen: SocketAddr) -> Result<TlsSettings, ConfigError> {
+    /// admin listener on any address but loopback (bearer tokens and codes would cross the network in clear), and
+    /// a plaintext webhook listener likewise (NHN's receipt header is a static shared secret).
+    pub fn validate(
+        &self,
+        mode: Mode,
+        admin_listen: SocketAddr,
+        webhook_listen: Option<SocketAddr>,
+    ) -> Result<TlsSettings, ConfigError> {
         let public = pair(("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key))?;
         let admin = pair(("admin-tls-cert", &self.admin_tls_cert), ("admin-tls-key", &self.admin_tls_key))?
             .or_else(|| public.clone());
@@ -140,12 +159,30 @@ impl TlsArgs {
                 ),
             ));
         }
+        let webhook = pair(("webhook-tls-cert", &self.webhook_tls_cert), ("webhook-tls-key", &self.webhook_tls_key))?;
+        match webhook_listen {
+            None if webhook.is_some() => {
+                return Err(invalid("webhook-tls-cert", "there is no webhook listener: give --webhook-listen"));
+            }
+            Some(addr) if mode == Mode::Prod && webhook.is_none() && !addr.ip().to_canonical().is_loopback() => {
+                return Err(invalid(
+                    "webhook-listen",
+                    format!(
+                        "prod mode serves the webhook listener on {addr}, which is not a loopback address, only with \
+                         TLS (NHN's receipt signature is a fixed shared value): give --webhook-tls-cert and \
+                         --webhook-tls-key, or terminate TLS in front of otpd and listen on loopback"
+                    ),
+                ));
+            }
+            _ => {}
+        }
         if self.tls_handshake_timeout.is_zero() {
             return Err(invalid("tls-handshake-timeout", "must be positive"));
         }
         Ok(TlsSettings {
             public: public.map(|(cert, key)| TlsFiles { cert, key, client_ca: None }),
             admin: admin.map(|(cert, key)| TlsFiles { cert, key, client_ca }),
+            webhook: webhook.map(|(cert, key)| TlsFiles { cert, key, client_ca: None }),
             handshake_timeout: *self.tls_handshake_timeout,
         })
     }
@@ -227,8 +264,13 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds a listener's rustls configuration from its files.
+/// Builds a gRPC listener's rustls configuration from its files.
 pub async fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    server_config_with_alpn(files, ALPN_GRPC).await
+}
+
+/// Builds a listener's rustls configuration from its files, offering `alpn`.
+pub async fn server_config_with_alpn(files: &TlsFiles, alpn: &[&[u8]]) -> Result<ServerConfig, TlsError> {
     let chain = certificates(&files.cert).await?;
     let key = private_key(&files.key).await?;
     let builder = ServerConfig::builder_with_provider(provider())
@@ -253,8 +295,7 @@ pub async fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             format!("does not go with the certificate in {} ({e})", files.cert.path.display()),
         )
     })?;
-    // gRPC is HTTP/2 only; clients such as grpc-go refuse a TLS server that does not select h2 by ALPN.
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 
@@ -262,6 +303,7 @@ pub async fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 pub struct ServerTls {
     listener: &'static str,
     files: TlsFiles,
+    alpn: &'static [&'static [u8]],
     current: watch::Sender<Arc<ServerConfig>>,
 }
 
@@ -272,16 +314,20 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// Reads the files of `listener` ("public" or "admin", for the logs).
-    pub async fn load(listener: &'static str, files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let config = server_config(&files).await?;
+    /// Reads the files of `listener` ("public", "admin" or "webhook", for the logs), offering `alpn`.
+    pub async fn load(
+        listener: &'static str,
+        files: TlsFiles,
+        alpn: &'static [&'static [u8]],
+    ) -> Result<Arc<Self>, TlsError> {
+        let config = server_config_with_alpn(&files, alpn).await?;
         tracing::info!(listener, cert = %files.cert.path.display(), mutual = files.client_ca.is_some(), "serving TLS");
-        Ok(Arc::new(Self { listener, files, current: watch::Sender::new(Arc::new(config)) }))
+        Ok(Arc::new(Self { listener, files, alpn, current: watch::Sender::new(Arc::new(config)) }))
     }
 
     /// Re-reads the files; on any error the configuration in use stays.
     pub async fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.files).await?;
+        let config = server_config_with_alpn(&self.files, self.alpn).await?;
         self.current.send_replace(Arc::new(config));
         Ok(())
     }
@@ -290,95 +336,105 @@ impl ServerTls {
         TlsAcceptor::from(Arc::clone(&self.current.borrow()))
     }
 
-    /// The TLS connections of `listener`, handshaken concurrently, until `shutdown` or until the stream is
-    /// dropped.
+    /// The TLS connections admitted on `incoming`, handshaken concurrently, until `shutdown` or until the stream
+    /// is dropped.
     pub fn incoming(
         self: &Arc<Self>,
-        listener: TcpListener,
+        incoming: Incoming,
         handshake_timeout: Duration,
         shutdown: CancellationToken,
-    ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    ) -> ReceiverStream<std::io::Result<Guarded<TlsStream<TcpStream>>>> {
         let (ready, stream) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(Arc::clone(self).accept_loop(listener, handshake_timeout, shutdown, ready));
+        tokio::spawn(Arc::clone(self).accept_loop(incoming, handshake_timeout, shutdown, ready));
         ReceiverStream::new(stream)
     }
 
     async fn accept_loop(
         self: Arc<Self>,
-        listener: TcpListener,
+        mut incoming: Incoming,
         handshake_timeout: Duration,
         shutdown: CancellationToken,
-        ready: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+        ready: mpsc::Sender<std::io::Result<Guarded<TlsStream<TcpStream>>>>,
     ) {
-        let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
         loop {
-            let permit = tokio::select! {
+            // Admission (the listener's and the address's caps) happens in `poll_admitted`: a connection over a
+            // cap is closed there, and accepting goes on at once.
+            let (tcp, peer, mut permit) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = ready.closed() => break,
-                permit = Arc::clone(&pending).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_closed) => break,
-                },
+                admitted = std::future::poll_fn(|cx| incoming.poll_admitted(cx)) => admitted,
             };
-            let (tcp, peer) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = ready.closed() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(listener = self.listener, %error, "accepting a connection failed");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                        continue;
-                    }
-                },
-            };
+            if !permit.start_handshake() {
+                continue;
+            }
             let acceptor = self.acceptor();
             let (ready, shutdown, listener) = (ready.clone(), shutdown.clone(), self.listener);
             tokio::spawn(async move {
-                let _permit = permit;
-                // Small gRPC frames should leave at once, as tonic's own listener does.
-                let _ = tcp.set_nodelay(true);
                 let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
                 let stream = tokio::select! {
                     () = shutdown.cancelled() => return,
                     done = handshake => done,
                 };
+                permit.end_handshake();
                 match stream {
                     Ok(Ok(stream)) => {
-                        let _ = ready.send(Ok(stream)).await;
+                        let _ = ready.send(Ok(Guarded::new(stream, permit))).await;
                     }
                     // Scanners and misconfigured clients are routine: not worth more than debug.
                     Ok(Err(error)) => tracing::debug!(listener, %peer, %error, "TLS handshake failed"),
-                    Err(_elapsed) => tracing::debug!(listener, %peer, "TLS handshake timed out"),
+                    Err(_elapsed) => {
+                        permit.handshake_timed_out();
+                        tracing::debug!(listener, %peer, "TLS handshake timed out");
+                    }
                 }
             });
         }
     }
 }
 
-/// Loads the TLS of both listeners (None where a listener is plaintext).
-pub async fn load(settings: &TlsSettings) -> Result<(Option<Arc<ServerTls>>, Option<Arc<ServerTls>>), TlsError> {
-    let public = match &settings.public {
-        Some(files) => Some(ServerTls::load("public", files.clone()).await?),
-        None => None,
-    };
-    let admin = match &settings.admin {
-        Some(files) => Some(ServerTls::load("admin", files.clone()).await?),
-        None => None,
-    };
-    Ok((public, admin))
+/// The TLS of each listener (None where a listener is plaintext).
+#[derive(Debug, Default, Clone)]
+pub struct Loaded {
+    /// The public listener's.
+    pub public: Option<Arc<ServerTls>>,
+    /// The admin listener's.
+    pub admin: Option<Arc<ServerTls>>,
+    /// The delivery-receipt listener's.
+    pub webhook: Option<Arc<ServerTls>>,
 }
 
-/// Re-reads every listener's files on each SIGHUP until `shutdown`. The handler is installed before this
-/// returns, so a SIGHUP sent once the listeners answer never falls back to the default action (exit). Without
-/// any TLS listener nothing is installed and SIGHUP keeps its default.
+impl Loaded {
+    /// Every TLS listener.
+    pub fn all(&self) -> Vec<Arc<ServerTls>> {
+        [&self.public, &self.admin, &self.webhook].into_iter().flatten().cloned().collect()
+    }
+}
+
+/// Loads the TLS of every listener.
+pub async fn load(settings: &TlsSettings) -> Result<Loaded, TlsError> {
+    let one = |listener, files: &Option<TlsFiles>, alpn| {
+        let files = files.clone();
+        async move {
+            match files {
+                Some(files) => ServerTls::load(listener, files, alpn).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    };
+    Ok(Loaded {
+        public: one("public", &settings.public, ALPN_GRPC).await?,
+        admin: one("admin", &settings.admin, ALPN_GRPC).await?,
+        webhook: one("webhook", &settings.webhook, ALPN_HTTP1).await?,
+    })
+}
+
+/// Re-reads every TLS listener's files on each SIGHUP until `shutdown`, and logs what was reloaded (or that
+/// nothing is reloadable). The handler is installed before this returns, and always, with TLS or without: a
+/// SIGHUP (`systemctl reload`) must never meet the default action, which ends the process without a drain.
 pub fn reload_on_sighup(
     listeners: Vec<Arc<ServerTls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
-    if listeners.is_empty() {
-        return Ok(None);
-    }
     #[cfg(unix)]
     {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -388,13 +444,17 @@ pub fn reload_on_sighup(
                     () = shutdown.cancelled() => break,
                     signal = hangup.recv() => if signal.is_none() { break },
                 }
-                reload_all(&listeners).await;
+                if listeners.is_empty() {
+                    tracing::info!("SIGHUP: nothing to reload (no listener serves TLS)");
+                } else {
+                    reload_all(&listeners).await;
+                }
             }
         })))
     }
     #[cfg(not(unix))]
     {
-        let _ = shutdown;
+        let _ = (listeners, shutdown);
         Ok(None)
     }
 }
@@ -404,7 +464,7 @@ pub async fn reload_all(listeners: &[Arc<ServerTls>]) {
     for tls in listeners {
         match tls.reload().await {
             Ok(()) => tracing::info!(listener = tls.listener, cert = %tls.files.cert.path.display(),
-                "TLS certificate reloaded"),
+                key = %tls.files.key.path.display(), "SIGHUP: TLS certificate reloaded"),
             Err(error) => tracing::error!(listener = tls.listener, %error,
                 "TLS reload failed; still serving the previous certificate"),
         }
@@ -420,7 +480,7 @@ mod tests {
         let mut argv = vec!["otpd"];
         argv.extend_from_slice(args);
         let settings = crate::config::Cli::try_parse_from(argv).unwrap().settings;
-        settings.tls.validate(settings.mode, settings.admin_listen)
+        settings.tls.validate(settings.mode, settings.admin_listen, settings.delivery.webhook_listen)
     }
 
     fn file(setting: &'static str, path: &str) -> PemFile {
@@ -430,7 +490,7 @@ mod tests {
     #[test]
     fn plaintext_by_default() {
         let tls = validate(&[]).unwrap();
-        assert_eq!((tls.public, tls.admin), (None, None));
+        assert_eq!((tls.public, tls.admin, tls.webhook), (None, None, None));
         assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
     }
 
@@ -457,6 +517,8 @@ mod tests {
             (&["--admin-tls-key", "a.key"], "admin-tls-cert"),
             (&["--admin-client-ca", "ca.crt"], "admin-client-ca"),
             (&["--tls-handshake-timeout", "0s"], "tls-handshake-timeout"),
+            (&["--webhook-tls-cert", "w.crt"], "webhook-tls-key"),
+            (&["--webhook-tls-cert", "w.crt", "--webhook-tls-key", "w.key"], "webhook-tls-cert"),
         ] {
             assert_eq!(validate(args).unwrap_err().setting, setting, "{args:?}");
         }
@@ -482,6 +544,40 @@ mod tests {
         assert!(with(&["--admin-listen", "0.0.0.0:50052", "--admin-tls-cert", "c", "--admin-tls-key", "k"]).is_ok());
         // Dev mode allows it.
         assert!(validate(&["--admin-listen", "0.0.0.0:50052"]).is_ok());
+    }
+
+    #[test]
+    fn prod_refuses_a_plaintext_webhook_listener_off_loopback() {
+        let prod = [
+            "--mode",
+            "prod",
+            "--sms-gateway",
+            "http:https://sms.example/send",
+            "--pepper",
+            "0123456789abcdef",
+            "--receipt-hmac-key",
+            "0123456789abcdef0123",
+        ];
+        let with = |extra: &[&'static str]| {
+            let mut args = prod.to_vec();
+            args.extend_from_slice(extra);
+            crate::config::Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
+        };
+        for webhook in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
+            let error = with(&["--webhook-listen", webhook]).unwrap_err();
+            assert_eq!(error.setting, "webhook-listen", "{error}");
+            assert!(error.to_string().contains("--webhook-tls-cert"), "{error}");
+        }
+        assert!(with(&["--webhook-listen", "127.0.0.1:8080"]).is_ok());
+        let config =
+            with(&["--webhook-listen", "0.0.0.0:8080", "--webhook-tls-cert", "w.crt", "--webhook-tls-key", "w.key"])
+                .unwrap();
+        let webhook = config.tls.webhook.unwrap();
+        assert_eq!((webhook.cert, webhook.key), (file("webhook-tls-cert", "w.crt"), file("webhook-tls-key", "w.key")));
+        // The gRPC listeners' TLS does not cover the webhook listener.
+        let error = with(&["--webhook-listen", "0.0.0.0:8080", "--tls-cert", "c", "--tls-key", "k"]).unwrap_err();
+        assert_eq!(error.setting, "webhook-listen");
+        assert!(validate(&["--webhook-listen", "0.0.0.0:8080", "--receipt-hmac-key", "0123456789abcdef0123"]).is_ok());
     }
 
     #[tokio::test]

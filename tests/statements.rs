@@ -35,8 +35,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
         }
         let mut summary = Summary(String::new());
         event.record(&mut summary);
-        // The health check's ping runs on its own timer, not on behalf of any call.
-        if summary.0 != "SELECT 1" {
+        // The health check's ping runs on its own timer, not on behalf of any call; a PRAGMA is a new pooled
+        // connection's set-up (SQLite's journal mode), whenever the pool happens to open one.
+        if summary.0 != "SELECT 1" && !summary.0.starts_with("PRAGMA") {
             self.0.lock().unwrap().push(summary.0);
         }
     }

@@ -419,6 +419,38 @@ label_enum! {
 }
 
 label_enum! {
+    /// One of otpd's listeners.
+    pub enum ListenerName {
+        /// The public gRPC listener (`--listen`).
+        Public = "public",
+        /// The admin listener (`--admin-listen`).
+        Admin = "admin",
+        /// The delivery-receipt listener (`--webhook-listen`).
+        Webhook = "webhook",
+        /// The Prometheus endpoint (`--metrics-listen`).
+        Metrics = "metrics",
+    }
+}
+
+label_enum! {
+    /// Why otpd closed a connection itself.
+    pub enum ConnectionClose {
+        /// The listener had `--max-connections` open: closed at once.
+        ListenerFull = "listener_full",
+        /// The client's address had `--max-connections-per-address` open: closed at once.
+        AddressFull = "address_full",
+        /// The client's address had `--max-handshakes-per-address` TLS handshakes in progress: closed at once.
+        HandshakesFull = "handshakes_full",
+        /// No finished TLS handshake within `--tls-handshake-timeout`.
+        HandshakeTimeout = "handshake_timeout",
+        /// No whole request head within `--header-timeout`.
+        HeaderTimeout = "header_timeout",
+        /// No new request within `--idle-timeout`.
+        IdleTimeout = "idle_timeout",
+    }
+}
+
+label_enum! {
     /// A store error's kind.
     pub enum DbErrorKind {
         /// No usable database (connection, pool, serialization failure): retryable.
@@ -578,6 +610,15 @@ pub struct HashLabels {
 pub struct HashRefusalLabels {
     /// Why.
     pub reason: HashRefusal,
+}
+
+/// `otpd_connections_closed_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// Which listener.
+    pub listener: ListenerName,
+    /// Why.
+    pub reason: ConnectionClose,
 }
 
 /// `otpd_database_errors_total`.

@@ -24,7 +24,7 @@ use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{Channel, Purpose};
 pub use labels::*;
 pub use rpc::{RpcMetered, RpcMetricsLayer};
-pub use serve::{OPENMETRICS_CONTENT_TYPE, serve};
+pub use serve::{OPENMETRICS_CONTENT_TYPE, router};
 pub use store::metered;
 
 /// OpenTelemetry's recommended boundaries for `rpc.server.call.duration` (and every duration in seconds of the
@@ -68,6 +68,7 @@ pub struct Metrics {
     hash_refusals: Family<HashRefusalLabels, Counter>,
     db_errors: Family<DbErrorLabels, Counter>,
     audit_appends: Family<AuditLabels, Counter>,
+    connections_closed: Family<ConnectionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -107,6 +108,7 @@ impl Metrics {
             hash_refusals: Family::default(),
             db_errors: Family::default(),
             audit_appends: Family::default(),
+            connections_closed: Family::default(),
         };
         metrics.register();
         // The two sides of the conversion exist from the start, so that a ratio is defined at the first scrape.
@@ -200,6 +202,11 @@ impl Metrics {
         r.register("hash_queue_refusals", "Work refused by the hashing queue, by reason", self.hash_refusals.clone());
         r.register("database_errors", "Failed store operations, by operation and kind", self.db_errors.clone());
         r.register("audit_appends", "Audit events appended, by action and outcome", self.audit_appends.clone());
+        r.register(
+            "connections_closed",
+            "Connections otpd closed itself (over a cap, or no request in time), by listener and reason",
+            self.connections_closed.clone(),
+        );
     }
 
     /// The exposition, in OpenMetrics text.
@@ -296,6 +303,11 @@ impl Metrics {
         self.hash_refusals.get_or_create(&HashRefusalLabels { reason }).inc();
     }
 
+    /// A listener closed a connection itself.
+    pub fn connection_closed(&self, listener: ListenerName, reason: ConnectionClose) {
+        self.connections_closed.get_or_create(&ConnectionLabels { listener, reason }).inc();
+    }
+
     /// A store operation failed.
     pub fn db_error(&self, operation: StoreOperation, kind: DbErrorKind) {
         self.db_errors.get_or_create(&DbErrorLabels { operation, kind }).inc();
@@ -336,6 +348,7 @@ mod tests {
         m.hash_refused(HashRefusal::Overloaded);
         m.db_error(StoreOperation::Ping, DbErrorKind::Unavailable);
         m.audit_append(AuditAction::PhoneLocked, AuditOutcome::Granted);
+        m.connection_closed(ListenerName::Webhook, ConnectionClose::HeaderTimeout);
         m
     }
 
@@ -440,7 +453,7 @@ mod tests {
             }
             exposed.insert(queried);
         }
-        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 25);
+        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 26);
         let names = regex::Regex::new(r"\b(?:otpd|rpc_server)_[a-z_]+\b").unwrap();
         for name in names.find_iter(docs).map(|m| m.as_str()) {
             assert!(exposed.contains(name), "docs/operations.md uses {name}, which is not a metric");

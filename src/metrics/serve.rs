@@ -1,5 +1,5 @@
 //! The scrape endpoint: `GET /metrics` answers the exposition in OpenMetrics text; any other path is 404 and any
-//! other method 405 (axum's routing). It serves until shutdown, like the gRPC listeners.
+//! other method 405 (axum's routing).
 
 use std::sync::Arc;
 
@@ -8,18 +8,16 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 
 /// The content type of OpenMetrics text, which Prometheus asks for and prefers.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(scrape)).with_state(metrics);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+/// The scrape endpoint for `metrics` (startup serves it on the admitted connections of its listener, behind the
+/// Host check).
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route("/metrics", get(scrape)).with_state(metrics)
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {

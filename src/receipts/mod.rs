@@ -79,20 +79,27 @@ impl axum::response::IntoResponse for Refusal {
     }
 }
 
-/// Serves the receipt endpoints on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the receipt endpoints on the admitted connections of `listener` (plain or TLS) until `shutdown` is
+/// cancelled, answering only to the names of `hosts`.
+pub async fn serve<S, IO>(
+    listener: crate::listen::StreamListener<S>,
+    hosts: crate::listen::AllowedHosts,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     keys: ReceiptKeys,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let receiver = Receiver { store, clock, keys: Arc::new(keys), seen: Arc::default() };
     let app = axum::Router::new()
         .route("/receipts/nhn", post(nhn_receipt))
         .route("/receipts/http", post(generic_receipt))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(receiver);
+        .with_state(receiver)
+        .layer(crate::listen::HostCheckLayer::new(hosts));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -448,6 +448,19 @@ pub fn process_args(db_url: &str, sms: &Path) -> Vec<String> {
     args
 }
 
+/// The command that runs the `otpd` binary, with at most `descriptors` open files (`ulimit -n`) when given.
+pub fn otpd_command(descriptors: Option<u32>) -> tokio::process::Command {
+    match descriptors {
+        None => tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd")),
+        Some(n) => {
+            // exec: the process (its pid, the signals it gets) is otpd itself, not a shell around it.
+            let mut command = tokio::process::Command::new("bash");
+            command.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_otpd")]);
+            command
+        }
+    }
+}
+
 /// A real `otpd` process.
 pub struct OtpdProcess {
     pub child: tokio::process::Child,
@@ -462,12 +475,23 @@ impl OtpdProcess {
     /// to report SERVING. A port found free can be taken by another test before otpd binds it: then it starts
     /// again on other ports.
     pub async fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_limited(dir, name, args, env, None).await
+    }
+
+    /// As [`Self::start`], with at most `descriptors` open files.
+    pub async fn start_limited(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        descriptors: Option<u32>,
+    ) -> Self {
         for _ in 0..5 {
             let public_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let stdout = dir.join(format!("{name}.stdout"));
             let stderr = dir.join(format!("{name}.stderr"));
-            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+            let child = otpd_command(descriptors)
                 .args(["--listen", &public_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
                 .args(args)
                 .envs(env.iter().copied())

@@ -257,3 +257,71 @@ async fn replayed_older_and_future_receipts_change_nothing() {
     assert_eq!(post(&app, "/receipts/nhn", &nhn_signed, future).await, 400);
     assert_eq!(status(&app, &kim).await.attempts[0].receipt, "delivered");
 }
+
+/// `--webhook-tls-cert`/`--webhook-tls-key`: the receipt listener speaks only TLS (HTTP/1.1), and a signed receipt
+/// posted over it is recorded; plaintext to it gets nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_posted_over_tls_is_recorded() {
+    let provider = FakeProvider::start(vec![], Reply::Accept("msg-1")).await;
+    let gateway = provider.gateway();
+    let certs = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let cert = rcgen::CertificateParams::new(names).unwrap().self_signed(&key).unwrap();
+    let (cert_path, key_path) = (certs.path().join("webhook.crt"), certs.path().join("webhook.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--sms-gateway",
+            &gateway,
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--receipt-hmac-key",
+            HMAC_KEY,
+            "--webhook-tls-cert",
+            cert_path.to_str().unwrap(),
+            "--webhook-tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let now = Utc::now();
+    let ts = now.timestamp().to_string();
+    let delivered = json!({ "message_id": "msg-1", "status": "delivered", "reason": "", "at": now.to_rfc3339() });
+    let delivered = delivered.to_string();
+    let webhook = app.webhook_addr.unwrap();
+
+    let plaintext = reqwest::Client::new()
+        .post(format!("http://{webhook}/receipts/http"))
+        .header("x-otpd-timestamp", &ts)
+        .header("x-otpd-signature", sign(&ts, &delivered))
+        .body(delivered.clone())
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plaintext.is_err() || plaintext.unwrap().status() == 400, "plaintext to the TLS listener");
+    assert_eq!(status(&app, &kim).await.attempts[0].receipt, "");
+
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    // One post only: a receipt seen before is not applied again.
+    for host in ["localhost"] {
+        let response = tls
+            .post(format!("https://{host}:{}/receipts/http", webhook.port()))
+            .header("content-type", "application/json")
+            .header("x-otpd-timestamp", &ts)
+            .header("x-otpd-signature", sign(&ts, &delivered))
+            .body(delivered.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "over TLS to {host}");
+    }
+    assert_eq!(status(&app, &kim).await.attempts[0].receipt, "delivered");
+}

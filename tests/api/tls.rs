@@ -413,15 +413,28 @@ struct TlsProcess {
 impl TlsProcess {
     /// Starts otpd and waits until the admin listener answers SERVING to a client of `ca` holding `client`.
     async fn start(dir: &Path, args: &[String], ca: &str, client: &Pem) -> Self {
+        Self::start_limited(dir, args, &[], ca, client, None).await
+    }
+
+    /// As [`Self::start`], with `env` and at most `descriptors` open files.
+    async fn start_limited(
+        dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        ca: &str,
+        client: &Pem,
+        descriptors: Option<u32>,
+    ) -> Self {
         let db = TestDb::new(Backend::Sqlite, dir).await;
         for attempt in 0..5 {
             let public_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let stderr = dir.join(format!("otpd-{attempt}.stderr"));
-            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+            let child = otpd_command(descriptors)
                 .args(["--listen", &public_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
                 .args(process_args(&db.url, &dir.join("sms.jsonl")))
                 .args(args)
+                .envs(env.iter().copied())
                 .env_remove("RUST_LOG")
                 .env_remove("OTPD_TEST_POSTGRES_URL")
                 .current_dir(dir)
@@ -470,6 +483,40 @@ impl TlsProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// 300 stalled TLS handshakes (connect, send nothing) from one address to the public listener of a process with
+/// 256 descriptors: the admin listener keeps answering, so does the public listener for another address, and
+/// every stalled connection is closed within the handshake timeout. Before the per-address handshake cap, 1,024
+/// handshakes could wait at once and took every descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_starve_no_listener() {
+    use crate::listeners::{DESCRIPTORS, FLOOD, closed_by, flood};
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ServerFiles::write(dir.path(), &pki.server, &pki.ca);
+    let args: Vec<String> = ["--tls-cert", files.cert.to_str().unwrap(), "--tls-key", files.key.to_str().unwrap()]
+        .map(str::to_owned)
+        .into();
+    let handshake_timeout = Duration::from_secs(3);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics_listen = metrics.to_string();
+    let env = [("OTPD_TLS_HANDSHAKE_TIMEOUT", "3s"), ("OTPD_METRICS_LISTEN", metrics_listen.as_str())];
+    let otpd = TlsProcess::start_limited(dir.path(), &args, &env, &pki.ca.pem, &pki.client, Some(DESCRIPTORS)).await;
+
+    let started = tokio::time::Instant::now();
+    let mut stalled = flood("127.0.0.2", otpd.public_addr, FLOOD, b"").await;
+    for (listener, addr) in [("admin", otpd.admin_addr), ("public", otpd.public_addr)] {
+        let health = tokio::time::timeout(Duration::from_secs(2), health_over_tls(addr, &pki.ca.pem, None)).await;
+        assert_eq!(health, Ok(Ok(SERVING)), "the {listener} listener during the flood: {}", otpd.log());
+    }
+    let closed = closed_by(&mut stalled, started + handshake_timeout + Duration::from_secs(3)).await;
+    assert_eq!(closed, FLOOD, "stalled handshakes still open after the handshake timeout");
+    // With 256 descriptors an address may have 6 handshakes in progress: the rest were closed at once.
+    let series = |reason: &str| format!("otpd_connections_closed_total{{listener=\"public\",reason=\"{reason}\"}}");
+    assert_eq!(crate::listeners::sample(metrics, &series("handshakes_full")).await, (FLOOD - 6) as f64);
+    assert_eq!(crate::listeners::sample(metrics, &series("handshake_timeout")).await, 6.0);
+    assert_eq!(health_over_tls(otpd.public_addr, &pki.ca.pem, None).await, Ok(SERVING));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
