@@ -2,6 +2,7 @@
 //! (any number of replicas). Every limit that must hold across replicas is one atomic statement or one
 //! transaction here, never process memory. The same conformance tests run against both.
 
+mod metered;
 mod postgres;
 mod sqlite;
 mod supervision;
@@ -16,6 +17,7 @@ use crate::domain::{
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
+pub use metered::metered;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
@@ -38,6 +40,19 @@ pub enum StoreError {
     /// A row holds a value the code does not know (a newer schema, or manual edits).
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// The error's kind, as `otpd_database_errors_total` counts it.
+    pub fn kind(&self) -> crate::metrics::DbErrorKind {
+        use crate::metrics::DbErrorKind;
+        match self {
+            StoreError::Unavailable(_) => DbErrorKind::Unavailable,
+            StoreError::Query(_) => DbErrorKind::Query,
+            StoreError::Migrate(_) => DbErrorKind::Migrate,
+            StoreError::Corrupt(_) => DbErrorKind::Corrupt,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
