@@ -2,8 +2,10 @@
 //! (any number of replicas). Every limit that must hold across replicas is one atomic statement or one
 //! transaction here, never process memory. The same conformance tests run against both.
 
+mod dialect;
 mod metered;
 mod postgres;
+mod sql;
 mod sqlite;
 mod supervision;
 
@@ -17,8 +19,10 @@ use crate::domain::{
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
+pub use dialect::{Dialect, Statements};
 pub use metered::metered;
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
@@ -64,6 +68,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             sqlx::Error::Database(db) if is_transient(db.as_ref()) => StoreError::Unavailable(e),
+            sqlx::Error::ColumnDecode { source, .. } if source.is::<dialect::CorruptValue>() => {
+                StoreError::Corrupt(source.to_string())
+            }
             _ => StoreError::Query(e),
         }
     }
