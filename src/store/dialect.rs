@@ -2,10 +2,12 @@
 //! the store is written once, generic over `sqlx::Database` (see [`super::SqlStore`]).
 
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Decode, Encode, Pool, Type};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::{Database, Decode, Encode, Type};
 
 /// What one backend does its own way. See the list in `store/mod.rs` for why each item is here.
-pub trait Dialect: Database + Sized {
+pub trait Dialect: Database<Connection: sqlx::migrate::Migrate> + Sized {
     /// The statement that opens a transaction that will write: `BEGIN` (PostgreSQL serialises writers with row
     /// locks) or `BEGIN IMMEDIATE` (SQLite takes its single write lock up front, so writers queue instead of
     /// failing to upgrade a read lock).
@@ -13,16 +15,26 @@ pub trait Dialect: Database + Sized {
     /// The statements whose text differs; every other statement is shared.
     const SQL: Statements;
 
-    /// Applies the backend's migrations (`migrations/{postgres,sqlite}/`).
-    fn migrate(pool: &Pool<Self>) -> Migrating<'_>;
+    /// How a point in time is stored ([`Ts`]): `timestamptz` or integer milliseconds.
+    type Time: Column<Self>;
+    /// How a UUID is stored ([`Uid`]): `uuid` or text.
+    type Uuid: Column<Self>;
+
+    /// A point in time as stored.
+    fn time(at: DateTime<Utc>) -> Self::Time;
+    /// A stored point in time.
+    fn from_time(at: Self::Time) -> Result<DateTime<Utc>, CorruptValue>;
+    /// A UUID as stored.
+    fn uuid(id: uuid::Uuid) -> Self::Uuid;
+    /// A stored UUID.
+    fn from_uuid(id: Self::Uuid) -> Result<uuid::Uuid, CorruptValue>;
+
+    /// The backend's migrations (`migrations/{postgres,sqlite}/`).
+    fn migrator() -> &'static sqlx::migrate::Migrator;
 
     /// Rows a statement changed: sqlx has no backend-independent accessor.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
-
-/// The future of [`Dialect::migrate`].
-pub type Migrating<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send + 'a>>;
 
 /// The statements whose text differs between the backends: a lock only PostgreSQL needs (`None` where SQLite's
 /// write lock, taken by [`Dialect::BEGIN_WRITE`], already serialises), `GREATEST` / `MAX`, `FOR UPDATE SKIP
@@ -67,16 +79,74 @@ pub trait Column<DB: Database>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Deco
 
 impl<DB: Database, T> Column<DB> for T where T: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Send + Sync {}
 
-/// A point in time as the backend stores it: `timestamptz` in PostgreSQL, integer Unix milliseconds in SQLite
-/// (the finest both store exactly). Encoded in `postgres.rs` and `sqlite.rs`.
+/// A value the dialect stores in its own representation ([`StoredBy`]): the operations bind and read
+/// `Db(DateTime<Utc>)` and `Db(Uuid)` alike on both backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ts(pub DateTime<Utc>);
+pub struct Db<T>(pub T);
 
-/// A UUID as the backend stores it: `uuid` in PostgreSQL, hyphenated text in SQLite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Uid(pub uuid::Uuid);
+/// A point in time as the dialect stores it ([`Dialect::Time`]).
+pub type Ts = Db<DateTime<Utc>>;
+
+/// A UUID as the dialect stores it ([`Dialect::Uuid`]).
+pub type Uid = Db<uuid::Uuid>;
 
 /// A stored value the code cannot read (a decode error that becomes [`crate::store::StoreError::Corrupt`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CorruptValue(pub String);
+
+/// A Rust type that each dialect stores in a representation of its own.
+pub trait StoredBy<DB: Dialect>: Sized + Send + Sync {
+    /// The representation.
+    type As: Column<DB>;
+    /// The value as stored.
+    fn to_stored(self) -> Self::As;
+    /// The value a stored one holds.
+    fn from_stored(stored: Self::As) -> Result<Self, CorruptValue>;
+}
+
+impl<DB: Dialect> StoredBy<DB> for DateTime<Utc> {
+    type As = DB::Time;
+
+    fn to_stored(self) -> DB::Time {
+        DB::time(self)
+    }
+
+    fn from_stored(stored: DB::Time) -> Result<Self, CorruptValue> {
+        DB::from_time(stored)
+    }
+}
+
+impl<DB: Dialect> StoredBy<DB> for uuid::Uuid {
+    type As = DB::Uuid;
+
+    fn to_stored(self) -> DB::Uuid {
+        DB::uuid(self)
+    }
+
+    fn from_stored(stored: DB::Uuid) -> Result<Self, CorruptValue> {
+        DB::from_uuid(stored)
+    }
+}
+
+impl<DB: Dialect, T: StoredBy<DB>> Type<DB> for Db<T> {
+    fn type_info() -> DB::TypeInfo {
+        <T::As as Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <T::As as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: Dialect, T: StoredBy<DB> + Copy> Encode<'q, DB> for Db<T> {
+    fn encode_by_ref(&self, buf: &mut DB::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
+        <T::As as Encode<'q, DB>>::encode(self.0.to_stored(), buf)
+    }
+}
+
+impl<'r, DB: Dialect, T: StoredBy<DB>> Decode<'r, DB> for Db<T> {
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self(T::from_stored(<T::As as Decode<'r, DB>>::decode(value)?)?))
+    }
+}

@@ -9,12 +9,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::encode::IsNull;
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgQueryResult, PgTypeInfo, PgValueRef};
-use sqlx::{Decode, Encode, Pool, Postgres, Type};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgQueryResult};
 
-use super::dialect::{Dialect, Migrating, Statements, Ts, Uid};
+use super::dialect::{CorruptValue, Dialect, Statements};
 use super::{SqlStore, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -26,12 +24,7 @@ impl PgStore {
     /// Connects to the database a `postgres://` URL names.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("otpd");
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        Ok(Self::new(pool))
+        Self::open(options, 16, Duration::from_secs(5)).await
     }
 }
 
@@ -82,55 +75,30 @@ impl Dialect for Postgres {
                AND ($5::text IS NULL OR action = $5) AND ($6::bigint IS NULL OR seq < $6)",
     };
 
-    fn migrate(pool: &Pool<Self>) -> Migrating<'_> {
-        Box::pin(MIGRATOR.run(pool))
+    type Time = DateTime<Utc>;
+    type Uuid = uuid::Uuid;
+
+    fn time(at: DateTime<Utc>) -> DateTime<Utc> {
+        at
+    }
+
+    fn from_time(at: DateTime<Utc>) -> Result<DateTime<Utc>, CorruptValue> {
+        Ok(at)
+    }
+
+    fn uuid(id: uuid::Uuid) -> uuid::Uuid {
+        id
+    }
+
+    fn from_uuid(id: uuid::Uuid) -> Result<uuid::Uuid, CorruptValue> {
+        Ok(id)
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
     }
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
-    }
-}
-
-impl Type<Postgres> for Ts {
-    fn type_info() -> PgTypeInfo {
-        <DateTime<Utc> as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <DateTime<Utc> as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl Encode<'_, Postgres> for Ts {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for Ts {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(Self(<DateTime<Utc> as Decode<Postgres>>::decode(value)?))
-    }
-}
-
-impl Type<Postgres> for Uid {
-    fn type_info() -> PgTypeInfo {
-        <uuid::Uuid as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <uuid::Uuid as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl Encode<'_, Postgres> for Uid {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <uuid::Uuid as Encode<Postgres>>::encode_by_ref(&self.0, buf)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for Uid {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(Self(<uuid::Uuid as Decode<Postgres>>::decode(value)?))
     }
 }

@@ -7,16 +7,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::DateTime;
-use sqlx::encode::IsNull;
-use sqlx::error::BoxDynError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous, SqliteTypeInfo,
-    SqliteValueRef,
-};
-use sqlx::{Database, Decode, Encode, Pool, Sqlite, Type};
+use chrono::{DateTime, Utc};
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
 
-use super::dialect::{CorruptValue, Dialect, Migrating, Statements, Ts, Uid};
+use super::dialect::{CorruptValue, Dialect, Statements};
 use super::{SqlStore, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -33,12 +28,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Ok(Self::new(pool))
+        Self::open(options, 8, Duration::from_secs(10)).await
     }
 }
 
@@ -84,57 +74,30 @@ impl Dialect for Sqlite {
                AND ($4 IS NULL OR phone_key = $4) AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR seq < $6)",
     };
 
-    fn migrate(pool: &Pool<Self>) -> Migrating<'_> {
-        Box::pin(MIGRATOR.run(pool))
+    type Time = i64;
+    type Uuid = String;
+
+    fn time(at: DateTime<Utc>) -> i64 {
+        at.timestamp_millis()
+    }
+
+    fn from_time(ms: i64) -> Result<DateTime<Utc>, CorruptValue> {
+        DateTime::from_timestamp_millis(ms).ok_or_else(|| CorruptValue(format!("timestamp {ms}")))
+    }
+
+    fn uuid(id: uuid::Uuid) -> String {
+        id.to_string()
+    }
+
+    fn from_uuid(text: String) -> Result<uuid::Uuid, CorruptValue> {
+        uuid::Uuid::parse_str(&text).map_err(|_| CorruptValue(format!("uuid `{text}`")))
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
     }
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
-    }
-}
-
-impl Type<Sqlite> for Ts {
-    fn type_info() -> SqliteTypeInfo {
-        <i64 as Type<Sqlite>>::type_info()
-    }
-
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <i64 as Type<Sqlite>>::compatible(ty)
-    }
-}
-
-impl<'q> Encode<'q, Sqlite> for Ts {
-    fn encode_by_ref(&self, buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
-        <i64 as Encode<Sqlite>>::encode(self.0.timestamp_millis(), buf)
-    }
-}
-
-impl<'r> Decode<'r, Sqlite> for Ts {
-    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-        let ms = <i64 as Decode<Sqlite>>::decode(value)?;
-        Ok(Self(DateTime::from_timestamp_millis(ms).ok_or_else(|| CorruptValue(format!("timestamp {ms}")))?))
-    }
-}
-
-impl Type<Sqlite> for Uid {
-    fn type_info() -> SqliteTypeInfo {
-        <String as Type<Sqlite>>::type_info()
-    }
-
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <String as Type<Sqlite>>::compatible(ty)
-    }
-}
-
-impl<'q> Encode<'q, Sqlite> for Uid {
-    fn encode_by_ref(&self, buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
-        <String as Encode<Sqlite>>::encode(self.0.to_string(), buf)
-    }
-}
-
-impl<'r> Decode<'r, Sqlite> for Uid {
-    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-        let text = <&str as Decode<Sqlite>>::decode(value)?;
-        Ok(Self(uuid::Uuid::parse_str(text).map_err(|_| CorruptValue(format!("uuid `{text}`")))?))
     }
 }

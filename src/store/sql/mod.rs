@@ -1,20 +1,18 @@
 //! The store's operations, written once for both backends: generic over the sqlx [`Database`], with what differs
 //! taken from its [`Dialect`] (see `store/mod.rs`).
 
-mod delivery;
+mod steps;
 mod supervision;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{ColumnIndex, Database, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type};
 
-use super::dialect::{Column, Dialect, Ts, Uid};
+use super::dialect::{Column, Db, Dialect, Ts, Uid};
 use super::{
-    Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, PURGE_BATCH, Reservation, SendState,
-    Store, StoreResult, count_u32,
+    Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, Reservation, SendState, Store,
+    StoreResult, carried_by, count_u32,
 };
-use crate::domain::{
-    Channel, DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, SendHistory, SendRefusal, SentSms, VerificationId,
-};
+use crate::domain::{DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, SendHistory, SendRefusal, VerificationId};
 
 /// The [`Store`] and [`super::SupervisionStore`] on a pool of `DB`: [`super::PgStore`] or [`super::SqliteStore`].
 #[derive(Debug)]
@@ -29,9 +27,18 @@ impl<DB: Database> Clone for SqlStore<DB> {
 }
 
 impl<DB: Database> SqlStore<DB> {
-    /// The store on `pool`.
-    pub(super) fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+    /// Opens a pool of at most `max_connections`, each waited for at most `acquire_timeout`.
+    pub(super) async fn open(
+        options: <DB::Connection as sqlx::Connection>::Options,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> StoreResult<Self> {
+        let pool = sqlx::pool::PoolOptions::<DB>::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
     }
 
     /// The pool, for tests that inspect the database.
@@ -64,15 +71,13 @@ where
     i32: Column<DB>,
     i64: Column<DB>,
     String: Column<DB>,
-    Ts: Column<DB>,
-    Uid: Column<DB>,
     Option<bool>: Column<DB>,
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
     Option<Ts>: Column<DB>,
 {
     async fn migrate(&self) -> StoreResult<()> {
-        DB::migrate(&self.pool).await?;
+        DB::migrator().run(&self.pool).await?;
         Ok(())
     }
 
@@ -86,8 +91,8 @@ where
         // One statement: the lock in force, the day's SMS, and the newest code of the pending verification.
         let rows: Vec<(String, Option<Ts>, Option<String>)> = sqlx::query_as(DB::SQL.send_history)
             .bind(phone.e164())
-            .bind(Ts(now))
-            .bind(Ts(now - TimeDelta::days(1)))
+            .bind(Db(now))
+            .bind(Db(now - TimeDelta::days(1)))
             .bind(purpose.as_str())
             .fetch_all(&self.pool)
             .await?;
@@ -106,7 +111,7 @@ where
              RETURNING locked_until",
         )
         .bind(phone)
-        .bind(Ts(code.now))
+        .bind(Db(code.now))
         .fetch_one(&mut *tx)
         .await?;
         let history = SendHistory {
@@ -129,8 +134,8 @@ where
             Some((id, expires_at)) if expires_at.0 > code.now => {
                 sqlx::query(DB::SQL.extend_verification)
                     .bind(id)
-                    .bind(Ts(code.expires_at))
-                    .bind(Ts(code.now))
+                    .bind(Db(code.expires_at))
+                    .bind(Db(code.now))
                     .execute(&mut *tx)
                     .await?;
                 VerificationId(id.0)
@@ -147,11 +152,11 @@ where
                     "INSERT INTO verifications (id, phone, purpose, status, created_at, expires_at, last_sent_at)
                      VALUES ($1, $2, $3, 'pending', $4, $5, $4)",
                 )
-                .bind(Uid(id.0))
+                .bind(Db(id.0))
                 .bind(phone)
                 .bind(code.purpose.as_str())
-                .bind(Ts(code.now))
-                .bind(Ts(code.expires_at))
+                .bind(Db(code.now))
+                .bind(Db(code.expires_at))
                 .execute(&mut *tx)
                 .await?;
                 id
@@ -161,12 +166,12 @@ where
             "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
              VALUES ($1, $2, $3, $4, $5, $6, 'pending') RETURNING id",
         )
-        .bind(Uid(verification.0))
+        .bind(Db(verification.0))
         .bind(phone)
         .bind(code.channel.as_str())
         .bind(code.hash.0.as_str())
-        .bind(Ts(code.now))
-        .bind(Ts(code.expires_at))
+        .bind(Db(code.now))
+        .bind(Db(code.expires_at))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -199,7 +204,7 @@ where
             DeliveryOutcome::Failed => {
                 sqlx::query("UPDATE codes SET delivery = 'failed', revoked_at = $2 WHERE id = $1")
                     .bind(code.0)
-                    .bind(Ts(now))
+                    .bind(Db(now))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -259,7 +264,7 @@ where
         )
         .bind(phone.e164())
         .bind(purpose.as_str())
-        .bind(Ts(now))
+        .bind(Db(now))
         .fetch_all(&self.pool)
         .await?;
         let rows = rows.into_iter().map(|(failed, locked_until, pending, channel, hash, approved)| CheckRow {
@@ -290,9 +295,9 @@ where
              RETURNING failed_attempts, locked_until, epoch",
         )
         .bind(phone.e164())
-        .bind(Ts(now))
+        .bind(Db(now))
         .bind(i64::from(policy.max_failed_attempts))
-        .bind(Ts(now + policy.lockout))
+        .bind(Db(now + policy.lockout))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -330,13 +335,13 @@ where
         let consumed = sqlx::query(
             "UPDATE verifications SET status = 'approved', approved_at = $2 WHERE id = $1 AND status = 'pending'",
         )
-        .bind(Uid(verification.0))
-        .bind(Ts(now))
+        .bind(Db(verification.0))
+        .bind(Db(now))
         .execute(&mut *tx)
         .await?;
         if DB::rows_affected(&consumed) != 1 {
             let status: Option<String> = sqlx::query_scalar("SELECT status FROM verifications WHERE id = $1")
-                .bind(Uid(verification.0))
+                .bind(Db(verification.0))
                 .fetch_optional(&mut *tx)
                 .await?;
             return Ok(if status.as_deref() == Some("approved") {
@@ -363,8 +368,8 @@ where
         sqlx::query(DB::SQL.release_attempt)
             .bind(phone.e164())
             .bind(epoch)
-            .bind(locks_until.map(Ts))
-            .bind(Ts(now))
+            .bind(locks_until.map(Db))
+            .bind(Db(now))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -372,12 +377,12 @@ where
 
     async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = begin(&self.pool).await?;
-        let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(Ts(before)).execute(&mut *tx).await?;
+        let codes = sqlx::query("DELETE FROM codes WHERE created_at < $1").bind(Db(before)).execute(&mut *tx).await?;
         let verifications = sqlx::query(
             "DELETE FROM verifications WHERE created_at < $1 AND (status <> 'pending' OR expires_at < $1)
              AND NOT EXISTS (SELECT 1 FROM codes WHERE codes.verification_id = verifications.id)",
         )
-        .bind(Ts(before))
+        .bind(Db(before))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -387,117 +392,43 @@ where
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
     async fn record_attempts(&self, code: CodeId, attempts: &[DeliveryAttempt]) -> StoreResult<()> {
-        self.insert_attempts(code, attempts).await
+        let mut tx = self.pool().begin().await?;
+        for a in attempts {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (code_id, channel, gateway, attempted_at, outcome, provider_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(code.0)
+            .bind(a.channel.as_str())
+            .bind(a.gateway)
+            .bind(Db(a.at))
+            .bind(a.outcome.as_str())
+            .bind(a.provider_id.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE codes SET delivered_by = $2 WHERE id = $1")
+            .bind(code.0)
+            .bind(carried_by(attempts))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(gateway))]
     async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<bool> {
-        self.update_receipt(gateway, provider_id, receipt).await
-    }
-}
-
-impl<DB> SqlStore<DB>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    bool: Column<DB>,
-    i16: Column<DB>,
-    i32: Column<DB>,
-    i64: Column<DB>,
-    String: Column<DB>,
-    Ts: Column<DB>,
-    Uid: Column<DB>,
-    Option<bool>: Column<DB>,
-    Option<i64>: Column<DB>,
-    Option<String>: Column<DB>,
-    Option<Ts>: Column<DB>,
-{
-    /// Deletes, batch by batch, the phone states with nothing to remember (see [`Store::purge`]). An expired
-    /// lock restarts the count, so its failures are nothing to remember either. PostgreSQL skips the rows a
-    /// concurrent purge on another replica holds.
-    async fn forget_idle_numbers(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64> {
-        let mut forgotten = 0;
-        loop {
-            let batch = sqlx::query(DB::SQL.forget_idle_numbers)
-                .bind(Ts(before))
-                .bind(Ts(now))
-                .bind(PURGE_BATCH)
-                .execute(&self.pool)
-                .await?;
-            let batch = DB::rows_affected(&batch);
-            forgotten += batch;
-            if batch < PURGE_BATCH.unsigned_abs() {
-                return Ok(forgotten);
-            }
-        }
-    }
-
-    /// Revokes the codes of `channel` in the verification beyond its newest [`Channel::live_codes`], so that a
-    /// wrong guess is compared with a bounded number of codes however often the number is resent or looked up.
-    async fn trim_live_codes(
-        conn: &mut DB::Connection,
-        verification: VerificationId,
-        channel: Channel,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE codes SET revoked_at = $3
-             WHERE verification_id = $1 AND channel = $2 AND revoked_at IS NULL
-               AND id NOT IN (SELECT id FROM codes WHERE verification_id = $1 AND channel = $2 AND revoked_at IS NULL
-                              ORDER BY id DESC LIMIT $4)",
+        let updated = sqlx::query(
+            "UPDATE delivery_attempts SET receipt = $3, receipt_at = $4, receipt_code = $5
+             WHERE gateway = $1 AND provider_id = $2 AND outcome IN ('accepted', 'unconfirmed')",
         )
-        .bind(Uid(verification.0))
-        .bind(channel.as_str())
-        .bind(Ts(now))
-        .bind(i64::from(channel.live_codes()))
-        .execute(conn)
+        .bind(gateway)
+        .bind(provider_id)
+        .bind(if receipt.delivered { "delivered" } else { "failed" })
+        .bind(Db(receipt.at))
+        .bind(receipt.code.as_deref())
+        .execute(self.pool())
         .await?;
-        Ok(())
-    }
-
-    /// Clears the number's failure count and lock, and bumps its epoch: every reset must, so that releases of
-    /// attempts reserved before it change nothing.
-    async fn reset_count(conn: &mut DB::Connection, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE phone_state SET failed_attempts = 0, locked_until = NULL, epoch = epoch + 1, updated_at = $2
-             WHERE phone = $1",
-        )
-        .bind(phone.e164())
-        .bind(Ts(now))
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-
-    /// The number's lock, if it is still in force at `now`.
-    async fn active_lock(
-        conn: &mut DB::Connection,
-        phone: &PhoneNumber,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<DateTime<Utc>>> {
-        let until: Option<Option<Ts>> =
-            sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone = $1 AND locked_until > $2")
-                .bind(phone.e164())
-                .bind(Ts(now))
-                .fetch_optional(conn)
-                .await?;
-        Ok(until.flatten().map(|at| at.0))
-    }
-
-    /// SMS sent to the number in the 24 hours before `now`.
-    async fn sent_sms(conn: &mut DB::Connection, phone: &PhoneNumber, now: DateTime<Utc>) -> StoreResult<Vec<SentSms>> {
-        let rows: Vec<(Ts, String)> = sqlx::query_as(
-            "SELECT created_at, delivery FROM codes WHERE phone = $1 AND channel = 'sms' AND created_at > $2",
-        )
-        .bind(phone.e164())
-        .bind(Ts(now - TimeDelta::days(1)))
-        .fetch_all(conn)
-        .await?;
-        Ok(rows.into_iter().map(|(at, delivery)| SentSms { at: at.0, failed: delivery == "failed" }).collect())
+        Ok(DB::rows_affected(&updated) > 0)
     }
 }

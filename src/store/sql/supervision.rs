@@ -4,124 +4,21 @@
 //! SQLite's write lock, which `BEGIN IMMEDIATE` already holds.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
+use super::steps::{EVENT_COLUMNS, corrupt};
 use super::{SqlStore, begin};
-use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
-use crate::domain::{Actor, ContactChannel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
-use crate::store::dialect::{AUDIT_LOCK, Column, Dialect, Ts, Uid};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
+use crate::domain::{Actor, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::store::dialect::{Column, Db, Dialect, Ts, Uid};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
-    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus, StoreError,
+    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus,
     StoreResult, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, count_u32,
 };
 
-const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
-                             contact_channel, contact_matched, outcome, detail, prev_hash, hash, chain_link";
-
-fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what} `{value}`"))
-}
-
 fn purpose(s: &str) -> StoreResult<Purpose> {
     Purpose::from_db(s).ok_or_else(|| corrupt("purpose", s))
-}
-
-impl<DB> SqlStore<DB>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'n> &'n str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    bool: Column<DB>,
-    i16: Column<DB>,
-    i32: Column<DB>,
-    i64: Column<DB>,
-    String: Column<DB>,
-    Ts: Column<DB>,
-    Uid: Column<DB>,
-    Option<bool>: Column<DB>,
-    Option<i64>: Column<DB>,
-    Option<String>: Column<DB>,
-    Option<Ts>: Column<DB>,
-{
-    fn event_from_row(row: &DB::Row) -> StoreResult<AuditEvent> {
-        let action: String = row.try_get("action")?;
-        let outcome: String = row.try_get("outcome")?;
-        let channel: Option<String> = row.try_get("contact_channel")?;
-        let link: i16 = row.try_get("chain_link")?;
-        let link = i64::from(link);
-        let contact_channel = match channel {
-            Some(c) => Some(ContactChannel::from_db(&c).ok_or_else(|| corrupt("contact channel", &c))?),
-            None => None,
-        };
-        Ok(AuditEvent {
-            seq: row.try_get("seq")?,
-            event: NewAuditEvent {
-                id: row.try_get::<Uid, _>("id")?.0,
-                at: row.try_get::<Ts, _>("at")?.0,
-                actor_name: row.try_get("actor_name")?,
-                actor_role: row.try_get("actor_role")?,
-                action: AuditAction::from_db(&action).ok_or_else(|| corrupt("audit action", &action))?,
-                phone_masked: row.try_get("phone_masked")?,
-                phone_key: row.try_get("phone_key")?,
-                ticket_id: row.try_get("ticket_id")?,
-                reason: row.try_get("reason")?,
-                contact_channel,
-                contact_matched: row.try_get("contact_matched")?,
-                outcome: AuditOutcome::from_db(&outcome).ok_or_else(|| corrupt("audit outcome", &outcome))?,
-                detail: row.try_get("detail")?,
-            },
-            prev_hash: row.try_get("prev_hash")?,
-            hash: row.try_get("hash")?,
-            link: ChainLink::from_version(link).ok_or_else(|| corrupt("audit chain link", &link.to_string()))?,
-        })
-    }
-
-    /// Takes the lock that serialises appends, where the dialect needs one taken.
-    async fn lock_chain(conn: &mut DB::Connection) -> StoreResult<()> {
-        if let Some(lock) = DB::SQL.lock_audit {
-            sqlx::query(lock).bind(AUDIT_LOCK).execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    /// Appends `event` after the chain's head. The caller's transaction holds the chain lock.
-    async fn append(conn: &mut DB::Connection, event: NewAuditEvent, key: &AuditKey) -> StoreResult<AuditEvent> {
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
-                .await?;
-        let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
-        let sealed = event.seal(seq + 1, &prev, key);
-        let e = &sealed.event;
-        sqlx::query(&format!(
-            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        ))
-        .bind(sealed.seq)
-        .bind(Uid(e.id))
-        .bind(Ts(e.at))
-        .bind(&e.actor_name)
-        .bind(&e.actor_role)
-        .bind(e.action.as_str())
-        .bind(&e.phone_masked)
-        .bind(&e.phone_key)
-        .bind(&e.ticket_id)
-        .bind(&e.reason)
-        .bind(e.contact_channel.map(ContactChannel::as_str))
-        .bind(e.contact_matched)
-        .bind(e.outcome.as_str())
-        .bind(&e.detail)
-        .bind(&sealed.prev_hash)
-        .bind(&sealed.hash)
-        .bind(i16::try_from(sealed.link.version()).unwrap_or(i16::MAX))
-        .execute(&mut *conn)
-        .await?;
-        Ok(sealed)
-    }
 }
 
 #[async_trait::async_trait]
@@ -139,8 +36,6 @@ where
     i32: Column<DB>,
     i64: Column<DB>,
     String: Column<DB>,
-    Ts: Column<DB>,
-    Uid: Column<DB>,
     Option<bool>: Column<DB>,
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
@@ -163,7 +58,7 @@ where
         .bind(name.as_str())
         .bind(role.as_str())
         .bind(token_hash)
-        .bind(Ts(now))
+        .bind(Db(now))
         .execute(&mut *tx)
         .await?;
         if DB::rows_affected(&added) != 1 {
@@ -202,7 +97,7 @@ where
         Self::lock_chain(&mut tx).await?;
         let done = sqlx::query("UPDATE supervisors SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1")
             .bind(name.as_str())
-            .bind(Ts(now))
+            .bind(Db(now))
             .execute(&mut *tx)
             .await?;
         if DB::rows_affected(&done) != 1 {
@@ -268,7 +163,7 @@ where
              AND at > $2 ORDER BY at",
         )
         .bind(&event.actor_name)
-        .bind(Ts(code.now - quota.window))
+        .bind(Db(code.now - quota.window))
         .fetch_all(&mut *tx)
         .await?;
         let max = usize::try_from(quota.max).unwrap_or(usize::MAX);
@@ -292,8 +187,8 @@ where
             return Ok(LookupIssue::Locked { until, event });
         }
         let extended = sqlx::query(DB::SQL.extend_for_lookup)
-            .bind(Uid(verification.0))
-            .bind(Ts(code.expires_at))
+            .bind(Db(verification.0))
+            .bind(Db(code.expires_at))
             .execute(&mut *tx)
             .await?;
         if DB::rows_affected(&extended) != 1 {
@@ -307,12 +202,12 @@ where
             "INSERT INTO codes (verification_id, phone, channel, code_hash, created_at, expires_at, delivery)
              VALUES ($1, $2, $3, $4, $5, $6, 'delivered')",
         )
-        .bind(Uid(verification.0))
+        .bind(Db(verification.0))
         .bind(code.phone.e164())
         .bind(code.channel.as_str())
         .bind(code.hash.0.as_str())
-        .bind(Ts(code.now))
-        .bind(Ts(code.expires_at))
+        .bind(Db(code.now))
+        .bind(Db(code.expires_at))
         .execute(&mut *tx)
         .await?;
         Self::trim_live_codes(&mut tx, verification, code.channel, code.now).await?;
@@ -380,8 +275,8 @@ where
         }
         let (hour, day): (i64, i64) = sqlx::query_as(DB::SQL.sms_counts)
             .bind(phone.e164())
-            .bind(Ts(now - TimeDelta::hours(1)))
-            .bind(Ts(now - TimeDelta::days(1)))
+            .bind(Db(now - TimeDelta::hours(1)))
+            .bind(Db(now - TimeDelta::days(1)))
             .fetch_one(&mut *conn)
             .await?;
         Ok(PhoneStatus {
@@ -424,8 +319,8 @@ where
             "SELECT {EVENT_COLUMNS} FROM audit_events WHERE {} ORDER BY seq DESC LIMIT $7",
             DB::SQL.audit_filter
         ))
-        .bind(filter.since.map(Ts))
-        .bind(filter.until.map(Ts))
+        .bind(filter.since.map(Db))
+        .bind(filter.until.map(Db))
         .bind(&filter.actor)
         .bind(&filter.phone_key)
         .bind(filter.action.map(AuditAction::as_str))
