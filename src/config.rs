@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
+
+pub use crate::setting::{ConfigError, Mode};
 
 use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, Policy, TestNumbers};
 use crate::grpc::client_ip::TrustedProxies;
@@ -49,7 +51,7 @@ pub enum Command {
     },
     /// Ask a running otpd's grpc.health.v1 whether it is SERVING: exit 0 if so, 1 if not (for container and
     /// orchestrator health checks).
-    Healthcheck(crate::healthcheck::HealthcheckArgs),
+    Healthcheck(HealthcheckArgs),
 }
 
 /// `otpd supervisors …`
@@ -85,13 +87,28 @@ pub enum AuditCommand {
     },
 }
 
-/// How strict start-up is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Local development: SQLite, the `log` gateway and a generated pepper are fine.
-    Dev,
-    /// Production: refuses development gateways, a missing pepper and a plaintext admin listener off loopback.
-    Prod,
+/// Which of otpd's listeners to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Listener {
+    /// The public listener (`--listen`).
+    Public,
+    /// The admin listener (`--admin-listen`).
+    Admin,
+}
+
+/// `otpd healthcheck` options; the address comes from `--listen` / `--admin-listen` (or their `OTPD_*`
+/// variables), so the probe reads the same configuration as the service it checks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Which listener to ask.
+    #[arg(long, value_enum, default_value = "public")]
+    pub listener: Listener,
+    /// The service to ask about: "" (the whole server), otp.v1.OtpService or otp.v1.SupervisorService.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up (and report unhealthy) after this long.
+    #[arg(long, default_value = "3s")]
+    pub timeout: humantime::Duration,
 }
 
 /// Every setting, as given.
@@ -361,16 +378,6 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The message template and provider credentials.
     pub delivery: crate::sms::DeliveryConfig,
-}
-
-/// A setting is invalid.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid setting --{setting}: {message}")]
-pub struct ConfigError {
-    /// The flag's name.
-    pub setting: &'static str,
-    /// What is wrong.
-    pub message: String,
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -775,5 +782,112 @@ mod tests {
         let config = settings(&["--code-ttl", "90s", "--lockout", "1h 30m"]).validate().unwrap();
         assert_eq!(config.policy.code_ttl, chrono::TimeDelta::seconds(90));
         assert_eq!(config.policy.lockout, chrono::TimeDelta::minutes(90));
+    }
+
+    // The TLS flags as the command line gives them (src/tls.rs validates them).
+    fn validate_tls(args: &[&str]) -> Result<crate::tls::TlsSettings, ConfigError> {
+        let mut argv = vec!["otpd"];
+        argv.extend_from_slice(args);
+        let settings = Cli::try_parse_from(argv).unwrap().settings;
+        settings.tls.validate(settings.mode, settings.admin_listen, settings.delivery.webhook_listen)
+    }
+
+    fn file(setting: &'static str, path: &str) -> crate::tls::PemFile {
+        crate::tls::PemFile { setting, path: path.into() }
+    }
+
+    #[test]
+    fn plaintext_by_default() {
+        let tls = validate_tls(&[]).unwrap();
+        assert_eq!((tls.public, tls.admin, tls.webhook), (None, None, None));
+        assert_eq!(tls.handshake_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_admin_listener_defaults_to_the_public_pair_and_may_have_its_own() {
+        let tls = validate_tls(&["--tls-cert", "p.crt", "--tls-key", "p.key", "--admin-client-ca", "ca.crt"]).unwrap();
+        let public = tls.public.unwrap();
+        assert_eq!((public.cert, public.key.clone()), (file("tls-cert", "p.crt"), file("tls-key", "p.key")));
+        let admin = tls.admin.unwrap();
+        assert_eq!(admin.key, public.key);
+        assert_eq!(admin.client_ca, Some(file("admin-client-ca", "ca.crt")));
+
+        let tls = validate_tls(&["--admin-tls-cert", "a.crt", "--admin-tls-key", "a.key"]).unwrap();
+        assert_eq!(tls.public, None);
+        assert_eq!(tls.admin.unwrap().cert, file("admin-tls-cert", "a.crt"));
+    }
+
+    #[test]
+    fn half_a_pair_and_mutual_tls_without_tls_are_errors_naming_the_setting() {
+        for (args, setting) in [
+            (&["--tls-cert", "p.crt"][..], "tls-key"),
+            (&["--tls-key", "p.key"], "tls-cert"),
+            (&["--tls-cert", "p.crt", "--tls-key", "p.key", "--admin-tls-cert", "a.crt"], "admin-tls-key"),
+            (&["--admin-tls-key", "a.key"], "admin-tls-cert"),
+            (&["--admin-client-ca", "ca.crt"], "admin-client-ca"),
+            (&["--tls-handshake-timeout", "0s"], "tls-handshake-timeout"),
+            (&["--webhook-tls-cert", "w.crt"], "webhook-tls-key"),
+            (&["--webhook-tls-cert", "w.crt", "--webhook-tls-key", "w.key"], "webhook-tls-cert"),
+        ] {
+            assert_eq!(validate_tls(args).unwrap_err().setting, setting, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn prod_refuses_a_plaintext_admin_listener_off_loopback() {
+        let prod = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
+        let with = |extra: &[&'static str]| {
+            let mut args = prod.to_vec();
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
+        };
+        for admin in ["0.0.0.0:50052", "10.1.2.3:50052", "[::]:50052"] {
+            let error = with(&["--admin-listen", admin]).unwrap_err();
+            assert_eq!(error.setting, "admin-listen");
+            assert!(error.to_string().contains("TLS"), "{error}");
+        }
+        // Loopback stays allowed in clear, and TLS (either pair) lifts the refusal.
+        assert!(with(&["--admin-listen", "127.0.0.1:50052"]).is_ok());
+        assert!(with(&["--admin-listen", "[::1]:50052"]).is_ok());
+        assert!(with(&["--admin-listen", "0.0.0.0:50052", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
+        assert!(with(&["--admin-listen", "0.0.0.0:50052", "--admin-tls-cert", "c", "--admin-tls-key", "k"]).is_ok());
+        // Dev mode allows it.
+        assert!(validate_tls(&["--admin-listen", "0.0.0.0:50052"]).is_ok());
+    }
+
+    #[test]
+    fn prod_refuses_a_plaintext_webhook_listener_off_loopback() {
+        let prod = [
+            "--mode",
+            "prod",
+            "--sms-gateway",
+            "http:https://sms.example/send",
+            "--pepper",
+            "0123456789abcdef",
+            "--receipt-hmac-key",
+            "0123456789abcdef0123",
+        ];
+        let with = |extra: &[&'static str]| {
+            let mut args = prod.to_vec();
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
+        };
+        for webhook in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
+            let error = with(&["--webhook-listen", webhook]).unwrap_err();
+            assert_eq!(error.setting, "webhook-listen", "{error}");
+            assert!(error.to_string().contains("--webhook-tls-cert"), "{error}");
+        }
+        assert!(with(&["--webhook-listen", "127.0.0.1:8080"]).is_ok());
+        let config =
+            with(&["--webhook-listen", "0.0.0.0:8080", "--webhook-tls-cert", "w.crt", "--webhook-tls-key", "w.key"])
+                .unwrap();
+        let webhook = config.tls.webhook.unwrap();
+        assert_eq!((webhook.cert, webhook.key), (file("webhook-tls-cert", "w.crt"), file("webhook-tls-key", "w.key")));
+        // The gRPC listeners' TLS does not cover the webhook listener.
+        let error = with(&["--webhook-listen", "0.0.0.0:8080", "--tls-cert", "c", "--tls-key", "k"]).unwrap_err();
+        assert_eq!(error.setting, "webhook-listen");
+        assert!(
+            validate_tls(&["--webhook-listen", "0.0.0.0:8080", "--receipt-hmac-key", "0123456789abcdef0123"]).is_ok()
+        );
     }
 }

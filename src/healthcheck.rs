@@ -24,32 +24,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+pub use crate::config::{HealthcheckArgs, Listener};
+
 use crate::config::Config;
 use crate::tls::PemFile;
-
-/// Which of otpd's listeners to ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Listener {
-    /// The public listener (`--listen`).
-    Public,
-    /// The admin listener (`--admin-listen`).
-    Admin,
-}
-
-/// `otpd healthcheck` options; the address comes from `--listen` / `--admin-listen` (or their `OTPD_*`
-/// variables), so the probe reads the same configuration as the service it checks.
-#[derive(Debug, Clone, clap::Args)]
-pub struct HealthcheckArgs {
-    /// Which listener to ask.
-    #[arg(long, value_enum, default_value = "public")]
-    pub listener: Listener,
-    /// The service to ask about: "" (the whole server), otp.v1.OtpService or otp.v1.SupervisorService.
-    #[arg(long, default_value = "")]
-    pub service: String,
-    /// Give up (and report unhealthy) after this long.
-    #[arg(long, default_value = "3s")]
-    pub timeout: humantime::Duration,
-}
 
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,7 +75,7 @@ impl Application {
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let stores = crate::store::connect(&config.database_url).await.context("connecting to the database")?;
-        let stores = crate::metrics::metered(stores, Arc::clone(&metrics));
+        let stores = crate::store::metered(stores, Arc::clone(&metrics));
         if config.migrate_on_start {
             stores.verification.migrate().await.context("migrating the database")?;
         }

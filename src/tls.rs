@@ -28,8 +28,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Mode};
 use crate::listen::{Guarded, Incoming};
+use crate::setting::{ConfigError, Mode};
 
 /// ALPN of the gRPC listeners: gRPC is HTTP/2 only; clients such as grpc-go refuse a TLS server that does not
 /// select h2.
@@ -474,111 +474,6 @@ pub async fn reload_all(listeners: &[Arc<ServerTls>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn validate(args: &[&str]) -> Result<TlsSettings, ConfigError> {
-        let mut argv = vec!["otpd"];
-        argv.extend_from_slice(args);
-        let settings = crate::config::Cli::try_parse_from(argv).unwrap().settings;
-        settings.tls.validate(settings.mode, settings.admin_listen, settings.delivery.webhook_listen)
-    }
-
-    fn file(setting: &'static str, path: &str) -> PemFile {
-        PemFile { setting, path: path.into() }
-    }
-
-    #[test]
-    fn plaintext_by_default() {
-        let tls = validate(&[]).unwrap();
-        assert_eq!((tls.public, tls.admin, tls.webhook), (None, None, None));
-        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn the_admin_listener_defaults_to_the_public_pair_and_may_have_its_own() {
-        let tls = validate(&["--tls-cert", "p.crt", "--tls-key", "p.key", "--admin-client-ca", "ca.crt"]).unwrap();
-        let public = tls.public.unwrap();
-        assert_eq!((public.cert, public.key.clone()), (file("tls-cert", "p.crt"), file("tls-key", "p.key")));
-        let admin = tls.admin.unwrap();
-        assert_eq!(admin.key, public.key);
-        assert_eq!(admin.client_ca, Some(file("admin-client-ca", "ca.crt")));
-
-        let tls = validate(&["--admin-tls-cert", "a.crt", "--admin-tls-key", "a.key"]).unwrap();
-        assert_eq!(tls.public, None);
-        assert_eq!(tls.admin.unwrap().cert, file("admin-tls-cert", "a.crt"));
-    }
-
-    #[test]
-    fn half_a_pair_and_mutual_tls_without_tls_are_errors_naming_the_setting() {
-        for (args, setting) in [
-            (&["--tls-cert", "p.crt"][..], "tls-key"),
-            (&["--tls-key", "p.key"], "tls-cert"),
-            (&["--tls-cert", "p.crt", "--tls-key", "p.key", "--admin-tls-cert", "a.crt"], "admin-tls-key"),
-            (&["--admin-tls-key", "a.key"], "admin-tls-cert"),
-            (&["--admin-client-ca", "ca.crt"], "admin-client-ca"),
-            (&["--tls-handshake-timeout", "0s"], "tls-handshake-timeout"),
-            (&["--webhook-tls-cert", "w.crt"], "webhook-tls-key"),
-            (&["--webhook-tls-cert", "w.crt", "--webhook-tls-key", "w.key"], "webhook-tls-cert"),
-        ] {
-            assert_eq!(validate(args).unwrap_err().setting, setting, "{args:?}");
-        }
-    }
-
-    #[test]
-    fn prod_refuses_a_plaintext_admin_listener_off_loopback() {
-        let prod = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
-        let with = |extra: &[&'static str]| {
-            let mut args = prod.to_vec();
-            args.extend_from_slice(extra);
-            crate::config::Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
-        };
-        for admin in ["0.0.0.0:50052", "10.1.2.3:50052", "[::]:50052"] {
-            let error = with(&["--admin-listen", admin]).unwrap_err();
-            assert_eq!(error.setting, "admin-listen");
-            assert!(error.to_string().contains("TLS"), "{error}");
-        }
-        // Loopback stays allowed in clear, and TLS (either pair) lifts the refusal.
-        assert!(with(&["--admin-listen", "127.0.0.1:50052"]).is_ok());
-        assert!(with(&["--admin-listen", "[::1]:50052"]).is_ok());
-        assert!(with(&["--admin-listen", "0.0.0.0:50052", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
-        assert!(with(&["--admin-listen", "0.0.0.0:50052", "--admin-tls-cert", "c", "--admin-tls-key", "k"]).is_ok());
-        // Dev mode allows it.
-        assert!(validate(&["--admin-listen", "0.0.0.0:50052"]).is_ok());
-    }
-
-    #[test]
-    fn prod_refuses_a_plaintext_webhook_listener_off_loopback() {
-        let prod = [
-            "--mode",
-            "prod",
-            "--sms-gateway",
-            "http:https://sms.example/send",
-            "--pepper",
-            "0123456789abcdef",
-            "--receipt-hmac-key",
-            "0123456789abcdef0123",
-        ];
-        let with = |extra: &[&'static str]| {
-            let mut args = prod.to_vec();
-            args.extend_from_slice(extra);
-            crate::config::Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
-        };
-        for webhook in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
-            let error = with(&["--webhook-listen", webhook]).unwrap_err();
-            assert_eq!(error.setting, "webhook-listen", "{error}");
-            assert!(error.to_string().contains("--webhook-tls-cert"), "{error}");
-        }
-        assert!(with(&["--webhook-listen", "127.0.0.1:8080"]).is_ok());
-        let config =
-            with(&["--webhook-listen", "0.0.0.0:8080", "--webhook-tls-cert", "w.crt", "--webhook-tls-key", "w.key"])
-                .unwrap();
-        let webhook = config.tls.webhook.unwrap();
-        assert_eq!((webhook.cert, webhook.key), (file("webhook-tls-cert", "w.crt"), file("webhook-tls-key", "w.key")));
-        // The gRPC listeners' TLS does not cover the webhook listener.
-        let error = with(&["--webhook-listen", "0.0.0.0:8080", "--tls-cert", "c", "--tls-key", "k"]).unwrap_err();
-        assert_eq!(error.setting, "webhook-listen");
-        assert!(validate(&["--webhook-listen", "0.0.0.0:8080", "--receipt-hmac-key", "0123456789abcdef0123"]).is_ok());
-    }
 
     #[tokio::test]
     async fn unreadable_and_unparsable_files_are_errors_naming_setting_and_file() {

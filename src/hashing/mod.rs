@@ -609,4 +609,39 @@ mod tests {
         assert!(Pepper::new(vec![0; 15]).is_err());
         assert!(Pepper::new(vec![0; 16]).is_ok());
     }
+
+    #[tokio::test]
+    async fn the_hashing_queue_reports_its_depth_refusals_and_work() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let pepper = Pepper::new(b"metrics-test-pepper-0123".to_vec()).unwrap();
+        let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let hasher =
+            CodeHasher::new(pepper, params, 1, QueueLimit::Fixed(2)).unwrap().with_metrics(Arc::clone(&metrics));
+        let hasher = hasher.with_admission_wait(Duration::ZERO);
+        let admit = |deadline| hasher.admit(Work::Send, None, deadline);
+        assert_eq!(metrics.sample("otpd_hash_queue_limit"), Some(2.0));
+        let first = admit(None).await.unwrap();
+        let second = admit(None).await.unwrap();
+        assert!(admit(None).await.is_err());
+        assert_eq!(metrics.sample("otpd_hash_queue_depth"), Some(2.0));
+        assert_eq!(metrics.sample("otpd_hash_queue_refusals_total{reason=\"overloaded\"}"), Some(1.0));
+
+        let code = crate::domain::OtpCode::generate(crate::domain::CodeLength::default());
+        hasher.hash(first, &code, None).await.unwrap();
+        drop(second);
+        let past = admit(Some(tokio::time::Instant::now())).await.unwrap();
+        assert!(hasher.hash(past, &code, None).await.is_err(), "its deadline has passed");
+        let refusals = "otpd_hash_queue_refusals_total{reason=\"deadline_passed_in_queue\"}";
+        assert_eq!(metrics.sample(refusals), Some(1.0));
+        assert_eq!(metrics.sample("otpd_hash_duration_seconds_count{operation=\"hash\"}"), Some(1.0));
+        assert_eq!(metrics.sample("otpd_hash_queue_wait_seconds_count"), Some(1.0));
+        // The worker gives its place back once it is idle again.
+        for _ in 0..1000 {
+            if metrics.sample("otpd_hash_queue_depth") == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(metrics.sample("otpd_hash_queue_depth"), Some(0.0));
+    }
 }

@@ -392,4 +392,35 @@ mod tests {
         limits.cleanup();
         assert_eq!(limits.tracked_keys(), 0);
     }
+
+    #[test]
+    fn every_front_line_limit_counts_its_refusals() {
+        let one = Limit { rate: Rate::new(1, Duration::from_secs(3600)), burst: 1 };
+        let settings = LimitSettings {
+            send_per_ip: one,
+            verify_per_ip: one,
+            sms_per_prefix: one,
+            prefix_digits: 7,
+            global_sms: one,
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
+        let limits = FrontLimits::new(&settings, clock).with_metrics(Arc::clone(&metrics));
+        let ip = Some("192.0.2.1".parse().unwrap());
+        let countries = crate::domain::AllowedCountries::default();
+        let phone = |n: &str| crate::domain::PhoneNumber::parse(n, &countries).unwrap();
+        for _ in 0..3 {
+            let _ = limits.check_send_client(ip);
+            let _ = limits.check_verify(ip);
+        }
+        assert!(limits.check_send_destination(&phone("010-1234-5678")).is_ok());
+        assert!(limits.check_send_destination(&phone("010-1234-5679")).is_err(), "the same prefix");
+        assert!(limits.check_send_destination(&phone("010-9999-5678")).is_err(), "another prefix, the replica's rate");
+        for (limit, n) in
+            [("send_client_ip", 2.0), ("verify_client_ip", 2.0), ("destination_prefix", 1.0), ("global_sms", 1.0)]
+        {
+            let series = format!("otpd_front_line_refusals_total{{limit=\"{limit}\"}}");
+            assert_eq!(metrics.sample(&series), Some(n), "{series}");
+        }
+    }
 }

@@ -9,7 +9,7 @@
 //!
 //! An admitted connection is a [`Guarded`] stream ([`io`]): it must deliver a whole request head within
 //! `--header-timeout`, and then a new one at least every `--idle-timeout`, or it is closed. TLS handshakes in
-//! progress are also capped per address (`--max-handshakes-per-address`, in `crate::tls`).
+//! progress are also capped per address (`--max-handshakes-per-address`, applied by the TLS listeners).
 //!
 //! [`host`] answers `421 Misdirected Request` to a `Host` the listener does not serve (DNS rebinding).
 
@@ -460,9 +460,16 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// The connection flags alone, as `otpd` flattens them into its settings.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        listen: ListenArgs,
+    }
+
     fn validate(args: &[&str], limit: Option<u64>) -> Result<ListenSettings, SettingError> {
         let argv = std::iter::once("otpd").chain(args.iter().copied());
-        crate::config::Cli::try_parse_from(argv).unwrap().settings.listen_limits.validate(limit)
+        Flags::try_parse_from(argv).unwrap().listen.validate(limit)
     }
 
     #[test]

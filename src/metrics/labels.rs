@@ -7,10 +7,6 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 
 use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{Channel, Purpose};
-use crate::hashing::HashError;
-use crate::service::{SendOutcome, ServiceError, VerifyOutcome};
-use crate::sms::{Delivery, SmsError};
-use crate::store::StoreError;
 
 /// An enum whose values are label values, with every value listed in `ALL`.
 macro_rules! label_enum {
@@ -182,27 +178,6 @@ label_enum! {
     }
 }
 
-impl SendResult {
-    /// The result of a SendCode that decided nothing more precise itself.
-    pub fn of(result: &Result<SendOutcome, ServiceError>) -> Self {
-        match result {
-            Ok(_) => Self::Delivered,
-            Err(error) => match error {
-                ServiceError::DeliveryUnconfirmed => Self::Unconfirmed,
-                ServiceError::SmsDeliveryFailed { .. } => Self::Failed,
-                ServiceError::PhoneLocked { .. } => Self::Locked,
-                ServiceError::ResendCooldown { .. } => Self::Cooldown,
-                ServiceError::SendLimit { .. } => Self::SendLimit,
-                ServiceError::RateLimited { .. } => Self::RateLimited,
-                ServiceError::SimMismatch => Self::SimMismatch,
-                ServiceError::DeadlineTooShort { .. } => Self::DeadlineTooShort,
-                ServiceError::Hash(HashError::Overloaded | HashError::CallerGone) => Self::Overloaded,
-                _ => Self::Error,
-            },
-        }
-    }
-}
-
 label_enum! {
     /// What a VerifyCode that reached the service came to.
     pub enum VerifyResult {
@@ -222,22 +197,6 @@ label_enum! {
         Overloaded = "overloaded",
         /// The database, hashing or the service failed.
         Error = "error",
-    }
-}
-
-impl VerifyResult {
-    /// The result of a VerifyCode.
-    pub fn of(result: &Result<VerifyOutcome, ServiceError>) -> Self {
-        match result {
-            Ok(VerifyOutcome::Approved { .. }) => Self::Approved,
-            Ok(VerifyOutcome::WrongCode { .. }) => Self::WrongCode,
-            Ok(VerifyOutcome::Expired { .. }) => Self::Expired,
-            Err(ServiceError::PhoneLocked { .. }) => Self::Locked,
-            Err(ServiceError::NoPendingVerification) => Self::NoPendingVerification,
-            Err(ServiceError::AlreadyVerified) => Self::AlreadyVerified,
-            Err(ServiceError::Hash(HashError::Overloaded | HashError::CallerGone)) => Self::Overloaded,
-            Err(_) => Self::Error,
-        }
     }
 }
 
@@ -306,27 +265,6 @@ label_enum! {
     }
 }
 
-impl SupervisorOutcome {
-    /// The outcome of a call that ended with `error`, or was granted.
-    pub fn of(error: Option<&ServiceError>) -> Self {
-        let Some(error) = error else { return Self::Granted };
-        match error {
-            ServiceError::InvalidArgument(_) => Self::InvalidArgument,
-            ServiceError::Unauthenticated => Self::Unauthenticated,
-            ServiceError::SupervisorDisabled => Self::SupervisorDisabled,
-            ServiceError::WrongRole => Self::RoleNotAllowed,
-            ServiceError::ThirdPartyNumber => Self::ThirdPartyNumber,
-            ServiceError::NoRecentSend => Self::NoPendingVerification,
-            ServiceError::LookupLocked { .. } => Self::PhoneLocked,
-            ServiceError::LookupQuota { .. } => Self::LookupQuota,
-            ServiceError::AuditUnavailable => Self::AuditUnavailable,
-            ServiceError::Hash(HashError::Overloaded | HashError::CallerGone) => Self::Overloaded,
-            ServiceError::Store(StoreError::Unavailable(_)) => Self::Unavailable,
-            _ => Self::Error,
-        }
-    }
-}
-
 label_enum! {
     /// What one HTTP request to the SMS provider came to.
     pub enum GatewayAttempt {
@@ -354,21 +292,6 @@ label_enum! {
         NotSent = "not_sent",
         /// Handed over, not confirmed before the caller's deadline.
         Unconfirmed = "unconfirmed",
-    }
-}
-
-impl GatewayFailure {
-    /// Why a delivery over the channels failed, or None if it was accepted. A gateway that overran its deadline
-    /// is reported by the channel loop as unavailable.
-    pub fn of_delivery(sent: &Result<Delivery, SmsError>) -> Option<Self> {
-        match sent {
-            Ok(_) => None,
-            Err(SmsError::Unavailable(_)) => Some(Self::Unavailable),
-            Err(SmsError::Rejected(_)) => Some(Self::Rejected),
-            Err(SmsError::CircuitOpen { .. }) => Some(Self::CircuitOpen),
-            Err(SmsError::NotSent(_)) => Some(Self::NotSent),
-            Err(SmsError::Unconfirmed(_)) => Some(Self::Unconfirmed),
-        }
     }
 }
 
@@ -461,18 +384,6 @@ label_enum! {
         Migrate = "migrate",
         /// A row held a value the code does not know.
         Corrupt = "corrupt",
-    }
-}
-
-impl DbErrorKind {
-    /// The kind of `error`.
-    pub fn of(error: &StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(_) => Self::Unavailable,
-            StoreError::Query(_) => Self::Query,
-            StoreError::Migrate(_) => Self::Migrate,
-            StoreError::Corrupt(_) => Self::Corrupt,
-        }
     }
 }
 

@@ -10,7 +10,6 @@
 pub mod labels;
 mod rpc;
 mod serve;
-mod store;
 
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ use crate::domain::{Channel, Purpose};
 pub use labels::*;
 pub use rpc::{RpcMetered, RpcMetricsLayer};
 pub use serve::{OPENMETRICS_CONTENT_TYPE, router};
-pub use store::metered;
 
 /// OpenTelemetry's recommended boundaries for `rpc.server.call.duration` (and every duration in seconds of the
 /// semantic conventions), seconds.
@@ -320,9 +318,17 @@ impl Metrics {
 }
 
 #[cfg(test)]
+impl Metrics {
+    /// The value of the sample `series` (name and labels as encoded), for the tests of the modules that count.
+    pub(crate) fn sample(&self, series: &str) -> Option<f64> {
+        let text = self.encode().ok()?;
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::sync::Arc;
 
     use super::*;
     use crate::domain::audit::{AuditAction, AuditOutcome};
@@ -350,80 +356,6 @@ mod tests {
         m.audit_append(AuditAction::PhoneLocked, AuditOutcome::Granted);
         m.connection_closed(ListenerName::Webhook, ConnectionClose::HeaderTimeout);
         m
-    }
-
-    /// The value of the sample `series` (name and labels as encoded).
-    fn sample(m: &Metrics, series: &str) -> Option<f64> {
-        let text = m.encode().unwrap();
-        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    #[test]
-    fn every_front_line_limit_counts_its_refusals() {
-        use crate::limits::{FrontLimits, Limit, LimitSettings, Rate};
-        let one = Limit { rate: Rate::new(1, Duration::from_secs(3600)), burst: 1 };
-        let settings = LimitSettings {
-            send_per_ip: one,
-            verify_per_ip: one,
-            sms_per_prefix: one,
-            prefix_digits: 7,
-            global_sms: one,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
-        let limits = FrontLimits::new(&settings, clock).with_metrics(Arc::clone(&metrics));
-        let ip = Some("192.0.2.1".parse().unwrap());
-        let countries = crate::domain::AllowedCountries::default();
-        let phone = |n: &str| crate::domain::PhoneNumber::parse(n, &countries).unwrap();
-        for _ in 0..3 {
-            let _ = limits.check_send_client(ip);
-            let _ = limits.check_verify(ip);
-        }
-        assert!(limits.check_send_destination(&phone("010-1234-5678")).is_ok());
-        assert!(limits.check_send_destination(&phone("010-1234-5679")).is_err(), "the same prefix");
-        assert!(limits.check_send_destination(&phone("010-9999-5678")).is_err(), "another prefix, the replica's rate");
-        for (limit, n) in
-            [("send_client_ip", 2.0), ("verify_client_ip", 2.0), ("destination_prefix", 1.0), ("global_sms", 1.0)]
-        {
-            let series = format!("otpd_front_line_refusals_total{{limit=\"{limit}\"}}");
-            assert_eq!(sample(&metrics, &series), Some(n), "{series}");
-        }
-    }
-
-    #[tokio::test]
-    async fn the_hashing_queue_reports_its_depth_refusals_and_work() {
-        use crate::hashing::{Argon2Params, CodeHasher, Pepper, QueueLimit};
-        let metrics = Arc::new(Metrics::new());
-        let pepper = Pepper::new(b"metrics-test-pepper-0123".to_vec()).unwrap();
-        let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
-        let hasher =
-            CodeHasher::new(pepper, params, 1, QueueLimit::Fixed(2)).unwrap().with_metrics(Arc::clone(&metrics));
-        let hasher = hasher.with_admission_wait(std::time::Duration::ZERO);
-        let admit = |deadline| hasher.admit(crate::hashing::Work::Send, None, deadline);
-        assert_eq!(sample(&metrics, "otpd_hash_queue_limit"), Some(2.0));
-        let first = admit(None).await.unwrap();
-        let second = admit(None).await.unwrap();
-        assert!(admit(None).await.is_err());
-        assert_eq!(sample(&metrics, "otpd_hash_queue_depth"), Some(2.0));
-        assert_eq!(sample(&metrics, "otpd_hash_queue_refusals_total{reason=\"overloaded\"}"), Some(1.0));
-
-        let code = crate::domain::OtpCode::generate(crate::domain::CodeLength::default());
-        hasher.hash(first, &code, None).await.unwrap();
-        drop(second);
-        let past = admit(Some(tokio::time::Instant::now())).await.unwrap();
-        assert!(hasher.hash(past, &code, None).await.is_err(), "its deadline has passed");
-        let refusals = "otpd_hash_queue_refusals_total{reason=\"deadline_passed_in_queue\"}";
-        assert_eq!(sample(&metrics, refusals), Some(1.0));
-        assert_eq!(sample(&metrics, "otpd_hash_duration_seconds_count{operation=\"hash\"}"), Some(1.0));
-        assert_eq!(sample(&metrics, "otpd_hash_queue_wait_seconds_count"), Some(1.0));
-        // The worker gives its place back once it is idle again.
-        for _ in 0..1000 {
-            if sample(&metrics, "otpd_hash_queue_depth") == Some(0.0) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(sample(&metrics, "otpd_hash_queue_depth"), Some(0.0));
     }
 
     #[test]

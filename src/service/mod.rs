@@ -3,12 +3,14 @@
 
 mod delivery;
 mod error;
+mod labels;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{
@@ -19,7 +21,6 @@ use crate::limits::FrontLimits;
 use crate::metrics::{GatewayFailure, Metrics, SendResult, VerifyResult};
 use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
 use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
-use crate::supervision::AuditLog;
 
 pub use delivery::Channels;
 use error::until;

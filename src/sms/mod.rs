@@ -238,6 +238,22 @@ impl fmt::Display for GatewayConfig {
     }
 }
 
+/// The label of a failed delivery (here rather than in `metrics`, which sits below the flows).
+impl crate::metrics::GatewayFailure {
+    /// Why a delivery over the channels failed, or None if it was accepted. A gateway that overran its deadline
+    /// is reported by the channel loop as unavailable.
+    pub fn of_delivery(sent: &Result<Delivery, SmsError>) -> Option<Self> {
+        match sent {
+            Ok(_) => None,
+            Err(SmsError::Unavailable(_)) => Some(Self::Unavailable),
+            Err(SmsError::Rejected(_)) => Some(Self::Rejected),
+            Err(SmsError::CircuitOpen { .. }) => Some(Self::CircuitOpen),
+            Err(SmsError::NotSent(_)) => Some(Self::NotSent),
+            Err(SmsError::Unconfirmed(_)) => Some(Self::Unconfirmed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,41 @@
 //! Persistence. Two backends behind one [`Store`] trait: SQLite (embedded default, one instance) and PostgreSQL
 //! (any number of replicas). Every limit that must hold across replicas is one atomic statement or one
 //! transaction here, never process memory. The same conformance tests run against both.
+//!
+//! ## One store, two dialects
+//! Every operation is written once, in `sql/`, generic over the sqlx [`sqlx::Database`]: [`SqlStore<DB>`] is the
+//! [`Store`] and the [`SupervisionStore`]; [`PgStore`] and [`SqliteStore`] are `SqlStore<Postgres>` and
+//! `SqlStore<Sqlite>`. Row mapping, binding, transactions and the statements' order are shared; so is the SQL text
+//! wherever both backends accept it. `postgres.rs` and `sqlite.rs` hold only connection options and their
+//! [`Dialect`], which holds what really differs, and nothing else:
+//!
+//! - `BEGIN_WRITE`: how a writing transaction opens. SQLite needs `BEGIN IMMEDIATE` (take the single write lock
+//!   up front, so concurrent writers queue instead of failing to upgrade a read lock); PostgreSQL a plain `BEGIN`,
+//!   as it serialises with row locks.
+//! - `SQL` ([`Statements`]): the statements whose text differs, each binding the same parameters in the same
+//!   order: the locks only PostgreSQL takes (`SELECT … FOR UPDATE` on the number's row before an approval, a
+//!   withdrawal, a lookup or an unlock; `pg_advisory_xact_lock` before an audit append; `FOR UPDATE SKIP LOCKED`
+//!   in the purge), `None` or absent in SQLite, whose write lock already serialises; `GREATEST` / `MAX`;
+//!   `COUNT(*) FILTER` / `SUM`; and PostgreSQL's casts where it cannot type a bare `$n IS NULL` or a `UNION` of
+//!   literals. A statement not listed there is shared.
+//! - `Time` / `Uuid` with their conversions: how a timestamp (`timestamptz`; SQLite integer milliseconds, the
+//!   finest both store exactly) and a UUID (`uuid`; SQLite text) are stored. Operations bind and read them as
+//!   `Db(DateTime<Utc>)` / `Db(Uuid)` (`Ts`, `Uid`), encoded once through these associated types. The upsert
+//!   (`ON CONFLICT … DO UPDATE … RETURNING`) and `$1` placeholders are the same in both, so they are not here.
+//! - `migrator()`: the backend's migrations (`migrations/{postgres,sqlite}/`).
+//! - `rows_affected()`: sqlx's query results have no backend-independent accessor for it.
+//!
+//! The sqlx bounds the generic code needs (an executor on `&mut DB::Connection`, arguments, row indexes, and
+//! each column type's `Type`/`Encode`/`Decode`) are one `where` clause on each of the three generic impls
+//! (`Store`, `SupervisionStore`, and the shared steps): Rust implies a trait's supertraits and its associated
+//! types' bounds, but not its other `where` clauses (rust-lang/rust#20671), so they cannot live in `Dialect`
+//! itself; `Column` names one type's part. A new table adds its operations to `sql/` once, and its SQL text to
+//! `Statements` only where a dialect needs its own.
 
+mod dialect;
+mod metered;
 mod postgres;
+mod sql;
 mod sqlite;
 mod supervision;
 
@@ -16,7 +49,10 @@ use crate::domain::{
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
+pub use dialect::{Dialect, Statements};
+pub use metered::metered;
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
     AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
@@ -40,6 +76,19 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The error's kind, as `otpd_database_errors_total` counts it.
+    pub fn kind(&self) -> crate::metrics::DbErrorKind {
+        use crate::metrics::DbErrorKind;
+        match self {
+            StoreError::Unavailable(_) => DbErrorKind::Unavailable,
+            StoreError::Query(_) => DbErrorKind::Query,
+            StoreError::Migrate(_) => DbErrorKind::Migrate,
+            StoreError::Corrupt(_) => DbErrorKind::Corrupt,
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
@@ -49,6 +98,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             sqlx::Error::Database(db) if is_transient(db.as_ref()) => StoreError::Unavailable(e),
+            sqlx::Error::ColumnDecode { source, .. } if source.is::<dialect::CorruptValue>() => {
+                StoreError::Corrupt(source.to_string())
+            }
             _ => StoreError::Query(e),
         }
     }

@@ -2,7 +2,6 @@
 //! status, unlock and the audit log. Every call by an authenticated supervisor is audited, granted or denied;
 //! a code leaves the service only after its granted event is stored in the same transaction as the code.
 
-mod audit_log;
 pub mod token;
 
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use crate::metrics::{Metrics, SendResult, SupervisorAction, SupervisorOutcome};
 use crate::service::ServiceError;
 use crate::store::{AuditFilter, LookupIssue, LookupQuota, NewCode, PhoneStatus, SupervisionStore, Unlocked};
 
-pub use audit_log::{AuditLog, trace};
+pub use crate::audit::{AuditLog, trace};
 
 /// What a lookup is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

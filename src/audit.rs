@@ -1,4 +1,5 @@
-//! Appending to the audit log: builds events with the number masked and keyed, stores them sealed with the audit
+//! Appending to the audit log (below both the flows that write it, `service` for lockouts and `supervision` for
+//! the team leads' calls): builds events with the number masked and keyed, stores them sealed with the audit
 //! key, and publishes each one's sequence and seal on the `audit` tracing target, outside the database, where an
 //! operator keeps them to detect a cut-off tail (`otpd audit verify --expect-head`).
 

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{DbErrorKind, Metrics, StoreOperation as Op};
-use crate::domain::audit::{AuditEvent, AuditKey, NewAuditEvent};
-use crate::domain::{
-    DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, Role, SendRefusal, SupervisorName, VerificationId,
-};
-use crate::store::{
+use super::{
     Approval, AuditFilter, CheckState, CodeId, DeliveryOutcome, IssuedCode, LookupIssue, LookupQuota, LookupTarget,
     NewCode, PhoneStatus, Reservation, SendState, Store, StoreResult, Stores, SupervisionStore, SupervisorRecord,
     TokenHolder, Unlocked,
 };
+use crate::domain::audit::{AuditEvent, AuditKey, NewAuditEvent};
+use crate::domain::{
+    DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, Role, SendRefusal, SupervisorName, VerificationId,
+};
+use crate::metrics::{Metrics, StoreOperation as Op};
 
 /// Both faces of `stores`, counting into `metrics`.
 pub fn metered(stores: Stores, metrics: Arc<Metrics>) -> Stores {
@@ -31,7 +31,7 @@ struct Metered {
 impl Metered {
     fn seen<T>(&self, operation: Op, result: StoreResult<T>) -> StoreResult<T> {
         if let Err(error) = &result {
-            self.metrics.db_error(operation, DbErrorKind::of(error));
+            self.metrics.db_error(operation, error.kind());
         }
         result
     }
