@@ -247,7 +247,9 @@ impl VerificationService {
             }
         };
         let delivered = outcome != DeliveryOutcome::Failed;
-        if let Err(error) = this.store.record_delivery(issued.code_id, outcome, this.clock.now()).await {
+        // The outcome and each channel's attempt in one transaction.
+        let recorded = this.store.record_delivery(issued.code_id, outcome, &attempts, this.clock.now()).await;
+        if let Err(error) = recorded {
             // A delivered SMS stays valid even if its receipt is lost; a failed one must be revoked, so that
             // failure is the caller's too.
             tracing::error!(error = %crate::telemetry::ErrorChain(&error), delivered, "recording SMS delivery failed");
@@ -255,7 +257,6 @@ impl VerificationService {
                 return Err(error.into());
             }
         }
-        self.record_attempts(issued.code_id, &attempts).await;
         if !delivered {
             *verdict = Some(SendResult::Failed);
             return Err(ServiceError::SmsDeliveryFailed { retry_after: DELIVERY_RETRY_AFTER });
@@ -290,7 +291,7 @@ impl VerificationService {
         let this = &self.inner;
         if let Err(error) = this.store.withdraw_code(code).await {
             tracing::error!(error = %crate::telemetry::ErrorChain(&error), "could not withdraw a code; revoking it");
-            this.store.record_delivery(code, DeliveryOutcome::Failed, this.clock.now()).await?;
+            this.store.record_delivery(code, DeliveryOutcome::Failed, &[], this.clock.now()).await?;
         }
         Ok(())
     }

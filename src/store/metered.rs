@@ -59,8 +59,14 @@ impl Store for Metered {
         self.seen(Op::IssueCode, self.verification.issue_code(code, policy).await)
     }
 
-    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
-        self.seen(Op::RecordDelivery, self.verification.record_delivery(code, outcome, now).await)
+    async fn record_delivery(
+        &self,
+        code: CodeId,
+        outcome: DeliveryOutcome,
+        attempts: &[DeliveryAttempt],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.seen(Op::RecordDelivery, self.verification.record_delivery(code, outcome, attempts, now).await)
     }
 
     async fn withdraw_code(&self, code: CodeId) -> StoreResult<()> {

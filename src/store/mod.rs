@@ -319,7 +319,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records what the gateway did with a code's SMS. A failure revokes the code; a delivery revokes the
     /// verification's SMS codes beyond the newest [`Channel::live_codes`].
-    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
+    ///
+    /// In the same transaction, records each channel's attempt (`attempts`, in order) and, from the accepted one,
+    /// the channel that carried the code: one commit for the send's whole outcome.
+    async fn record_delivery(
+        &self,
+        code: CodeId,
+        outcome: DeliveryOutcome,
+        attempts: &[DeliveryAttempt],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     /// Takes back a code whose SMS was never handed to the provider, as if the send had not happened: the code
     /// row is deleted (so it counts toward no cap), and its verification is deleted if it has no other code or
@@ -363,7 +372,9 @@ pub trait Store: Send + Sync + 'static {
     /// skip rather than wait for. Returns the rows deleted.
     async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
 
-    /// Records each channel's attempt to carry a code and, from the accepted one, the channel that carried it.
+    /// Records each channel's attempt to carry a code and, from the accepted one, the channel that carried it,
+    /// for a send whose delivery is not recorded (handed over but unconfirmed); [`Store::record_delivery`] records
+    /// the attempts of every other send with its outcome.
     async fn record_attempts(&self, code: CodeId, attempts: &[DeliveryAttempt]) -> StoreResult<()>;
 
     /// Applies a carrier's receipt to the accepted attempt `gateway` knows as `provider_id`, unless the result

@@ -158,8 +158,11 @@ async fn failed_delivery_revokes_the_code_but_counts_toward_caps(backend: Backen
     let t0 = now();
     let a = issue(&*store, Purpose::Login, t0, 1).await;
     let b = issue(&*store, Purpose::Login, t0, 2).await;
-    store.record_delivery(a.code_id, DeliveryOutcome::Failed, t0).await.unwrap();
-    store.record_delivery(b.code_id, DeliveryOutcome::Delivered { message_id: Some("m-1".into()) }, t0).await.unwrap();
+    store.record_delivery(a.code_id, DeliveryOutcome::Failed, &[], t0).await.unwrap();
+    store
+        .record_delivery(b.code_id, DeliveryOutcome::Delivered { message_id: Some("m-1".into()) }, &[], t0)
+        .await
+        .unwrap();
     let state = store.check_state(&phone(), Purpose::Login, t0).await.unwrap();
     assert_eq!(state.pending.unwrap().live_codes, vec![CodeHash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$2".into())]);
     let history = store.send_history(&phone(), Purpose::Login, t0).await.unwrap().history;

@@ -187,16 +187,24 @@ where
     }
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
-    async fn record_delivery(&self, code: CodeId, outcome: DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn record_delivery(
+        &self,
+        code: CodeId,
+        outcome: DeliveryOutcome,
+        attempts: &[DeliveryAttempt],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let mut tx = begin(&self.pool).await?;
+        let carried_by = carried_by(attempts);
         match outcome {
             DeliveryOutcome::Delivered { message_id } => {
                 let delivered: Option<(Uid, String)> = sqlx::query_as(
-                    "UPDATE codes SET delivery = 'delivered', provider_message_id = $2 WHERE id = $1
+                    "UPDATE codes SET delivery = 'delivered', provider_message_id = $2, delivered_by = $3 WHERE id = $1
                      RETURNING verification_id, channel",
                 )
                 .bind(code.0)
                 .bind(message_id)
+                .bind(carried_by)
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some((verification, channel)) = delivered {
@@ -205,13 +213,15 @@ where
                 }
             }
             DeliveryOutcome::Failed => {
-                sqlx::query("UPDATE codes SET delivery = 'failed', revoked_at = $2 WHERE id = $1")
+                sqlx::query("UPDATE codes SET delivery = 'failed', revoked_at = $2, delivered_by = $3 WHERE id = $1")
                     .bind(code.0)
                     .bind(Db(now))
+                    .bind(carried_by)
                     .execute(&mut *tx)
                     .await?;
             }
         }
+        Self::insert_attempts(&mut tx, code, attempts).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -396,20 +406,7 @@ where
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
     async fn record_attempts(&self, code: CodeId, attempts: &[DeliveryAttempt]) -> StoreResult<()> {
         let mut tx = self.pool().begin().await?;
-        for a in attempts {
-            sqlx::query(
-                "INSERT INTO delivery_attempts (code_id, channel, gateway, attempted_at, outcome, provider_id)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(code.0)
-            .bind(a.channel.as_str())
-            .bind(a.gateway)
-            .bind(Db(a.at))
-            .bind(a.outcome.as_str())
-            .bind(a.provider_id.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
+        Self::insert_attempts(&mut tx, code, attempts).await?;
         sqlx::query("UPDATE codes SET delivered_by = $2 WHERE id = $1")
             .bind(code.0)
             .bind(carried_by(attempts))

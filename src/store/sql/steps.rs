@@ -80,6 +80,29 @@ where
         Ok(())
     }
 
+    /// Records each channel's attempt to carry `code`, in order.
+    pub(super) async fn insert_attempts(
+        conn: &mut DB::Connection,
+        code: crate::store::CodeId,
+        attempts: &[crate::domain::DeliveryAttempt],
+    ) -> StoreResult<()> {
+        for a in attempts {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (code_id, channel, gateway, attempted_at, outcome, provider_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(code.0)
+            .bind(a.channel.as_str())
+            .bind(a.gateway)
+            .bind(Db(a.at))
+            .bind(a.outcome.as_str())
+            .bind(a.provider_id.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Clears the number's failure count and lock, and bumps its epoch: every reset must, so that releases of
     /// attempts reserved before it change nothing.
     pub(super) async fn reset_count(
