@@ -232,7 +232,8 @@ pub struct Settings {
     /// SMS per number per rolling day.
     #[arg(long, env = "OTPD_MAX_SENDS_PER_DAY", default_value_t = 10, global = true)]
     pub max_sends_per_day: u32,
-    /// argon2 computations run at once (0: one per core).
+    /// argon2 computations run at once (0: from the container: the cgroup CPU quota, else the CPUs available,
+    /// bounded by the cgroup memory limit at argon2 memory + 1 MiB per worker; see docs/operations.md).
     #[arg(long, env = "OTPD_HASH_WORKERS", default_value_t = 0, global = true)]
     pub hash_workers: usize,
     /// Longest hashing queue (computations waiting or running); past it calls are refused OVERLOADED at once.
@@ -331,8 +332,8 @@ pub struct Config {
     pub policy: Policy,
     /// Hash cost.
     pub argon2: Argon2Params,
-    /// argon2 computations at once.
-    pub hash_workers: usize,
+    /// argon2 computations at once, and why that many.
+    pub hash_workers: crate::hashing::sizing::Sizing,
     /// The hashing queue's bound.
     pub hash_queue: QueueLimit,
     /// How long a call waits for a place in a full hashing queue.
@@ -538,6 +539,10 @@ impl Settings {
                 return Err(invalid(setting, "must be at least 1"));
             }
         }
+        let hash_workers = match self.hash_workers {
+            0 => crate::hashing::sizing::from_container(argon2.memory_kib),
+            n => crate::hashing::sizing::Sizing { workers: n, reason: "--hash-workers".to_owned() },
+        };
         Ok(Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -561,10 +566,7 @@ impl Settings {
                 max_sends_per_day: self.max_sends_per_day,
             },
             argon2,
-            hash_workers: match self.hash_workers {
-                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-                n => n,
-            },
+            hash_workers,
             hash_queue: match self.hash_queue {
                 0 => QueueLimit::Delay(*self.hash_queue_delay),
                 n => QueueLimit::Fixed(n),

@@ -80,7 +80,8 @@ impl Application {
             stores.verification.migrate().await.context("migrating the database")?;
         }
         let Keys { pepper, audit_key } = load_keys(&config).await?;
-        let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers, config.hash_queue)
+        tracing::info!(workers = config.hash_workers.workers, reason = %config.hash_workers.reason, "hashing workers chosen");
+        let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers.workers, config.hash_queue)
             .map_err(anyhow::Error::msg)?
             .with_admission_wait(config.hash_admission_wait)
             .with_metrics(Arc::clone(&metrics));
