@@ -112,6 +112,10 @@ pub struct Settings {
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
     pub database_url: String,
+    /// Accept `sslmode=require` (encrypted, but the server's certificate is not checked) for a PostgreSQL off
+    /// loopback in prod mode, where otherwise only `sslmode=verify-full` is accepted.
+    #[arg(long, env = "OTPD_DATABASE_TLS_REQUIRE_ACKNOWLEDGED", global = true)]
+    pub database_tls_require_acknowledged: bool,
     /// SMS gateway: `log` (prints to stdout; dev only), `file:PATH` (JSON lines; dev only), `http:URL` or a bare
     /// `https://…` URL (a provider's HTTP API, docs/sms-gateway.md), `nhn-sms`, `sens` or `solapi` (each
     /// optionally `:BASE_URL`). Prod mode refuses plain `http://` to a host that is not loopback. Read as text
@@ -386,6 +390,13 @@ impl Settings {
     /// Checks every setting and resolves the pepper source.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         crate::store::validate_url(&self.database_url).map_err(|m| invalid("database-url", m))?;
+        if self.mode == Mode::Prod && !self.database_url.starts_with("sqlite:") {
+            let refusal =
+                crate::store::PgStore::prod_tls_refusal(&self.database_url, self.database_tls_require_acknowledged);
+            if let Some(message) = refusal {
+                return Err(invalid("database-url", message));
+            }
+        }
         let sms_gateway: GatewayConfig = self.sms_gateway.trim().parse().map_err(|m| invalid("sms-gateway", m))?;
         if self.mode == Mode::Prod && sms_gateway.is_dev_only() {
             return Err(invalid(
@@ -736,6 +747,36 @@ mod tests {
         }
         prod(&[&alimtalk[..], &["--alimtalk-gateway", "nhn-alimtalk:http://127.0.0.1:9"]].concat()).unwrap();
         settings(&["--sms-gateway", "http://sms.example/send"]).validate().unwrap();
+    }
+
+    #[test]
+    fn prod_refuses_postgres_off_loopback_without_verify_full() {
+        let gateway = ["--sms-gateway", "https://sms.example/send", "--database-url"];
+        let db = |url: &'static str| [&gateway[..], &[url]].concat();
+        for url in [
+            "postgres://otpd:SECRET-PW@db.example/otpd",
+            "postgres://otpd@db.example/otpd?sslmode=prefer",
+            "postgres://otpd@10.0.0.5/otpd?sslmode=disable",
+            "postgres://otpd@db.example/otpd?sslmode=require",
+            "postgres://otpd@db.example/otpd?sslmode=verify-ca",
+        ] {
+            let e = prod(&db(url)).unwrap_err();
+            assert_eq!(e.setting, "database-url", "{url}");
+            assert!(e.message.contains("verify-full"), "{e}");
+            assert!(!e.to_string().contains("SECRET-PW"), "{e}");
+        }
+        prod(&db("postgres://otpd@db.example/otpd?sslmode=verify-full&sslrootcert=/etc/otpd/db-ca.pem")).unwrap();
+        // require: encrypted but unchecked, only with the acknowledgement.
+        let acknowledged =
+            [&db("postgres://otpd@db.example/otpd?sslmode=require")[..], &["--database-tls-require-acknowledged"]];
+        prod(&acknowledged.concat()).unwrap();
+        // On this host (loopback or a Unix socket) and in dev mode, no TLS is asked for.
+        prod(&db("postgres://postgres@127.0.0.1:5432/otpd")).unwrap();
+        prod(&db("postgres://postgres@localhost/otpd")).unwrap();
+        prod(&db("postgres://postgres@[::1]/otpd")).unwrap();
+        prod(&db("postgres:///otpd?host=/var/run/postgresql")).unwrap();
+        prod(&db("sqlite://otpd.db")).unwrap();
+        settings(&["--database-url", "postgres://otpd@db.example/otpd"]).validate().unwrap();
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod metrics;
 mod otpctl;
 mod overload;
 mod pg_roles;
+mod postgres_tls;
 mod provider;
 mod receipts;
 mod secrets;
