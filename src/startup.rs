@@ -215,6 +215,7 @@ impl Application {
         // Installed before anything is served, with TLS or without: a SIGHUP must never meet the default action
         // (exit).
         let tls_reload = crate::tls::reload_on_sighup(self.tls.all(), token.clone()).context("listening for SIGHUP")?;
+        let tls_watch = crate::tls::reload_on_change(self.tls.all(), self.config.tls.watch_interval, token.clone());
         let connections = self.config.connections.clone();
         let admission = |listener| Admission::new(listener, &connections, Arc::clone(&self.metrics));
         let hosts = |addr: SocketAddr, tls: bool| AllowedHosts::for_listener(addr, tls, &connections.allowed_hosts);
@@ -343,6 +344,9 @@ impl Application {
         let (public, admin, scrape) = tokio::join!(public, admin, scrape);
         token.cancel();
         let _ = background.await;
+        if let Some(tls_watch) = tls_watch {
+            let _ = tls_watch.await;
+        }
         if let Some(tls_reload) = tls_reload {
             let _ = tls_reload.await;
         }
