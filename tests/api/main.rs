@@ -18,6 +18,7 @@ mod otpctl;
 mod overload;
 mod pg_roles;
 mod postgres_tls;
+mod proto_contract;
 mod provider;
 mod receipts;
 mod secrets;
