@@ -45,7 +45,8 @@ pub struct HealthcheckArgs {
     /// Which listener to ask.
     #[arg(long, value_enum, default_value = "public")]
     pub listener: Listener,
-    /// The service to ask about: "" (the whole server), otp.v1.OtpService or otp.v1.SupervisorService.
+    /// The service to ask about: "" (the whole server), otp.v1.OtpService, otp.v1.SupervisorService, or liveness
+    /// (SERVING whenever the process serves, database or not: for liveness probes).
     #[arg(long, default_value = "")]
     pub service: String,
     /// Give up (and report unhealthy) after this long.

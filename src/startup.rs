@@ -37,7 +37,11 @@ use tower_layer::Layer;
 pub const OTP_SERVICE_NAME: &str = "otp.v1.OtpService";
 /// The name health checks use for the supervisor service.
 pub const SUPERVISOR_SERVICE_NAME: &str = "otp.v1.SupervisorService";
-/// Every name health reports: the whole server ("") and each service.
+/// The health name for a liveness probe: SERVING from the moment the listeners accept until shutdown, whatever the
+/// database does. The other names turn NOT_SERVING while the database is unreachable, which is right for readiness
+/// and wrong for liveness: restarting every replica during a database outage helps nothing.
+pub const LIVENESS_NAME: &str = "liveness";
+/// Every name health reports as the database allows: the whole server ("") and each service.
 const HEALTH_NAMES: [&str; 3] = ["", OTP_SERVICE_NAME, SUPERVISOR_SERVICE_NAME];
 /// How often the database is pinged for the health status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -197,6 +201,7 @@ impl Application {
         // The store answered while the application was built; every name is registered before the listeners
         // accept anything, so no health check ever sees an unknown service.
         set_health(&reporter, ServingStatus::Serving).await;
+        reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -418,6 +423,7 @@ async fn maintain(
         }
     }
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter.set_service_status(LIVENESS_NAME, ServingStatus::NotServing).await;
 }
 
 /// The service's secrets.

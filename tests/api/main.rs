@@ -11,6 +11,7 @@ mod drills;
 mod grpcurl;
 mod hostile_input;
 mod korea;
+mod kubernetes;
 mod listeners;
 mod lockout;
 mod metrics;
