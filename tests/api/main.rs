@@ -15,6 +15,7 @@ mod kubernetes;
 mod listeners;
 mod lockout;
 mod metrics;
+mod node_client;
 mod otpctl;
 mod overload;
 mod pg_roles;
