@@ -280,6 +280,10 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "OTPD_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint to export traces to (e.g. http://otel-collector:4317). Default: off (spans still give
+    /// JSON log lines their trace_id and span_id).
+    #[arg(long, env = "OTPD_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
     /// The last audit event written before this installation sealed its chain with a key (the first `audit` log
     /// line after that upgrade names the next one): events up to it may carry the unkeyed v1 link, any later
     /// unkeyed event is a forgery. Set once by the operator after the upgrade; VerifyAuditChain and `otpd audit

@@ -231,6 +231,7 @@ impl Application {
             .http2_keepalive_interval(Some(connections.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(connections.http2_keepalive_timeout))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .layer(crate::telemetry::TraceContextLayer)
             .layer(rpc_metrics.clone())
             .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
@@ -271,6 +272,7 @@ impl Application {
             .accept_http1(true)
             // First of all: a browser led here by a rebound name gets 421, not the console or an API.
             .layer(HostCheckLayer::new(hosts(admin_addr, admin_tls.is_some())))
+            .layer(crate::telemetry::TraceContextLayer)
             .layer(crate::console::ConsoleLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web: browser calls are counted as the gRPC calls they become; console pages are not.

@@ -31,4 +31,5 @@ mod standins;
 mod store_conformance;
 mod supervisor;
 mod tls;
+mod traces;
 mod validation;
