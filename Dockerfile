@@ -29,7 +29,9 @@ COPY --from=build /out/otpctl /usr/local/bin/otpctl
 # The nonroot user's home: a development SQLite file and pepper land here; production uses PostgreSQL and a
 # mounted pepper file, and nothing is written.
 WORKDIR /home/nonroot
-USER nonroot:nonroot
+# Numeric (distroless' nonroot is 65532), so that Kubernetes' runAsNonRoot can check it without reading
+# /etc/passwd.
+USER 65532:65532
 # Inside a container the listeners must take connections from outside it; the ports are otpd's defaults. Prod mode
 # serves the admin listener off loopback only with TLS, so both listeners serve the certificate the operator mounts
 # at /etc/otpd/tls (tls.crt: the chain, leaf first; tls.key: its key, readable by uid 65532; the names of a

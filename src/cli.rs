@@ -17,7 +17,10 @@ use crate::telemetry::{self, ErrorChain};
 
 /// Runs the command and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    telemetry::init(cli.settings.log_format);
+    if let Err(error) = telemetry::init_with(cli.settings.log_format, cli.settings.otlp_endpoint.as_deref()) {
+        eprintln!("otpd: invalid setting {error}");
+        return ExitCode::from(2);
+    }
     for name in crate::config::unknown_env_vars() {
         tracing::warn!(variable = %name, "unknown OTPD_* environment variable ignored");
     }
@@ -48,6 +51,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
     };
+    // The spans still batched go out before the process does (a blocking flush, off the runtime's threads).
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -103,7 +103,8 @@ pub struct HealthcheckArgs {
     /// Which listener to ask.
     #[arg(long, value_enum, default_value = "public")]
     pub listener: Listener,
-    /// The service to ask about: "" (the whole server), otp.v1.OtpService or otp.v1.SupervisorService.
+    /// The service to ask about: "" (the whole server), otp.v1.OtpService, otp.v1.SupervisorService, or liveness
+    /// (SERVING whenever the process serves, database or not: for liveness probes).
     #[arg(long, default_value = "")]
     pub service: String,
     /// Give up (and report unhealthy) after this long.
@@ -129,6 +130,10 @@ pub struct Settings {
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "OTPD_DATABASE_URL", default_value = "sqlite://otpd.db", global = true)]
     pub database_url: String,
+    /// Accept `sslmode=require` (encrypted, but the server's certificate is not checked) for a PostgreSQL off
+    /// loopback in prod mode, where otherwise only `sslmode=verify-full` is accepted.
+    #[arg(long, env = "OTPD_DATABASE_TLS_REQUIRE_ACKNOWLEDGED", global = true)]
+    pub database_tls_require_acknowledged: bool,
     /// SMS gateway: `log` (prints to stdout; dev only), `file:PATH` (JSON lines; dev only), `http:URL` or a bare
     /// `https://…` URL (a provider's HTTP API, docs/sms-gateway.md), `nhn-sms`, `sens` or `solapi` (each
     /// optionally `:BASE_URL`). Prod mode refuses plain `http://` to a host that is not loopback. Read as text
@@ -249,7 +254,8 @@ pub struct Settings {
     /// SMS per number per rolling day.
     #[arg(long, env = "OTPD_MAX_SENDS_PER_DAY", default_value_t = 10, global = true)]
     pub max_sends_per_day: u32,
-    /// argon2 computations run at once (0: one per core).
+    /// argon2 computations run at once (0: from the container: the cgroup CPU quota, else the CPUs available,
+    /// bounded by the cgroup memory limit at argon2 memory + 1 MiB per worker; see docs/operations.md).
     #[arg(long, env = "OTPD_HASH_WORKERS", default_value_t = 0, global = true)]
     pub hash_workers: usize,
     /// Longest hashing queue (computations waiting or running); past it calls are refused OVERLOADED at once.
@@ -292,6 +298,10 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "OTPD_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint to export traces to (e.g. http://otel-collector:4317). Default: off (spans still give
+    /// JSON log lines their trace_id and span_id).
+    #[arg(long, env = "OTPD_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
     /// The last audit event written before this installation sealed its chain with a key (the first `audit` log
     /// line after that upgrade names the next one): events up to it may carry the unkeyed v1 link, any later
     /// unkeyed event is a forgery. Set once by the operator after the upgrade; VerifyAuditChain and `otpd audit
@@ -348,8 +358,8 @@ pub struct Config {
     pub policy: Policy,
     /// Hash cost.
     pub argon2: Argon2Params,
-    /// argon2 computations at once.
-    pub hash_workers: usize,
+    /// argon2 computations at once, and why that many.
+    pub hash_workers: crate::hashing::sizing::Sizing,
     /// The hashing queue's bound.
     pub hash_queue: QueueLimit,
     /// How long a call waits for a place in a full hashing queue.
@@ -392,6 +402,13 @@ impl Settings {
     /// Checks every setting and resolves the pepper source.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         crate::store::validate_url(&self.database_url).map_err(|m| invalid("database-url", m))?;
+        if self.mode == Mode::Prod && !self.database_url.starts_with("sqlite:") {
+            let refusal =
+                crate::store::PgStore::prod_tls_refusal(&self.database_url, self.database_tls_require_acknowledged);
+            if let Some(message) = refusal {
+                return Err(invalid("database-url", message));
+            }
+        }
         let sms_gateway: GatewayConfig = self.sms_gateway.trim().parse().map_err(|m| invalid("sms-gateway", m))?;
         if self.mode == Mode::Prod && sms_gateway.is_dev_only() {
             return Err(invalid(
@@ -545,6 +562,10 @@ impl Settings {
                 return Err(invalid(setting, "must be at least 1"));
             }
         }
+        let hash_workers = match self.hash_workers {
+            0 => crate::hashing::sizing::from_container(argon2.memory_kib),
+            n => crate::hashing::sizing::Sizing { workers: n, reason: "--hash-workers".to_owned() },
+        };
         Ok(Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -568,10 +589,7 @@ impl Settings {
                 max_sends_per_day: self.max_sends_per_day,
             },
             argon2,
-            hash_workers: match self.hash_workers {
-                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-                n => n,
-            },
+            hash_workers,
             hash_queue: match self.hash_queue {
                 0 => QueueLimit::Delay(*self.hash_queue_delay),
                 n => QueueLimit::Fixed(n),
@@ -741,6 +759,36 @@ mod tests {
         }
         prod(&[&alimtalk[..], &["--alimtalk-gateway", "nhn-alimtalk:http://127.0.0.1:9"]].concat()).unwrap();
         settings(&["--sms-gateway", "http://sms.example/send"]).validate().unwrap();
+    }
+
+    #[test]
+    fn prod_refuses_postgres_off_loopback_without_verify_full() {
+        let gateway = ["--sms-gateway", "https://sms.example/send", "--database-url"];
+        let db = |url: &'static str| [&gateway[..], &[url]].concat();
+        for url in [
+            "postgres://otpd:SECRET-PW@db.example/otpd",
+            "postgres://otpd@db.example/otpd?sslmode=prefer",
+            "postgres://otpd@10.0.0.5/otpd?sslmode=disable",
+            "postgres://otpd@db.example/otpd?sslmode=require",
+            "postgres://otpd@db.example/otpd?sslmode=verify-ca",
+        ] {
+            let e = prod(&db(url)).unwrap_err();
+            assert_eq!(e.setting, "database-url", "{url}");
+            assert!(e.message.contains("verify-full"), "{e}");
+            assert!(!e.to_string().contains("SECRET-PW"), "{e}");
+        }
+        prod(&db("postgres://otpd@db.example/otpd?sslmode=verify-full&sslrootcert=/etc/otpd/db-ca.pem")).unwrap();
+        // require: encrypted but unchecked, only with the acknowledgement.
+        let acknowledged =
+            [&db("postgres://otpd@db.example/otpd?sslmode=require")[..], &["--database-tls-require-acknowledged"]];
+        prod(&acknowledged.concat()).unwrap();
+        // On this host (loopback or a Unix socket) and in dev mode, no TLS is asked for.
+        prod(&db("postgres://postgres@127.0.0.1:5432/otpd")).unwrap();
+        prod(&db("postgres://postgres@localhost/otpd")).unwrap();
+        prod(&db("postgres://postgres@[::1]/otpd")).unwrap();
+        prod(&db("postgres:///otpd?host=/var/run/postgresql")).unwrap();
+        prod(&db("sqlite://otpd.db")).unwrap();
+        settings(&["--database-url", "postgres://otpd@db.example/otpd"]).validate().unwrap();
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Over TLS the probe pins the service's own certificate: it accepts exactly the end-entity certificate that is
 //! first in the listener's certificate file (DER bytes compared) and still checks the handshake's signatures, so
 //! the peer must hold that certificate's key. No CA has to be configured for it, and it is not "skip verification":
-//! another server, or a certificate rotated on disk but not yet loaded (no SIGHUP), fails the probe.
+//! another server fails the probe. A certificate rotated on disk is loaded by the service within
+//! `--tls-watch-interval`: when the served certificate is not the file's, the probe waits that long (plus a margin)
+//! and asks once more, so it stays healthy through a rotation and still fails a server that never loads it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub use crate::config::{HealthcheckArgs, Listener};
 use crate::config::Config;
 use crate::tls::PemFile;
 
+/// Added to the watch interval before the second look after a rotation: reading and loading the files.
+const RELOAD_MARGIN: Duration = Duration::from_millis(500);
+
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -38,6 +43,8 @@ pub enum Probe {
     NotServing(String),
     /// No answer: nothing listening, a transport error, or the timeout.
     Unreachable(String),
+    /// A TLS listener served another certificate than the first in its file.
+    OtherCertificate(String),
 }
 
 /// How the probe talks to the listener.
@@ -95,13 +102,23 @@ pub async fn check(config: &Config, args: &HealthcheckArgs) -> anyhow::Result<()
     };
     let target = dialable(addr);
     let transport = transport(config, args.listener).await?;
-    match probe(target, &transport, &args.service, *args.timeout).await {
+    let mut outcome = probe(target, &transport, &args.service, *args.timeout).await;
+    let watching = !config.tls.watch_interval.is_zero();
+    if watching && matches!(outcome, Probe::OtherCertificate(_)) {
+        // The file was replaced a moment ago (or between reading it and the handshake): the service loads it
+        // within one watch interval.
+        tokio::time::sleep(config.tls.watch_interval + RELOAD_MARGIN).await;
+        let transport = crate::healthcheck::transport(config, args.listener).await?;
+        outcome = probe(target, &transport, &args.service, *args.timeout).await;
+    }
+    match outcome {
         Probe::Serving => {
             println!("{target}: SERVING");
             Ok(())
         }
         Probe::NotServing(status) => anyhow::bail!("{target}: {status}"),
         Probe::Unreachable(why) => anyhow::bail!("{target}: unreachable: {why}"),
+        Probe::OtherCertificate(why) => anyhow::bail!("{target}: {why}"),
     }
 }
 
@@ -115,7 +132,13 @@ pub async fn probe(addr: SocketAddr, transport: &Transport, service: &str, timeo
     };
     let request = HealthCheckRequest { service: service.to_owned() };
     let exchange = async {
-        let channel = connect(&endpoint, addr, transport).await.map_err(|e| Probe::Unreachable(causes(e.as_ref())))?;
+        let channel = connect(&endpoint, addr, transport).await.map_err(|e| {
+            if caused_by_not_pinned(e.as_ref()) {
+                Probe::OtherCertificate(causes(e.as_ref()))
+            } else {
+                Probe::Unreachable(causes(e.as_ref()))
+            }
+        })?;
         HealthClient::new(channel).check(request).await.map_err(|status| match status.code() {
             // grpc.health.v1's answer for a name it does not serve.
             tonic::Code::NotFound => Probe::NotServing("SERVICE_UNKNOWN".to_owned()),
@@ -177,11 +200,25 @@ fn causes(error: &(dyn std::error::Error + 'static)) -> String {
     said.join(": ")
 }
 
+/// Whether the pin refused the served certificate, somewhere in `error`'s causes.
+fn caused_by_not_pinned(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        // An io::Error's source skips the error it wraps, so that one is looked at through get_ref.
+        let wrapped = cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if cause.is::<NotPinned>() || wrapped.is_some_and(|inner| inner.is::<NotPinned>()) {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
+}
+
 /// rustls shows a custom certificate error by its `Debug`; the probe's own refusal is said in its own words.
 fn not_pinned_said_plainly(error: std::io::Error) -> std::io::Error {
     let refusal = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
-            inner.downcast_ref::<NotPinned>().map(|e| e.to_string())
+            inner.downcast_ref::<NotPinned>().cloned()
         }
         _ => None,
     };
@@ -197,10 +234,10 @@ struct PinnedCertificate {
 }
 
 /// The served certificate is not the pinned one.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "the listener's certificate is not the first one in --{setting} {path} (another server, or a certificate \
-     file replaced but not yet loaded: send otpd SIGHUP)"
+     file replaced but not loaded within --tls-watch-interval: send otpd SIGHUP)"
 )]
 struct NotPinned {
     setting: &'static str,

@@ -37,7 +37,11 @@ use tower_layer::Layer;
 pub const OTP_SERVICE_NAME: &str = "otp.v1.OtpService";
 /// The name health checks use for the supervisor service.
 pub const SUPERVISOR_SERVICE_NAME: &str = "otp.v1.SupervisorService";
-/// Every name health reports: the whole server ("") and each service.
+/// The health name for a liveness probe: SERVING from the moment the listeners accept until shutdown, whatever the
+/// database does. The other names turn NOT_SERVING while the database is unreachable, which is right for readiness
+/// and wrong for liveness: restarting every replica during a database outage helps nothing.
+pub const LIVENESS_NAME: &str = "liveness";
+/// Every name health reports as the database allows: the whole server ("") and each service.
 const HEALTH_NAMES: [&str; 3] = ["", OTP_SERVICE_NAME, SUPERVISOR_SERVICE_NAME];
 /// How often the database is pinged for the health status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -80,7 +84,8 @@ impl Application {
             stores.verification.migrate().await.context("migrating the database")?;
         }
         let Keys { pepper, audit_key } = load_keys(&config).await?;
-        let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers, config.hash_queue)
+        tracing::info!(workers = config.hash_workers.workers, reason = %config.hash_workers.reason, "hashing workers chosen");
+        let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers.workers, config.hash_queue)
             .map_err(anyhow::Error::msg)?
             .with_admission_wait(config.hash_admission_wait)
             .with_metrics(Arc::clone(&metrics));
@@ -196,6 +201,7 @@ impl Application {
         // The store answered while the application was built; every name is registered before the listeners
         // accept anything, so no health check ever sees an unknown service.
         set_health(&reporter, ServingStatus::Serving).await;
+        reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -214,6 +220,7 @@ impl Application {
         // Installed before anything is served, with TLS or without: a SIGHUP must never meet the default action
         // (exit).
         let tls_reload = crate::tls::reload_on_sighup(self.tls.all(), token.clone()).context("listening for SIGHUP")?;
+        let tls_watch = crate::tls::reload_on_change(self.tls.all(), self.config.tls.watch_interval, token.clone());
         let connections = self.config.connections.clone();
         let admission = |listener| Admission::new(listener, &connections, Arc::clone(&self.metrics));
         let hosts = |addr: SocketAddr, tls: bool| AllowedHosts::for_listener(addr, tls, &connections.allowed_hosts);
@@ -224,6 +231,7 @@ impl Application {
             .http2_keepalive_interval(Some(connections.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(connections.http2_keepalive_timeout))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
+            .layer(crate::telemetry::TraceContextLayer)
             .layer(rpc_metrics.clone())
             .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
@@ -264,6 +272,7 @@ impl Application {
             .accept_http1(true)
             // First of all: a browser led here by a rebound name gets 421, not the console or an API.
             .layer(HostCheckLayer::new(hosts(admin_addr, admin_tls.is_some())))
+            .layer(crate::telemetry::TraceContextLayer)
             .layer(crate::console::ConsoleLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web: browser calls are counted as the gRPC calls they become; console pages are not.
@@ -342,6 +351,9 @@ impl Application {
         let (public, admin, scrape) = tokio::join!(public, admin, scrape);
         token.cancel();
         let _ = background.await;
+        if let Some(tls_watch) = tls_watch {
+            let _ = tls_watch.await;
+        }
         if let Some(tls_reload) = tls_reload {
             let _ = tls_reload.await;
         }
@@ -413,6 +425,7 @@ async fn maintain(
         }
     }
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter.set_service_status(LIVENESS_NAME, ServingStatus::NotServing).await;
 }
 
 /// The service's secrets.

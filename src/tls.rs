@@ -1,6 +1,7 @@
 //! TLS on the listeners (rustls with ring, the provider tonic and reqwest already build): certificates and
 //! keys from PEM files, optional mutual TLS on the admin listener, TLS on the delivery-receipt listener, and the
-//! files re-read on SIGHUP so that a certificate rotates without a restart.
+//! files re-read on SIGHUP, and whenever they change (`--tls-watch-interval`), so that a certificate rotates
+//! without a restart or a signal.
 //!
 //! Each TLS listener runs its own accept loop: a connection first takes a place in the listener's connection
 //! caps (`crate::listen`), then one of its address's `--max-handshakes-per-address`, and its handshake is a task
@@ -71,6 +72,10 @@ pub struct TlsArgs {
     /// Longest TLS handshake; a client that has not finished it by then is disconnected.
     #[arg(long, env = "OTPD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", global = true)]
     pub tls_handshake_timeout: humantime::Duration,
+    /// How often the TLS files are read for changes; a change is loaded as on SIGHUP (a renewal on Kubernetes or
+    /// by an ACME client needs no signal). 0s: only on SIGHUP.
+    #[arg(long, env = "OTPD_TLS_WATCH_INTERVAL", default_value = "2s", global = true)]
+    pub tls_watch_interval: humantime::Duration,
 }
 
 /// A PEM file and the setting that named it (errors name both).
@@ -104,6 +109,8 @@ pub struct TlsSettings {
     pub webhook: Option<TlsFiles>,
     /// Longest handshake.
     pub handshake_timeout: Duration,
+    /// How often the files are read for changes; zero: never (SIGHUP only).
+    pub watch_interval: Duration,
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -184,6 +191,7 @@ impl TlsArgs {
             admin: admin.map(|(cert, key)| TlsFiles { cert, key, client_ca }),
             webhook: webhook.map(|(cert, key)| TlsFiles { cert, key, client_ca: None }),
             handshake_timeout: *self.tls_handshake_timeout,
+            watch_interval: *self.tls_watch_interval,
         })
     }
 }
@@ -469,6 +477,57 @@ pub async fn reload_all(listeners: &[Arc<ServerTls>]) {
                 "TLS reload failed; still serving the previous certificate"),
         }
     }
+}
+
+/// The bytes of a listener's files (None where unreadable), to notice a change.
+async fn contents(files: &TlsFiles) -> Vec<Option<Vec<u8>>> {
+    let mut read = Vec::with_capacity(3);
+    for file in [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()].into_iter().flatten() {
+        read.push(tokio::fs::read(&file.path).await.ok());
+    }
+    read
+}
+
+/// Reads every TLS listener's files each `interval` until `shutdown`, and reloads a listener whose files changed,
+/// as SIGHUP does. A change that does not load (a half-written or mismatched pair, an unreadable file) keeps the
+/// certificate in use and is logged once; the next change is tried again. Reading the bytes, not the modification
+/// time, notices every way of replacing a file: a rename, a copy, Kubernetes' symlink swap of a mounted Secret.
+pub fn reload_on_change(
+    listeners: Vec<Arc<ServerTls>>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if listeners.is_empty() || interval.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(listeners.len());
+        for tls in &listeners {
+            seen.push(contents(&tls.files).await);
+        }
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            for (tls, seen) in listeners.iter().zip(seen.iter_mut()) {
+                let now = contents(&tls.files).await;
+                if now == *seen {
+                    continue;
+                }
+                *seen = now;
+                match tls.reload().await {
+                    Ok(()) => tracing::info!(listener = tls.listener, cert = %tls.files.cert.path.display(),
+                        "TLS files changed: certificate reloaded"),
+                    Err(error) => tracing::error!(listener = tls.listener, %error,
+                        "TLS files changed but do not load; still serving the previous certificate"),
+                }
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use crate::domain::OtpCode;
 use crate::metrics::{HashOperation, HashRefusal, Metrics};
 
 mod admission;
+pub mod sizing;
 mod workers;
 
 pub use admission::Work;

@@ -112,7 +112,10 @@ impl HttpGateway {
     /// One request with `timeout`; `cut_short` says the timeout is the caller's deadline, not ours.
     async fn attempt(&self, message: &SmsMessage, timeout: Duration, cut_short: bool) -> Attempt {
         // Built afresh per attempt: some providers sign the time and a one-time salt.
-        let request = self.wire.request(&self.client, message).timeout(timeout);
+        // The caller's trace goes on to the provider (W3C traceparent), so its logs can be joined to the call.
+        let mut trace = reqwest::header::HeaderMap::new();
+        crate::telemetry::inject_trace_context(&mut trace);
+        let request = self.wire.request(&self.client, message).headers(trace).timeout(timeout);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let response = match request.send().await {
             Ok(response) => response,

@@ -101,6 +101,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::ColumnDecode { source, .. } if source.is::<dialect::CorruptValue>() => {
                 StoreError::Corrupt(source.to_string())
             }
+            // A connection closed (a proxy or server going down) before it answered TLS's SSLRequest: sqlx reads
+            // no byte and reports the zero it did not read as a protocol error. It is an outage, not a bug.
+            sqlx::Error::Protocol(message) if message.starts_with("unexpected response from SSLRequest: 0x00") => {
+                StoreError::Unavailable(e)
+            }
             _ => StoreError::Query(e),
         }
     }

@@ -26,6 +26,40 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?.application_name("otpd");
         Self::open(options, 16, Duration::from_secs(5)).await
     }
+
+    /// Why prod mode refuses `url`, if it does: a PostgreSQL that is not on this host (loopback or a Unix socket)
+    /// must be reached with `sslmode=verify-full` (certificate chained to a trusted CA and naming the host), or with
+    /// `sslmode=require` only when `require_acknowledged` (encrypted, but any certificate accepted).
+    pub fn prod_tls_refusal(url: &str, require_acknowledged: bool) -> Option<String> {
+        use sqlx::postgres::PgSslMode;
+        let options = match PgConnectOptions::from_str(url) {
+            Ok(options) => options,
+            Err(_) => return Some("is not a PostgreSQL URL sqlx understands".to_owned()),
+        };
+        let host = options.get_host();
+        let loopback = options.get_socket().is_some()
+            || host.starts_with('/')
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match options.get_ssl_mode() {
+            _ if loopback => None,
+            PgSslMode::VerifyFull => None,
+            PgSslMode::Require if require_acknowledged => None,
+            PgSslMode::Require | PgSslMode::VerifyCa => Some(format!(
+                "PostgreSQL on {host} with an sslmode that does not check the server's name; prod mode needs \
+                 sslmode=verify-full (with sslrootcert=PATH unless the CA is a public one), or sslmode=require with \
+                 --database-tls-require-acknowledged"
+            )),
+            PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer => Some(format!(
+                "PostgreSQL on {host} without sslmode=verify-full would carry codes' hashes and numbers in clear or \
+                 to an unverified server; refused in prod mode (add ?sslmode=verify-full&sslrootcert=PATH)"
+            )),
+        }
+    }
 }
 
 impl Dialect for Postgres {

@@ -14,7 +14,7 @@ use crate::helpers::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn read(path: &str) -> String {
+pub(crate) fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -34,7 +34,7 @@ fn cargo_bins() -> BTreeSet<String> {
 }
 
 /// Every `OTPD_*` variable a setting reads, with its flag; and `OTPD_LOG`, the log filter.
-fn settings_by_variable() -> BTreeMap<String, String> {
+pub(crate) fn settings_by_variable() -> BTreeMap<String, String> {
     let mut known: BTreeMap<String, String> = Cli::command()
         .get_arguments()
         .filter_map(|a| Some((a.get_env()?.to_str()?.to_owned(), a.get_long()?.to_owned())))
@@ -44,7 +44,7 @@ fn settings_by_variable() -> BTreeMap<String, String> {
 }
 
 /// The port of a listener flag's default address.
-fn default_port(flag: &str) -> u16 {
+pub(crate) fn default_port(flag: &str) -> u16 {
     let command = Cli::command();
     let arg = command.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap();
     let default = arg.get_default_values()[0].to_str().unwrap();
@@ -53,7 +53,7 @@ fn default_port(flag: &str) -> u16 {
 
 /// `OTPD_*` variables as the flags they stand for (what clap does when it reads the environment); the log filter,
 /// which no flag takes, is left out.
-fn as_flags(vars: &[(String, String)]) -> Vec<String> {
+pub(crate) fn as_flags(vars: &[(String, String)]) -> Vec<String> {
     let known = settings_by_variable();
     let mut flags = Vec::new();
     for (name, value) in vars {
@@ -89,18 +89,18 @@ fn dockerfile() -> Vec<(String, String)> {
 }
 
 /// The instructions of the Dockerfile's last stage (the image that ships).
-fn runtime_stage() -> Vec<(String, String)> {
+pub(crate) fn runtime_stage() -> Vec<(String, String)> {
     let all = dockerfile();
     let last_from = all.iter().rposition(|(op, _)| op == "FROM").unwrap();
     all[last_from..].to_vec()
 }
 
-fn exec_form(args: &str) -> Vec<String> {
+pub(crate) fn exec_form(args: &str) -> Vec<String> {
     serde_json::from_str(args).unwrap_or_else(|e| panic!("not an exec-form JSON array: {args}: {e}"))
 }
 
 /// `ENV A=1 B=2` instructions of the runtime stage.
-fn image_env() -> Vec<(String, String)> {
+pub(crate) fn image_env() -> Vec<(String, String)> {
     runtime_stage()
         .iter()
         .filter(|(op, _)| op == "ENV")
@@ -214,6 +214,8 @@ fn the_image_exposes_the_listeners_default_ports_and_runs_as_non_root() {
 
     let user = stage.iter().find(|(op, _)| op == "USER").unwrap().1.clone();
     assert!(!user.starts_with("root") && !user.starts_with("0"), "USER {user}");
+    // Numeric, as Kubernetes' runAsNonRoot needs to check it, and the uid and gid deploy/k8s runs as.
+    assert_eq!(user, "65532:65532", "USER is numeric");
 }
 
 #[tokio::test]

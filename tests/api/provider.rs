@@ -32,6 +32,8 @@ pub struct Received {
     pub body: serde_json::Value,
     pub authorization: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The W3C trace context the request carried.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Default)]
@@ -89,6 +91,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
             body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
             authorization: header("authorization"),
             idempotency_key: header("idempotency-key"),
+            traceparent: header("traceparent"),
         });
         inner.script.pop_front().or_else(|| inner.default.clone()).unwrap()
     };

@@ -109,7 +109,8 @@ async fn migrate_subcommand_creates_the_schema() {
 }
 
 /// With the database gone, calls answer UNAVAILABLE with RetryInfo (never INTERNAL with a driver's text) and
-/// health turns NOT_SERVING at its next check.
+/// health turns NOT_SERVING at its next check, but the liveness name stays SERVING (no restart storm during an
+/// outage).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_is_unavailable_and_not_serving() {
     use sqlx::Connection;
@@ -130,4 +131,7 @@ async fn database_down_is_unavailable_and_not_serving() {
         assert!(std::time::Instant::now() < deadline, "health never turned NOT_SERVING");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    assert_eq!(app.health(app.public_addr, "").await, ServingStatus::NotServing as i32);
+    assert_eq!(app.health(app.admin_addr, otpd::startup::LIVENESS_NAME).await, ServingStatus::Serving as i32);
+    assert_eq!(app.health(app.public_addr, otpd::startup::LIVENESS_NAME).await, ServingStatus::Serving as i32);
 }

@@ -525,7 +525,9 @@ async fn a_rotated_certificate_and_client_ca_are_served_after_sighup() {
     // Before: CA "old" issued the server's certificate and the team leads' client certificates.
     let old = Pki::new();
     let files = ServerFiles::write(dir.path(), &old.server, &old.ca);
-    let otpd = TlsProcess::start(dir.path(), &files.args(), &old.ca.pem, &old.client).await;
+    // Only the signal reloads here (the files are not watched), so this tests SIGHUP alone.
+    let args = [files.args(), vec!["--tls-watch-interval".to_owned(), "0s".to_owned()]].concat();
+    let otpd = TlsProcess::start(dir.path(), &args, &old.ca.pem, &old.client).await;
     let (public, admin) = (otpd.public_addr, otpd.admin_addr);
     assert_eq!(health_over_tls(public, &old.ca.pem, None).await, Ok(SERVING));
     let open_before = connect(public, &old.ca.pem, None).await.unwrap();
@@ -561,6 +563,57 @@ async fn a_rotated_certificate_and_client_ca_are_served_after_sighup() {
     otpd.signal("-TERM");
     let status = tokio::time::timeout(Duration::from_secs(20), otpd.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}: {}", otpd.log());
+}
+
+/// Files replaced with no signal at all, as a Kubernetes Secret or an ACME client renews them: new connections get
+/// the new certificate within the watch interval (2s by default), `otpd healthcheck` passes before, during and
+/// after, and a broken new file keeps the certificate in use and is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_certificate_files_are_served_without_a_signal_and_the_healthcheck_stays_healthy() {
+    const WATCH: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let old = Pki::new();
+    let files = ServerFiles::write(dir.path(), &old.server, &old.ca);
+    let otpd = TlsProcess::start(dir.path(), &files.args(), &old.ca.pem, &old.client).await;
+    let public = otpd.public_addr;
+    let (cert, key) = (files.cert.to_str().unwrap().to_owned(), files.key.to_str().unwrap().to_owned());
+    let probe_args =
+        ["--listen".to_owned(), public.to_string(), "--tls-cert".to_owned(), cert, "--tls-key".to_owned(), key];
+    let probe = || async {
+        let args: Vec<&str> = probe_args.iter().map(String::as_str).collect();
+        otpd_healthcheck(&args).await
+    };
+    let (exit, _, err) = probe().await;
+    assert_eq!(exit, Some(0), "before: {err}");
+
+    // Rotate (certificate, key and client CA, each renamed over the old file), and probe at once: the file is new,
+    // the served certificate still the old one for up to one interval.
+    let new = Pki::new();
+    let rotated = tokio::time::Instant::now();
+    ServerFiles::write(dir.path(), &new.server, &new.ca);
+    let during_args = probe_args.clone();
+    let during = tokio::spawn(async move {
+        let args: Vec<&str> = during_args.iter().map(String::as_str).collect();
+        otpd_healthcheck(&args).await
+    });
+    otpd.until("the new certificate is served", || async {
+        health_over_tls(public, &new.ca.pem, None).await == Ok(SERVING)
+    })
+    .await;
+    let took = rotated.elapsed();
+    assert!(took <= WATCH + Duration::from_secs(1), "the new certificate took {took:?}");
+    assert!(health_over_tls(public, &old.ca.pem, None).await.is_err(), "the old certificate is still served");
+    let (exit, _, err) = during.await.unwrap();
+    assert_eq!(exit, Some(0), "during: {err}");
+    assert!(otpd.log().contains("TLS files changed: certificate reloaded"), "{}", otpd.log());
+
+    // A broken key: logged, the new certificate stays, the probe stays healthy.
+    std::fs::write(&files.key, "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n").unwrap();
+    otpd.until("the failed reload is logged", || async { otpd.log().contains("do not load") }).await;
+    assert!(!otpd.log().contains("not a key"), "the log quotes no key material");
+    assert_eq!(health_over_tls(public, &new.ca.pem, None).await, Ok(SERVING));
+    let (exit, _, err) = probe().await;
+    assert_eq!(exit, Some(0), "after: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
