@@ -308,10 +308,7 @@ pub fn optional_secret(
     inline: (&'static str, &Option<SecretString>),
     file: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<SecretString>, SettingError> {
-    if inline.1.is_none() && file.1.is_none() {
-        return Ok(None);
-    }
-    secret(inline, file).map(Some)
+    (inline.1.is_some() || file.1.is_some()).then(|| secret(inline, file)).transpose()
 }
 
 /// An HTTP header value kept secret (`Bearer KEY`: spaces allowed), given inline, in a file, or not at all.
@@ -319,11 +316,9 @@ pub fn optional_header_secret(
     inline: (&'static str, &Option<SecretString>),
     file: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<SecretString>, SettingError> {
-    if inline.1.is_none() && file.1.is_none() {
-        return Ok(None);
-    }
     let header_value = |v: &str| v.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-    secret_checked(inline, file, header_value, "must be printable ASCII (an HTTP header value)").map(Some)
+    let problem = "must be printable ASCII (an HTTP header value)";
+    (inline.1.is_some() || file.1.is_some()).then(|| secret_checked(inline, file, header_value, problem)).transpose()
 }
 
 /// A secret given inline or in a file (exactly one of them); the file's trailing newline is not part of it.

@@ -430,7 +430,14 @@ pub fn free_port() -> u16 {
 /// The arguments of a test `otpd` process on `db_url`, writing SMS to `sms`: the shared test pepper, cheap
 /// argon2, no front-line limits.
 pub fn process_args(db_url: &str, sms: &Path) -> Vec<String> {
-    let mut args: Vec<String> = [
+    let mut args = process_args_with_limits(db_url, sms);
+    args.extend(NO_FRONT_LIMITS.map(str::to_owned));
+    args
+}
+
+/// [`process_args`] with the front-line limits at their defaults.
+pub fn process_args_with_limits(db_url: &str, sms: &Path) -> Vec<String> {
+    [
         "--database-url",
         db_url,
         "--sms-gateway",
@@ -443,9 +450,7 @@ pub fn process_args(db_url: &str, sms: &Path) -> Vec<String> {
         "1",
     ]
     .map(str::to_owned)
-    .into();
-    args.extend(NO_FRONT_LIMITS.map(str::to_owned));
-    args
+    .into()
 }
 
 /// The command that runs the `otpd` binary, with at most `descriptors` open files (`ulimit -n`) when given.

@@ -397,26 +397,11 @@ async fn test_numbers_have_fixed_codes_and_never_reach_the_provider() {
 async fn behind_a_backend_each_driver_has_a_budget_and_the_operator_is_told_when_not() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("otpd.db").display());
-    let sms = format!("file:{}", dir.path().join("sms.jsonl").display());
-    let args = [
-        "--database-url",
-        &db,
-        "--sms-gateway",
-        &sms,
-        "--pepper",
-        TEST_PEPPER,
-        "--argon2-memory-kib",
-        "1024",
-        "--argon2-iterations",
-        "1",
-        "--log-format",
-        "json",
-        "--trusted-proxies",
-        "127.0.0.1",
-        // All these numbers share one prefix: only the per-IP limit is under test.
-        "--sms-limit-per-prefix",
-        "off",
-    ];
+    let mut args = process_args_with_limits(&db, &dir.path().join("sms.jsonl"));
+    // All these numbers share one prefix: only the per-IP limit is under test.
+    let more = ["--log-format", "json", "--trusted-proxies", "127.0.0.1", "--sms-limit-per-prefix", "off"];
+    args.extend(more.map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let otpd = OtpdProcess::start(dir.path(), "otpd", &args, &[]).await;
     let mut otp = otpd.otp().await;
     let send = |n: u32, forwarded_for: Option<String>| {
