@@ -65,6 +65,16 @@ pub enum SupervisorsCommand {
         /// supervisor (team lead), auditor or admin.
         #[arg(long)]
         role: crate::domain::Role,
+        /// Their agent id in the call centre's phone system (docs/cti.md): the calls their lookups may rest on.
+        #[arg(long)]
+        agent_id: Option<crate::domain::AgentId>,
+    },
+    /// Set a supervisor's agent id in the phone system (one agent id belongs to at most one supervisor).
+    SetAgent {
+        /// The supervisor's name.
+        name: crate::domain::SupervisorName,
+        /// The agent id; `none` clears it.
+        agent_id: String,
     },
     /// List supervisors.
     List,
@@ -279,6 +289,14 @@ pub struct Settings {
     /// A supervisor lookup needs an SMS sent to the number at most this long ago.
     #[arg(long, env = "OTPD_LOOKUP_WINDOW", default_value = "10m", global = true)]
     pub lookup_window: humantime::Duration,
+    /// What a lookup's number may rest on: `call` (only a call the phone system reported, docs/cti.md),
+    /// `call-or-typed` (a call, or numbers the team lead types, audited as typed) or `typed`. Default: `call` in
+    /// prod mode, `call-or-typed` in dev mode.
+    #[arg(long, env = "OTPD_LOOKUP_EVIDENCE", value_enum, global = true)]
+    pub lookup_evidence: Option<crate::domain::EvidencePolicy>,
+    /// How long after a call ends it still vouches for its number (a lookup or status by call).
+    #[arg(long, env = "OTPD_CALL_GRACE", default_value = "2m", global = true)]
+    pub call_grace: humantime::Duration,
     /// Codes one supervisor may look up per hour.
     #[arg(long, env = "OTPD_SUPERVISOR_LOOKUPS_PER_HOUR", default_value_t = 20, global = true)]
     pub supervisor_lookups_per_hour: u32,
@@ -525,6 +543,14 @@ impl Settings {
                  refused in prod mode (use https://)",
             ));
         }
+        let evidence = self.lookup_evidence.unwrap_or(match self.mode {
+            Mode::Prod => crate::domain::EvidencePolicy::Call,
+            Mode::Dev => crate::domain::EvidencePolicy::CallOrTyped,
+        });
+        let call_grace = delta("call-grace", self.call_grace)?;
+        if call_grace > chrono::TimeDelta::hours(1) {
+            return Err(invalid("call-grace", "at most 1h: an ended call vouches for nothing for long"));
+        }
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -603,6 +629,8 @@ impl Settings {
             lookup: LookupPolicy {
                 window: lookup_window,
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
+                evidence,
+                call_grace,
             },
             accept_unkeyed_through: self.accept_unkeyed_through,
             metrics_listen: self.metrics_listen,

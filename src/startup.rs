@@ -294,17 +294,22 @@ impl Application {
                 let local = listener.local_addr().context("the webhook listener's address")?;
                 let incoming = Incoming::new(listener, admission(ListenerName::Webhook));
                 let (store, clock) = (Arc::clone(&self.stores.verification), Arc::clone(&self.clock));
+                let (calls, countries) = (Arc::clone(&self.stores.supervision), self.config.allowed_countries.clone());
                 let (keys, stop) = (self.config.delivery.receipt_keys.clone(), token.clone());
                 let hosts = hosts(local, self.tls.webhook.is_some());
                 Some(match &self.tls.webhook {
                     Some(tls) => {
                         let incoming = tls.incoming(incoming, handshake_timeout, stop.clone());
                         let listener = StreamListener::new(incoming, local);
-                        tokio::spawn(crate::receipts::serve(listener, hosts, store, clock, keys, stop))
+                        tokio::spawn(crate::receipts::serve(
+                            listener, hosts, store, calls, countries, clock, keys, stop,
+                        ))
                     }
                     None => {
                         let listener = StreamListener::new(incoming, local);
-                        tokio::spawn(crate::receipts::serve(listener, hosts, store, clock, keys, stop))
+                        tokio::spawn(crate::receipts::serve(
+                            listener, hosts, store, calls, countries, clock, keys, stop,
+                        ))
                     }
                 })
             }

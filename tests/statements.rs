@@ -80,7 +80,8 @@ async fn statements_per_rpc_on_both_backends() {
         let mut sup = app.sup.clone();
         let lookup = sup.lookup_code(authed(lookup_req("010-2222-3333", "010-2222-3333"), &kim));
         let (_, lookup) = counted(&statements, lookup).await;
-        let status = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+        let status =
+            pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
         let (_, status) = counted(&statements, sup.get_phone_status(authed(status, &kim))).await;
         for (rpc, ran) in [
             ("SendCode (new verification)", send),

@@ -1,6 +1,7 @@
 //! Domain types: each can only hold a valid value, so the layers below never re-check input.
 
 pub mod audit;
+mod call;
 mod code;
 mod delivery;
 mod phone;
@@ -10,6 +11,9 @@ mod receipt_reason;
 mod supervision;
 mod test_numbers;
 
+pub use call::{
+    AgentId, CALL_CLOCK_SKEW, Call, CallDirection, CallEvent, CallEventKind, CallId, Evidence, EvidencePolicy,
+};
 pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use delivery::{
     AttemptOutcome, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels, RECEIPT_CLOCK_SKEW, Receipt,

@@ -85,6 +85,8 @@ pub struct Actor {
     pub name: String,
     /// Their role.
     pub role: Role,
+    /// Their seat in the phone system, when they have one: the calls a lookup may rest on are this agent's.
+    pub agent_id: Option<super::AgentId>,
 }
 
 impl Actor {
@@ -188,8 +190,8 @@ mod tests {
 
     #[test]
     fn admin_holds_every_role() {
-        let admin = Actor { name: "a".into(), role: Role::Admin };
-        let auditor = Actor { name: "b".into(), role: Role::Auditor };
+        let admin = Actor { name: "a".into(), role: Role::Admin, agent_id: None };
+        let auditor = Actor { name: "b".into(), role: Role::Auditor, agent_id: None };
         assert!(admin.has_any(&[Role::Supervisor]));
         assert!(!auditor.has_any(&[Role::Supervisor]));
         assert!(auditor.has_any(&[Role::Auditor]));

@@ -55,8 +55,8 @@ pub use postgres::PgStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
-    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
-    SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, locked_detail,
+    AgentChange, AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus,
+    SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, locked_detail,
 };
 
 /// A store operation failed. The text is for logs, never for clients.

@@ -116,7 +116,11 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
     let status = sup.lookup_code(authed(lookup_req(PHONE, THIRD_PARTY), &kim)).await.unwrap_err();
     assert_eq!(reason(&status), "THIRD_PARTY_NUMBER");
     for i in 0..24 {
-        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-READ-{i}") };
+        let req = pb::GetPhoneStatusRequest {
+            phone_number: PHONE.into(),
+            ticket_id: format!("CS-READ-{i}"),
+            ..Default::default()
+        };
         sup.get_phone_status(authed(req, &kim)).await.unwrap();
     }
 
@@ -195,7 +199,11 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
     match method {
         "LookupCode" => sup.lookup_code(authed(lookup_req(PHONE, PHONE), token)).await.map(drop),
         "GetPhoneStatus" => {
-            let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+            let req = pb::GetPhoneStatusRequest {
+                phone_number: PHONE.into(),
+                ticket_id: "CS-1".into(),
+                ..Default::default()
+            };
             sup.get_phone_status(authed(req, token)).await.map(drop)
         }
         "UnlockPhone" => {
@@ -265,7 +273,8 @@ async fn console_grpc_web_goes_through_the_same_token_layer_with_the_headers() {
         request.send()
     };
     let status_req =
-        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-WEB-1".into() }.encode_to_vec();
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-WEB-1".into(), ..Default::default() }
+            .encode_to_vec();
 
     // No token: refused by the token layer, as a native call is.
     let refused = web(None, grpc_web_frame(&status_req)).await.unwrap();
@@ -306,7 +315,8 @@ async fn console_grpc_web_goes_through_the_same_token_layer_with_the_headers() {
     assert_eq!(app.call_events().await.len(), 1, "only the authenticated, well-formed gRPC-Web call was served");
 
     // Native gRPC (HTTP/2) on the same listener: unchanged, and without the browser headers.
-    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-NATIVE".into() };
+    let req =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-NATIVE".into(), ..Default::default() };
     let native = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
     assert!(native.metadata().get("content-security-policy").is_none());
     assert_eq!(app.health(app.admin_addr, "otp.v1.SupervisorService").await, 1);
@@ -321,7 +331,11 @@ async fn console_verify_audit_chain_finds_a_changed_event() {
     let kim = app.add_supervisor("kim", "supervisor").await;
     let lee = app.add_supervisor("lee", "auditor").await;
     for i in 0..3 {
-        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-{i}") };
+        let req = pb::GetPhoneStatusRequest {
+            phone_number: PHONE.into(),
+            ticket_id: format!("CS-{i}"),
+            ..Default::default()
+        };
         app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
     }
     let verify = |through: i64| {

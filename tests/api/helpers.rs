@@ -102,7 +102,7 @@ impl TestDb {
             Backend::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
                 let mut rows = Vec::new();
-                for table in ["phone_state", "verifications", "codes", "delivery_attempts"] {
+                for table in ["phone_state", "verifications", "codes", "delivery_attempts", "calls"] {
                     let cols: Vec<String> =
                         sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
                             .fetch_all(&pool)
@@ -125,7 +125,7 @@ impl TestDb {
             Backend::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
                 let mut rows = Vec::new();
-                for table in ["phone_state", "verifications", "codes", "delivery_attempts"] {
+                for table in ["phone_state", "verifications", "codes", "delivery_attempts", "calls"] {
                     rows.extend(
                         sqlx::query_scalar::<_, String>(&format!("SELECT row_to_json(t)::text FROM {table} t"))
                             .fetch_all(&pool)
@@ -350,6 +350,15 @@ impl TestApp {
         token.expose_secret().to_owned()
     }
 
+    /// Gives a supervisor an agent id the way `otpd supervisors set-agent` does.
+    pub async fn set_agent(&self, name: &str, agent: &str) {
+        use otpd::domain::audit::{AuditAction, NewAuditEvent};
+        let event = NewAuditEvent::by_operator(AuditAction::SupervisorAgentSet, self.now(), format!("{name}: {agent}"));
+        let (key, name, agent) = (test_audit_key(), name.parse().unwrap(), agent.parse().unwrap());
+        let set = self.stores.supervision.set_agent(&name, Some(&agent), event, &key).await.unwrap();
+        assert!(matches!(set, otpd::store::AgentChange::Set(_)), "{set:?}");
+    }
+
     /// Disables a supervisor the way `otpd supervisors disable` does.
     pub async fn disable_supervisor(&self, name: &str) {
         use otpd::domain::audit::{AuditAction, NewAuditEvent};
@@ -400,6 +409,7 @@ pub fn lookup_req(phone: &str, contact: &str) -> pb::LookupCodeRequest {
         reason: pb::LookupReason::StrongComplaint.into(),
         contact: pb::ContactChannel::InboundCall.into(),
         contact_number: contact.into(),
+        call_id: String::new(),
     }
 }
 

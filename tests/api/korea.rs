@@ -293,7 +293,11 @@ async fn spawn_with(backend: Backend, args: &[String]) -> TestApp {
 
 async fn status(app: &TestApp) -> otpd::pb::otp::v1::GetPhoneStatusResponse {
     let kim = app.add_supervisor("kim.minji", "supervisor").await;
-    let req = otpd::pb::otp::v1::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let req = otpd::pb::otp::v1::GetPhoneStatusRequest {
+        phone_number: PHONE.into(),
+        ticket_id: "CS-1".into(),
+        ..Default::default()
+    };
     app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap().into_inner()
 }
 

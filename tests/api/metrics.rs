@@ -190,7 +190,8 @@ async fn a_scripted_run_has_exactly_the_counts_it_implies(backend: Backend) {
     let looked_up = looked_up.into_inner().code;
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE3, PHONE4), &token)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let status = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: TICKET.into() };
+    let status =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: TICKET.into(), ..Default::default() };
     let err = app.sup.clone().get_phone_status(status).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let approved = app.verify(PHONE3, Purpose::Reauth, &looked_up).await.unwrap();

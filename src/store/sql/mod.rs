@@ -388,9 +388,15 @@ where
         .bind(Db(before))
         .execute(&mut *tx)
         .await?;
+        // Calls vouch for lookups only while on the line (and a grace after): a day after their last event they
+        // are forgotten.
+        let calls = sqlx::query("DELETE FROM calls WHERE updated_at < $1")
+            .bind(Db(now - chrono::TimeDelta::days(1)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let forgotten = self.forget_idle_numbers(before, now).await?;
-        Ok(DB::rows_affected(&codes) + DB::rows_affected(&verifications) + forgotten)
+        Ok(DB::rows_affected(&codes) + DB::rows_affected(&verifications) + DB::rows_affected(&calls) + forgotten)
     }
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]
