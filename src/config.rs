@@ -294,6 +294,14 @@ pub struct Settings {
     /// prod mode, `call-or-typed` in dev mode.
     #[arg(long, env = "OTPD_LOOKUP_EVIDENCE", value_enum, global = true)]
     pub lookup_evidence: Option<crate::domain::EvidencePolicy>,
+    /// The notice the driver's number gets after every granted lookup (through the SMS channel; it never holds a
+    /// code): `{brand}` and `{support}`, EUC-KR, one SMS (90 bytes), checked at start-up. `off` disables it.
+    #[arg(long, env = "OTPD_LOOKUP_NOTICE_TEMPLATE", default_value = crate::sms::DEFAULT_NOTICE, global = true)]
+    pub lookup_notice_template: String,
+    /// The number the notice tells a driver to call if they did not ask for a lookup. Required in prod mode while
+    /// the notice is on; in dev mode the SMS sender number.
+    #[arg(long, env = "OTPD_SUPPORT_NUMBER", global = true)]
+    pub support_number: Option<String>,
     /// How long after a call ends it still vouches for its number (a lookup or status by call).
     #[arg(long, env = "OTPD_CALL_GRACE", default_value = "2m", global = true)]
     pub call_grace: humantime::Duration,
@@ -390,6 +398,8 @@ pub struct Config {
     pub app_hashes: AllowedAppHashes,
     /// What supervisor lookups are allowed.
     pub lookup: LookupPolicy,
+    /// The notice after a granted lookup; None: off.
+    pub lookup_notice: Option<crate::sms::LookupNotice>,
     /// The last audit sequence that may carry an unkeyed link (0: none).
     pub accept_unkeyed_through: i64,
     /// The Prometheus endpoint's address; None: off.
@@ -551,6 +561,25 @@ impl Settings {
         if call_grace > chrono::TimeDelta::hours(1) {
             return Err(invalid("call-grace", "at most 1h: an ended call vouches for nothing for long"));
         }
+        let lookup_notice = match self.lookup_notice_template.trim() {
+            "off" => None,
+            template => {
+                let support = match (&self.support_number, self.mode) {
+                    (Some(number), _) => number.trim().to_owned(),
+                    (None, Mode::Dev) => self.sms_sender.trim().to_owned(),
+                    (None, Mode::Prod) => {
+                        return Err(invalid(
+                            "support-number",
+                            "prod mode needs --support-number while the lookup notice is on (or \
+                             --lookup-notice-template off)",
+                        ));
+                    }
+                };
+                let notice = crate::sms::LookupNotice::new(template, &self.delivery.brand, &support)
+                    .map_err(|m| invalid("lookup-notice-template", m))?;
+                Some(notice)
+            }
+        };
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -633,6 +662,7 @@ impl Settings {
                 call_grace,
             },
             accept_unkeyed_through: self.accept_unkeyed_through,
+            lookup_notice,
             metrics_listen: self.metrics_listen,
             delivery,
         })
@@ -737,13 +767,39 @@ mod tests {
             "http:https://sms.example/send",
             "--pepper",
             "0123456789abcdef",
+            "--support-number",
+            "1588-0000",
         ])
         .validate()
         .unwrap();
         assert!(matches!(config.sms_gateway, GatewayConfig::Http(_)));
     }
 
-    const PROD: [&str; 4] = ["--mode", "prod", "--pepper", "0123456789abcdef"];
+    #[test]
+    fn prod_needs_a_support_number_while_the_lookup_notice_is_on() {
+        let base = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
+        let e = settings(&base).validate().unwrap_err();
+        assert_eq!(e.setting, "support-number");
+        assert!(
+            settings(&[&base[..], &["--lookup-notice-template", "off"]].concat())
+                .validate()
+                .unwrap()
+                .lookup_notice
+                .is_none()
+        );
+        let e =
+            settings(&[&base[..], &["--support-number", "1588-0000", "--lookup-notice-template", "{code}"]].concat())
+                .validate()
+                .unwrap_err();
+        assert_eq!(e.setting, "lookup-notice-template");
+        let e = settings(&[&base[..], &["--support-number", "1588-0000", "--brand", "카카오T"]].concat()).validate();
+        assert!(e.unwrap_err().message.contains("94 bytes"), "the default text with a 4-letter brand is 94 bytes");
+        let config = settings(&[&base[..], &["--support-number", "1588-0000"]].concat()).validate().unwrap();
+        assert_eq!(config.lookup.evidence, crate::domain::EvidencePolicy::Call, "prod defaults to call evidence");
+        assert!(config.lookup_notice.unwrap().text().contains("1588-0000"));
+    }
+
+    const PROD: [&str; 6] = ["--mode", "prod", "--pepper", "0123456789abcdef", "--support-number", "1588-0000"];
 
     fn prod(args: &[&str]) -> Result<Config, ConfigError> {
         settings(&[&PROD[..], args].concat()).validate()
@@ -863,7 +919,16 @@ mod tests {
 
     #[test]
     fn prod_refuses_a_plaintext_admin_listener_off_loopback() {
-        let prod = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
+        let prod = [
+            "--mode",
+            "prod",
+            "--sms-gateway",
+            "http:https://sms.example/send",
+            "--pepper",
+            "0123456789abcdef",
+            "--support-number",
+            "1588-0000",
+        ];
         let with = |extra: &[&'static str]| {
             let mut args = prod.to_vec();
             args.extend_from_slice(extra);
@@ -892,6 +957,8 @@ mod tests {
             "http:https://sms.example/send",
             "--pepper",
             "0123456789abcdef",
+            "--support-number",
+            "1588-0000",
             "--receipt-hmac-key",
             "0123456789abcdef0123",
         ];

@@ -120,6 +120,12 @@ impl Application {
             limits: Arc::clone(&limits),
             metrics: Arc::clone(&metrics),
         });
+        let supervision = match &config.lookup_notice {
+            Some(notice) => {
+                supervision.notifying(Arc::new(Notices { service: service.clone(), notice: notice.clone() }))
+            }
+            None => supervision,
+        };
         let tls = crate::tls::load(&config.tls).await?;
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
@@ -492,4 +498,17 @@ async fn write_new_pepper(path: &Path) -> anyhow::Result<()> {
     // before it is written (an empty file, "must be 16 to 1024 bytes, got 0"), as a test run once showed.
     file.sync_all().await.with_context(|| format!("writing pepper file {}", path.display()))?;
     Ok(())
+}
+
+/// The lookup notice, sent through the verification service's SMS channel.
+struct Notices {
+    service: VerificationService,
+    notice: crate::sms::LookupNotice,
+}
+
+#[async_trait::async_trait]
+impl crate::supervision::LookupNotifier for Notices {
+    async fn notify(&self, phone: &crate::domain::PhoneNumber) {
+        self.service.send_notice(phone, self.notice.text()).await;
+    }
 }

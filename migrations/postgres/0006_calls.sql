@@ -14,6 +14,18 @@ CREATE TABLE calls (
 CREATE INDEX calls_by_agent ON calls (agent_id) WHERE ended_at IS NULL;
 CREATE INDEX calls_by_update ON calls (updated_at);
 
+-- The notice each granted lookup sends the driver's number (never a code), with what became of it: the status
+-- view shows it. Forgotten with the calls, a day later.
+CREATE TABLE lookup_notices (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    phone       text NOT NULL,                 -- E.164
+    sent_at     timestamptz NOT NULL,
+    outcome     text NOT NULL CHECK (outcome IN ('accepted', 'refused', 'failed', 'unconfirmed', 'not_sent')),
+    gateway     text,                          -- the provider's API that answered, when one did
+    provider_id text                           -- the provider's message id
+);
+CREATE INDEX lookup_notices_by_phone ON lookup_notices (phone, sent_at);
+
 -- The phone system's agent id of a supervisor: at most one supervisor per agent id.
 ALTER TABLE supervisors ADD COLUMN agent_id text;
 CREATE UNIQUE INDEX supervisors_agent_id ON supervisors (agent_id);

@@ -15,6 +15,18 @@ CREATE TABLE calls (
 CREATE INDEX calls_by_agent ON calls (agent_id) WHERE ended_at IS NULL;
 CREATE INDEX calls_by_update ON calls (updated_at);
 
+-- The notice each granted lookup sends the driver's number (never a code), with what became of it: the status
+-- view shows it. Forgotten with the calls, a day later.
+CREATE TABLE lookup_notices (
+    id          INTEGER PRIMARY KEY,
+    phone       TEXT NOT NULL,                 -- E.164
+    sent_at     INTEGER NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('accepted', 'refused', 'failed', 'unconfirmed', 'not_sent')),
+    gateway     TEXT,                          -- the provider's API that answered, when one did
+    provider_id TEXT                           -- the provider's message id
+) STRICT;
+CREATE INDEX lookup_notices_by_phone ON lookup_notices (phone, sent_at);
+
 -- The phone system's agent id of a supervisor: at most one supervisor per agent id.
 ALTER TABLE supervisors ADD COLUMN agent_id TEXT;
 CREATE UNIQUE INDEX supervisors_agent_id ON supervisors (agent_id);

@@ -594,6 +594,16 @@ fn status_to_pb(
         sms_last_hour: count(status.sms_last_hour),
         sms_last_day: count(status.sms_last_day),
         audit_event_id: event.event.id.to_string(),
+        notices: status
+            .notices
+            .iter()
+            .map(|n| pb::LookupNotice {
+                sent_at: Some(timestamp(n.sent_at)),
+                outcome: n.outcome.clone(),
+                gateway: n.gateway.clone().unwrap_or_default(),
+                provider_id: n.provider_id.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -452,6 +452,8 @@ label_enum! {
         AuditEvents = "audit_events",
         /// SupervisionStore::audit_chain.
         AuditChain = "audit_chain",
+        /// Store::record_notice.
+        RecordNotice = "record_notice",
         /// SupervisionStore::set_agent.
         SetAgent = "set_agent",
         /// SupervisionStore::record_call_event.

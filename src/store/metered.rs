@@ -115,6 +115,10 @@ impl Store for Metered {
     ) -> StoreResult<crate::domain::ReceiptOutcome> {
         self.seen(Op::RecordReceipt, self.verification.record_receipt(gateway, provider_id, receipt).await)
     }
+
+    async fn record_notice(&self, phone: &PhoneNumber, notice: &super::NoticeStatus) -> StoreResult<()> {
+        self.seen(Op::RecordNotice, self.verification.record_notice(phone, notice).await)
+    }
 }
 
 #[async_trait::async_trait]

@@ -130,9 +130,24 @@ pub struct VerificationStatus {
     pub codes: Vec<CodeStatus>,
 }
 
+/// A notice sent after a granted lookup (never a code), for the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeStatus {
+    /// When it was handed to the channel (or refused).
+    pub sent_at: DateTime<Utc>,
+    /// `accepted`, `refused`, `failed`, `unconfirmed` or `not_sent` (a limit or an open breaker kept it back).
+    pub outcome: String,
+    /// The provider's API that answered.
+    pub gateway: Option<String>,
+    /// The provider's message id.
+    pub provider_id: Option<String>,
+}
+
 /// "Why can't I log in?"
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PhoneStatus {
+    /// Lookup notices sent to the number in the last day, oldest first.
+    pub notices: Vec<NoticeStatus>,
     /// Consecutive failures counting toward the lockout (0 once a lock has expired).
     pub failed_attempts: u32,
     /// Set while locked.

@@ -94,6 +94,14 @@ pub struct LookupOutcome {
     pub audit_event_id: uuid::Uuid,
 }
 
+/// Tells a driver's number that a team lead looked a code up for it (the lookup notice). Runs after the lookup
+/// has answered; its outcome never reaches the team lead.
+#[async_trait::async_trait]
+pub trait LookupNotifier: Send + Sync + 'static {
+    /// Sends the notice to `phone`.
+    async fn notify(&self, phone: &PhoneNumber);
+}
+
 /// What a check of the whole audit chain found.
 #[derive(Debug, Clone)]
 pub struct ChainReport {
@@ -121,6 +129,8 @@ pub struct SupervisionService {
     metrics: Arc<Metrics>,
     /// The operator's `--accept-unkeyed-through`: never a caller's.
     unkeyed_through: i64,
+    /// The lookup notice; None: off.
+    notifier: Option<Arc<dyn LookupNotifier>>,
 }
 
 const LOOKUP_REASON: &str = "strong_complaint";
@@ -135,7 +145,13 @@ impl SupervisionService {
         lookup: LookupPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0 }
+        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0, notifier: None }
+    }
+
+    /// Sends `notifier`'s notice after every granted lookup.
+    pub fn notifying(mut self, notifier: Arc<dyn LookupNotifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Accepts unkeyed links through audit sequence `seq` when the chain is verified (the operator's setting).
@@ -293,6 +309,11 @@ impl SupervisionService {
             LookupIssue::Issued { expires_at, event } => {
                 trace(&event);
                 self.metrics.send(pending.purpose, Channel::Supervisor, SendResult::Delivered);
+                if let Some(notifier) = &self.notifier {
+                    // Its own task: the code goes back to the team lead now, whatever the notice meets.
+                    let (notifier, phone) = (Arc::clone(notifier), cmd_phone.clone());
+                    tokio::spawn(async move { notifier.notify(&phone).await });
+                }
                 Ok(LookupOutcome {
                     code,
                     verification_id: pending.id,

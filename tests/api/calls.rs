@@ -22,6 +22,7 @@ both_backends!(
     forged_stale_replayed_and_malformed_events_change_nothing,
     under_call_evidence_a_typed_lookup_is_refused,
     under_call_or_typed_evidence_a_typed_lookup_is_audited_as_typed,
+    the_driver_is_told_of_the_lookup_without_a_code_and_keeps_their_sends,
 );
 
 pub const CALL_EVENTS_KEY: &str = "call-events-key-0123456789";
@@ -340,6 +341,36 @@ async fn under_call_or_typed_evidence_a_typed_lookup_is_audited_as_typed(backend
     assert_eq!(lookup.evidence, "typed");
     let who = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, &kim)).await.unwrap().into_inner();
     assert_eq!(who.lookup_evidence, "call-or-typed");
+}
+
+async fn the_driver_is_told_of_the_lookup_without_a_code_and_keeps_their_sends(backend: Backend) {
+    let (app, kim, phone) = app_with_kim(backend, "call").await;
+    let first = app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(first.sends_remaining, 4);
+    let sms_code = app.last_code();
+    assert_eq!(phone.answered(app.now(), "C-5", PHONE, "7001").await, 204);
+    let r = app.sup.clone().lookup_code(authed(call_lookup("C-5"), &kim)).await.unwrap().into_inner();
+
+    // The notice reaches the provider (the file gateway here), from the sender, after the lookup answered.
+    let mut waited = 0;
+    while app.sms().len() < 2 {
+        assert!(waited < 100, "no notice after 5 s: {:?}", app.sms());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let sms = app.sms();
+    let notice = &sms[1];
+    assert_eq!((notice.to.as_str(), notice.from.as_str()), (PHONE_E164, "1800-3400"));
+    assert_eq!(notice.body, "고객센터에서 인증번호를 안내했습니다. 요청하지 않으셨다면 1800-3400로 연락해 주세요.");
+    assert!(!notice.body.contains(&r.code) && !notice.body.contains(&sms_code), "never a code");
+    // The status view shows it with its outcome.
+    let status = app.sup.clone().get_phone_status(authed(status_by_call("C-5"), &kim)).await.unwrap().into_inner();
+    assert_eq!(status.notices.len(), 1);
+    assert_eq!((status.notices[0].outcome.as_str(), status.notices[0].gateway.as_str()), ("accepted", "file"));
+    assert_eq!(status.sms_last_hour, 1, "the notice is no code send");
+    // The driver's caps did not pay for it: the resend still has 3 left after it, as without the notice.
+    app.advance(TimeDelta::seconds(31));
+    assert_eq!(app.send(PHONE, Purpose::Login).await.unwrap().sends_remaining, 3);
 }
 
 /// Two replicas on one PostgreSQL: the phone system's event reaches one, the team lead's lookup the other.

@@ -31,6 +31,8 @@ pub fn test_audit_key() -> otpd::domain::audit::AuditKey {
 }
 
 /// A Korean mobile number in three spellings.
+/// Words of the lookup notice's default text.
+pub const LOOKUP_NOTICE_MARK: &str = "고객센터에서 인증번호를 안내했습니다";
 pub const PHONE: &str = "010-1234-5678";
 pub const PHONE_E164: &str = "+821012345678";
 pub const PHONE_INTL: &str = "+82 10 1234 5678";
@@ -295,8 +297,11 @@ impl TestApp {
         read_sms(&self.sms_path)
     }
 
+    /// The code of the last SMS that carried one (a lookup notice carries none).
     pub fn last_code(&self) -> String {
-        code_in(&self.sms().last().expect("an SMS was sent").body)
+        let sms = self.sms();
+        let with_code = sms.iter().rev().find(|m| !m.body.contains(LOOKUP_NOTICE_MARK)).expect("an SMS was sent");
+        code_in(&with_code.body)
     }
 
     pub async fn send(&self, phone: &str, purpose: pb::Purpose) -> Result<pb::SendCodeResponse, tonic::Status> {

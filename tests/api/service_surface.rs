@@ -107,7 +107,16 @@ async fn migrate_subcommand_creates_the_schema() {
     .unwrap();
     assert_eq!(
         tables,
-        ["audit_events", "calls", "codes", "delivery_attempts", "phone_state", "supervisors", "verifications"]
+        [
+            "audit_events",
+            "calls",
+            "codes",
+            "delivery_attempts",
+            "lookup_notices",
+            "phone_state",
+            "supervisors",
+            "verifications"
+        ]
     );
 }
 

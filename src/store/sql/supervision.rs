@@ -17,7 +17,8 @@ use crate::store::dialect::{Column, Db, Dialect, Ts, Uid};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
     AgentChange, AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode,
-    PhoneStatus, StoreResult, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, count_u32,
+    NoticeStatus, PhoneStatus, StoreResult, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked,
+    VerificationStatus, count_u32,
 };
 
 fn purpose(s: &str) -> StoreResult<Purpose> {
@@ -287,7 +288,25 @@ where
             .bind(Db(now - TimeDelta::days(1)))
             .fetch_one(&mut *conn)
             .await?;
+        let notices: Vec<(Ts, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT sent_at, outcome, gateway, provider_id FROM lookup_notices
+             WHERE phone = $1 AND sent_at > $2 ORDER BY id",
+        )
+        .bind(phone.e164())
+        .bind(Db(now - TimeDelta::days(1)))
+        .fetch_all(&mut *conn)
+        .await?;
+        let notices = notices
+            .into_iter()
+            .map(|(sent_at, outcome, gateway, provider_id)| NoticeStatus {
+                sent_at: sent_at.0,
+                outcome,
+                gateway,
+                provider_id,
+            })
+            .collect();
         Ok(PhoneStatus {
+            notices,
             failed_attempts: if lock_expired { 0 } else { count_u32(failed.into()) },
             locked_until: locked_until.filter(|until| *until > now),
             pending,
