@@ -23,7 +23,7 @@ pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
 pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, receipt_reason};
-pub use supervision::{Actor, ContactChannel, Reason, Role, SupervisorName, TicketId};
+pub use supervision::{Actor, ContactChannel, DisabledActor, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;
 
 /// Identifies one verification (a phone number and purpose with its codes); a UUIDv7 so ids sort by creation.

@@ -89,6 +89,16 @@ pub struct Actor {
     pub agent_id: Option<super::AgentId>,
 }
 
+/// A disabled supervisor's token, let through to the handler only so that the refusal can record the number
+/// and ticket the request named: it is never an [`Actor`], so no flow can mistake it for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledActor {
+    /// Who the token belonged to.
+    pub actor: Actor,
+    /// When they were disabled.
+    pub disabled_at: chrono::DateTime<chrono::Utc>,
+}
+
 impl Actor {
     /// Whether the actor holds one of `roles` (admin holds them all).
     pub fn has_any(&self, roles: &[Role]) -> bool {

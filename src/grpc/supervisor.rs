@@ -74,6 +74,22 @@ impl SupervisorApi {
         Self { service, requests: SupervisorRequests { countries } }
     }
 
+    /// Refuses a disabled supervisor's call, auditing the number and ticket it named.
+    async fn refuse_disabled(
+        &self,
+        disabled: crate::domain::DisabledActor,
+        action: AuditAction,
+        phone: Option<PhoneNumber>,
+        ticket: Option<TicketId>,
+    ) -> Status {
+        let service = self.service.clone();
+        let refused = detached(async move {
+            Err::<(), _>(service.refuse_disabled(&disabled, action, phone.as_ref(), ticket.as_ref()).await)
+        })
+        .await;
+        refused.err().unwrap_or(ServiceError::SupervisorDisabled).into()
+    }
+
     /// Audits a malformed request from `actor` as denied and returns its error.
     async fn refuse(&self, actor: &Actor, action: AuditAction, refusal: Refusal) -> Status {
         let Refusal { phone, ticket, violations } = refusal;
@@ -267,6 +283,11 @@ fn contact_fields(
     Some((contact?, contact_number?))
 }
 
+/// A disabled supervisor's token, let through only to have its refusal audited with what the request named.
+fn disabled<T>(request: &Request<T>) -> Option<crate::domain::DisabledActor> {
+    request.extensions().get::<crate::domain::DisabledActor>().cloned()
+}
+
 fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
     request.extensions().get::<Actor>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
 }
@@ -320,6 +341,13 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         &self,
         request: Request<pb::LookupCodeRequest>,
     ) -> Result<Response<pb::LookupCodeResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            let (phone, ticket) = match self.requests.parse_lookup(request.into_inner()) {
+                Ok(cmd) => (cmd.stated.phone().cloned(), Some(cmd.ticket)),
+                Err(refusal) => (refusal.phone, refusal.ticket),
+            };
+            return Err(self.refuse_disabled(disabled, AuditAction::LookupCode, phone, ticket).await);
+        }
         let actor = actor(&request)?;
         let cmd = match self.requests.parse_lookup(request.into_inner()) {
             Ok(cmd) => cmd,
@@ -342,6 +370,14 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         &self,
         request: Request<pb::GetPhoneStatusRequest>,
     ) -> Result<Response<pb::GetPhoneStatusResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            let (phone, ticket) = match self.requests.parse_phone_status(request.into_inner()) {
+                Ok((StatusTarget::Number(phone), ticket)) => (Some(phone), Some(ticket)),
+                Ok((StatusTarget::Call { phone, .. }, ticket)) => (phone, Some(ticket)),
+                Err(refusal) => (refusal.phone, refusal.ticket),
+            };
+            return Err(self.refuse_disabled(disabled, AuditAction::GetPhoneStatus, phone, ticket).await);
+        }
         let actor = actor(&request)?;
         let (target, ticket) = match self.requests.parse_phone_status(request.into_inner()) {
             Ok(parsed) => parsed,
@@ -359,6 +395,13 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         &self,
         request: Request<pb::UnlockPhoneRequest>,
     ) -> Result<Response<pb::UnlockPhoneResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            let (phone, ticket) = match self.requests.parse_unlock(request.into_inner()) {
+                Ok((phone, ticket, _)) => (Some(phone), Some(ticket)),
+                Err(refusal) => (refusal.phone, refusal.ticket),
+            };
+            return Err(self.refuse_disabled(disabled, AuditAction::UnlockPhone, phone, ticket).await);
+        }
         let actor = actor(&request)?;
         let (phone, ticket, reason) = match self.requests.parse_unlock(request.into_inner()) {
             Ok(parsed) => parsed,

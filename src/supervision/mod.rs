@@ -14,8 +14,8 @@ use crate::domain::audit::{
     AuditAction, AuditEvent, AuditOutcome, ChainError, ChainVerifier, Expectations, NewAuditEvent,
 };
 use crate::domain::{
-    Actor, Call, CallDirection, CallId, Channel, ContactChannel, Evidence, EvidencePolicy, OtpCode, PhoneNumber,
-    Policy, Purpose, Reason, Role, TicketId, VerificationId,
+    Actor, Call, CallDirection, CallId, Channel, ContactChannel, DisabledActor, Evidence, EvidencePolicy, OtpCode,
+    PhoneNumber, Policy, Purpose, Reason, Role, TicketId, VerificationId,
 };
 use crate::hashing::{CodeHasher, Work};
 use crate::metrics::{Metrics, SendResult, SupervisorAction, SupervisorOutcome};
@@ -571,8 +571,14 @@ impl SupervisionService {
     }
 
     /// Resolves a bearer token to its supervisor. A disabled supervisor's call is refused and audited as denied
-    /// under their name, as `action` (the method called, when it is one of the service's).
-    pub async fn authenticate(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
+    /// under their name, as `action` (the method called, when it is one of the service's). For the calls that
+    /// name a number (lookup, status, unlock) the token's holder is handed back as a [`DisabledActor`] instead,
+    /// so that the handler records the number and ticket it named in the refusal ([`Self::refuse_disabled`]).
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        action: Option<AuditAction>,
+    ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
         let result = self.token_holder(token, action).await;
         if let Err(error) = &result {
             self.count_refusal(action, error);
@@ -580,21 +586,48 @@ impl SupervisionService {
         result
     }
 
-    async fn token_holder(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
+    async fn token_holder(
+        &self,
+        token: &str,
+        action: Option<AuditAction>,
+    ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
         let Some(holder) = self.store().token_holder(&token::hash(token)).await? else {
             tracing::warn!(target: "audit", "supervisor call with an unknown token");
             return Err(ServiceError::Unauthenticated);
         };
         let Some(disabled_at) = holder.disabled_at else {
-            return Ok(holder.actor);
+            return Ok(Ok(holder.actor));
         };
         let Some(action) = action else {
             return Err(ServiceError::SupervisorDisabled);
         };
+        if matches!(action, AuditAction::LookupCode | AuditAction::GetPhoneStatus | AuditAction::UnlockPhone) {
+            return Ok(Err(DisabledActor { actor: holder.actor, disabled_at }));
+        }
+        let event = self.audit.event(Some(&holder.actor), action, None, AuditOutcome::Denied, "");
+        Err(self.refused_disabled(event, disabled_at).await)
+    }
+
+    /// Refuses a disabled supervisor's call as `action`, auditing the number and ticket it named (as the other
+    /// denials do), so an auditor sees which driver a revoked token went after.
+    pub async fn refuse_disabled(
+        &self,
+        disabled: &DisabledActor,
+        action: AuditAction,
+        phone: Option<&PhoneNumber>,
+        ticket: Option<&TicketId>,
+    ) -> ServiceError {
+        let mut event = self.audit.event(Some(&disabled.actor), action, phone, AuditOutcome::Denied, "");
+        event.ticket_id = ticket.map(|t| t.as_str().to_owned());
+        let error = self.refused_disabled(event, disabled.disabled_at).await;
+        self.count_refusal(Some(action), &error);
+        error
+    }
+
+    async fn refused_disabled(&self, mut event: NewAuditEvent, disabled_at: DateTime<Utc>) -> ServiceError {
         let when = disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let detail = format!("SUPERVISOR_DISABLED: the token of a supervisor disabled at {when}");
-        let event = self.audit.event(Some(&holder.actor), action, None, AuditOutcome::Denied, detail);
-        Err(self.deny(event, ServiceError::SupervisorDisabled).await)
+        event.detail = format!("SUPERVISOR_DISABLED: the token of a supervisor disabled at {when}");
+        self.deny(event, ServiceError::SupervisorDisabled).await
     }
 }
 

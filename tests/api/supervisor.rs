@@ -338,11 +338,26 @@ async fn a_disabled_supervisors_call_is_audited(backend: Backend) {
     let e = &events[0].event;
     assert_eq!((e.actor_name.as_str(), e.action, e.outcome), ("kim", AuditAction::LookupCode, AuditOutcome::Denied));
     assert!(e.detail.contains("SUPERVISOR_DISABLED"), "{}", e.detail);
+    // Which driver the revoked token went after, as the other denials record it.
+    assert_eq!(e.phone_masked.as_deref(), Some("+82 10-****-5678"));
+    assert_eq!(e.ticket_id.as_deref(), Some("CS-2026-0001"));
+    let status =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-9".into(), ..Default::default() };
+    let err = app.sup.clone().get_phone_status(authed(status, &kim)).await.unwrap_err();
+    assert_eq!(reason(&err), "SUPERVISOR_DISABLED");
+    let events = app.call_events().await;
+    let e = &events.last().unwrap().event;
+    assert_eq!((e.action, e.ticket_id.as_deref()), (AuditAction::GetPhoneStatus, Some("CS-9")));
+    assert!(e.phone_key.is_some(), "searchable by number");
+    // WhoAmI names no number: refused as before.
+    let err = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, &kim)).await.unwrap_err();
+    assert_eq!(reason(&err), "SUPERVISOR_DISABLED");
+    let before = app.call_events().await.len();
 
     // An unknown token has no name to audit under.
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), "otps_nobody")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert_eq!(app.call_events().await.len(), 1);
+    assert_eq!(app.call_events().await.len(), before);
 }
 
 async fn audit_log_lists_pages_and_filters(backend: Backend) {
