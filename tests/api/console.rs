@@ -419,3 +419,47 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
     );
     app.stop().await;
 }
+
+/// Issue 21: "통화 중 / On the line". The stand-in phone system answers a call for the team lead's agent id after
+/// the console is signed in; the console shows it within 3 s; one choice (and the ticket) shows the number's status
+/// and a code, which approves over gRPC; the lookup is audited with the call as its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_on_the_line_shows_the_call_and_one_choice_looks_the_code_up() {
+    use crate::calls::{PhoneSystem, webhook_args};
+    let app = spawn_app_with(Backend::Sqlite, &webhook_args("call")).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.set_agent("kim", "7001").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let ready = app.dir.path().join("ready");
+    let posted = app.dir.path().join("posted");
+    let (ready_s, posted_s) = (ready.display().to_string(), posted.display().to_string());
+    let phone = PhoneSystem::of(&app);
+    let answer = async {
+        for _ in 0..1200 {
+            if ready.exists() {
+                assert_eq!(phone.answered(app.now(), "C-CONSOLE", PHONE, "7001").await, 204);
+                let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+                std::fs::write(&posted, at.to_string()).unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the console never got ready");
+    };
+    let extra = [("READY_FILE", ready_s.as_str()), ("POSTED_FILE", posted_s.as_str())];
+    let (saw, ()) = tokio::join!(browser(&app, "calls", &kim, &extra), answer);
+    assert!(saw["shown_after_ms"].as_u64().unwrap() <= 3000, "{}", saw["shown_after_ms"]);
+
+    let code = saw["code"].as_str().unwrap();
+    assert_eq!(app.verify(PHONE, Purpose::Login, code).await.unwrap().result(), VerifyResult::Approved);
+    let events = app.call_events().await;
+    let lookup = events.iter().find(|e| e.event.action == AuditAction::LookupCode).unwrap();
+    assert_eq!(lookup.event.outcome, AuditOutcome::Granted);
+    assert_eq!(lookup.event.ticket_id.as_deref(), Some("CS-CALL-1"));
+    assert!(
+        matches!(&lookup.event.evidence, Some(otpd::domain::Evidence::Call { call_id, .. }) if call_id == "C-CONSOLE"),
+        "{:?}",
+        lookup.event.evidence
+    );
+    app.stop().await;
+}

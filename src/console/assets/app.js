@@ -103,8 +103,58 @@ async function start() {
     if (!me.allowed_methods.includes(button.dataset.method)) button.remove();
   }
   nav.hidden = false;
+  // The typed form only where the server takes typed evidence; the calls on the line wherever lookups are offered.
+  if (me.lookup_evidence === 'call') $('lookup-form')?.remove();
+  if (me.lookup_evidence === 'typed') $('on-the-line')?.remove();
+  else if ($('on-the-line')) watchCalls();
   const first = nav.querySelector('button');
   if (first) show(first.dataset.screen, true);
+}
+
+// --- on the line ------------------------------------------------------------------------------------------------
+
+const DIRECTIONS = { inbound: '인바운드(기사님 발신) / inbound', outbound: '콜백(상담사 발신) / callback' };
+let shownCalls = '';
+
+// Polls ListMyCalls every 2 s, so a call answered or ended shows within 3 s.
+function watchCalls() {
+  const refresh = async () => {
+    let r;
+    try {
+      r = await call('ListMyCalls', {});
+    } catch {
+      return; // the next poll tries again; a lookup still explains any refusal
+    }
+    const key = JSON.stringify(r.calls);
+    if (key === shownCalls) return;
+    shownCalls = key;
+    const list = $('my-calls');
+    list.replaceChildren();
+    for (const c of r.calls) {
+      const since = text.kst(text.millis(c.answered_at));
+      const label = `${c.masked_phone_number} · ${DIRECTIONS[c.direction] || c.direction} · ${since} · ${c.call_id}`;
+      const button = el('button', label, { type: 'button', 'data-call': c.call_id });
+      button.addEventListener('click', () => chooseCall(c.call_id));
+      const item = el('li');
+      item.append(button);
+      list.append(item);
+    }
+    $('no-calls').hidden = r.calls.length > 0;
+  };
+  refresh();
+  setInterval(refresh, 2000);
+}
+
+// One choice: the call's status and a code for it; the number is the call's, never typed.
+async function chooseCall(callId) {
+  clearCode();
+  const ticket = $('call-ticket').value.trim();
+  const request = { call_id: callId, ticket_id: ticket };
+  const status = await rpc('GetPhoneStatus', request, $('lookup-error'));
+  if (!status) return;
+  renderStatus(status, $('call-status'));
+  const r = await rpc('LookupCode', { ...request, reason: LookupReason.STRONG_COMPLAINT }, $('lookup-error'));
+  if (r) showCode(r);
 }
 
 function show(id, focus) {
@@ -216,7 +266,7 @@ function showCode(r) {
 
 $('lookup-done').addEventListener('click', () => {
   clearCode();
-  $('lookup-phone').focus();
+  ($('lookup-phone') || $('call-ticket'))?.focus();
 });
 
 window.addEventListener('pagehide', clearCode);
@@ -253,8 +303,7 @@ $('status-form').addEventListener('submit', (event) => {
   });
 });
 
-function renderStatus(r) {
-  const out = $('status-result');
+function renderStatus(r, out = $('status-result')) {
   const locked = text.millis(r.locked_until);
   const facts = el('dl', null, { class: 'facts' });
   const fact = (ko, en, value, cls) => {
@@ -297,6 +346,10 @@ function renderStatus(r) {
       if (s.attempts.length > 0) sendRows[i].after(attemptsRow(s.attempts, sendRows[i].cells.length));
     });
     parts.push(t);
+  }
+  if (r.notices.length > 0) {
+    const rows = r.notices.map((n) => [text.kst(text.millis(n.sent_at)), n.outcome, n.gateway || '-']);
+    parts.push(table('조회 안내 문자 / lookup notices', ['보낸 시각 / sent', '결과 / outcome', '경로 / gateway'], rows));
   }
   out.replaceChildren(...parts);
   out.hidden = false;
