@@ -26,6 +26,8 @@ const CALL_NOT_YOURS_KO: &str =
 const CALL_ENDED_KO: &str = "통화가 종료되었습니다. 기사님과 다시 통화 연결 후 조회해 주세요.";
 const CALL_REQUIRED_KO: &str =
     "통화 중인 전화에서만 인증번호를 조회할 수 있습니다. 통화 중 목록에서 통화를 선택해 주세요.";
+const SMS_FAILED_KO: &str =
+    "인증번호 문자를 보내지 못했습니다. 잠시 후 다시 시도하시거나, 고객센터로 전화 주시면 인증을 도와드립니다.";
 const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
 
 impl From<ServiceError> for Status {
@@ -93,6 +95,7 @@ impl From<ServiceError> for Status {
             ServiceError::SmsDeliveryFailed { retry_after } => {
                 info(&mut details, "SMS_DELIVERY_FAILED", HashMap::new());
                 details.set_retry_info(Some(retry_after));
+                details.set_localized_message("ko-KR", SMS_FAILED_KO);
                 (Code::Unavailable, "the SMS could not be delivered; no code was sent".into())
             }
             ServiceError::DeadlineTooShort { needed } => {

@@ -24,6 +24,11 @@ impl VerificationService {
             .try_fold(Duration::MAX, |shortest, open| open.map(|open| shortest.min(open)))
     }
 
+    /// Each channel with its gateway's name, for the record of a send none of them was asked to carry.
+    pub(super) fn channels_for_record(&self) -> Vec<(DeliveryChannel, &'static str)> {
+        self.channels().iter().map(|(channel, gateway)| (*channel, gateway.name())).collect()
+    }
+
     fn channels(&self) -> Channels {
         let this = &self.inner;
         if this.channels.is_empty() {

@@ -23,6 +23,7 @@ both_backends!(
     under_call_evidence_a_typed_lookup_is_refused,
     under_call_or_typed_evidence_a_typed_lookup_is_audited_as_typed,
     the_driver_is_told_of_the_lookup_without_a_code_and_keeps_their_sends,
+    with_the_provider_down_a_lookup_by_call_still_issues_a_code,
 );
 
 pub const CALL_EVENTS_KEY: &str = "call-events-key-0123456789";
@@ -85,6 +86,11 @@ impl PhoneSystem {
 
     pub async fn answered(&self, now: DateTime<Utc>, call_id: &str, number: &str, agent: &str) -> u16 {
         self.event(now, call_id, "answered", "inbound", number, agent, now).await
+    }
+
+    /// The call `C-DOWN` from [`PHONE`], answered by agent 7001 now.
+    pub async fn answered_default(&self, app: &TestApp) -> u16 {
+        PhoneSystem::of(app).answered(app.now(), "C-DOWN", PHONE, "7001").await
     }
 
     pub async fn ended(&self, now: DateTime<Utc>, call_id: &str, number: &str, agent: &str) -> u16 {
@@ -364,13 +370,67 @@ async fn the_driver_is_told_of_the_lookup_without_a_code_and_keeps_their_sends(b
     assert_eq!(notice.body, "고객센터에서 인증번호를 안내했습니다. 요청하지 않으셨다면 1800-3400로 연락해 주세요.");
     assert!(!notice.body.contains(&r.code) && !notice.body.contains(&sms_code), "never a code");
     // The status view shows it with its outcome.
-    let status = app.sup.clone().get_phone_status(authed(status_by_call("C-5"), &kim)).await.unwrap().into_inner();
+    // (Recorded just after the provider took it.)
+    let mut status = pb::GetPhoneStatusResponse::default();
+    for _ in 0..100 {
+        status = app.sup.clone().get_phone_status(authed(status_by_call("C-5"), &kim)).await.unwrap().into_inner();
+        if !status.notices.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(status.notices.len(), 1);
     assert_eq!((status.notices[0].outcome.as_str(), status.notices[0].gateway.as_str()), ("accepted", "file"));
     assert_eq!(status.sms_last_hour, 1, "the notice is no code send");
     // The driver's caps did not pay for it: the resend still has 3 left after it, as without the notice.
     app.advance(TimeDelta::seconds(31));
     assert_eq!(app.send(PHONE, Purpose::Login).await.unwrap().sends_remaining, 3);
+}
+
+/// Issue 21, section 5: the provider is down and the breaker open. SendCode fails as before, but the driver's
+/// attempt is recorded, the status shows the refused send, and a lookup by call issues a code that approves.
+async fn with_the_provider_down_a_lookup_by_call_still_issues_a_code(backend: Backend) {
+    let provider = crate::provider::FakeProvider::start(vec![], crate::provider::Reply::Status(503)).await;
+    let gateway = provider.gateway();
+    let mut args = webhook_args("call");
+    args.extend([
+        "--sms-gateway",
+        gateway.as_str(),
+        "--sms-http-max-attempts",
+        "1",
+        "--sms-breaker-threshold",
+        "1",
+        "--sms-breaker-cooldown",
+        "10m",
+    ]);
+    let app = spawn_app_with(backend, &args).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.set_agent("kim", "7001").await;
+    // The provider fails once: the breaker opens.
+    let err = app.send("010-5555-0000", Purpose::Login).await.unwrap_err();
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    let before = provider.requests();
+    // The driver presses send: refused by the breaker, the provider never called, the ko-KR message points to the
+    // call centre.
+    let err = app.send(PHONE, Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    let ko = {
+        use tonic_types::StatusExt;
+        err.get_error_details().localized_message().map(|m| m.message.clone()).unwrap_or_default()
+    };
+    assert!(ko.contains("고객센터"), "{ko}");
+    assert_eq!(provider.requests(), before, "an open breaker calls no provider");
+
+    let phone = PhoneSystem::of(&app);
+    assert_eq!(phone.answered_default(&app).await, 204);
+    let status = app.sup.clone().get_phone_status(authed(status_by_call("C-DOWN"), &kim)).await.unwrap().into_inner();
+    let send = &status.pending[0].sends[0];
+    assert_eq!(send.delivery(), pb::DeliveryStatus::Failed);
+    assert!(!send.live, "no SMS code is live");
+    assert_eq!(send.attempts[0].outcome, "refused", "{send:?}");
+
+    let r = app.sup.clone().lookup_code(authed(call_lookup("C-DOWN"), &kim)).await.unwrap().into_inner();
+    assert_eq!(app.verify(PHONE, Purpose::Login, &r.code).await.unwrap().result(), VerifyResult::Approved);
 }
 
 /// Two replicas on one PostgreSQL: the phone system's event reaches one, the team lead's lookup the other.
