@@ -218,7 +218,7 @@ async function supervisor(page) {
   const status = await page.locator('#status-result').textContent();
   // The provider took the SMS; without a carrier's receipt that is all anyone knows.
   check(status.includes('연속 실패') && status.includes('SMS') && status.includes('접수됨 / accepted'), status);
-  check(status.includes('미보고 / not reported'), `no receipt, said so: ${status}`);
+  check(status.includes('결과 미수신 / not reported'), `no receipt, said so: ${status}`);
   check(status.includes('팀장 조회 / lookup'), `the looked-up code is listed: ${status}`);
   await page.screenshot({ path: join(screenshots, 'status.png'), fullPage: true });
 
@@ -251,6 +251,8 @@ async function auditor(page) {
   const table = await page.locator('#audit-table').textContent();
   check(table.includes('lookup-code') && table.includes('CS-CONSOLE-1'), 'the lookup is listed with its ticket');
   check(table.includes('NOT matched'), 'the third-party refusal is listed');
+  check(table.includes('직접 입력 / TYPED'), 'typed lookups are marked as such');
+  check(table.includes('인바운드(기사님 발신)'), `the contact in the call centre's words`);
   const chain = await page.locator('#chain').getAttribute('class');
   result.chain = await page.locator('#chain').textContent();
   check(chain.includes('ok'), `chain state: ${result.chain}`);

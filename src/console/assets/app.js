@@ -2,7 +2,7 @@
 // not call (the server refuses it anyway, and audits the refusal).
 
 import { call, Code, RpcError, session } from './rpc.js';
-import { ContactChannel, LookupReason, AuditOutcome } from './proto.js';
+import { AuditAction, ContactChannel, DeliveryStatus, LookupReason, AuditOutcome } from './proto.js';
 import * as text from './text.js';
 
 const $ = (id) => document.getElementById(id);
@@ -116,14 +116,14 @@ async function start() {
 const DIRECTIONS = { inbound: '인바운드(기사님 발신) / inbound', outbound: '콜백(상담사 발신) / callback' };
 let shownCalls = '';
 
-// Polls ListMyCalls every 2 s, so a call answered or ended shows within 3 s.
+// Every 2 s: a call shows within 3 s.
 function watchCalls() {
   const refresh = async () => {
     let r;
     try {
       r = await call('ListMyCalls', {});
     } catch {
-      return; // the next poll tries again; a lookup still explains any refusal
+      return;
     }
     const key = JSON.stringify(r.calls);
     if (key === shownCalls) return;
@@ -145,7 +145,6 @@ function watchCalls() {
   setInterval(refresh, 2000);
 }
 
-// One choice: the call's status and a code for it; the number is the call's, never typed.
 async function chooseCall(callId) {
   clearCode();
   const ticket = $('call-ticket').value.trim();
@@ -266,6 +265,11 @@ function showCode(r) {
 
 $('lookup-done').addEventListener('click', () => {
   clearCode();
+  // A new call: nothing of the last one stays, ticket included.
+  for (const id of ['lookup-phone', 'lookup-ticket', 'lookup-contact', 'call-ticket']) {
+    if ($(id)) $(id).value = '';
+  }
+  if ($('call-status')) $('call-status').hidden = true;
   ($('lookup-phone') || $('call-ticket'))?.focus();
 });
 
@@ -336,10 +340,10 @@ function renderStatus(r, out = $('status-result')) {
       text.kst(text.millis(s.sent_at)),
       text.channel(s),
       text.delivery(s),
-      s.live ? '유효 / live' : '만료 / dead',
+      s.live ? '유효 / live' : s.delivery === DeliveryStatus.FAILED ? '무효 (발송 실패) / void (send failed)' : '만료 / expired',
       s.provider_message_id || '-',
     ]);
-    const t = table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '통신사 ID / provider id'], rows);
+    const t = table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '발송업체 메시지 ID / provider message id'], rows);
     // Each send's channel attempts, in the order tried, on a row of their own under it.
     const sendRows = [...t.tBodies[0].rows];
     v.sends.forEach((s, i) => {
@@ -503,11 +507,18 @@ function renderAudit(events, index) {
   for (const e of events) {
     const contact =
       e.contact === ContactChannel.INBOUND_CALL
-        ? '수신 / inbound'
+        ? '인바운드(기사님 발신) / inbound'
         : e.contact === ContactChannel.OUTBOUND_CALLBACK
-          ? '회신 / callback'
+          ? '콜백(상담사 발신) / callback'
           : '';
     const matched = e.contact ? (e.contact_matched ? ' ✓ 일치 / matched' : ' ✗ 불일치 / NOT matched') : '';
+    const evidence =
+      e.evidence === 'call'
+        ? ` · 통화 근거 / call ${e.call_id}`
+        : e.evidence === 'typed'
+          ? ' · 직접 입력 / TYPED'
+          : '';
+    const detail = e.action === AuditAction.UNLOCK_PHONE && e.reason ? `${e.detail} — 사유 / reason: ${e.reason}` : e.detail;
     const outcome = e.outcome === AuditOutcome.GRANTED ? '허용 / granted' : e.outcome === AuditOutcome.DENIED ? '거부 / denied' : '-';
     const tr = row([
       e.sequence,
@@ -516,9 +527,9 @@ function renderAudit(events, index) {
       text.action(e.action),
       e.masked_phone_number,
       e.ticket_id,
-      contact + matched,
+      contact + matched + evidence,
       outcome,
-      e.detail,
+      detail,
     ]);
     tr.className = e.outcome === AuditOutcome.DENIED ? 'denied' : '';
     tbody.append(tr);
