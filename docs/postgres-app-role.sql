@@ -6,7 +6,7 @@
 
 CREATE ROLE otpd_app LOGIN;
 GRANT USAGE ON SCHEMA public TO otpd_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON phone_state, verifications, codes, delivery_attempts TO otpd_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON phone_state, verifications, codes, delivery_attempts, calls, lookup_notices TO otpd_app;
 GRANT SELECT ON supervisors TO otpd_app;
 GRANT SELECT, INSERT ON audit_events TO otpd_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO otpd_app;

@@ -62,6 +62,7 @@ impl AuditLog {
             reason: None,
             contact_channel: None,
             contact_matched: None,
+            evidence: None,
             outcome,
             detail: detail.into(),
         }
@@ -90,6 +91,7 @@ pub fn trace(event: &AuditEvent) {
         ticket = e.ticket_id.as_deref().unwrap_or("-"),
         contact = e.contact_channel.map_or("-", |c| c.as_str()),
         contact_matched = ?e.contact_matched,
+        evidence = %e.evidence.as_ref().map_or_else(|| "-".to_owned(), crate::domain::Evidence::describe),
         outcome = e.outcome.as_str(),
         detail = %e.detail,
         "audit event"

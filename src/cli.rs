@@ -81,7 +81,13 @@ async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsComman
     let now = SystemClock.now();
     let mut out = std::io::stdout().lock();
     match command {
-        SupervisorsCommand::Add { name, role } => {
+        SupervisorsCommand::Add { name, role, agent_id } => {
+            if let Some(agent) = &agent_id {
+                let supervisors = stores.supervision.list_supervisors().await?;
+                if let Some(holder) = supervisors.iter().find(|s| s.agent_id.as_deref() == Some(agent.as_str())) {
+                    anyhow::bail!("agent id {agent} already belongs to `{}`", holder.name);
+                }
+            }
             let secret = token::generate();
             let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, format!("added {name} ({role})"));
             let hash = token::hash_secret(&secret);
@@ -89,15 +95,30 @@ async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsComman
                 anyhow::bail!("a supervisor named `{name}` already exists");
             };
             trace(&event);
+            if let Some(agent) = &agent_id {
+                set_agent(stores, key, &name, Some(agent), now).await?;
+            }
             // The token alone on stdout, so `TOKEN=$(otpd supervisors add …)` works; it is shown only now.
             writeln!(out, "{}", secret.expose_secret())?;
         }
         SupervisorsCommand::List => {
-            writeln!(out, "{:<24} {:<10} {:<20} DISABLED", "NAME", "ROLE", "CREATED")?;
+            writeln!(out, "{:<24} {:<10} {:<12} {:<20} DISABLED", "NAME", "ROLE", "AGENT", "CREATED")?;
             for s in stores.supervision.list_supervisors().await? {
                 let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
                 let disabled = s.disabled_at.map_or_else(|| "-".to_owned(), fmt);
-                writeln!(out, "{:<24} {:<10} {:<20} {disabled}", s.name, s.role, fmt(s.created_at))?;
+                let agent = s.agent_id.as_deref().unwrap_or("-");
+                writeln!(out, "{:<24} {:<10} {agent:<12} {:<20} {disabled}", s.name, s.role, fmt(s.created_at))?;
+            }
+        }
+        SupervisorsCommand::SetAgent { name, agent_id } => {
+            let agent = match agent_id.as_str() {
+                "none" => None,
+                id => Some(id.parse::<crate::domain::AgentId>().map_err(anyhow::Error::msg)?),
+            };
+            set_agent(stores, key, &name, agent.as_ref(), now).await?;
+            match &agent {
+                Some(agent) => writeln!(out, "{name}: agent id {agent}")?,
+                None => writeln!(out, "{name}: no agent id")?,
             }
         }
         SupervisorsCommand::Disable { name } => {
@@ -110,6 +131,31 @@ async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsComman
         }
     }
     Ok(())
+}
+
+/// Sets (or clears) a supervisor's agent id, audited.
+async fn set_agent(
+    stores: &Stores,
+    key: &AuditKey,
+    name: &crate::domain::SupervisorName,
+    agent: Option<&crate::domain::AgentId>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let detail = match agent {
+        Some(agent) => format!("agent id of {name} set to {agent}"),
+        None => format!("agent id of {name} cleared"),
+    };
+    let event = NewAuditEvent::by_operator(AuditAction::SupervisorAgentSet, now, detail);
+    match stores.supervision.set_agent(name, agent, event, key).await? {
+        crate::store::AgentChange::Set(event) => {
+            trace(&event);
+            Ok(())
+        }
+        crate::store::AgentChange::NoSuchSupervisor => anyhow::bail!("no supervisor named `{name}`"),
+        crate::store::AgentChange::Taken { by } => {
+            anyhow::bail!("agent id {} already belongs to `{by}`", agent.map(|a| a.as_str()).unwrap_or_default())
+        }
+    }
 }
 
 /// Reads the chain page by page and checks every link and seal, and that it reaches every expected head.

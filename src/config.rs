@@ -65,6 +65,16 @@ pub enum SupervisorsCommand {
         /// supervisor (team lead), auditor or admin.
         #[arg(long)]
         role: crate::domain::Role,
+        /// Their agent id in the call centre's phone system (docs/cti.md): the calls their lookups may rest on.
+        #[arg(long)]
+        agent_id: Option<crate::domain::AgentId>,
+    },
+    /// Set a supervisor's agent id in the phone system (one agent id belongs to at most one supervisor).
+    SetAgent {
+        /// The supervisor's name.
+        name: crate::domain::SupervisorName,
+        /// The agent id; `none` clears it.
+        agent_id: String,
     },
     /// List supervisors.
     List,
@@ -285,6 +295,22 @@ pub struct Settings {
     /// A supervisor lookup needs an SMS sent to the number at most this long ago.
     #[arg(long, env = "OTPD_LOOKUP_WINDOW", default_value = "10m", global = true)]
     pub lookup_window: humantime::Duration,
+    /// What a lookup's number may rest on: `call` (only a call the phone system reported, docs/cti.md),
+    /// `call-or-typed` (a call, or numbers the team lead types, audited as typed) or `typed`. Default: `call` in
+    /// prod mode, `call-or-typed` in dev mode.
+    #[arg(long, env = "OTPD_LOOKUP_EVIDENCE", value_enum, global = true)]
+    pub lookup_evidence: Option<crate::domain::EvidencePolicy>,
+    /// The notice the driver's number gets after every granted lookup (through the SMS channel; it never holds a
+    /// code): `{brand}` and `{support}`, EUC-KR, one SMS (90 bytes), checked at start-up. `off` disables it.
+    #[arg(long, env = "OTPD_LOOKUP_NOTICE_TEMPLATE", default_value = crate::sms::DEFAULT_NOTICE, global = true)]
+    pub lookup_notice_template: String,
+    /// The number the notice tells a driver to call if they did not ask for a lookup. Required in prod mode while
+    /// the notice is on; in dev mode the SMS sender number.
+    #[arg(long, env = "OTPD_SUPPORT_NUMBER", global = true)]
+    pub support_number: Option<String>,
+    /// How long after a call ends it still vouches for its number (a lookup or status by call).
+    #[arg(long, env = "OTPD_CALL_GRACE", default_value = "2m", global = true)]
+    pub call_grace: humantime::Duration,
     /// Codes one supervisor may look up per hour.
     #[arg(long, env = "OTPD_SUPERVISOR_LOOKUPS_PER_HOUR", default_value_t = 20, global = true)]
     pub supervisor_lookups_per_hour: u32,
@@ -382,6 +408,8 @@ pub struct Config {
     pub app_hashes: AllowedAppHashes,
     /// What supervisor lookups are allowed.
     pub lookup: LookupPolicy,
+    /// The notice after a granted lookup; None: off.
+    pub lookup_notice: Option<crate::sms::LookupNotice>,
     /// The last audit sequence that may carry an unkeyed link (0: none).
     pub accept_unkeyed_through: i64,
     /// The Prometheus endpoint's address; None: off.
@@ -542,6 +570,33 @@ impl Settings {
                  refused in prod mode (use https://)",
             ));
         }
+        let evidence = self.lookup_evidence.unwrap_or(match self.mode {
+            Mode::Prod => crate::domain::EvidencePolicy::Call,
+            Mode::Dev => crate::domain::EvidencePolicy::CallOrTyped,
+        });
+        let call_grace = delta("call-grace", self.call_grace)?;
+        if call_grace > chrono::TimeDelta::hours(1) {
+            return Err(invalid("call-grace", "at most 1h: an ended call vouches for nothing for long"));
+        }
+        let lookup_notice = match self.lookup_notice_template.trim() {
+            "off" => None,
+            template => {
+                let support = match (&self.support_number, self.mode) {
+                    (Some(number), _) => number.trim().to_owned(),
+                    (None, Mode::Dev) => self.sms_sender.trim().to_owned(),
+                    (None, Mode::Prod) => {
+                        return Err(invalid(
+                            "support-number",
+                            "prod mode needs --support-number while the lookup notice is on (or \
+                             --lookup-notice-template off)",
+                        ));
+                    }
+                };
+                let notice = crate::sms::LookupNotice::new(template, &self.delivery.brand, &support)
+                    .map_err(|m| invalid("lookup-notice-template", m))?;
+                Some(notice)
+            }
+        };
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -621,8 +676,11 @@ impl Settings {
             lookup: LookupPolicy {
                 window: lookup_window,
                 quota: LookupQuota { max: self.supervisor_lookups_per_hour, window: chrono::TimeDelta::hours(1) },
+                evidence,
+                call_grace,
             },
             accept_unkeyed_through: self.accept_unkeyed_through,
+            lookup_notice,
             metrics_listen: self.metrics_listen,
             delivery,
         })
@@ -727,13 +785,39 @@ mod tests {
             "http:https://sms.example/send",
             "--pepper",
             "0123456789abcdef",
+            "--support-number",
+            "1588-0000",
         ])
         .validate()
         .unwrap();
         assert!(matches!(config.sms_gateway, GatewayConfig::Http(_)));
     }
 
-    const PROD: [&str; 4] = ["--mode", "prod", "--pepper", "0123456789abcdef"];
+    #[test]
+    fn prod_needs_a_support_number_while_the_lookup_notice_is_on() {
+        let base = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
+        let e = settings(&base).validate().unwrap_err();
+        assert_eq!(e.setting, "support-number");
+        assert!(
+            settings(&[&base[..], &["--lookup-notice-template", "off"]].concat())
+                .validate()
+                .unwrap()
+                .lookup_notice
+                .is_none()
+        );
+        let e =
+            settings(&[&base[..], &["--support-number", "1588-0000", "--lookup-notice-template", "{code}"]].concat())
+                .validate()
+                .unwrap_err();
+        assert_eq!(e.setting, "lookup-notice-template");
+        let e = settings(&[&base[..], &["--support-number", "1588-0000", "--brand", "카카오T"]].concat()).validate();
+        assert!(e.unwrap_err().message.contains("94 bytes"), "the default text with a 4-letter brand is 94 bytes");
+        let config = settings(&[&base[..], &["--support-number", "1588-0000"]].concat()).validate().unwrap();
+        assert_eq!(config.lookup.evidence, crate::domain::EvidencePolicy::Call, "prod defaults to call evidence");
+        assert!(config.lookup_notice.unwrap().text().contains("1588-0000"));
+    }
+
+    const PROD: [&str; 6] = ["--mode", "prod", "--pepper", "0123456789abcdef", "--support-number", "1588-0000"];
 
     fn prod(args: &[&str]) -> Result<Config, ConfigError> {
         settings(&[&PROD[..], args].concat()).validate()
@@ -883,7 +967,16 @@ mod tests {
 
     #[test]
     fn prod_refuses_a_plaintext_admin_listener_off_loopback() {
-        let prod = ["--mode", "prod", "--sms-gateway", "http:https://sms.example/send", "--pepper", "0123456789abcdef"];
+        let prod = [
+            "--mode",
+            "prod",
+            "--sms-gateway",
+            "http:https://sms.example/send",
+            "--pepper",
+            "0123456789abcdef",
+            "--support-number",
+            "1588-0000",
+        ];
         let with = |extra: &[&'static str]| {
             let mut args = prod.to_vec();
             args.extend_from_slice(extra);
@@ -912,6 +1005,8 @@ mod tests {
             "http:https://sms.example/send",
             "--pepper",
             "0123456789abcdef",
+            "--support-number",
+            "1588-0000",
             "--receipt-hmac-key",
             "0123456789abcdef0123",
         ];

@@ -125,6 +125,12 @@ impl Application {
             limits: Arc::clone(&limits),
             metrics: Arc::clone(&metrics),
         });
+        let supervision = match &config.lookup_notice {
+            Some(notice) => {
+                supervision.notifying(Arc::new(Notices { service: service.clone(), notice: notice.clone() }))
+            }
+            None => supervision,
+        };
         let tls = crate::tls::load(&config.tls).await?;
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
@@ -303,17 +309,22 @@ impl Application {
                 let local = listener.local_addr().context("the webhook listener's address")?;
                 let incoming = Incoming::new(listener, admission(ListenerName::Webhook));
                 let (store, clock) = (Arc::clone(&self.stores.verification), Arc::clone(&self.clock));
+                let (calls, countries) = (Arc::clone(&self.stores.supervision), self.config.allowed_countries.clone());
                 let (keys, stop) = (self.config.delivery.receipt_keys.clone(), token.clone());
                 let hosts = hosts(local, self.tls.webhook.is_some());
                 Some(match &self.tls.webhook {
                     Some(tls) => {
                         let incoming = tls.incoming(incoming, handshake_timeout, stop.clone());
                         let listener = StreamListener::new(incoming, local);
-                        tokio::spawn(crate::receipts::serve(listener, hosts, store, clock, keys, stop))
+                        tokio::spawn(crate::receipts::serve(
+                            listener, hosts, store, calls, countries, clock, keys, stop,
+                        ))
                     }
                     None => {
                         let listener = StreamListener::new(incoming, local);
-                        tokio::spawn(crate::receipts::serve(listener, hosts, store, clock, keys, stop))
+                        tokio::spawn(crate::receipts::serve(
+                            listener, hosts, store, calls, countries, clock, keys, stop,
+                        ))
                     }
                 })
             }
@@ -500,4 +511,17 @@ async fn write_new_pepper(path: &Path) -> anyhow::Result<()> {
     // before it is written (an empty file, "must be 16 to 1024 bytes, got 0"), as a test run once showed.
     file.sync_all().await.with_context(|| format!("writing pepper file {}", path.display()))?;
     Ok(())
+}
+
+/// The lookup notice, sent through the verification service's SMS channel.
+struct Notices {
+    service: VerificationService,
+    notice: crate::sms::LookupNotice,
+}
+
+#[async_trait::async_trait]
+impl crate::supervision::LookupNotifier for Notices {
+    async fn notify(&self, phone: &crate::domain::PhoneNumber) {
+        self.service.send_notice(phone, self.notice.text()).await;
+    }
 }

@@ -65,7 +65,9 @@ async fn statements_per_rpc_on_both_backends() {
 
     let mut table = Vec::new();
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let app = spawn_app(backend).await;
+        // The lookup notice's one INSERT runs in its own task after the lookup has answered, so it would land in
+        // whichever call is counted next: off here, and counted in docs/performance.md.
+        let app = spawn_app_with(backend, &["--lookup-notice-template", "off"]).await;
         let kim = app.add_supervisor("kim", "supervisor").await;
         // Let start-up work (migrations, the first purge) finish before counting.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -80,7 +82,8 @@ async fn statements_per_rpc_on_both_backends() {
         let mut sup = app.sup.clone();
         let lookup = sup.lookup_code(authed(lookup_req("010-2222-3333", "010-2222-3333"), &kim));
         let (_, lookup) = counted(&statements, lookup).await;
-        let status = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+        let status =
+            pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
         let (_, status) = counted(&statements, sup.get_phone_status(authed(status, &kim))).await;
         for (rpc, ran) in [
             ("SendCode (new verification)", send),
@@ -126,11 +129,11 @@ const EXPECTED: &[(Backend, &str, usize)] = &[
     (Backend::Sqlite, "VerifyCode (wrong code)", 2),
     (Backend::Sqlite, "VerifyCode (right code)", 4),
     (Backend::Sqlite, "LookupCode (granted)", 10),
-    (Backend::Sqlite, "GetPhoneStatus", 6),
+    (Backend::Sqlite, "GetPhoneStatus", 7),
     (Backend::Postgres, "SendCode (new verification)", 11),
     (Backend::Postgres, "SendCode (resend)", 11),
     (Backend::Postgres, "VerifyCode (wrong code)", 2),
     (Backend::Postgres, "VerifyCode (right code)", 6),
     (Backend::Postgres, "LookupCode (granted)", 12),
-    (Backend::Postgres, "GetPhoneStatus", 8),
+    (Backend::Postgres, "GetPhoneStatus", 9),
 ];

@@ -144,6 +144,7 @@ impl Event {
             reason: self.reason.clone(),
             contact_channel: contact(self.contact),
             contact_matched: self.contact_matched,
+            evidence: None,
             outcome: if self.denied { AuditOutcome::Denied } else { AuditOutcome::Granted },
             detail: self.detail.clone(),
         }
@@ -297,6 +298,7 @@ fn chain(input: &Input) {
             events[i].link = match events[i].link {
                 ChainLink::Sha256 => ChainLink::HmacSha256,
                 ChainLink::HmacSha256 => ChainLink::Sha256,
+                ChainLink::HmacSha256Evidence => ChainLink::HmacSha256,
             };
             Some(seq(i))
         }
@@ -348,7 +350,7 @@ fn forged(input: &Input) {
         assert_eq!(event.seq, seq(i));
         assert_eq!(event.prev_hash, prev);
         let sealed = match event.link {
-            ChainLink::HmacSha256 => event.event.clone().seal(event.seq, &prev, &key()),
+            ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence => event.event.clone().seal(event.seq, &prev, &key()),
             ChainLink::Sha256 => event.event.clone().seal_unkeyed(event.seq, &prev),
         };
         assert_eq!(event.hash, sealed.hash, "only a correctly sealed event is accepted");

@@ -6,10 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use otpd::domain::{AllowedCountries, PhoneNumber, Reason, TicketId};
+use otpd::domain::{AllowedCountries, CallId, PhoneNumber, Reason, TicketId};
 use otpd::grpc::convert::{action_from_pb, optional_purpose};
 use otpd::grpc::edge::{Refusal, SupervisorRequests};
 use otpd::pb::otp::v1 as pb;
+use otpd::supervision::{Stated, StatusTarget};
 use otpd_fuzz::{Parsed, check_phone, check_refusal, countries, names};
 use prost::Message;
 
@@ -55,27 +56,42 @@ fn lookup(requests: &SupervisorRequests, body: &[u8]) {
         .any(|c| req.contact == i32::from(*c));
     let contact_number_ok =
         !req.contact_number.trim().is_empty() && PhoneNumber::parse_lenient(&req.contact_number, countries).is_ok();
+    let call_ok = req.call_id.is_empty() || CallId::parse(&req.call_id).is_ok();
+    // With a call, the number is optional (the call's); named, it must still be valid.
+    let phone_named = req.call_id.is_empty() || !req.phone_number.trim().is_empty();
     match requests.parse_lookup(req.clone()) {
         Ok(cmd) => {
-            assert!(purpose_ok && reason_ok && contact_ok && contact_number_ok, "{req:?}");
-            assert_eq!(Some(&cmd.phone), phone.as_ref());
+            assert!(purpose_ok && reason_ok && call_ok, "{req:?}");
             assert_eq!(Some(&cmd.ticket), ticket.as_ref());
             assert_eq!(Ok(cmd.purpose), optional_purpose(req.purpose));
             assert_eq!(cmd.ticket.as_str(), req.ticket_id.trim());
-            check_phone(&cmd.phone, countries, Parsed::Strict);
-            check_phone(&cmd.contact_number, countries, Parsed::Lenient);
+            match &cmd.stated {
+                Stated::Typed { phone: number, contact_number, .. } => {
+                    assert!(req.call_id.is_empty() && contact_ok && contact_number_ok, "{req:?}");
+                    assert_eq!(Some(number), phone.as_ref());
+                    check_phone(number, countries, Parsed::Strict);
+                    check_phone(contact_number, countries, Parsed::Lenient);
+                }
+                Stated::Call { call_id, phone: number } => {
+                    assert_eq!(call_id.as_str(), req.call_id);
+                    assert_eq!(number.as_ref(), if phone_named { phone.as_ref() } else { None });
+                }
+            }
         }
         Err(refusal) => {
-            let fields = ["phone_number", "purpose", "ticket_id", "reason", "contact", "contact_number"];
+            let fields = ["phone_number", "purpose", "ticket_id", "reason", "contact", "contact_number", "call_id"];
             check_refusal(&refusal.violations, &fields);
             let v = &refusal.violations;
-            assert_eq!(names(v, "phone_number"), phone.is_none(), "{v:?}");
+            assert_eq!(names(v, "phone_number"), phone_named && phone.is_none(), "{v:?}");
             assert_eq!(names(v, "ticket_id"), ticket.is_none(), "{v:?}");
             assert_eq!(names(v, "purpose"), !purpose_ok, "{v:?}");
             assert_eq!(names(v, "reason"), !reason_ok, "{v:?}");
-            assert_eq!(names(v, "contact"), !contact_ok, "{v:?}");
-            assert_eq!(names(v, "contact_number"), !contact_number_ok, "{v:?}");
-            check_audit_facts(&refusal, phone, ticket);
+            assert_eq!(names(v, "call_id"), !call_ok, "{v:?}");
+            if req.call_id.is_empty() {
+                assert_eq!(names(v, "contact"), !contact_ok, "{v:?}");
+                assert_eq!(names(v, "contact_number"), !contact_number_ok, "{v:?}");
+            }
+            check_audit_facts(&refusal, if phone_named { phone } else { None }, ticket);
         }
     }
 }
@@ -84,16 +100,30 @@ fn phone_status(requests: &SupervisorRequests, body: &[u8]) {
     let Some(req) = decode::<pb::GetPhoneStatusRequest>(body) else { return };
     let phone = strict(&req.phone_number, &requests.countries);
     let ticket = TicketId::parse(&req.ticket_id).ok();
+    let phone_named = req.call_id.is_empty() || !req.phone_number.trim().is_empty();
+    let call_ok = req.call_id.is_empty() || CallId::parse(&req.call_id).is_ok();
     match requests.parse_phone_status(req.clone()) {
-        Ok((number, id)) => {
-            assert_eq!((Some(&number), Some(&id)), (phone.as_ref(), ticket.as_ref()));
-            check_phone(&number, &requests.countries, Parsed::Strict);
+        Ok((target, id)) => {
+            assert!(call_ok);
+            assert_eq!(Some(&id), ticket.as_ref());
+            match target {
+                StatusTarget::Number(number) => {
+                    assert!(req.call_id.is_empty());
+                    assert_eq!(Some(&number), phone.as_ref());
+                    check_phone(&number, &requests.countries, Parsed::Strict);
+                }
+                StatusTarget::Call { call_id, phone: number } => {
+                    assert_eq!(call_id.as_str(), req.call_id);
+                    assert_eq!(number.as_ref(), if phone_named { phone.as_ref() } else { None });
+                }
+            }
         }
         Err(refusal) => {
-            check_refusal(&refusal.violations, &["phone_number", "ticket_id"]);
-            assert_eq!(names(&refusal.violations, "phone_number"), phone.is_none());
+            check_refusal(&refusal.violations, &["phone_number", "ticket_id", "call_id"]);
+            assert_eq!(names(&refusal.violations, "phone_number"), phone_named && phone.is_none());
             assert_eq!(names(&refusal.violations, "ticket_id"), ticket.is_none());
-            check_audit_facts(&refusal, phone, ticket);
+            assert_eq!(names(&refusal.violations, "call_id"), !call_ok);
+            check_audit_facts(&refusal, if phone_named { phone } else { None }, ticket);
         }
     }
 }

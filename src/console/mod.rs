@@ -69,7 +69,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        if path == "/console" || path.starts_with(CONSOLE_PATH) {
+        // `/` too: whoever types the admin listener's address lands on the console (no gRPC path is `/`).
+        if path == "/" || path == "/console" || path.starts_with(CONSOLE_PATH) {
             let mut response = page(request.method(), path);
             secure(response.headers_mut());
             return Box::pin(async move { Ok(response) });
@@ -104,7 +105,7 @@ fn secure(headers: &mut HeaderMap) {
 
 /// The answer to a request under `/console`: an embedded file, a redirect to the console's root, or an error.
 fn page(method: &Method, path: &str) -> Response<Body> {
-    if path == "/console" {
+    if path == "/" || path == "/console" {
         return plain(StatusCode::PERMANENT_REDIRECT, "see /console/\n", Some(CONSOLE_PATH));
     }
     let Some(asset) = assets::find(path) else {
@@ -148,6 +149,9 @@ mod tests {
         assert_eq!(page(&Method::GET, "/console/nope.js").status(), StatusCode::NOT_FOUND);
         assert_eq!(page(&Method::POST, "/console/").status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(page(&Method::GET, "/console").status(), StatusCode::PERMANENT_REDIRECT);
+        let root = page(&Method::GET, "/");
+        assert_eq!(root.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(root.headers()[header::LOCATION], CONSOLE_PATH);
     }
 
     #[test]

@@ -42,14 +42,17 @@ pub enum CtlCommand {
     /// Look up the code for a driver who keeps not receiving it (strong complaint). Ask the driver to press
     /// "send" in the app first.
     Lookup {
-        /// The number being verified.
-        #[arg(long)]
-        phone: String,
+        /// The call you are on (`otpctl calls` lists them): the number is the call's, nothing else to type.
+        #[arg(long, conflicts_with_all = ["caller", "callback"])]
+        call: Option<String>,
+        /// The number being verified (with --call: optional, and must be the call's number).
+        #[arg(long, required_unless_present = "call")]
+        phone: Option<String>,
         /// The call-centre ticket.
         #[arg(long)]
         ticket: String,
-        /// The driver called in: the caller's number as the phone system shows it.
-        #[arg(long, required_unless_present = "callback", conflicts_with = "callback")]
+        /// Typed evidence, where the server allows it: the driver called in from this number.
+        #[arg(long, required_unless_present_any = ["callback", "call"], conflicts_with = "callback")]
         caller: Option<String>,
         /// You called the driver back: the number you dialled.
         #[arg(long)]
@@ -60,13 +63,18 @@ pub enum CtlCommand {
     },
     /// Why can't this number log in? Failures, lock, pending codes and their delivery.
     Status {
-        /// The number.
+        /// The call you are on: the status of its number.
         #[arg(long)]
-        phone: String,
+        call: Option<String>,
+        /// The number (with --call: optional, and must be the call's number).
+        #[arg(long, required_unless_present = "call")]
+        phone: Option<String>,
         /// The call-centre ticket.
         #[arg(long)]
         ticket: String,
     },
+    /// Your calls on the line, as the phone system reported them (answered by your agent id, not ended).
+    Calls,
     /// Lift a number's lock (admins).
     Unlock {
         /// The number.
@@ -231,31 +239,41 @@ async fn call(
     command: CtlCommand,
 ) -> Result<Output, Refusal> {
     match command {
-        CtlCommand::Lookup { phone, ticket, caller, callback, purpose } => {
-            let (contact, number) = match (caller, callback) {
-                (Some(n), _) => (pb::ContactChannel::InboundCall, n),
-                (None, Some(n)) => (pb::ContactChannel::OutboundCallback, n),
-                (None, None) => {
+        CtlCommand::Lookup { call, phone, ticket, caller, callback, purpose } => {
+            let (contact, number) = match (caller, callback, &call) {
+                (Some(n), _, _) => (pb::ContactChannel::InboundCall, n),
+                (None, Some(n), _) => (pb::ContactChannel::OutboundCallback, n),
+                (None, None, Some(_)) => (pb::ContactChannel::Unspecified, String::new()),
+                (None, None, None) => {
                     return Err(Refusal::Usage(
-                        "--caller 또는 --callback 이 필요합니다. / Give --caller or --callback.".into(),
+                        "--call, --caller 또는 --callback 이 필요합니다. / Give --call, --caller or --callback.".into(),
                     ));
                 }
             };
             let request = pb::LookupCodeRequest {
-                phone_number: phone,
+                phone_number: phone.unwrap_or_default(),
                 purpose: purpose.map_or(pb::Purpose::Unspecified, purpose_to_pb).into(),
                 ticket_id: ticket,
                 reason: pb::LookupReason::StrongComplaint.into(),
                 contact: contact.into(),
                 contact_number: number,
+                call_id: call.unwrap_or_default(),
             };
             let response = client.lookup_code(authed(request, token)?).await?.into_inner();
             Ok(render::lookup(&response))
         }
-        CtlCommand::Status { phone, ticket } => {
-            let request = pb::GetPhoneStatusRequest { phone_number: phone, ticket_id: ticket };
+        CtlCommand::Status { call, phone, ticket } => {
+            let request = pb::GetPhoneStatusRequest {
+                phone_number: phone.unwrap_or_default(),
+                ticket_id: ticket,
+                call_id: call.unwrap_or_default(),
+            };
             let response = client.get_phone_status(authed(request, token)?).await?.into_inner();
             Ok(render::status(&response))
+        }
+        CtlCommand::Calls => {
+            let response = client.list_my_calls(authed(pb::ListMyCallsRequest {}, token)?).await?.into_inner();
+            Ok(render::calls(&response))
         }
         CtlCommand::Unlock { phone, ticket, reason } => {
             let request = pb::UnlockPhoneRequest { phone_number: phone, ticket_id: ticket, reason };

@@ -255,6 +255,14 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
         if let Some(matched) = e.contact_matched {
             line.push_str(if matched { " (matched)" } else { " (NOT matched)" });
         }
+        match e.evidence.as_str() {
+            "call" => {
+                let _ =
+                    write!(line, "  근거 통화 / call {} ({}, {})", e.call_id, e.call_direction, e.call_masked_number);
+            }
+            "typed" => line.push_str("  [직접 입력 / TYPED]"),
+            _ => {}
+        }
         let _ = writeln!(text, "{line}  — {}", e.detail);
         rows.push(json!({
             "sequence": e.sequence,
@@ -268,6 +276,10 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
             "reason": e.reason,
             "contact": contact,
             "contact_matched": e.contact_matched,
+            "evidence": e.evidence,
+            "call_id": e.call_id,
+            "call_direction": e.call_direction,
+            "call_masked_number": e.call_masked_number,
             "outcome": outcome,
             "detail": e.detail,
             "prev_hash": e.prev_hash,
@@ -278,6 +290,31 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
         text.push_str("기록 없음 / no events\n");
     }
     Output { text, json: json!({ "events": rows }) }
+}
+
+/// The caller's calls on the line.
+pub fn calls(r: &pb::ListMyCallsResponse) -> Output {
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    for c in &r.calls {
+        let direction = match c.direction.as_str() {
+            "inbound" => "인바운드(기사님 발신) / inbound",
+            "outbound" => "콜백(상담사 발신) / callback",
+            other => other,
+        };
+        let since = time(c.answered_at.as_ref()).map(clock).unwrap_or_default();
+        let _ = writeln!(text, "{}  {}  {direction}  since {since}", c.call_id, c.masked_phone_number);
+        rows.push(json!({
+            "call_id": c.call_id,
+            "direction": c.direction,
+            "masked_phone_number": c.masked_phone_number,
+            "answered_at": rfc3339(c.answered_at.as_ref()),
+        }));
+    }
+    if r.calls.is_empty() {
+        text.push_str("통화 중인 전화 없음 / no calls on the line\n");
+    }
+    Output { text, json: json!({ "calls": rows }) }
 }
 
 /// A refused call, explained in Korean and English (JSON on stdout with `--json`, text on stderr otherwise).
@@ -291,6 +328,22 @@ pub fn error(status: &tonic::Status, as_json: bool) {
             "발신 번호가 인증 대상 번호와 다릅니다. 제3자 번호로는 인증번호를 안내할 수 없습니다.".to_owned(),
             "The contact number is not the number being verified: the code cannot be given for a third party's number."
                 .to_owned(),
+        ),
+        (_, "CALL_NOT_FOUND") => (
+            "통화 정보를 찾을 수 없습니다. `otpctl calls`로 통화 중인 목록을 확인하세요.".to_owned(),
+            "The phone system reported no such call: see `otpctl calls`.".to_owned(),
+        ),
+        (_, "CALL_NOT_YOURS") => (
+            "상담사님이 받은 통화가 아닙니다(또는 상담사 ID가 등록되지 않았습니다).".to_owned(),
+            "That call is not answered by your agent id (or you have none): ask an operator to set it.".to_owned(),
+        ),
+        (_, "CALL_ENDED") => (
+            "통화가 종료되었습니다. 기사님과 다시 통화 연결 후 조회하세요.".to_owned(),
+            "The call has ended: codes are read out only on a live call.".to_owned(),
+        ),
+        (_, "CALL_REQUIRED") => (
+            "통화 중인 전화에서만 조회할 수 있습니다. --call 로 통화를 지정하세요 (`otpctl calls`).".to_owned(),
+            "This server looks codes up only for a call: give --call (see `otpctl calls`).".to_owned(),
         ),
         (_, "NO_PENDING_VERIFICATION") => (
             "최근 발송된 인증번호가 없습니다. 기사님께 앱에서 인증번호 전송을 먼저 누르도록 안내한 뒤 다시 조회하세요."

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 
-use super::ContactChannel;
+use super::{ContactChannel, Evidence};
 
 /// The previous hash of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -49,11 +49,13 @@ pub enum AuditAction {
     SupervisorDisabled,
     /// An auditor had the service check the whole chain's links and seals.
     VerifyAuditChain,
+    /// An operator set or cleared a supervisor's agent id in the phone system.
+    SupervisorAgentSet,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 9] = [
         AuditAction::LookupCode,
         AuditAction::GetPhoneStatus,
         AuditAction::UnlockPhone,
@@ -62,6 +64,7 @@ impl AuditAction {
         AuditAction::SupervisorAdded,
         AuditAction::SupervisorDisabled,
         AuditAction::VerifyAuditChain,
+        AuditAction::SupervisorAgentSet,
     ];
 
     /// The name stored in the database.
@@ -75,6 +78,7 @@ impl AuditAction {
             AuditAction::SupervisorAdded => "supervisor_added",
             AuditAction::SupervisorDisabled => "supervisor_disabled",
             AuditAction::VerifyAuditChain => "verify_audit_chain",
+            AuditAction::SupervisorAgentSet => "supervisor_agent_set",
         }
     }
 
@@ -100,6 +104,7 @@ impl NewAuditEvent {
             reason: None,
             contact_channel: None,
             contact_matched: None,
+            evidence: None,
             outcome: AuditOutcome::Granted,
             detail: detail.into(),
         }
@@ -155,6 +160,8 @@ pub struct NewAuditEvent {
     pub contact_channel: Option<ContactChannel>,
     /// Whether the contact number was the number being verified.
     pub contact_matched: Option<bool>,
+    /// What a lookup's number rested on: a call the phone system reported, or typed. Sealed with link v3.
+    pub evidence: Option<Evidence>,
     /// Allowed or refused.
     pub outcome: AuditOutcome,
     /// A short explanation (never a code).
@@ -184,6 +191,9 @@ pub enum ChainLink {
     Sha256,
     /// v2: HMAC-SHA256 under the [`AuditKey`].
     HmacSha256,
+    /// v3: v2 over the event's fields and its evidence (call id, direction, masked number, or typed). Only
+    /// events that carry evidence use it, so every event written before keeps its v2 seal.
+    HmacSha256Evidence,
 }
 
 impl ChainLink {
@@ -192,12 +202,15 @@ impl ChainLink {
         match self {
             ChainLink::Sha256 => 1,
             ChainLink::HmacSha256 => 2,
+            ChainLink::HmacSha256Evidence => 3,
         }
     }
 
     /// The inverse of [`ChainLink::version`].
     pub fn from_version(version: i64) -> Option<Self> {
-        [ChainLink::Sha256, ChainLink::HmacSha256].into_iter().find(|l| l.version() == version)
+        [ChainLink::Sha256, ChainLink::HmacSha256, ChainLink::HmacSha256Evidence]
+            .into_iter()
+            .find(|l| l.version() == version)
     }
 }
 
@@ -235,8 +248,9 @@ impl fmt::Debug for AuditKey {
 impl NewAuditEvent {
     /// Places the event after `prev_hash` at `seq` and seals it with `key`.
     pub fn seal(self, seq: i64, prev_hash: &str, key: &AuditKey) -> AuditEvent {
-        let hash = chain_hash(ChainLink::HmacSha256, key, seq, prev_hash, &self);
-        AuditEvent { seq, event: self, prev_hash: prev_hash.to_owned(), hash, link: ChainLink::HmacSha256 }
+        let link = if self.evidence.is_some() { ChainLink::HmacSha256Evidence } else { ChainLink::HmacSha256 };
+        let hash = chain_hash(link, key, seq, prev_hash, &self);
+        AuditEvent { seq, event: self, prev_hash: prev_hash.to_owned(), hash, link }
     }
 
     /// Seals the event with the unkeyed v1 link, as events were before v2: what anyone with the table could
@@ -256,6 +270,12 @@ fn chain_hash(link: ChainLink, key: &AuditKey, seq: i64, prev_hash: &str, e: &Ne
         ChainLink::HmacSha256 => {
             let mut mac = key.mac();
             encode(&mut mac, b"otpd-audit-v2", seq, prev_hash, e);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        ChainLink::HmacSha256Evidence => {
+            let mut mac = key.mac();
+            encode(&mut mac, b"otpd-audit-v3", seq, prev_hash, e);
+            encode_evidence(&mut mac, e.evidence.as_ref());
             hex::encode(mac.finalize().into_bytes())
         }
     }
@@ -289,6 +309,30 @@ fn encode(h: &mut impl Update, tag: &[u8], seq: i64, prev_hash: &str, e: &NewAud
     field(h, e.contact_matched.map(|m| if m { "true" } else { "false" }));
     field(h, Some(e.outcome.as_str()));
     field(h, Some(&e.detail));
+}
+
+/// v3's extra fields, after v2's: the evidence kind, then the call's id, direction and masked number (absent for
+/// typed evidence). An event without evidence cannot be v3 (the marker differs from any kind's encoding).
+fn encode_evidence(h: &mut impl Update, evidence: Option<&Evidence>) {
+    fn field(h: &mut impl Update, value: Option<&str>) {
+        match value {
+            Some(v) => {
+                h.update(&(v.len() as u64).to_be_bytes());
+                h.update(v.as_bytes());
+            }
+            None => h.update(&u64::MAX.to_be_bytes()),
+        }
+    }
+    field(h, evidence.map(Evidence::kind));
+    let (id, direction, number) = match evidence {
+        Some(Evidence::Call { call_id, direction, number_masked }) => {
+            (Some(call_id.as_str()), Some(direction.as_str()), Some(number_masked.as_str()))
+        }
+        _ => (None, None, None),
+    };
+    field(h, id);
+    field(h, direction);
+    field(h, number);
 }
 
 /// Where a chain is broken.
@@ -377,7 +421,7 @@ impl ChainVerifier {
             return Err(fail("its previous-hash does not match the event before it".into()));
         }
         match event.link {
-            ChainLink::HmacSha256 => self.keyed_seen = true,
+            ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence => self.keyed_seen = true,
             ChainLink::Sha256 if self.keyed_seen => {
                 return Err(fail("sealed without the key after keyed events (re-sealed by someone without it)".into()));
             }
@@ -391,6 +435,15 @@ impl ChainVerifier {
                 )));
             }
             ChainLink::Sha256 => self.unkeyed += 1,
+        }
+        match (event.link, &event.event.evidence) {
+            (ChainLink::Sha256 | ChainLink::HmacSha256, Some(_)) => {
+                return Err(fail("carries evidence its seal does not cover (added afterwards)".into()));
+            }
+            (ChainLink::HmacSha256Evidence, None) => {
+                return Err(fail("sealed as carrying evidence, but its evidence is gone".into()));
+            }
+            _ => {}
         }
         let expected = chain_hash(event.link, &self.key, event.seq, &event.prev_hash, &event.event);
         if event.hash != expected {
@@ -459,9 +512,35 @@ mod tests {
             reason: Some("strong_complaint".into()),
             contact_channel: Some(ContactChannel::InboundCall),
             contact_matched: Some(true),
+            evidence: None,
             outcome: AuditOutcome::Granted,
             detail: detail.into(),
         }
+    }
+
+    #[test]
+    fn evidence_is_sealed_with_link_v3_and_cannot_be_changed_added_or_removed() {
+        let mut e = event("lookup");
+        e.evidence = Some(Evidence::Call {
+            call_id: "C-1".into(),
+            direction: crate::domain::CallDirection::Inbound,
+            number_masked: "+82 10-****-5678".into(),
+        });
+        let sealed = e.seal(1, GENESIS_HASH, &key());
+        assert_eq!(sealed.link, ChainLink::HmacSha256Evidence);
+        let verify = |ev: &AuditEvent| ChainVerifier::new(key(), Expectations::default()).check(ev);
+        verify(&sealed).unwrap();
+        let mut changed = sealed.clone();
+        changed.event.evidence = Some(Evidence::Typed);
+        assert!(verify(&changed).is_err(), "changed evidence");
+        let mut removed = sealed.clone();
+        removed.event.evidence = None;
+        assert!(verify(&removed).is_err(), "removed evidence");
+        let plain = event("lookup").seal(1, GENESIS_HASH, &key());
+        assert_eq!(plain.link, ChainLink::HmacSha256, "events without evidence keep v2");
+        let mut added = plain.clone();
+        added.event.evidence = Some(Evidence::Typed);
+        assert!(verify(&added).is_err(), "evidence added to a v2 event");
     }
 
     fn key() -> AuditKey {

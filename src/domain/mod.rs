@@ -1,6 +1,7 @@
 //! Domain types: each can only hold a valid value, so the layers below never re-check input.
 
 pub mod audit;
+mod call;
 mod code;
 mod delivery;
 mod phone;
@@ -10,6 +11,9 @@ mod receipt_reason;
 mod supervision;
 mod test_numbers;
 
+pub use call::{
+    AgentId, CALL_CLOCK_SKEW, Call, CallDirection, CallEvent, CallEventKind, CallId, Evidence, EvidencePolicy,
+};
 pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use delivery::{
     AttemptOutcome, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels, RECEIPT_CLOCK_SKEW, Receipt,
@@ -19,7 +23,7 @@ pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
 pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, receipt_reason};
-pub use supervision::{Actor, ContactChannel, Reason, Role, SupervisorName, TicketId};
+pub use supervision::{Actor, ContactChannel, DisabledActor, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;
 
 /// Identifies one verification (a phone number and purpose with its codes); a UUIDv7 so ids sort by creation.

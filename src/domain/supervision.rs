@@ -85,6 +85,18 @@ pub struct Actor {
     pub name: String,
     /// Their role.
     pub role: Role,
+    /// Their seat in the phone system, when they have one: the calls a lookup may rest on are this agent's.
+    pub agent_id: Option<super::AgentId>,
+}
+
+/// A disabled supervisor's token, let through to the handler only so that the refusal can record the number
+/// and ticket the request named: it is never an [`Actor`], so no flow can mistake it for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledActor {
+    /// Who the token belonged to.
+    pub actor: Actor,
+    /// When they were disabled.
+    pub disabled_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Actor {
@@ -188,8 +200,8 @@ mod tests {
 
     #[test]
     fn admin_holds_every_role() {
-        let admin = Actor { name: "a".into(), role: Role::Admin };
-        let auditor = Actor { name: "b".into(), role: Role::Auditor };
+        let admin = Actor { name: "a".into(), role: Role::Admin, agent_id: None };
+        let auditor = Actor { name: "b".into(), role: Role::Auditor, agent_id: None };
         assert!(admin.has_any(&[Role::Supervisor]));
         assert!(!auditor.has_any(&[Role::Supervisor]));
         assert!(auditor.has_any(&[Role::Auditor]));

@@ -70,8 +70,13 @@ where
         Box::pin(async move {
             let action = action_of(request.uri().path());
             match authenticate(&supervision, request.headers(), action).await {
-                Ok(actor) => {
+                Ok(Ok(actor)) => {
                     request.extensions_mut().insert(actor);
+                    inner.call(request).await
+                }
+                Ok(Err(disabled)) => {
+                    // Only for the refusal: the handler reads what the request named, audits it and refuses.
+                    request.extensions_mut().insert(disabled);
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),
@@ -96,7 +101,7 @@ async fn authenticate(
     supervision: &SupervisionService,
     headers: &HeaderMap,
     action: Option<AuditAction>,
-) -> Result<Actor, Status> {
+) -> Result<Result<Actor, crate::domain::DisabledActor>, Status> {
     let Some(value) = headers.get("authorization") else {
         supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
         return Err(Status::unauthenticated("missing `authorization: Bearer <token>`"));

@@ -37,6 +37,7 @@ pub fn action_to_pb(action: AuditAction) -> pb::AuditAction {
         AuditAction::SupervisorAdded => pb::AuditAction::SupervisorAdded,
         AuditAction::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
         AuditAction::VerifyAuditChain => pb::AuditAction::VerifyAuditChain,
+        AuditAction::SupervisorAgentSet => pb::AuditAction::SupervisorAgentSet,
     }
 }
 
@@ -52,5 +53,6 @@ pub fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
         pb::AuditAction::SupervisorAdded => Some(AuditAction::SupervisorAdded),
         pb::AuditAction::SupervisorDisabled => Some(AuditAction::SupervisorDisabled),
         pb::AuditAction::VerifyAuditChain => Some(AuditAction::VerifyAuditChain),
+        pb::AuditAction::SupervisorAgentSet => Some(AuditAction::SupervisorAgentSet),
     })
 }

@@ -20,6 +20,14 @@ const LOCKED_KO: &str = "인증번호가 10회 이상 일치하지 않아 24시�
 const THIRD_PARTY_KO: &str = "발신 번호가 인증 대상 번호와 다릅니다. 제3자 번호로는 인증번호를 안내할 수 없습니다.";
 const PRESS_SEND_KO: &str =
     "최근 발송된 인증번호가 없습니다. 기사님께 앱에서 인증번호 전송을 먼저 누르도록 안내해 주세요.";
+const CALL_NOT_FOUND_KO: &str = "통화 정보를 찾을 수 없습니다. 통화 중인 목록에서 다시 선택해 주세요.";
+const CALL_NOT_YOURS_KO: &str =
+    "상담사님이 받은 통화가 아닙니다. 본인이 받은 통화에서만 인증번호를 안내할 수 있습니다.";
+const CALL_ENDED_KO: &str = "통화가 종료되었습니다. 기사님과 다시 통화 연결 후 조회해 주세요.";
+const CALL_REQUIRED_KO: &str =
+    "통화 중인 전화에서만 인증번호를 조회할 수 있습니다. 통화 중 목록에서 통화를 선택해 주세요.";
+const SMS_FAILED_KO: &str =
+    "인증번호 문자를 보내지 못했습니다. 잠시 후 다시 시도하시거나, 고객센터로 전화 주시면 인증을 도와드립니다.";
 const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
 
 impl From<ServiceError> for Status {
@@ -87,6 +95,7 @@ impl From<ServiceError> for Status {
             ServiceError::SmsDeliveryFailed { retry_after } => {
                 info(&mut details, "SMS_DELIVERY_FAILED", HashMap::new());
                 details.set_retry_info(Some(retry_after));
+                details.set_localized_message("ko-KR", SMS_FAILED_KO);
                 (Code::Unavailable, "the SMS could not be delivered; no code was sent".into())
             }
             ServiceError::DeadlineTooShort { needed } => {
@@ -128,6 +137,40 @@ impl From<ServiceError> for Status {
                 (
                     Code::PermissionDenied,
                     "the contact number is not the number being verified: no code is given for a third party's number"
+                        .into(),
+                )
+            }
+            ServiceError::CallNotFound => {
+                info(&mut details, "CALL_NOT_FOUND", HashMap::new());
+                details.set_localized_message("ko-KR", CALL_NOT_FOUND_KO);
+                (Code::NotFound, "the phone system reported no such call".into())
+            }
+            ServiceError::CallNotYours => {
+                info(&mut details, "CALL_NOT_YOURS", HashMap::new());
+                details.set_localized_message("ko-KR", CALL_NOT_YOURS_KO);
+                (
+                    Code::PermissionDenied,
+                    "the phone system does not show this call answered by your agent id (or you have none)".into(),
+                )
+            }
+            ServiceError::CallEnded => {
+                info(&mut details, "CALL_ENDED", HashMap::new());
+                details.set_localized_message("ko-KR", CALL_ENDED_KO);
+                (Code::FailedPrecondition, "the call has ended: codes are read out only on a live call".into())
+            }
+            ServiceError::CallRequired => {
+                info(&mut details, "CALL_REQUIRED", HashMap::new());
+                details.set_localized_message("ko-KR", CALL_REQUIRED_KO);
+                (
+                    Code::FailedPrecondition,
+                    "this service looks codes up only for a call the phone system reported: name the call".into(),
+                )
+            }
+            ServiceError::CallEvidenceOff => {
+                info(&mut details, "CALL_EVIDENCE_OFF", HashMap::new());
+                (
+                    Code::FailedPrecondition,
+                    "this service is not connected to the phone system (--lookup-evidence typed): name the numbers"
                         .into(),
                 )
             }

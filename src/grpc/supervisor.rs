@@ -8,11 +8,13 @@ use super::convert::{action_from_pb, action_to_pb, optional_purpose, purpose_to_
 use super::violations::Violations;
 use super::{detached, timestamp};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
-use crate::domain::{Actor, AllowedCountries, Channel, ContactChannel, PhoneNumber, Reason, TicketId};
+use crate::domain::{
+    Actor, AllowedCountries, CallId, Channel, ContactChannel, Evidence, PhoneNumber, Reason, TicketId,
+};
 use crate::pb::otp::v1 as pb;
 use crate::service::{FieldViolation, ServiceError};
 use crate::store::{AuditFilter, CodeStatus, PhoneStatus, VerificationStatus};
-use crate::supervision::{LookupCommand, SupervisionService};
+use crate::supervision::{LookupCommand, Stated, StatusTarget, SupervisionService};
 
 /// Default and largest page of ListAuditEvents.
 const DEFAULT_PAGE: u32 = 50;
@@ -72,6 +74,22 @@ impl SupervisorApi {
         Self { service, requests: SupervisorRequests { countries } }
     }
 
+    /// Refuses a disabled supervisor's call, auditing the number and ticket it named.
+    async fn refuse_disabled(
+        &self,
+        disabled: crate::domain::DisabledActor,
+        action: AuditAction,
+        phone: Option<PhoneNumber>,
+        ticket: Option<TicketId>,
+    ) -> Status {
+        let service = self.service.clone();
+        let refused = detached(async move {
+            Err::<(), _>(service.refuse_disabled(&disabled, action, phone.as_ref(), ticket.as_ref()).await)
+        })
+        .await;
+        refused.err().unwrap_or(ServiceError::SupervisorDisabled).into()
+    }
+
     /// Audits a malformed request from `actor` as denied and returns its error.
     async fn refuse(&self, actor: &Actor, action: AuditAction, refusal: Refusal) -> Status {
         let Refusal { phone, ticket, violations } = refusal;
@@ -91,48 +109,84 @@ impl SupervisorRequests {
     /// A LookupCode request as a command.
     pub fn parse_lookup(&self, req: pb::LookupCodeRequest) -> Result<LookupCommand, Refusal> {
         let mut v = Violations::default();
-        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let phone = if req.call_id.is_empty() || !req.phone_number.trim().is_empty() {
+            v.phone("phone_number", &req.phone_number, &self.countries)
+        } else {
+            None
+        };
         let purpose = v.check("purpose", "INVALID_PURPOSE", optional_purpose(req.purpose));
         let ticket = v.ticket(&req.ticket_id);
         let reason = match pb::LookupReason::try_from(req.reason) {
             Ok(pb::LookupReason::StrongComplaint) => Some(()),
             _ => v.check("reason", "INVALID_REASON", Err::<(), _>("the reason must be STRONG_COMPLAINT")),
         };
-        let contact = match pb::ContactChannel::try_from(req.contact) {
-            Ok(pb::ContactChannel::InboundCall) => Some(ContactChannel::InboundCall),
-            Ok(pb::ContactChannel::OutboundCallback) => Some(ContactChannel::OutboundCallback),
-            _ => v.check(
-                "contact",
-                "INVALID_CONTACT",
-                Err::<ContactChannel, _>("the contact must be INBOUND_CALL or OUTBOUND_CALLBACK"),
-            ),
-        };
-        let contact_number = if req.contact_number.trim().is_empty() {
-            v.check("contact_number", "INVALID_PHONE_NUMBER", Err::<PhoneNumber, _>("the contact number is required"))
-        } else {
-            v.check(
-                "contact_number",
-                "INVALID_PHONE_NUMBER",
-                PhoneNumber::parse_lenient(&req.contact_number, &self.countries),
-            )
-        };
-        let (Some(phone), Some(purpose), Some(ticket), Some(()), Some(contact), Some(contact_number), true) =
-            (phone.clone(), purpose, ticket.clone(), reason, contact, contact_number, v.is_empty())
-        else {
+        let call_id = call_id(&mut v, &req.call_id);
+        let (Some(purpose), Some(ticket), Some(()), true) = (purpose, ticket.clone(), reason, v.is_empty()) else {
+            // Parse what else there is, so every bad field is named at once.
+            if call_id.is_none() {
+                let _ = contact_fields(&mut v, &req, &self.countries);
+            }
             return Err(Refusal { phone, ticket, violations: v.0 });
         };
-        Ok(LookupCommand { phone, purpose, ticket, contact, contact_number })
+        let stated = match call_id {
+            Some(call_id) => {
+                // With a call, the numbers are optional: the number is the call's. A contact number named too must be
+                // the call's number as well (checked against it).
+                let contact_number = if req.contact_number.trim().is_empty() {
+                    None
+                } else {
+                    v.check(
+                        "contact_number",
+                        "INVALID_PHONE_NUMBER",
+                        PhoneNumber::parse_lenient(&req.contact_number, &self.countries),
+                    )
+                };
+                match (&phone, contact_number) {
+                    (Some(p), Some(c)) if *p != c => {
+                        v.check(
+                            "contact_number",
+                            "CONTACT_MISMATCH",
+                            Err::<(), _>("with a call, a contact number must be the number being verified"),
+                        );
+                    }
+                    _ => {}
+                }
+                let phone = if req.phone_number.trim().is_empty() { None } else { phone.clone() };
+                Stated::Call { call_id, phone }
+            }
+            None => match contact_fields(&mut v, &req, &self.countries) {
+                Some((contact, contact_number)) => match phone.clone() {
+                    Some(phone) => Stated::Typed { phone, contact, contact_number },
+                    None => return Err(Refusal { phone, ticket: Some(ticket), violations: v.0 }),
+                },
+                None => return Err(Refusal { phone, ticket: Some(ticket), violations: v.0 }),
+            },
+        };
+        if !v.is_empty() {
+            return Err(Refusal { phone, ticket: Some(ticket), violations: v.0 });
+        }
+        Ok(LookupCommand { purpose, ticket, stated })
     }
 
-    /// A GetPhoneStatus request as its number and ticket.
-    pub fn parse_phone_status(&self, req: pb::GetPhoneStatusRequest) -> Result<(PhoneNumber, TicketId), Refusal> {
+    /// A GetPhoneStatus request as its target (a number, or a call and perhaps its number) and ticket.
+    pub fn parse_phone_status(&self, req: pb::GetPhoneStatusRequest) -> Result<(StatusTarget, TicketId), Refusal> {
         let mut v = Violations::default();
-        let phone = v.phone("phone_number", &req.phone_number, &self.countries);
+        let phone = if req.call_id.is_empty() || !req.phone_number.trim().is_empty() {
+            v.phone("phone_number", &req.phone_number, &self.countries)
+        } else {
+            None
+        };
         let ticket = v.ticket(&req.ticket_id);
-        let (Some(phone), Some(ticket), true) = (phone.clone(), ticket.clone(), v.is_empty()) else {
+        let call_id = call_id(&mut v, &req.call_id);
+        let (Some(ticket), true) = (ticket.clone(), v.is_empty()) else {
             return Err(Refusal { phone, ticket, violations: v.0 });
         };
-        Ok((phone, ticket))
+        let target = match (call_id, phone) {
+            (Some(call_id), phone) => StatusTarget::Call { call_id, phone },
+            (None, Some(phone)) => StatusTarget::Number(phone),
+            (None, None) => return Err(Refusal { phone: None, ticket: Some(ticket), violations: v.0 }),
+        };
+        Ok((target, ticket))
     }
 
     /// An UnlockPhone request as its number, ticket and reason.
@@ -197,6 +251,43 @@ impl SupervisorRequests {
     }
 }
 
+/// The call id field: empty means none.
+fn call_id(v: &mut Violations, input: &str) -> Option<CallId> {
+    if input.is_empty() { None } else { v.check("call_id", "INVALID_CALL_ID", CallId::parse(input)) }
+}
+
+/// The typed evidence's fields, required without a call.
+fn contact_fields(
+    v: &mut Violations,
+    req: &pb::LookupCodeRequest,
+    countries: &AllowedCountries,
+) -> Option<(ContactChannel, PhoneNumber)> {
+    let contact = match pb::ContactChannel::try_from(req.contact) {
+        Ok(pb::ContactChannel::InboundCall) => Some(ContactChannel::InboundCall),
+        Ok(pb::ContactChannel::OutboundCallback) => Some(ContactChannel::OutboundCallback),
+        _ => v.check(
+            "contact",
+            "INVALID_CONTACT",
+            Err::<ContactChannel, _>("the contact must be INBOUND_CALL or OUTBOUND_CALLBACK (or name a call_id)"),
+        ),
+    };
+    let contact_number = if req.contact_number.trim().is_empty() {
+        v.check(
+            "contact_number",
+            "INVALID_PHONE_NUMBER",
+            Err::<PhoneNumber, _>("the contact number is required (or name a call_id)"),
+        )
+    } else {
+        v.check("contact_number", "INVALID_PHONE_NUMBER", PhoneNumber::parse_lenient(&req.contact_number, countries))
+    };
+    Some((contact?, contact_number?))
+}
+
+/// A disabled supervisor's token, let through only to have its refusal audited with what the request named.
+fn disabled<T>(request: &Request<T>) -> Option<crate::domain::DisabledActor> {
+    request.extensions().get::<crate::domain::DisabledActor>().cloned()
+}
+
 fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
     request.extensions().get::<Actor>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
 }
@@ -250,6 +341,13 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         &self,
         request: Request<pb::LookupCodeRequest>,
     ) -> Result<Response<pb::LookupCodeResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            let (phone, ticket) = match self.requests.parse_lookup(request.into_inner()) {
+                Ok(cmd) => (cmd.stated.phone().cloned(), Some(cmd.ticket)),
+                Err(refusal) => (refusal.phone, refusal.ticket),
+            };
+            return Err(self.refuse_disabled(disabled, AuditAction::LookupCode, phone, ticket).await);
+        }
         let actor = actor(&request)?;
         let cmd = match self.requests.parse_lookup(request.into_inner()) {
             Ok(cmd) => cmd,
@@ -272,16 +370,24 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         &self,
         request: Request<pb::GetPhoneStatusRequest>,
     ) -> Result<Response<pb::GetPhoneStatusResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            let (phone, ticket) = match self.requests.parse_phone_status(request.into_inner()) {
+                Ok((StatusTarget::Number(phone), ticket)) => (Some(phone), Some(ticket)),
+                Ok((StatusTarget::Call { phone, .. }, ticket)) => (phone, Some(ticket)),
+                Err(refusal) => (refusal.phone, refusal.ticket),
+            };
+            return Err(self.refuse_disabled(disabled, AuditAction::GetPhoneStatus, phone, ticket).await);
+        }
         let actor = actor(&request)?;
-        let (phone, ticket) = match self.requests.parse_phone_status(request.into_inner()) {
+        let (target, ticket) = match self.requests.parse_phone_status(request.into_inner()) {
             Ok(parsed) => parsed,
             Err(refusal) => return Err(self.refuse(&actor, AuditAction::GetPhoneStatus, refusal).await),
         };
         let service = self.service.clone();
         let max = service.policy().max_failed_attempts;
-        let masked = phone.masked().to_owned();
-        let (status, event) = detached(async move { service.phone_status(&actor, &phone, &ticket).await }).await?;
-        Ok(Response::new(status_to_pb(status, &event, masked, max)))
+        let (status, event, phone) =
+            detached(async move { service.phone_status(&actor, target, &ticket).await }).await?;
+        Ok(Response::new(status_to_pb(status, &event, phone.masked().to_owned(), max)))
     }
 
     #[tracing::instrument(name = "UnlockPhone", skip_all)]
@@ -289,6 +395,13 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         &self,
         request: Request<pb::UnlockPhoneRequest>,
     ) -> Result<Response<pb::UnlockPhoneResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            let (phone, ticket) = match self.requests.parse_unlock(request.into_inner()) {
+                Ok((phone, ticket, _)) => (Some(phone), Some(ticket)),
+                Err(refusal) => (refusal.phone, refusal.ticket),
+            };
+            return Err(self.refuse_disabled(disabled, AuditAction::UnlockPhone, phone, ticket).await);
+        }
         let actor = actor(&request)?;
         let (phone, ticket, reason) = match self.requests.parse_unlock(request.into_inner()) {
             Ok(parsed) => parsed,
@@ -368,7 +481,30 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         Ok(Response::new(pb::WhoAmIResponse {
             allowed_methods: allowed_methods(&actor).iter().map(|m| (*m).to_owned()).collect(),
             role: actor.role.as_str().to_owned(),
+            lookup_evidence: self.service.evidence_policy().as_str().to_owned(),
+            agent_id: actor.agent_id.as_ref().map(|a| a.as_str().to_owned()).unwrap_or_default(),
             name: actor.name,
+        }))
+    }
+
+    #[tracing::instrument(name = "ListMyCalls", skip_all)]
+    async fn list_my_calls(
+        &self,
+        request: Request<pb::ListMyCallsRequest>,
+    ) -> Result<Response<pb::ListMyCallsResponse>, Status> {
+        let actor = actor(&request)?;
+        let service = self.service.clone();
+        let calls = detached(async move { service.my_calls(&actor).await }).await?;
+        Ok(Response::new(pb::ListMyCallsResponse {
+            calls: calls
+                .into_iter()
+                .map(|c| pb::MyCall {
+                    call_id: c.call_id.as_str().to_owned(),
+                    direction: c.direction.as_str().to_owned(),
+                    masked_phone_number: c.number.masked().to_owned(),
+                    answered_at: c.answered_at.map(timestamp),
+                })
+                .collect(),
         }))
     }
 }
@@ -403,6 +539,19 @@ fn event_to_pb(e: &AuditEvent) -> pb::AuditEvent {
         reason: ev.reason.clone().unwrap_or_default(),
         contact: contact_to_pb(ev.contact_channel).into(),
         contact_matched: ev.contact_matched,
+        evidence: ev.evidence.as_ref().map(|e| e.kind().to_owned()).unwrap_or_default(),
+        call_id: match &ev.evidence {
+            Some(Evidence::Call { call_id, .. }) => call_id.clone(),
+            _ => String::new(),
+        },
+        call_direction: match &ev.evidence {
+            Some(Evidence::Call { direction, .. }) => direction.as_str().to_owned(),
+            _ => String::new(),
+        },
+        call_masked_number: match &ev.evidence {
+            Some(Evidence::Call { number_masked, .. }) => number_masked.clone(),
+            _ => String::new(),
+        },
         outcome: match ev.outcome {
             AuditOutcome::Granted => pb::AuditOutcome::Granted,
             AuditOutcome::Denied => pb::AuditOutcome::Denied,
@@ -488,6 +637,16 @@ fn status_to_pb(
         sms_last_hour: count(status.sms_last_hour),
         sms_last_day: count(status.sms_last_day),
         audit_event_id: event.event.id.to_string(),
+        notices: status
+            .notices
+            .iter()
+            .map(|n| pb::LookupNotice {
+                sent_at: Some(timestamp(n.sent_at)),
+                outcome: n.outcome.clone(),
+                gateway: n.gateway.clone().unwrap_or_default(),
+                provider_id: n.provider_id.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

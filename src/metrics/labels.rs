@@ -78,6 +78,8 @@ label_enum! {
         VerifyAuditChain = "otp.v1.SupervisorService/VerifyAuditChain",
         /// otp.v1.SupervisorService/WhoAmI.
         WhoAmI = "otp.v1.SupervisorService/WhoAmI",
+        /// otp.v1.SupervisorService/ListMyCalls.
+        ListMyCalls = "otp.v1.SupervisorService/ListMyCalls",
         /// grpc.health.v1.Health/Check.
         HealthCheck = "grpc.health.v1.Health/Check",
         /// grpc.health.v1.Health/Watch.
@@ -226,9 +228,13 @@ impl From<Option<AuditAction>> for SupervisorAction {
             Some(AuditAction::UnlockPhone) => Self::UnlockPhone,
             Some(AuditAction::ListAuditEvents) => Self::ListAuditEvents,
             Some(AuditAction::VerifyAuditChain) => Self::VerifyAuditChain,
-            Some(AuditAction::PhoneLocked | AuditAction::SupervisorAdded | AuditAction::SupervisorDisabled) | None => {
-                Self::Other
-            }
+            Some(
+                AuditAction::PhoneLocked
+                | AuditAction::SupervisorAdded
+                | AuditAction::SupervisorDisabled
+                | AuditAction::SupervisorAgentSet,
+            )
+            | None => Self::Other,
         }
     }
 }
@@ -248,6 +254,14 @@ label_enum! {
         RoleNotAllowed = "role_not_allowed",
         /// A lookup for another number than the driver's.
         ThirdPartyNumber = "third_party_number",
+        /// A lookup naming a call the phone system never reported.
+        CallNotFound = "call_not_found",
+        /// A lookup naming another agent's call (or by a supervisor without an agent id).
+        CallNotYours = "call_not_yours",
+        /// A lookup naming a call that ended longer ago than the grace.
+        CallEnded = "call_ended",
+        /// A lookup without a call where one is required (or with one where calls are off).
+        CallRequired = "call_required",
         /// A lookup with no recent send.
         NoPendingVerification = "no_pending_verification",
         /// A lookup for a locked number.
@@ -438,6 +452,16 @@ label_enum! {
         AuditEvents = "audit_events",
         /// SupervisionStore::audit_chain.
         AuditChain = "audit_chain",
+        /// Store::record_notice.
+        RecordNotice = "record_notice",
+        /// SupervisionStore::set_agent.
+        SetAgent = "set_agent",
+        /// SupervisionStore::record_call_event.
+        RecordCallEvent = "record_call_event",
+        /// SupervisionStore::call.
+        Call = "call",
+        /// SupervisionStore::agent_calls.
+        AgentCalls = "agent_calls",
     }
 }
 

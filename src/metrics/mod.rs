@@ -256,6 +256,11 @@ impl Metrics {
         }
     }
 
+    /// A delivery no channel was asked to carry (`circuit_open`): counted as a failure, with no duration.
+    pub fn sms_refused(&self, kind: GatewayFailure) {
+        self.gateway_failures.get_or_create(&FailureLabels { kind }).inc();
+    }
+
     /// The breaker's state now.
     pub fn breaker(&self, state: BreakerState) {
         let index = BreakerState::ALL.iter().position(|s| *s == state).unwrap_or(0);

@@ -28,8 +28,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::domain::{AllowedCountries, CallEvent};
 use crate::domain::{RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome};
-use crate::store::Store;
+use crate::store::{Store, SupervisionStore};
 
 /// The largest receipt body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -41,11 +42,15 @@ pub struct ReceiptKeys {
     pub nhn_signature: Option<SecretString>,
     /// The generic form's HMAC key.
     pub hmac_key: Option<SecretString>,
+    /// The phone system's call-event HMAC key (POST /calls/events, docs/cti.md).
+    pub call_events_key: Option<SecretString>,
 }
 
 #[derive(Clone)]
 struct Receiver {
     store: Arc<dyn Store>,
+    calls: Arc<dyn SupervisionStore>,
+    countries: AllowedCountries,
     clock: Arc<dyn Clock>,
     keys: Arc<ReceiptKeys>,
     seen: Arc<generic::SeenSignatures>,
@@ -60,6 +65,8 @@ enum Refusal {
     Forged,
     /// Not a receipt.
     Malformed(String),
+    /// Not a call event.
+    MalformedEvent(String),
     /// It names no attempt otpd knows.
     Unknown,
     /// The database failed.
@@ -72,6 +79,7 @@ impl axum::response::IntoResponse for Refusal {
             Refusal::Off => (StatusCode::NOT_FOUND, "receipts of this kind are not enabled".to_owned()),
             Refusal::Forged => (StatusCode::UNAUTHORIZED, "bad signature".to_owned()),
             Refusal::Malformed(why) => (StatusCode::BAD_REQUEST, format!("malformed receipt: {why}")),
+            Refusal::MalformedEvent(why) => (StatusCode::BAD_REQUEST, format!("malformed call event: {why}")),
             Refusal::Unknown => (StatusCode::NOT_FOUND, "no such message".to_owned()),
             Refusal::Store => (StatusCode::SERVICE_UNAVAILABLE, "try again later".to_owned()),
         };
@@ -81,10 +89,13 @@ impl axum::response::IntoResponse for Refusal {
 
 /// Serves the receipt endpoints on the admitted connections of `listener` (plain or TLS) until `shutdown` is
 /// cancelled, answering only to the names of `hosts`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, IO>(
     listener: crate::listen::StreamListener<S>,
     hosts: crate::listen::AllowedHosts,
     store: Arc<dyn Store>,
+    calls: Arc<dyn SupervisionStore>,
+    countries: AllowedCountries,
     clock: Arc<dyn Clock>,
     keys: ReceiptKeys,
     shutdown: CancellationToken,
@@ -93,10 +104,11 @@ where
     S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let receiver = Receiver { store, clock, keys: Arc::new(keys), seen: Arc::default() };
+    let receiver = Receiver { store, calls, countries, clock, keys: Arc::new(keys), seen: Arc::default() };
     let app = axum::Router::new()
         .route("/receipts/nhn", post(nhn_receipt))
         .route("/receipts/http", post(generic_receipt))
+        .route("/calls/events", post(call_event))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(receiver)
         .layer(crate::listen::HostCheckLayer::new(hosts));
@@ -141,6 +153,44 @@ async fn generic_receipt(
         return Ok(StatusCode::OK);
     }
     apply(&r, "http", vec![receipt]).await
+}
+
+/// A call event from the phone system (docs/cti.md): 204 applied (or a repeat, which changes nothing), 401 bad or
+/// stale signature, 400 malformed, 413 too large. Nothing is stored unless the whole event is valid.
+async fn call_event(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Refusal> {
+    let key = r.keys.call_events_key.as_ref().ok_or(Refusal::Off)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let now = r.clock.now();
+    if !generic::authentic(key, header("x-otpd-timestamp"), header("x-otpd-signature"), &body, now) {
+        tracing::warn!("call event with a bad or stale signature refused");
+        return Err(Refusal::Forged);
+    }
+    let event = CallEvent::parse(&body, &r.countries, now).map_err(|why| {
+        tracing::warn!(%why, "malformed call event refused");
+        Refusal::MalformedEvent(why)
+    })?;
+    match r.calls.record_call_event(&event, now).await {
+        Ok(changed) => {
+            tracing::info!(
+                call_id = %event.call_id,
+                event = ?event.kind,
+                direction = event.direction.as_str(),
+                number = %event.number,
+                agent = %event.agent,
+                changed,
+                "call event"
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(error) => {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a call event failed");
+            Err(Refusal::Store)
+        }
+    }
 }
 
 /// Applies each receipt, once all are known to be well dated; 404 when none named a known attempt (so nothing

@@ -24,6 +24,11 @@ impl VerificationService {
             .try_fold(Duration::MAX, |shortest, open| open.map(|open| shortest.min(open)))
     }
 
+    /// Each channel with its gateway's name, for the record of a send none of them was asked to carry.
+    pub(super) fn channels_for_record(&self) -> Vec<(DeliveryChannel, &'static str)> {
+        self.channels().iter().map(|(channel, gateway)| (*channel, gateway.name())).collect()
+    }
+
     fn channels(&self) -> Channels {
         let this = &self.inner;
         if this.channels.is_empty() {
@@ -40,9 +45,73 @@ impl VerificationService {
         message: &SmsMessage,
         deadline: Deadline,
     ) -> (Result<Delivery, SmsError>, Vec<DeliveryAttempt>) {
+        self.deliver_over(self.channels(), message, deadline).await
+    }
+
+    /// A lookup notice (never a code) to `phone` over the SMS channel, within `--sms-timeout`, charged to the
+    /// per-destination and per-replica SMS limits but not to the number's hourly and daily caps (no code row).
+    /// Recorded for the status view; never fails the lookup that caused it.
+    pub async fn send_notice(&self, phone: &crate::domain::PhoneNumber, text: &str) -> crate::store::NoticeStatus {
+        let this = &self.inner;
+        let record = |outcome: &str, gateway: Option<&str>, provider_id: Option<String>| crate::store::NoticeStatus {
+            sent_at: this.clock.now(),
+            outcome: outcome.to_owned(),
+            gateway: gateway.map(str::to_owned),
+            provider_id,
+        };
+        let sms: crate::sms::Channels =
+            self.channels().into_iter().filter(|(channel, _)| *channel == DeliveryChannel::Sms).collect();
+        let status = if this.test_numbers.code_for(phone, this.policy.code_length).is_some() {
+            tracing::info!(%phone, "lookup notice: test number, not sent");
+            record("not_sent", None, None)
+        } else if let Err(limited) = this.limits.check_send_destination(phone) {
+            tracing::warn!(%phone, limit = limited.limit, "lookup notice held back by an SMS limit");
+            record("not_sent", None, None)
+        } else if sms.is_empty() {
+            tracing::warn!(%phone, "lookup notice not sent: no SMS channel in --delivery");
+            record("not_sent", None, None)
+        } else {
+            let reference = crate::domain::VerificationId::new();
+            let message = SmsMessage {
+                to: phone.clone(),
+                from: this.sender.clone(),
+                body: secrecy::SecretString::from(text.to_owned()),
+                code: secrecy::SecretString::from(String::new()),
+                verification_id: reference,
+                sent_at: this.clock.now(),
+                idempotency_key: format!("notice-{reference}"),
+            };
+            let deadline = Deadline { at: tokio::time::Instant::now() + this.delivery_timeout, callers: false };
+            let (result, attempts) = self.deliver_over(sms, &message, deadline).await;
+            let gateway = attempts.last().map(|a| a.gateway);
+            match result {
+                Ok(delivery) => record("accepted", gateway, delivery.message_id),
+                Err(error) => {
+                    tracing::warn!(%phone, error = %error, "lookup notice not delivered");
+                    let outcome = match (&error, attempts.last()) {
+                        (_, Some(attempt)) => attempt.outcome.as_str(),
+                        _ => "not_sent",
+                    };
+                    record(outcome, gateway, None)
+                }
+            }
+        };
+        if let Err(error) = this.store.record_notice(phone, &status).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a lookup notice failed");
+        }
+        tracing::info!(%phone, outcome = %status.outcome, "lookup notice");
+        status
+    }
+
+    async fn deliver_over(
+        &self,
+        channels: Channels,
+        message: &SmsMessage,
+        deadline: Deadline,
+    ) -> (Result<Delivery, SmsError>, Vec<DeliveryAttempt>) {
         let mut attempts = Vec::new();
         let mut last: Option<SmsError> = None;
-        for (channel, gateway) in self.channels() {
+        for (channel, gateway) in channels {
             if tokio::time::Instant::now() >= deadline.at {
                 break;
             }

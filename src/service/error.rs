@@ -73,6 +73,21 @@ pub enum ServiceError {
     /// A lookup for a number other than the one the driver is on.
     #[error("contact number is not the number being verified")]
     ThirdPartyNumber,
+    /// The call a lookup names is unknown (never reported, or forgotten a day after its last event).
+    #[error("no such call")]
+    CallNotFound,
+    /// The call is answered by another agent, or the supervisor has no agent id.
+    #[error("the call is not yours")]
+    CallNotYours,
+    /// The call ended longer ago than the grace.
+    #[error("the call has ended")]
+    CallEnded,
+    /// The deployment requires a call (`--lookup-evidence call`) and none was named.
+    #[error("a call is required")]
+    CallRequired,
+    /// The deployment takes no call evidence (`--lookup-evidence typed`) and a call was named.
+    #[error("call evidence is off")]
+    CallEvidenceOff,
     /// A lookup with no SMS sent recently: the driver must press "send" first.
     #[error("no recent send to look up")]
     NoRecentSend,

@@ -174,13 +174,10 @@ impl VerificationService {
         this.policy.check_send(&state.history, now).map_err(|r| refusal(r, now))?;
         let test_code = this.test_numbers.code_for(&cmd.phone, this.policy.code_length);
         let is_test_number = test_code.is_some();
-        if !is_test_number {
-            // While the provider is known to be down no SMS can go out: refuse before any hash, code row or
-            // charge to the shared limits.
-            if let Some(retry_after) = self.channels_refusing_for() {
-                *verdict = Some(SendResult::NotSent);
-                return Err(ServiceError::SmsDeliveryFailed { retry_after });
-            }
+        // While the provider is known to be down no SMS can go out, but the driver's attempt is still recorded (the
+        // pending verification and the refused send), so that a team lead on a call can issue a code for it.
+        let breaker_open = if is_test_number { None } else { self.channels_refusing_for() };
+        if !is_test_number && breaker_open.is_none() {
             // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
             this.limits.check_send_destination(&cmd.phone)?;
         }
@@ -208,6 +205,9 @@ impl VerificationService {
             idempotency_key: format!("{}-{}", issued.verification_id, issued.code_id.0),
         };
         drop(code);
+        if let Some(retry_after) = breaker_open {
+            return Err(self.refused_by_breaker(issued.code_id, retry_after, verdict).await);
+        }
         let mut attempts = Vec::new();
         let outcome = if is_test_number {
             tracing::info!("test number: SMS not sent");
@@ -273,6 +273,47 @@ impl VerificationService {
             sender: this.sender.clone(),
             masked_phone: cmd.phone.masked().to_owned(),
         })
+    }
+
+    /// A send every channel's breaker refused: its code is revoked at once (no SMS code is live), each channel's
+    /// refusal is recorded for the status view, logged and counted (`circuit_open`), and the driver is told the
+    /// call centre can help (the pending verification stays, so a lookup by call can issue a code).
+    async fn refused_by_breaker(
+        &self,
+        code: CodeId,
+        retry_after: Duration,
+        verdict: &mut Option<SendResult>,
+    ) -> ServiceError {
+        let this = &self.inner;
+        let now = this.clock.now();
+        let attempts: Vec<crate::domain::DeliveryAttempt> = self
+            .channels_for_record()
+            .into_iter()
+            .map(|(channel, gateway)| {
+                tracing::warn!(
+                    %channel,
+                    gateway,
+                    reason = "circuit_open",
+                    retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                    "SMS refused by the open circuit breaker; the attempt is recorded, no code is live"
+                );
+                crate::domain::DeliveryAttempt {
+                    channel,
+                    gateway,
+                    at: now,
+                    outcome: crate::domain::AttemptOutcome::Refused,
+                    provider_id: None,
+                }
+            })
+            .collect();
+        this.metrics.sms_refused(crate::metrics::GatewayFailure::CircuitOpen);
+        *verdict = Some(SendResult::Failed);
+        // The refusal and each channel's refused attempt in one transaction.
+        if let Err(error) = this.store.record_delivery(code, DeliveryOutcome::Failed, &attempts, now).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a refused send failed");
+            return error.into();
+        }
+        ServiceError::SmsDeliveryFailed { retry_after: retry_after.max(Duration::from_secs(1)) }
     }
 
     /// Keeps the record of each channel's attempt; losing it costs the status view, not the send.

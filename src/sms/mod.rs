@@ -4,6 +4,7 @@ mod breaker;
 mod file;
 mod http;
 mod log;
+mod notice;
 mod settings;
 mod template;
 mod wire;
@@ -22,6 +23,7 @@ use crate::domain::{PhoneNumber, VerificationId};
 pub use file::{FileGateway, FileSms};
 pub use http::{HttpGateway, HttpOptions};
 pub use log::LogGateway;
+pub use notice::{DEFAULT_NOTICE, LookupNotice};
 pub use settings::{
     AlimTalkConfig, Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext,
     optional_header_secret, optional_secret,

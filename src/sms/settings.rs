@@ -102,6 +102,13 @@ pub struct DeliverySettings {
     /// File holding the generic receipts' HMAC key.
     #[arg(long, env = "OTPD_RECEIPT_HMAC_KEY_FILE", global = true)]
     pub receipt_hmac_key_file: Option<PathBuf>,
+    /// The HMAC key the call centre's phone system signs call events with (X-Otpd-Signature, docs/cti.md);
+    /// enables POST /calls/events on the webhook listener. Prefer --call-events-key-file.
+    #[arg(long, env = "OTPD_CALL_EVENTS_KEY", hide_env_values = true, global = true)]
+    pub call_events_key: Option<SecretString>,
+    /// File holding the call events' HMAC key.
+    #[arg(long, env = "OTPD_CALL_EVENTS_KEY_FILE", global = true)]
+    pub call_events_key_file: Option<PathBuf>,
 }
 
 /// The checked delivery settings.
@@ -247,17 +254,29 @@ impl DeliverySettings {
                 ("receipt-hmac-key", &self.receipt_hmac_key),
                 ("receipt-hmac-key-file", &self.receipt_hmac_key_file),
             )?,
+            call_events_key: optional_secret(
+                ("call-events-key", &self.call_events_key),
+                ("call-events-key-file", &self.call_events_key_file),
+            )?,
         };
-        if self.webhook_listen.is_some() && receipt_keys.nhn_signature.is_none() && receipt_keys.hmac_key.is_none() {
+        if self.webhook_listen.is_some()
+            && receipt_keys.nhn_signature.is_none()
+            && receipt_keys.hmac_key.is_none()
+            && receipt_keys.call_events_key.is_none()
+        {
             return Err((
                 "webhook-listen",
-                "needs --nhn-webhook-signature or --receipt-hmac-key: receipts are never taken unauthenticated".into(),
+                "needs --nhn-webhook-signature, --receipt-hmac-key or --call-events-key: nothing is taken \
+                 unauthenticated"
+                    .into(),
             ));
         }
-        if let Some(key) = &receipt_keys.hmac_key {
+        for (setting, key) in
+            [("receipt-hmac-key", &receipt_keys.hmac_key), ("call-events-key", &receipt_keys.call_events_key)]
+        {
             use secrecy::ExposeSecret;
-            if key.expose_secret().len() < 16 {
-                return Err(("receipt-hmac-key", "must be at least 16 characters".into()));
+            if key.as_ref().is_some_and(|key| key.expose_secret().len() < 16) {
+                return Err((setting, "must be at least 16 characters".into()));
             }
         }
         Ok(DeliveryConfig {

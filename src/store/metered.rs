@@ -6,13 +6,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Approval, AuditFilter, CheckState, CodeId, DeliveryOutcome, IssuedCode, LookupIssue, LookupQuota, LookupTarget,
-    NewCode, PhoneStatus, Reservation, SendState, Store, StoreResult, Stores, SupervisionStore, SupervisorRecord,
-    TokenHolder, Unlocked,
+    AgentChange, Approval, AuditFilter, CheckState, CodeId, DeliveryOutcome, IssuedCode, LookupIssue, LookupQuota,
+    LookupTarget, NewCode, PhoneStatus, Reservation, SendState, Store, StoreResult, Stores, SupervisionStore,
+    SupervisorRecord, TokenHolder, Unlocked,
 };
 use crate::domain::audit::{AuditEvent, AuditKey, NewAuditEvent};
 use crate::domain::{
-    DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, Role, SendRefusal, SupervisorName, VerificationId,
+    AgentId, Call, CallEvent, CallId, DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, Role, SendRefusal,
+    SupervisorName, VerificationId,
 };
 use crate::metrics::{Metrics, StoreOperation as Op};
 
@@ -120,6 +121,10 @@ impl Store for Metered {
     ) -> StoreResult<crate::domain::ReceiptOutcome> {
         self.seen(Op::RecordReceipt, self.verification.record_receipt(gateway, provider_id, receipt).await)
     }
+
+    async fn record_notice(&self, phone: &PhoneNumber, notice: &super::NoticeStatus) -> StoreResult<()> {
+        self.seen(Op::RecordNotice, self.verification.record_notice(phone, notice).await)
+    }
 }
 
 #[async_trait::async_trait]
@@ -216,5 +221,31 @@ impl SupervisionStore for Metered {
 
     async fn audit_chain(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
         self.seen(Op::AuditChain, self.supervision.audit_chain(after, limit).await)
+    }
+
+    async fn set_agent(
+        &self,
+        name: &SupervisorName,
+        agent: Option<&AgentId>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<AgentChange> {
+        let change = self.seen(Op::SetAgent, self.supervision.set_agent(name, agent, event, key).await)?;
+        if let AgentChange::Set(event) = &change {
+            self.appended(event);
+        }
+        Ok(change)
+    }
+
+    async fn record_call_event(&self, event: &CallEvent, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.seen(Op::RecordCallEvent, self.supervision.record_call_event(event, now).await)
+    }
+
+    async fn call(&self, id: &CallId) -> StoreResult<Option<Call>> {
+        self.seen(Op::Call, self.supervision.call(id).await)
+    }
+
+    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<Call>> {
+        self.seen(Op::AgentCalls, self.supervision.agent_calls(agent).await)
     }
 }

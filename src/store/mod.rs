@@ -55,8 +55,8 @@ pub use postgres::PgStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
-    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, PhoneStatus, SupervisionStore,
-    SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, locked_detail,
+    AgentChange, AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NoticeStatus,
+    PhoneStatus, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, locked_detail,
 };
 
 /// A store operation failed. The text is for logs, never for clients.
@@ -388,6 +388,9 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`RECEIPT_CLOCK_SKEW`]: crate::domain::RECEIPT_CLOCK_SKEW
     async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<ReceiptOutcome>;
+
+    /// Records a lookup notice sent to `phone` (for the status view).
+    async fn record_notice(&self, phone: &PhoneNumber, notice: &NoticeStatus) -> StoreResult<()>;
 }
 
 /// Phone states forgotten per statement: small, so a purge never holds many row locks or the SQLite write lock

@@ -6,7 +6,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{NewCode, StoreResult};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, NewAuditEvent};
-use crate::domain::{Actor, Channel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::domain::{
+    Actor, AgentId, Call, CallEvent, CallId, Channel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId,
+};
 
 /// A supervisor as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,22 @@ pub struct SupervisorRecord {
     pub created_at: DateTime<Utc>,
     /// When they were disabled, if they were.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Their agent id in the phone system.
+    pub agent_id: Option<String>,
+}
+
+/// The outcome of [`SupervisionStore::set_agent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentChange {
+    /// Set (or cleared), and the event appended in the same transaction.
+    Set(Box<AuditEvent>),
+    /// No supervisor has that name; nothing changed.
+    NoSuchSupervisor,
+    /// Another supervisor holds the agent id; nothing changed.
+    Taken {
+        /// Who holds it.
+        by: String,
+    },
 }
 
 /// Whose a bearer token is.
@@ -112,9 +130,24 @@ pub struct VerificationStatus {
     pub codes: Vec<CodeStatus>,
 }
 
+/// A notice sent after a granted lookup (never a code), for the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeStatus {
+    /// When it was handed to the channel (or refused).
+    pub sent_at: DateTime<Utc>,
+    /// `accepted`, `refused`, `failed`, `unconfirmed` or `not_sent` (a limit or an open breaker kept it back).
+    pub outcome: String,
+    /// The provider's API that answered.
+    pub gateway: Option<String>,
+    /// The provider's message id.
+    pub provider_id: Option<String>,
+}
+
 /// "Why can't I log in?"
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PhoneStatus {
+    /// Lookup notices sent to the number in the last day, oldest first.
+    pub notices: Vec<NoticeStatus>,
     /// Consecutive failures counting toward the lockout (0 once a lock has expired).
     pub failed_attempts: u32,
     /// Set while locked.
@@ -228,6 +261,27 @@ pub trait SupervisionStore: Send + Sync + 'static {
 
     /// Up to `limit` events with a sequence number above `after`, oldest first (for verifying the chain).
     async fn audit_chain(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Gives supervisor `name` the phone system's agent id `agent` (None: clears it) and appends `event`, in one
+    /// transaction. An agent id belongs to at most one supervisor.
+    async fn set_agent(
+        &self,
+        name: &SupervisorName,
+        agent: Option<&AgentId>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<AgentChange>;
+
+    /// Applies one phone-system event received at `now`, so that the call is in the state its latest event
+    /// says: a later `answered` moves the call to its agent (a transfer), the first `ended` ends it for good, an
+    /// older or repeated event changes nothing. Returns whether anything changed.
+    async fn record_call_event(&self, event: &CallEvent, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// The call, as its events left it.
+    async fn call(&self, id: &CallId) -> StoreResult<Option<Call>>;
+
+    /// The agent's answered calls that have not ended, oldest first.
+    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<Call>>;
 }
 
 /// The detail an over-quota lookup is recorded with.

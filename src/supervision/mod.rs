@@ -14,7 +14,8 @@ use crate::domain::audit::{
     AuditAction, AuditEvent, AuditOutcome, ChainError, ChainVerifier, Expectations, NewAuditEvent,
 };
 use crate::domain::{
-    Actor, Channel, ContactChannel, OtpCode, PhoneNumber, Policy, Purpose, Reason, Role, TicketId, VerificationId,
+    Actor, Call, CallDirection, CallId, Channel, ContactChannel, DisabledActor, Evidence, EvidencePolicy, OtpCode,
+    PhoneNumber, Policy, Purpose, Reason, Role, TicketId, VerificationId,
 };
 use crate::hashing::{CodeHasher, Work};
 use crate::metrics::{Metrics, SendResult, SupervisorAction, SupervisorOutcome};
@@ -30,21 +31,50 @@ pub struct LookupPolicy {
     pub window: TimeDelta,
     /// Codes per supervisor per window.
     pub quota: LookupQuota,
+    /// What a lookup may rest on (`--lookup-evidence`).
+    pub evidence: EvidencePolicy,
+    /// How long after its end a call still vouches for its number (`--call-grace`).
+    pub call_grace: TimeDelta,
+}
+
+/// What a team lead says a lookup rests on.
+#[derive(Debug, Clone)]
+pub enum Stated {
+    /// A call the phone system reported: the number is the call's; a number also named must equal it.
+    Call { call_id: CallId, phone: Option<PhoneNumber> },
+    /// Typed: the number being verified, how the team lead is in contact with the driver and the number the
+    /// driver is on.
+    Typed { phone: PhoneNumber, contact: ContactChannel, contact_number: PhoneNumber },
+}
+
+impl Stated {
+    /// The number named, if one was.
+    pub fn phone(&self) -> Option<&PhoneNumber> {
+        match self {
+            Stated::Call { phone, .. } => phone.as_ref(),
+            Stated::Typed { phone, .. } => Some(phone),
+        }
+    }
+}
+
+/// Whose status a team lead asks for.
+#[derive(Debug, Clone)]
+pub enum StatusTarget {
+    /// A number they named.
+    Number(PhoneNumber),
+    /// The number of the call they are on (a number also named must equal it).
+    Call { call_id: CallId, phone: Option<PhoneNumber> },
 }
 
 /// A team lead's lookup, as stated.
 #[derive(Debug, Clone)]
 pub struct LookupCommand {
-    /// The number being verified.
-    pub phone: PhoneNumber,
     /// The purpose; None: the most recent pending verification.
     pub purpose: Option<Purpose>,
     /// The ticket.
     pub ticket: TicketId,
-    /// How the team lead is in contact with the driver.
-    pub contact: ContactChannel,
-    /// The number the driver is on.
-    pub contact_number: PhoneNumber,
+    /// What the number rests on.
+    pub stated: Stated,
 }
 
 /// A looked-up code.
@@ -62,6 +92,14 @@ pub struct LookupOutcome {
     pub masked_phone: String,
     /// The granted event.
     pub audit_event_id: uuid::Uuid,
+}
+
+/// Tells a driver's number that a team lead looked a code up for it (the lookup notice). Runs after the lookup
+/// has answered; its outcome never reaches the team lead.
+#[async_trait::async_trait]
+pub trait LookupNotifier: Send + Sync + 'static {
+    /// Sends the notice to `phone`.
+    async fn notify(&self, phone: &PhoneNumber);
 }
 
 /// What a check of the whole audit chain found.
@@ -91,6 +129,8 @@ pub struct SupervisionService {
     metrics: Arc<Metrics>,
     /// The operator's `--accept-unkeyed-through`: never a caller's.
     unkeyed_through: i64,
+    /// The lookup notice; None: off.
+    notifier: Option<Arc<dyn LookupNotifier>>,
 }
 
 const LOOKUP_REASON: &str = "strong_complaint";
@@ -105,7 +145,13 @@ impl SupervisionService {
         lookup: LookupPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0 }
+        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0, notifier: None }
+    }
+
+    /// Sends `notifier`'s notice after every granted lookup.
+    pub fn notifying(mut self, notifier: Arc<dyn LookupNotifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Accepts unkeyed links through audit sequence `seq` when the chain is verified (the operator's setting).
@@ -187,23 +233,44 @@ impl SupervisionService {
         self.counted(SupervisorAction::LookupCode, result)
     }
 
-    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %cmd.phone, ticket = cmd.ticket.as_str()))]
+    #[tracing::instrument(
+        skip_all,
+        fields(actor = %actor.name, phone = tracing::field::Empty, ticket = cmd.ticket.as_str())
+    )]
     async fn lookup(&self, actor: &Actor, cmd: LookupCommand) -> Result<LookupOutcome, ServiceError> {
-        self.require(actor, &[Role::Supervisor], AuditAction::LookupCode, Some(&cmd.phone)).await?;
+        self.require(actor, &[Role::Supervisor], AuditAction::LookupCode, cmd.stated.phone()).await?;
         let now = self.clock.now();
-        let matched = cmd.contact_number == cmd.phone;
         let mut event =
-            self.audit.event(Some(actor), AuditAction::LookupCode, Some(&cmd.phone), AuditOutcome::Granted, "");
+            self.audit.event(Some(actor), AuditAction::LookupCode, cmd.stated.phone(), AuditOutcome::Granted, "");
         event.ticket_id = Some(cmd.ticket.as_str().to_owned());
         event.reason = Some(LOOKUP_REASON.to_owned());
-        event.contact_channel = Some(cmd.contact);
-        event.contact_matched = Some(matched);
-
-        if !matched {
-            event.detail = format!("contact number {} is not the number being verified", cmd.contact_number.masked());
-            return Err(self.deny(event, ServiceError::ThirdPartyNumber).await);
-        }
-        let target = self.store().lookup_target(&cmd.phone, cmd.purpose, now).await?;
+        let phone = match &cmd.stated {
+            Stated::Call { call_id, phone } => {
+                let call = self.vouching_call(actor, call_id, phone.as_ref(), &mut event, now).await?;
+                call.number
+            }
+            Stated::Typed { phone, contact, contact_number } => {
+                event.contact_channel = Some(*contact);
+                event.evidence = Some(Evidence::Typed);
+                if !self.lookup.evidence.allows_typed() {
+                    event.detail = "CALL_REQUIRED: a typed number, where only a call the phone system reported \
+                                    may vouch for it"
+                        .into();
+                    return Err(self.deny(event, ServiceError::CallRequired).await);
+                }
+                let matched = contact_number == phone;
+                event.contact_matched = Some(matched);
+                if !matched {
+                    event.detail =
+                        format!("contact number {} is not the number being verified", contact_number.masked());
+                    return Err(self.deny(event, ServiceError::ThirdPartyNumber).await);
+                }
+                phone.clone()
+            }
+        };
+        tracing::Span::current().record("phone", tracing::field::display(&phone));
+        let cmd_phone = phone;
+        let target = self.store().lookup_target(&cmd_phone, cmd.purpose, now).await?;
         if let Some(until) = target.locked_until {
             event.detail = crate::store::locked_detail(until);
             return Err(self.deny(event, ServiceError::LookupLocked { until }).await);
@@ -227,7 +294,7 @@ impl SupervisionService {
         let hash = self.hasher.hash(slot, &code, pending.salt.clone()).await?;
         let now = self.clock.now();
         let new_code = NewCode {
-            phone: cmd.phone.clone(),
+            phone: cmd_phone.clone(),
             purpose: pending.purpose,
             hash,
             channel: Channel::Supervisor,
@@ -242,12 +309,17 @@ impl SupervisionService {
             LookupIssue::Issued { expires_at, event } => {
                 trace(&event);
                 self.metrics.send(pending.purpose, Channel::Supervisor, SendResult::Delivered);
+                if let Some(notifier) = &self.notifier {
+                    // Its own task: the code goes back to the team lead now, whatever the notice meets.
+                    let (notifier, phone) = (Arc::clone(notifier), cmd_phone.clone());
+                    tokio::spawn(async move { notifier.notify(&phone).await });
+                }
                 Ok(LookupOutcome {
                     code,
                     verification_id: pending.id,
                     purpose: pending.purpose,
                     expires_at,
-                    masked_phone: cmd.phone.masked().to_owned(),
+                    masked_phone: cmd_phone.masked().to_owned(),
                     audit_event_id: event.event.id,
                 })
             }
@@ -267,37 +339,133 @@ impl SupervisionService {
         }
     }
 
-    /// GetPhoneStatus, audited.
+    /// The call `call_id` names, if it vouches for a lookup or status read by `actor` now: known, answered by
+    /// the actor's agent id, not ended longer ago than the grace, and of the number named (if one was). Any
+    /// other answer is audited as denied (with the call) and returned as its refusal. Completes `event` with the
+    /// call's evidence and number.
+    async fn vouching_call(
+        &self,
+        actor: &Actor,
+        call_id: &CallId,
+        named: Option<&PhoneNumber>,
+        event: &mut NewAuditEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Call, ServiceError> {
+        if !self.lookup.evidence.allows_call() {
+            let mut event = event.clone();
+            event.detail = format!("CALL_EVIDENCE_OFF: call {call_id} named, but --lookup-evidence is typed");
+            return Err(self.deny(event, ServiceError::CallEvidenceOff).await);
+        }
+        let Some(call) = self.store().call(call_id).await? else {
+            let mut event = event.clone();
+            event.detail = format!("CALL_NOT_FOUND: the phone system reported no call {call_id}");
+            return Err(self.deny(event, ServiceError::CallNotFound).await);
+        };
+        // From here on the event names the call's number, whatever was typed.
+        let mut with_call = self.audit.event(
+            Some(actor),
+            event.action,
+            Some(&call.number),
+            AuditOutcome::Granted,
+            std::mem::take(&mut event.detail),
+        );
+        with_call.ticket_id = event.ticket_id.take();
+        with_call.reason = event.reason.take();
+        with_call.contact_channel = Some(match call.direction {
+            CallDirection::Inbound => ContactChannel::InboundCall,
+            CallDirection::Outbound => ContactChannel::OutboundCallback,
+        });
+        with_call.evidence = Some(Evidence::Call {
+            call_id: call_id.as_str().to_owned(),
+            direction: call.direction,
+            number_masked: call.number.masked().to_owned(),
+        });
+        *event = with_call;
+        let mine = call.answered_at.is_some() && actor.agent_id.as_ref().is_some_and(|a| *a == call.agent);
+        if !mine {
+            let mut event = event.clone();
+            event.detail = match &actor.agent_id {
+                None => format!("CALL_NOT_YOURS: {} has no agent id; call {call_id}", actor.name),
+                Some(agent) => {
+                    format!("CALL_NOT_YOURS: call {call_id} is answered by agent {}, not {agent}", call.agent)
+                }
+            };
+            return Err(self.deny(event, ServiceError::CallNotYours).await);
+        }
+        if let Some(ended) = call.ended_at.filter(|ended| now - *ended > self.lookup.call_grace) {
+            let mut event = event.clone();
+            let ended = ended.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            event.detail = format!("CALL_ENDED: call {call_id} ended at {ended}");
+            return Err(self.deny(event, ServiceError::CallEnded).await);
+        }
+        if event.action == AuditAction::LookupCode {
+            event.contact_matched = Some(named.is_none_or(|n| *n == call.number));
+        }
+        if let Some(named) = named.filter(|n| **n != call.number) {
+            let mut event = event.clone();
+            event.detail = format!(
+                "THIRD_PARTY_NUMBER: {} named, but call {call_id} is with {}",
+                named.masked(),
+                call.number.masked()
+            );
+            return Err(self.deny(event, ServiceError::ThirdPartyNumber).await);
+        }
+        Ok(call)
+    }
+
+    /// The agent's answered calls that have not ended (the console's "On the line"). Any role with an agent id;
+    /// not audited: it names only calls the phone system already gave the caller.
+    pub async fn my_calls(&self, actor: &Actor) -> Result<Vec<Call>, ServiceError> {
+        let Some(agent) = &actor.agent_id else { return Ok(Vec::new()) };
+        Ok(self.store().agent_calls(agent).await?)
+    }
+
+    /// The evidence policy in force.
+    pub fn evidence_policy(&self) -> EvidencePolicy {
+        self.lookup.evidence
+    }
+
+    /// GetPhoneStatus, audited. Returns the number whose status it is.
     pub async fn phone_status(
         &self,
         actor: &Actor,
-        phone: &PhoneNumber,
+        target: StatusTarget,
         ticket: &TicketId,
-    ) -> Result<(PhoneStatus, AuditEvent), ServiceError> {
-        let result = self.status(actor, phone, ticket).await;
+    ) -> Result<(PhoneStatus, AuditEvent, PhoneNumber), ServiceError> {
+        let result = self.status(actor, target, ticket).await;
         self.counted(SupervisorAction::GetPhoneStatus, result)
     }
 
-    #[tracing::instrument(skip_all, fields(actor = %actor.name, phone = %phone))]
+    #[tracing::instrument(skip_all, fields(actor = %actor.name))]
     async fn status(
         &self,
         actor: &Actor,
-        phone: &PhoneNumber,
+        target: StatusTarget,
         ticket: &TicketId,
-    ) -> Result<(PhoneStatus, AuditEvent), ServiceError> {
-        self.require(actor, &[Role::Supervisor], AuditAction::GetPhoneStatus, Some(phone)).await?;
-        let status = self.store().phone_status(phone, self.clock.now()).await?;
-        let detail = format!(
+    ) -> Result<(PhoneStatus, AuditEvent, PhoneNumber), ServiceError> {
+        let named = match &target {
+            StatusTarget::Number(phone) => Some(phone),
+            StatusTarget::Call { phone, .. } => phone.as_ref(),
+        };
+        self.require(actor, &[Role::Supervisor], AuditAction::GetPhoneStatus, named).await?;
+        let now = self.clock.now();
+        let mut event = self.audit.event(Some(actor), AuditAction::GetPhoneStatus, named, AuditOutcome::Granted, "");
+        event.ticket_id = Some(ticket.as_str().to_owned());
+        let phone = match &target {
+            StatusTarget::Number(phone) => phone.clone(),
+            StatusTarget::Call { call_id, phone } => {
+                self.vouching_call(actor, call_id, phone.as_ref(), &mut event, now).await?.number
+            }
+        };
+        let status = self.store().phone_status(&phone, now).await?;
+        event.detail = format!(
             "failed attempts {}, locked {}, {} pending verification(s)",
             status.failed_attempts,
             status.locked_until.is_some(),
             status.pending.len()
         );
-        let mut event =
-            self.audit.event(Some(actor), AuditAction::GetPhoneStatus, Some(phone), AuditOutcome::Granted, detail);
-        event.ticket_id = Some(ticket.as_str().to_owned());
         let event = self.audit.append(event).await.map_err(audit_failed)?;
-        Ok((status, event))
+        Ok((status, event, phone))
     }
 
     /// UnlockPhone: admin only, audited in the same transaction.
@@ -403,8 +571,14 @@ impl SupervisionService {
     }
 
     /// Resolves a bearer token to its supervisor. A disabled supervisor's call is refused and audited as denied
-    /// under their name, as `action` (the method called, when it is one of the service's).
-    pub async fn authenticate(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
+    /// under their name, as `action` (the method called, when it is one of the service's). For the calls that
+    /// name a number (lookup, status, unlock) the token's holder is handed back as a [`DisabledActor`] instead,
+    /// so that the handler records the number and ticket it named in the refusal ([`Self::refuse_disabled`]).
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        action: Option<AuditAction>,
+    ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
         let result = self.token_holder(token, action).await;
         if let Err(error) = &result {
             self.count_refusal(action, error);
@@ -412,21 +586,48 @@ impl SupervisionService {
         result
     }
 
-    async fn token_holder(&self, token: &str, action: Option<AuditAction>) -> Result<Actor, ServiceError> {
+    async fn token_holder(
+        &self,
+        token: &str,
+        action: Option<AuditAction>,
+    ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
         let Some(holder) = self.store().token_holder(&token::hash(token)).await? else {
             tracing::warn!(target: "audit", "supervisor call with an unknown token");
             return Err(ServiceError::Unauthenticated);
         };
         let Some(disabled_at) = holder.disabled_at else {
-            return Ok(holder.actor);
+            return Ok(Ok(holder.actor));
         };
         let Some(action) = action else {
             return Err(ServiceError::SupervisorDisabled);
         };
+        if matches!(action, AuditAction::LookupCode | AuditAction::GetPhoneStatus | AuditAction::UnlockPhone) {
+            return Ok(Err(DisabledActor { actor: holder.actor, disabled_at }));
+        }
+        let event = self.audit.event(Some(&holder.actor), action, None, AuditOutcome::Denied, "");
+        Err(self.refused_disabled(event, disabled_at).await)
+    }
+
+    /// Refuses a disabled supervisor's call as `action`, auditing the number and ticket it named (as the other
+    /// denials do), so an auditor sees which driver a revoked token went after.
+    pub async fn refuse_disabled(
+        &self,
+        disabled: &DisabledActor,
+        action: AuditAction,
+        phone: Option<&PhoneNumber>,
+        ticket: Option<&TicketId>,
+    ) -> ServiceError {
+        let mut event = self.audit.event(Some(&disabled.actor), action, phone, AuditOutcome::Denied, "");
+        event.ticket_id = ticket.map(|t| t.as_str().to_owned());
+        let error = self.refused_disabled(event, disabled.disabled_at).await;
+        self.count_refusal(Some(action), &error);
+        error
+    }
+
+    async fn refused_disabled(&self, mut event: NewAuditEvent, disabled_at: DateTime<Utc>) -> ServiceError {
         let when = disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let detail = format!("SUPERVISOR_DISABLED: the token of a supervisor disabled at {when}");
-        let event = self.audit.event(Some(&holder.actor), action, None, AuditOutcome::Denied, detail);
-        Err(self.deny(event, ServiceError::SupervisorDisabled).await)
+        event.detail = format!("SUPERVISOR_DISABLED: the token of a supervisor disabled at {when}");
+        self.deny(event, ServiceError::SupervisorDisabled).await
     }
 }
 

@@ -116,7 +116,11 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
     let status = sup.lookup_code(authed(lookup_req(PHONE, THIRD_PARTY), &kim)).await.unwrap_err();
     assert_eq!(reason(&status), "THIRD_PARTY_NUMBER");
     for i in 0..24 {
-        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-READ-{i}") };
+        let req = pb::GetPhoneStatusRequest {
+            phone_number: PHONE.into(),
+            ticket_id: format!("CS-READ-{i}"),
+            ..Default::default()
+        };
         sup.get_phone_status(authed(req, &kim)).await.unwrap();
     }
 
@@ -195,7 +199,11 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
     match method {
         "LookupCode" => sup.lookup_code(authed(lookup_req(PHONE, PHONE), token)).await.map(drop),
         "GetPhoneStatus" => {
-            let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+            let req = pb::GetPhoneStatusRequest {
+                phone_number: PHONE.into(),
+                ticket_id: "CS-1".into(),
+                ..Default::default()
+            };
             sup.get_phone_status(authed(req, token)).await.map(drop)
         }
         "UnlockPhone" => {
@@ -265,7 +273,8 @@ async fn console_grpc_web_goes_through_the_same_token_layer_with_the_headers() {
         request.send()
     };
     let status_req =
-        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-WEB-1".into() }.encode_to_vec();
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-WEB-1".into(), ..Default::default() }
+            .encode_to_vec();
 
     // No token: refused by the token layer, as a native call is.
     let refused = web(None, grpc_web_frame(&status_req)).await.unwrap();
@@ -306,7 +315,8 @@ async fn console_grpc_web_goes_through_the_same_token_layer_with_the_headers() {
     assert_eq!(app.call_events().await.len(), 1, "only the authenticated, well-formed gRPC-Web call was served");
 
     // Native gRPC (HTTP/2) on the same listener: unchanged, and without the browser headers.
-    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-NATIVE".into() };
+    let req =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-NATIVE".into(), ..Default::default() };
     let native = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
     assert!(native.metadata().get("content-security-policy").is_none());
     assert_eq!(app.health(app.admin_addr, "otp.v1.SupervisorService").await, 1);
@@ -321,7 +331,11 @@ async fn console_verify_audit_chain_finds_a_changed_event() {
     let kim = app.add_supervisor("kim", "supervisor").await;
     let lee = app.add_supervisor("lee", "auditor").await;
     for i in 0..3 {
-        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: format!("CS-{i}") };
+        let req = pb::GetPhoneStatusRequest {
+            phone_number: PHONE.into(),
+            ticket_id: format!("CS-{i}"),
+            ..Default::default()
+        };
         app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap();
     }
     let verify = |through: i64| {
@@ -402,6 +416,50 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
     assert_eq!(
         (read.event.action, read.event.ticket_id.as_deref()),
         (AuditAction::GetPhoneStatus, Some("CS-RECEIPT-1"))
+    );
+    app.stop().await;
+}
+
+/// Issue 21: "통화 중 / On the line". The stand-in phone system answers a call for the team lead's agent id after
+/// the console is signed in; the console shows it within 3 s; one choice (and the ticket) shows the number's status
+/// and a code, which approves over gRPC; the lookup is audited with the call as its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_on_the_line_shows_the_call_and_one_choice_looks_the_code_up() {
+    use crate::calls::{PhoneSystem, webhook_args};
+    let app = spawn_app_with(Backend::Sqlite, &webhook_args("call")).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.set_agent("kim", "7001").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let ready = app.dir.path().join("ready");
+    let posted = app.dir.path().join("posted");
+    let (ready_s, posted_s) = (ready.display().to_string(), posted.display().to_string());
+    let phone = PhoneSystem::of(&app);
+    let answer = async {
+        for _ in 0..1200 {
+            if ready.exists() {
+                assert_eq!(phone.answered(app.now(), "C-CONSOLE", PHONE, "7001").await, 204);
+                let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+                std::fs::write(&posted, at.to_string()).unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the console never got ready");
+    };
+    let extra = [("READY_FILE", ready_s.as_str()), ("POSTED_FILE", posted_s.as_str())];
+    let (saw, ()) = tokio::join!(browser(&app, "calls", &kim, &extra), answer);
+    assert!(saw["shown_after_ms"].as_u64().unwrap() <= 3000, "{}", saw["shown_after_ms"]);
+
+    let code = saw["code"].as_str().unwrap();
+    assert_eq!(app.verify(PHONE, Purpose::Login, code).await.unwrap().result(), VerifyResult::Approved);
+    let events = app.call_events().await;
+    let lookup = events.iter().find(|e| e.event.action == AuditAction::LookupCode).unwrap();
+    assert_eq!(lookup.event.outcome, AuditOutcome::Granted);
+    assert_eq!(lookup.event.ticket_id.as_deref(), Some("CS-CALL-1"));
+    assert!(
+        matches!(&lookup.event.evidence, Some(otpd::domain::Evidence::Call { call_id, .. }) if call_id == "C-CONSOLE"),
+        "{:?}",
+        lookup.event.evidence
     );
     app.stop().await;
 }

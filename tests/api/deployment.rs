@@ -115,8 +115,14 @@ fn image_var(name: &str) -> String {
 }
 
 /// The settings a production deployment adds to what a file sets: a provider and a pepper.
-const PROD_ADDITIONS: [&str; 4] =
-    ["--sms-gateway", "http:https://sms.example/send", "--pepper-file", "/run/secrets/otpd/pepper"];
+const PROD_ADDITIONS: [&str; 6] = [
+    "--sms-gateway",
+    "http:https://sms.example/send",
+    "--pepper-file",
+    "/run/secrets/otpd/pepper",
+    "--support-number",
+    "1588-0000",
+];
 
 #[test]
 fn the_image_ships_the_binaries_cargo_builds() {

@@ -395,7 +395,12 @@ async fn database_outage_is_unavailable_then_recovers_by_itself() {
     let code = code_for(&sms, PHONE_E164);
     let token = add_team_lead(&db).await;
     let mut sup = SupervisorServiceClient::new(channel(otpd.admin_addr).await);
-    let status_req = || authed(GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() }, &token);
+    let status_req = || {
+        authed(
+            GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() },
+            &token,
+        )
+    };
 
     proxy.set_up(false);
     let down_at = Instant::now();

@@ -31,6 +31,8 @@ pub fn test_audit_key() -> otpd::domain::audit::AuditKey {
 }
 
 /// A Korean mobile number in three spellings.
+/// Words of the lookup notice's default text.
+pub const LOOKUP_NOTICE_MARK: &str = "고객센터에서 인증번호를 안내했습니다";
 pub const PHONE: &str = "010-1234-5678";
 pub const PHONE_E164: &str = "+821012345678";
 pub const PHONE_INTL: &str = "+82 10 1234 5678";
@@ -102,7 +104,7 @@ impl TestDb {
             Backend::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
                 let mut rows = Vec::new();
-                for table in ["phone_state", "verifications", "codes", "delivery_attempts"] {
+                for table in ["phone_state", "verifications", "codes", "delivery_attempts", "calls"] {
                     let cols: Vec<String> =
                         sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
                             .fetch_all(&pool)
@@ -125,7 +127,7 @@ impl TestDb {
             Backend::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
                 let mut rows = Vec::new();
-                for table in ["phone_state", "verifications", "codes", "delivery_attempts"] {
+                for table in ["phone_state", "verifications", "codes", "delivery_attempts", "calls"] {
                     rows.extend(
                         sqlx::query_scalar::<_, String>(&format!("SELECT row_to_json(t)::text FROM {table} t"))
                             .fetch_all(&pool)
@@ -295,8 +297,11 @@ impl TestApp {
         read_sms(&self.sms_path)
     }
 
+    /// The code of the last SMS that carried one (a lookup notice carries none).
     pub fn last_code(&self) -> String {
-        code_in(&self.sms().last().expect("an SMS was sent").body)
+        let sms = self.sms();
+        let with_code = sms.iter().rev().find(|m| !m.body.contains(LOOKUP_NOTICE_MARK)).expect("an SMS was sent");
+        code_in(&with_code.body)
     }
 
     pub async fn send(&self, phone: &str, purpose: pb::Purpose) -> Result<pb::SendCodeResponse, tonic::Status> {
@@ -350,6 +355,15 @@ impl TestApp {
         token.expose_secret().to_owned()
     }
 
+    /// Gives a supervisor an agent id the way `otpd supervisors set-agent` does.
+    pub async fn set_agent(&self, name: &str, agent: &str) {
+        use otpd::domain::audit::{AuditAction, NewAuditEvent};
+        let event = NewAuditEvent::by_operator(AuditAction::SupervisorAgentSet, self.now(), format!("{name}: {agent}"));
+        let (key, name, agent) = (test_audit_key(), name.parse().unwrap(), agent.parse().unwrap());
+        let set = self.stores.supervision.set_agent(&name, Some(&agent), event, &key).await.unwrap();
+        assert!(matches!(set, otpd::store::AgentChange::Set(_)), "{set:?}");
+    }
+
     /// Disables a supervisor the way `otpd supervisors disable` does.
     pub async fn disable_supervisor(&self, name: &str) {
         use otpd::domain::audit::{AuditAction, NewAuditEvent};
@@ -400,6 +414,7 @@ pub fn lookup_req(phone: &str, contact: &str) -> pb::LookupCodeRequest {
         reason: pb::LookupReason::StrongComplaint.into(),
         contact: pb::ContactChannel::InboundCall.into(),
         contact_number: contact.into(),
+        call_id: String::new(),
     }
 }
 

@@ -56,7 +56,8 @@ async fn no_field_of_any_rpc_answers_internal(backend: Backend) {
     let send = send_req(PHONE, pb::Purpose::Login);
     let verify = verify_req(PHONE, pb::Purpose::Login, "000000");
     let lookup = lookup_req(PHONE, PHONE);
-    let status = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let status =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
     let unlock =
         pb::UnlockPhoneRequest { phone_number: "010-7777-0000".into(), ticket_id: "CS-1".into(), reason: "r".into() };
     let list = pb::ListAuditEventsRequest::default();
@@ -72,11 +73,10 @@ async fn no_field_of_any_rpc_answers_internal(backend: Backend) {
             .clone()
             .verify_code(req)
             .await);
-        try_fields!(seen, "LookupCode", lookup, [phone_number, ticket_id, contact_number], s.clone(), |req| sup
-            .clone()
-            .lookup_code(authed(req, &admin))
-            .await);
-        try_fields!(seen, "GetPhoneStatus", status, [phone_number, ticket_id], s.clone(), |req| sup
+        try_fields!(seen, "LookupCode", lookup, [phone_number, ticket_id, contact_number, call_id], s.clone(), |req| {
+            sup.clone().lookup_code(authed(req, &admin)).await
+        });
+        try_fields!(seen, "GetPhoneStatus", status, [phone_number, ticket_id, call_id], s.clone(), |req| sup
             .clone()
             .get_phone_status(authed(req, &admin))
             .await);

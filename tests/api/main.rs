@@ -4,6 +4,7 @@
 mod helpers;
 
 mod audit_chain;
+mod calls;
 mod concurrency;
 mod console;
 mod deployment;

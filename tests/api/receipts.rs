@@ -29,7 +29,7 @@ async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> String {
 }
 
 pub async fn status(app: &TestApp, token: &str) -> pb::CodeSend {
-    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
     let status = app.sup.clone().get_phone_status(authed(req, token)).await.unwrap().into_inner();
     status.pending[0].sends.last().unwrap().clone()
 }

@@ -110,7 +110,8 @@ async fn only_the_three_newest_sms_codes_stay_live(backend: Backend) {
         assert_eq!(app.hasher.computations() - computations, 2, "one derivation per guess, for all live codes");
 
         let admin = app.add_supervisor("park", "admin").await;
-        let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+        let req =
+            pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
         let status = app.sup.clone().get_phone_status(authed(req, &admin)).await.unwrap().into_inner();
         let live: Vec<bool> = status.pending[0].sends.iter().map(|s| s.live).collect();
         assert_eq!(live, [false, false, true, true, true]);

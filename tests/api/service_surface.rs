@@ -105,7 +105,19 @@ async fn migrate_subcommand_creates_the_schema() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(tables, ["audit_events", "codes", "delivery_attempts", "phone_state", "supervisors", "verifications"]);
+    assert_eq!(
+        tables,
+        [
+            "audit_events",
+            "calls",
+            "codes",
+            "delivery_attempts",
+            "lookup_notices",
+            "phone_state",
+            "supervisors",
+            "verifications"
+        ]
+    );
 }
 
 /// With the database gone, calls answer UNAVAILABLE with RetryInfo (never INTERNAL with a driver's text) and

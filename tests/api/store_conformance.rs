@@ -23,7 +23,122 @@ both_backends!(
     a_replaced_verification_is_not_approved,
     release_never_undoes_another_reservations_lock,
     losers_reserving_after_the_winner_reset_give_everything_back,
+    call_events_leave_the_state_the_latest_event_says,
+    agent_ids_belong_to_one_supervisor_and_are_audited,
+    purge_forgets_calls_a_day_after_their_last_event,
 );
+
+async fn supervision_store(backend: Backend) -> (Arc<dyn otpd::store::SupervisionStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    stores.verification.migrate().await.unwrap();
+    (stores.supervision, dir)
+}
+
+fn call_event(
+    id: &str,
+    kind: otpd::domain::CallEventKind,
+    agent: &str,
+    at: chrono::DateTime<Utc>,
+) -> otpd::domain::CallEvent {
+    otpd::domain::CallEvent {
+        call_id: otpd::domain::CallId::parse(id).unwrap(),
+        kind,
+        direction: otpd::domain::CallDirection::Inbound,
+        number: phone(),
+        agent: agent.parse().unwrap(),
+        at,
+    }
+}
+
+async fn call_events_leave_the_state_the_latest_event_says(backend: Backend) {
+    use otpd::domain::{CallEventKind::*, CallId};
+    let (store, _dir) = supervision_store(backend).await;
+    let t0 = now();
+    let id = CallId::parse("C-1").unwrap();
+    assert!(store.call(&id).await.unwrap().is_none());
+    assert!(store.record_call_event(&call_event("C-1", Answered, "7001", t0), t0).await.unwrap());
+    let call = store.call(&id).await.unwrap().unwrap();
+    assert_eq!((call.agent.as_str(), call.answered_at, call.ended_at), ("7001", Some(t0), None));
+    assert_eq!(call.number, phone());
+    // The same event again changes nothing.
+    assert!(!store.record_call_event(&call_event("C-1", Answered, "7001", t0), t0).await.unwrap());
+    // A transfer: a later answer by another agent.
+    let t1 = t0 + TimeDelta::seconds(30);
+    assert!(store.record_call_event(&call_event("C-1", Answered, "7002", t1), t1).await.unwrap());
+    let agent = |a: &str| a.parse::<otpd::domain::AgentId>().unwrap();
+    assert_eq!(store.agent_calls(&agent("7002")).await.unwrap().len(), 1);
+    assert!(store.agent_calls(&agent("7001")).await.unwrap().is_empty());
+    // An older answer arriving late does not move it back.
+    assert!(!store.record_call_event(&call_event("C-1", Answered, "7001", t0), t1).await.unwrap());
+    assert_eq!(store.call(&id).await.unwrap().unwrap().agent.as_str(), "7002");
+    // Ended for good: a later answer does not re-open it, a second end does not move it.
+    let t2 = t1 + TimeDelta::seconds(30);
+    assert!(store.record_call_event(&call_event("C-1", Ended, "7002", t2), t2).await.unwrap());
+    assert!(!store.record_call_event(&call_event("C-1", Ended, "7002", t2 + TimeDelta::seconds(9)), t2).await.unwrap());
+    store.record_call_event(&call_event("C-1", Answered, "7003", t2 + TimeDelta::seconds(5)), t2).await.unwrap();
+    let call = store.call(&id).await.unwrap().unwrap();
+    assert_eq!(call.ended_at, Some(t2));
+    assert!(store.agent_calls(&agent("7002")).await.unwrap().is_empty(), "ended calls are not on the line");
+    // Out of order: the end first, then its answer; the call stays ended.
+    assert!(store.record_call_event(&call_event("C-2", Ended, "7001", t2), t2).await.unwrap());
+    assert!(store.record_call_event(&call_event("C-2", Answered, "7001", t1), t2).await.unwrap());
+    let call = store.call(&CallId::parse("C-2").unwrap()).await.unwrap().unwrap();
+    assert_eq!((call.answered_at, call.ended_at), (Some(t1), Some(t2)));
+}
+
+async fn agent_ids_belong_to_one_supervisor_and_are_audited(backend: Backend) {
+    use otpd::domain::audit::{AuditAction, NewAuditEvent};
+    use otpd::store::AgentChange;
+    let (store, _dir) = supervision_store(backend).await;
+    let key = test_audit_key();
+    let t = now();
+    for name in ["kim", "lee"] {
+        let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, t, "added");
+        let parsed = name.parse().unwrap();
+        let added = store.add_supervisor(&parsed, "supervisor".parse().unwrap(), name, t, event, &key);
+        added.await.unwrap().unwrap();
+    }
+    let set = |name: &str, agent: Option<&str>| {
+        let store = store.clone();
+        let key = key.clone();
+        let name = name.parse().unwrap();
+        let agent: Option<otpd::domain::AgentId> = agent.map(|a| a.parse().unwrap());
+        async move {
+            let event = NewAuditEvent::by_operator(AuditAction::SupervisorAgentSet, t, "agent");
+            store.set_agent(&name, agent.as_ref(), event, &key).await.unwrap()
+        }
+    };
+    assert!(matches!(set("kim", Some("7001")).await, AgentChange::Set(_)));
+    assert_eq!(set("lee", Some("7001")).await, AgentChange::Taken { by: "kim".into() });
+    assert_eq!(set("nobody", Some("7009")).await, AgentChange::NoSuchSupervisor);
+    assert!(matches!(set("kim", Some("7001")).await, AgentChange::Set(_)), "setting one's own id again is fine");
+    let holder = store.token_holder("kim").await.unwrap().unwrap();
+    assert_eq!(holder.actor.agent_id.map(|a| a.as_str().to_owned()).as_deref(), Some("7001"));
+    assert!(matches!(set("kim", None).await, AgentChange::Set(_)));
+    assert!(matches!(set("lee", Some("7001")).await, AgentChange::Set(_)), "free once cleared");
+    let listed = store.list_supervisors().await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.agent_id.as_deref()).collect::<Vec<_>>(), [None, Some("7001")]);
+    let events = store.audit_chain(0, 100).await.unwrap();
+    let sets = events.iter().filter(|e| e.event.action == AuditAction::SupervisorAgentSet).count();
+    assert_eq!(sets, 4, "each change audited, refusals append nothing");
+}
+
+async fn purge_forgets_calls_a_day_after_their_last_event(backend: Backend) {
+    use otpd::domain::{CallEventKind::*, CallId};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    stores.verification.migrate().await.unwrap();
+    let t = now();
+    let old = t - TimeDelta::hours(25);
+    stores.supervision.record_call_event(&call_event("OLD", Ended, "7001", old), old).await.unwrap();
+    stores.supervision.record_call_event(&call_event("NEW", Answered, "7001", t), t).await.unwrap();
+    stores.verification.purge(t - TimeDelta::days(1), t).await.unwrap();
+    assert!(stores.supervision.call(&CallId::parse("OLD").unwrap()).await.unwrap().is_none());
+    assert!(stores.supervision.call(&CallId::parse("NEW").unwrap()).await.unwrap().is_some());
+}
 
 async fn store(backend: Backend) -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

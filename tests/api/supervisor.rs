@@ -81,7 +81,7 @@ async fn a_new_lookup_revokes_the_earlier_supervisor_code(backend: Backend) {
         assert_eq!(r.result(), VerifyResult::WrongCode, "the first looked-up code was revoked by the second");
     }
     // Revoked in the store, as the status view shows, not only passed over when a code is checked.
-    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
     let status = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap().into_inner();
     let looked_up: Vec<bool> =
         status.pending[0].sends.iter().filter(|s| s.channel() == pb::CodeChannel::Supervisor).map(|s| s.live).collect();
@@ -110,7 +110,7 @@ async fn a_third_partys_number_is_refused_and_audited(backend: Backend) {
         .sup
         .clone()
         .get_phone_status(authed(
-            pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() },
+            pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() },
             &admin,
         ))
         .await
@@ -158,7 +158,8 @@ async fn locked_number_status_and_unlock(backend: Backend) {
     assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "PHONE_LOCKED"));
     assert!(err.get_error_details().error_info().unwrap().metadata.contains_key("locked_until"));
 
-    let status_req = || pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-7".into() };
+    let status_req =
+        || pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-7".into(), ..Default::default() };
     let status = app.sup.clone().get_phone_status(authed(status_req(), &kim)).await.unwrap().into_inner();
     assert_eq!((status.failed_attempts, status.attempts_remaining), (10, 0));
     assert_eq!(status.locked_until.unwrap().seconds, (app.now() + TimeDelta::hours(24)).timestamp());
@@ -314,7 +315,8 @@ async fn if_the_audit_write_fails_no_code_leaves(backend: Backend) {
     // answers UNAVAILABLE rather than its usual answer.
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, "010-9999-8888"), &kim)).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "AUDIT_UNAVAILABLE"), "a denial");
-    let status = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into() };
+    let status =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
     let err = app.sup.clone().get_phone_status(authed(status, &kim)).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "AUDIT_UNAVAILABLE"), "a granted read");
     let err = app.sup.clone().list_audit_events(authed(pb::ListAuditEventsRequest::default(), &kim)).await;
@@ -336,11 +338,26 @@ async fn a_disabled_supervisors_call_is_audited(backend: Backend) {
     let e = &events[0].event;
     assert_eq!((e.actor_name.as_str(), e.action, e.outcome), ("kim", AuditAction::LookupCode, AuditOutcome::Denied));
     assert!(e.detail.contains("SUPERVISOR_DISABLED"), "{}", e.detail);
+    // Which driver the revoked token went after, as the other denials record it.
+    assert_eq!(e.phone_masked.as_deref(), Some("+82 10-****-5678"));
+    assert_eq!(e.ticket_id.as_deref(), Some("CS-2026-0001"));
+    let status =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-9".into(), ..Default::default() };
+    let err = app.sup.clone().get_phone_status(authed(status, &kim)).await.unwrap_err();
+    assert_eq!(reason(&err), "SUPERVISOR_DISABLED");
+    let events = app.call_events().await;
+    let e = &events.last().unwrap().event;
+    assert_eq!((e.action, e.ticket_id.as_deref()), (AuditAction::GetPhoneStatus, Some("CS-9")));
+    assert!(e.phone_key.is_some(), "searchable by number");
+    // WhoAmI names no number: refused as before.
+    let err = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, &kim)).await.unwrap_err();
+    assert_eq!(reason(&err), "SUPERVISOR_DISABLED");
+    let before = app.call_events().await.len();
 
     // An unknown token has no name to audit under.
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), "otps_nobody")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert_eq!(app.call_events().await.len(), 1);
+    assert_eq!(app.call_events().await.len(), before);
 }
 
 async fn audit_log_lists_pages_and_filters(backend: Backend) {

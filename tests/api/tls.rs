@@ -219,7 +219,11 @@ async fn a_client_trusting_the_ca_gets_through_and_is_seen_at_its_address() {
     let token = app.add_supervisor("kim", "supervisor").await;
     let admin = connect(app.admin_addr, &pki.ca.pem, Some(&pki.client)).await.unwrap();
     assert_eq!(health(admin.clone()).await.unwrap(), SERVING);
-    let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-2026-0009".into() };
+    let req = pb::GetPhoneStatusRequest {
+        phone_number: PHONE.into(),
+        ticket_id: "CS-2026-0009".into(),
+        ..Default::default()
+    };
     let status = SupervisorServiceClient::new(admin).get_phone_status(authed(req, &token)).await.unwrap();
     assert_eq!(status.into_inner().masked_phone_number, "+82 10-****-5678");
     app.stop().await;

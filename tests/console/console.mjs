@@ -5,7 +5,7 @@
 // Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/), SCENARIO (supervisor | auditor | admin | receipts), TOKEN,
 // PHONE, THIRD_PARTY (supervisor), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -133,6 +133,7 @@ try {
   else if (scenario === 'auditor') await auditor(page);
   else if (scenario === 'admin') await admin(page);
   else if (scenario === 'receipts') await receipts(page);
+  else if (scenario === 'calls') await onTheLine(page);
   else throw new Error(`unknown SCENARIO ${scenario}`);
 
   // Sign out clears the token.
@@ -217,7 +218,7 @@ async function supervisor(page) {
   const status = await page.locator('#status-result').textContent();
   // The provider took the SMS; without a carrier's receipt that is all anyone knows.
   check(status.includes('연속 실패') && status.includes('SMS') && status.includes('접수됨 / accepted'), status);
-  check(status.includes('미보고 / not reported'), `no receipt, said so: ${status}`);
+  check(status.includes('결과 미수신 / not reported'), `no receipt, said so: ${status}`);
   check(status.includes('팀장 조회 / lookup'), `the looked-up code is listed: ${status}`);
   await page.screenshot({ path: join(screenshots, 'status.png'), fullPage: true });
 
@@ -250,6 +251,8 @@ async function auditor(page) {
   const table = await page.locator('#audit-table').textContent();
   check(table.includes('lookup-code') && table.includes('CS-CONSOLE-1'), 'the lookup is listed with its ticket');
   check(table.includes('NOT matched'), 'the third-party refusal is listed');
+  check(table.includes('직접 입력 / TYPED'), 'typed lookups are marked as such');
+  check(table.includes('인바운드(기사님 발신)'), `the contact in the call centre's words`);
   const chain = await page.locator('#chain').getAttribute('class');
   result.chain = await page.locator('#chain').textContent();
   check(chain.includes('ok'), `chain state: ${result.chain}`);
@@ -339,4 +342,33 @@ async function receipts(page) {
       decoded.attempts[0].receipt === '',
     `decoded with unknown fields: ${JSON.stringify(decoded)}`,
   );
+}
+
+// A team lead on a deployment where only the phone system's calls vouch: no typed form; the call the stand-in phone
+// system reports appears within 3 s; one choice shows its status and code, with nothing typed but the ticket.
+async function onTheLine(page) {
+  check(result.screens.join() === 'lookup,status', `a supervisor's screens are ${result.screens}`);
+  check((await page.locator('#lookup-form').count()) === 0, 'no typed form where only calls vouch');
+  check((await page.locator('#my-calls button').count()) === 0, 'no call yet');
+  await page.fill('#call-ticket', 'CS-CALL-1');
+  writeFileSync(env('READY_FILE'), 'ready');
+  const button = page.locator('#my-calls button').first();
+  await button.waitFor({ state: 'visible', timeout: 10000 });
+  const posted = Number(readFileSync(env('POSTED_FILE'), 'utf8'));
+  result.shown_after_ms = Date.now() - posted;
+  check(result.shown_after_ms <= 3000, `the call showed ${result.shown_after_ms} ms after it was answered`);
+  const label = await button.textContent();
+  check(label.includes('010-****-5678') || label.includes('+82 10-****-5678'), `the masked number: ${label}`);
+  check(label.includes('인바운드(기사님 발신)'), `the direction in the call centre's words: ${label}`);
+  await button.click();
+  await page.locator('#lookup-result').waitFor({ state: 'visible' });
+  await page.locator('#call-status').waitFor({ state: 'visible' });
+  const shown = (await page.locator('#code').textContent()).trim();
+  check(/^(\d ){5,7}\d$/.test(shown), `the code is shown spaced: ${shown}`);
+  result.code = shown.replace(/ /g, '');
+  result.call_status = await page.locator('#call-status').textContent();
+  check(result.call_status.includes('대기 중'), `the call's number's status: ${result.call_status}`);
+  const typed = await page.locator('input[type=tel]:visible').count();
+  check(typed === 0, `no number field on the page: ${typed}`);
+  await page.screenshot({ path: join(screenshots, 'on-the-line.png'), fullPage: true });
 }

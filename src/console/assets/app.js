@@ -2,7 +2,7 @@
 // not call (the server refuses it anyway, and audits the refusal).
 
 import { call, Code, RpcError, session } from './rpc.js';
-import { ContactChannel, LookupReason, AuditOutcome } from './proto.js';
+import { AuditAction, ContactChannel, DeliveryStatus, LookupReason, AuditOutcome } from './proto.js';
 import * as text from './text.js';
 
 const $ = (id) => document.getElementById(id);
@@ -103,8 +103,57 @@ async function start() {
     if (!me.allowed_methods.includes(button.dataset.method)) button.remove();
   }
   nav.hidden = false;
+  // The typed form only where the server takes typed evidence; the calls on the line wherever lookups are offered.
+  if (me.lookup_evidence === 'call') $('lookup-form')?.remove();
+  if (me.lookup_evidence === 'typed') $('on-the-line')?.remove();
+  else if ($('on-the-line')) watchCalls();
   const first = nav.querySelector('button');
   if (first) show(first.dataset.screen, true);
+}
+
+// --- on the line ------------------------------------------------------------------------------------------------
+
+const DIRECTIONS = { inbound: '인바운드(기사님 발신) / inbound', outbound: '콜백(상담사 발신) / callback' };
+let shownCalls = '';
+
+// Every 2 s: a call shows within 3 s.
+function watchCalls() {
+  const refresh = async () => {
+    let r;
+    try {
+      r = await call('ListMyCalls', {});
+    } catch {
+      return;
+    }
+    const key = JSON.stringify(r.calls);
+    if (key === shownCalls) return;
+    shownCalls = key;
+    const list = $('my-calls');
+    list.replaceChildren();
+    for (const c of r.calls) {
+      const since = text.kst(text.millis(c.answered_at));
+      const label = `${c.masked_phone_number} · ${DIRECTIONS[c.direction] || c.direction} · ${since} · ${c.call_id}`;
+      const button = el('button', label, { type: 'button', 'data-call': c.call_id });
+      button.addEventListener('click', () => chooseCall(c.call_id));
+      const item = el('li');
+      item.append(button);
+      list.append(item);
+    }
+    $('no-calls').hidden = r.calls.length > 0;
+  };
+  refresh();
+  setInterval(refresh, 2000);
+}
+
+async function chooseCall(callId) {
+  clearCode();
+  const ticket = $('call-ticket').value.trim();
+  const request = { call_id: callId, ticket_id: ticket };
+  const status = await rpc('GetPhoneStatus', request, $('lookup-error'));
+  if (!status) return;
+  renderStatus(status, $('call-status'));
+  const r = await rpc('LookupCode', { ...request, reason: LookupReason.STRONG_COMPLAINT }, $('lookup-error'));
+  if (r) showCode(r);
 }
 
 function show(id, focus) {
@@ -216,7 +265,12 @@ function showCode(r) {
 
 $('lookup-done').addEventListener('click', () => {
   clearCode();
-  $('lookup-phone').focus();
+  // A new call: nothing of the last one stays, ticket included.
+  for (const id of ['lookup-phone', 'lookup-ticket', 'lookup-contact', 'call-ticket']) {
+    if ($(id)) $(id).value = '';
+  }
+  if ($('call-status')) $('call-status').hidden = true;
+  ($('lookup-phone') || $('call-ticket'))?.focus();
 });
 
 window.addEventListener('pagehide', clearCode);
@@ -253,8 +307,7 @@ $('status-form').addEventListener('submit', (event) => {
   });
 });
 
-function renderStatus(r) {
-  const out = $('status-result');
+function renderStatus(r, out = $('status-result')) {
   const locked = text.millis(r.locked_until);
   const facts = el('dl', null, { class: 'facts' });
   const fact = (ko, en, value, cls) => {
@@ -287,16 +340,20 @@ function renderStatus(r) {
       text.kst(text.millis(s.sent_at)),
       text.channel(s),
       text.delivery(s),
-      s.live ? '유효 / live' : '만료 / dead',
+      s.live ? '유효 / live' : s.delivery === DeliveryStatus.FAILED ? '무효 (발송 실패) / void (send failed)' : '만료 / expired',
       s.provider_message_id || '-',
     ]);
-    const t = table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '통신사 ID / provider id'], rows);
+    const t = table(caption, ['보낸 시각 / sent', '경로 / channel', '전달 / delivery', '코드 / code', '발송업체 메시지 ID / provider message id'], rows);
     // Each send's channel attempts, in the order tried, on a row of their own under it.
     const sendRows = [...t.tBodies[0].rows];
     v.sends.forEach((s, i) => {
       if (s.attempts.length > 0) sendRows[i].after(attemptsRow(s.attempts, sendRows[i].cells.length));
     });
     parts.push(t);
+  }
+  if (r.notices.length > 0) {
+    const rows = r.notices.map((n) => [text.kst(text.millis(n.sent_at)), n.outcome, n.gateway || '-']);
+    parts.push(table('조회 안내 문자 / lookup notices', ['보낸 시각 / sent', '결과 / outcome', '경로 / gateway'], rows));
   }
   out.replaceChildren(...parts);
   out.hidden = false;
@@ -450,11 +507,18 @@ function renderAudit(events, index) {
   for (const e of events) {
     const contact =
       e.contact === ContactChannel.INBOUND_CALL
-        ? '수신 / inbound'
+        ? '인바운드(기사님 발신) / inbound'
         : e.contact === ContactChannel.OUTBOUND_CALLBACK
-          ? '회신 / callback'
+          ? '콜백(상담사 발신) / callback'
           : '';
     const matched = e.contact ? (e.contact_matched ? ' ✓ 일치 / matched' : ' ✗ 불일치 / NOT matched') : '';
+    const evidence =
+      e.evidence === 'call'
+        ? ` · 통화 근거 / call ${e.call_id}`
+        : e.evidence === 'typed'
+          ? ' · 직접 입력 / TYPED'
+          : '';
+    const detail = e.action === AuditAction.UNLOCK_PHONE && e.reason ? `${e.detail} — 사유 / reason: ${e.reason}` : e.detail;
     const outcome = e.outcome === AuditOutcome.GRANTED ? '허용 / granted' : e.outcome === AuditOutcome.DENIED ? '거부 / denied' : '-';
     const tr = row([
       e.sequence,
@@ -463,9 +527,9 @@ function renderAudit(events, index) {
       text.action(e.action),
       e.masked_phone_number,
       e.ticket_id,
-      contact + matched,
+      contact + matched + evidence,
       outcome,
-      e.detail,
+      detail,
     ]);
     tr.className = e.outcome === AuditOutcome.DENIED ? 'denied' : '';
     tbody.append(tr);

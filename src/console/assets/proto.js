@@ -156,8 +156,10 @@ export const requests = {
     reason: [4, 'enum'],
     contact: [5, 'enum'],
     contact_number: [6, 'string'],
+    call_id: [7, 'string'],
   },
-  GetPhoneStatus: { phone_number: [1, 'string'], ticket_id: [2, 'string'] },
+  GetPhoneStatus: { phone_number: [1, 'string'], ticket_id: [2, 'string'], call_id: [3, 'string'] },
+  ListMyCalls: {},
   UnlockPhone: { phone_number: [1, 'string'], ticket_id: [2, 'string'], reason: [3, 'string'] },
   ListAuditEvents: {
     since: [1, TimestampOut],
@@ -219,10 +221,35 @@ const AuditEvent = {
   13: ['detail', 'string'],
   14: ['prev_hash', 'string'],
   15: ['hash', 'string'],
+  16: ['evidence', 'string'],
+  17: ['call_id', 'string'],
+  18: ['call_direction', 'string'],
+  19: ['call_masked_number', 'string'],
+};
+
+const MyCall = {
+  1: ['call_id', 'string'],
+  2: ['direction', 'string'],
+  3: ['masked_phone_number', 'string'],
+  4: ['answered_at', Timestamp],
+};
+
+const LookupNotice = {
+  1: ['sent_at', Timestamp],
+  2: ['outcome', 'string'],
+  3: ['gateway', 'string'],
+  4: ['provider_id', 'string'],
 };
 
 export const responses = {
-  WhoAmI: { 1: ['name', 'string'], 2: ['role', 'string'], 3: ['allowed_methods', 'string', true] },
+  WhoAmI: {
+    1: ['name', 'string'],
+    2: ['role', 'string'],
+    3: ['allowed_methods', 'string', true],
+    4: ['lookup_evidence', 'string'],
+    5: ['agent_id', 'string'],
+  },
+  ListMyCalls: { 1: ['calls', MyCall, true] },
   LookupCode: {
     1: ['code', 'string'],
     2: ['verification_id', 'string'],
@@ -240,6 +267,7 @@ export const responses = {
     6: ['sms_last_hour', 'int'],
     7: ['sms_last_day', 'int'],
     8: ['audit_event_id', 'string'],
+    9: ['notices', LookupNotice, true],
   },
   UnlockPhone: {
     1: ['masked_phone_number', 'string'],
@@ -288,4 +316,5 @@ export const AuditAction = {
   SUPERVISOR_ADDED: 6,
   SUPERVISOR_DISABLED: 7,
   VERIFY_AUDIT_CHAIN: 8,
+  SUPERVISOR_AGENT_SET: 9,
 };

@@ -94,7 +94,7 @@ export function receipt(a) {
     const code = a.receipt_code ? ` (${a.receipt_code})` : '';
     return [`실패 / failed ${at}: ${a.reason_ko} / ${a.reason_en}${code}`, 'bad'];
   }
-  return ['미보고 / not reported', null];
+  return ['결과 미수신 / not reported', null];
 }
 
 export const actionNames = {
@@ -113,7 +113,7 @@ export function action(a) {
   return `${ko} / ${en}`;
 }
 
-export const roleNames = { supervisor: '팀장 / supervisor', admin: '관리자 / admin', auditor: '감사 / auditor' };
+export const roleNames = { supervisor: '팀장 / supervisor', admin: '관리자 / admin', auditor: '감사 담당자 / auditor' };
 
 // A refused call in plain words: [Korean, English].
 export function explain(error) {

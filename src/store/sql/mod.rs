@@ -398,9 +398,38 @@ where
         .bind(Db(before))
         .execute(&mut *tx)
         .await?;
+        // Calls vouch for lookups only while on the line (and a grace after): a day after their last event they
+        // are forgotten.
+        let calls = sqlx::query("DELETE FROM calls WHERE updated_at < $1")
+            .bind(Db(now - chrono::TimeDelta::days(1)))
+            .execute(&mut *tx)
+            .await?;
+        let notices = sqlx::query("DELETE FROM lookup_notices WHERE sent_at < $1")
+            .bind(Db(now - chrono::TimeDelta::days(1)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let forgotten = self.forget_idle_numbers(before, now).await?;
-        Ok(DB::rows_affected(&codes) + DB::rows_affected(&verifications) + forgotten)
+        Ok(DB::rows_affected(&codes)
+            + DB::rows_affected(&verifications)
+            + DB::rows_affected(&calls)
+            + DB::rows_affected(&notices)
+            + forgotten)
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn record_notice(&self, phone: &PhoneNumber, notice: &crate::store::NoticeStatus) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO lookup_notices (phone, sent_at, outcome, gateway, provider_id) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(phone.e164())
+        .bind(Db(notice.sent_at))
+        .bind(notice.outcome.as_str())
+        .bind(notice.gateway.as_deref())
+        .bind(notice.provider_id.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(code_id = code.0))]

@@ -6,13 +6,16 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
 
 use super::SqlStore;
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
-use crate::domain::{AttemptStatus, Channel, ContactChannel, PhoneNumber, SentSms, VerificationId};
+use crate::domain::{
+    AttemptStatus, CallDirection, Channel, ContactChannel, Evidence, PhoneNumber, SentSms, VerificationId,
+};
 use crate::store::dialect::{AUDIT_LOCK, Column, Db, Dialect, Ts, Uid};
 use crate::store::{AttemptRow, PURGE_BATCH, StoreError, StoreResult, attempt_status};
 
 /// The columns of `audit_events`, in the order [`SqlStore::append`] binds them.
 pub(super) const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
-                             contact_channel, contact_matched, outcome, detail, prev_hash, hash, chain_link";
+                             contact_channel, contact_matched, outcome, detail, prev_hash, hash, chain_link, \
+                             evidence, call_id, call_direction, call_number_masked";
 
 pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{value}`"))
@@ -174,6 +177,22 @@ where
             Some(c) => Some(ContactChannel::from_db(&c).ok_or_else(|| corrupt("contact channel", &c))?),
             None => None,
         };
+        let evidence: Option<String> = row.try_get("evidence")?;
+        let evidence = match evidence.as_deref() {
+            None => None,
+            Some("typed") => Some(Evidence::Typed),
+            Some("call") => {
+                let direction: Option<String> = row.try_get("call_direction")?;
+                let direction = direction.unwrap_or_default();
+                Some(Evidence::Call {
+                    call_id: row.try_get::<Option<String>, _>("call_id")?.unwrap_or_default(),
+                    direction: CallDirection::from_db(&direction)
+                        .ok_or_else(|| corrupt("call direction", &direction))?,
+                    number_masked: row.try_get::<Option<String>, _>("call_number_masked")?.unwrap_or_default(),
+                })
+            }
+            Some(other) => return Err(corrupt("lookup evidence", other)),
+        };
         Ok(AuditEvent {
             seq: row.try_get("seq")?,
             event: NewAuditEvent {
@@ -188,6 +207,7 @@ where
                 reason: row.try_get("reason")?,
                 contact_channel,
                 contact_matched: row.try_get("contact_matched")?,
+                evidence,
                 outcome: AuditOutcome::from_db(&outcome).ok_or_else(|| corrupt("audit outcome", &outcome))?,
                 detail: row.try_get("detail")?,
             },
@@ -219,7 +239,7 @@ where
         let sealed = event.seal(seq + 1, &prev, key);
         let e = &sealed.event;
         sqlx::query(&format!(
-            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         ))
         .bind(sealed.seq)
         .bind(Db(e.id))
@@ -238,6 +258,19 @@ where
         .bind(&sealed.prev_hash)
         .bind(&sealed.hash)
         .bind(i16::try_from(sealed.link.version()).unwrap_or(i16::MAX))
+        .bind(e.evidence.as_ref().map(Evidence::kind))
+        .bind(match &e.evidence {
+            Some(Evidence::Call { call_id, .. }) => Some(call_id.as_str()),
+            _ => None,
+        })
+        .bind(match &e.evidence {
+            Some(Evidence::Call { direction, .. }) => Some(direction.as_str()),
+            _ => None,
+        })
+        .bind(match &e.evidence {
+            Some(Evidence::Call { number_masked, .. }) => Some(number_masked.as_str()),
+            _ => None,
+        })
         .execute(&mut *conn)
         .await?;
         Ok(sealed)

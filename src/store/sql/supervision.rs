@@ -9,12 +9,16 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use super::steps::{EVENT_COLUMNS, corrupt};
 use super::{SqlStore, begin};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
-use crate::domain::{Actor, PhoneNumber, Purpose, Role, SupervisorName, VerificationId};
+use crate::domain::{
+    Actor, AgentId, AllowedCountries, Call, CallDirection, CallEvent, CallEventKind, CallId, PhoneNumber, Purpose,
+    Role, SupervisorName, VerificationId,
+};
 use crate::store::dialect::{Column, Db, Dialect, Ts, Uid};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
 use crate::store::{
-    AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode, PhoneStatus,
-    StoreResult, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, count_u32,
+    AgentChange, AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NewCode,
+    NoticeStatus, PhoneStatus, StoreResult, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked,
+    VerificationStatus, count_u32,
 };
 
 fn purpose(s: &str) -> StoreResult<Purpose> {
@@ -70,17 +74,18 @@ where
     }
 
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
-        let rows: Vec<(String, String, Ts, Option<Ts>)> =
-            sqlx::query_as("SELECT name, role, created_at, disabled_at FROM supervisors ORDER BY name")
+        let rows: Vec<(String, String, Ts, Option<Ts>, Option<String>)> =
+            sqlx::query_as("SELECT name, role, created_at, disabled_at, agent_id FROM supervisors ORDER BY name")
                 .fetch_all(self.pool())
                 .await?;
         rows.into_iter()
-            .map(|(name, role, created_at, disabled_at)| {
+            .map(|(name, role, created_at, disabled_at, agent_id)| {
                 Ok(SupervisorRecord {
                     role: role.parse().map_err(|_| corrupt("role", &role))?,
                     name,
                     created_at: created_at.0,
                     disabled_at: disabled_at.map(|at| at.0),
+                    agent_id,
                 })
             })
             .collect()
@@ -109,15 +114,19 @@ where
     }
 
     async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>> {
-        let row: Option<(String, String, Option<Ts>)> =
-            sqlx::query_as("SELECT name, role, disabled_at FROM supervisors WHERE token_hash = $1")
+        let row: Option<(String, String, Option<Ts>, Option<String>)> =
+            sqlx::query_as("SELECT name, role, disabled_at, agent_id FROM supervisors WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(self.pool())
                 .await?;
-        let Some((name, role, disabled_at)) = row else {
+        let Some((name, role, disabled_at, agent_id)) = row else {
             return Ok(None);
         };
-        let actor = Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name };
+        let agent_id = match agent_id {
+            Some(id) => Some(id.parse::<AgentId>().map_err(|_| corrupt("agent id", &id))?),
+            None => None,
+        };
+        let actor = Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name, agent_id };
         Ok(Some(TokenHolder { actor, disabled_at: disabled_at.map(|at| at.0) }))
     }
 
@@ -279,7 +288,25 @@ where
             .bind(Db(now - TimeDelta::days(1)))
             .fetch_one(&mut *conn)
             .await?;
+        let notices: Vec<(Ts, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT sent_at, outcome, gateway, provider_id FROM lookup_notices
+             WHERE phone = $1 AND sent_at > $2 ORDER BY id",
+        )
+        .bind(phone.e164())
+        .bind(Db(now - TimeDelta::days(1)))
+        .fetch_all(&mut *conn)
+        .await?;
+        let notices = notices
+            .into_iter()
+            .map(|(sent_at, outcome, gateway, provider_id)| NoticeStatus {
+                sent_at: sent_at.0,
+                outcome,
+                gateway,
+                provider_id,
+            })
+            .collect();
         Ok(PhoneStatus {
+            notices,
             failed_attempts: if lock_expired { 0 } else { count_u32(failed.into()) },
             locked_until: locked_until.filter(|until| *until > now),
             pending,
@@ -340,4 +367,105 @@ where
                 .await?;
         rows.iter().map(Self::event_from_row).collect()
     }
+
+    async fn set_agent(
+        &self,
+        name: &SupervisorName,
+        agent: Option<&AgentId>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<AgentChange> {
+        let mut tx = begin(self.pool()).await?;
+        Self::lock_chain(&mut tx).await?;
+        if let Some(agent) = agent {
+            let holder: Option<String> =
+                sqlx::query_scalar("SELECT name FROM supervisors WHERE agent_id = $1 AND name <> $2")
+                    .bind(agent.as_str())
+                    .bind(name.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(by) = holder {
+                return Ok(AgentChange::Taken { by });
+            }
+        }
+        let done = sqlx::query("UPDATE supervisors SET agent_id = $2 WHERE name = $1")
+            .bind(name.as_str())
+            .bind(agent.map(AgentId::as_str))
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&done) != 1 {
+            return Ok(AgentChange::NoSuchSupervisor);
+        }
+        let event = Self::append(&mut tx, event, key).await?;
+        tx.commit().await?;
+        Ok(AgentChange::Set(Box::new(event)))
+    }
+
+    #[tracing::instrument(skip_all, fields(call_id = %event.call_id, number = %event.number))]
+    async fn record_call_event(&self, event: &CallEvent, now: DateTime<Utc>) -> StoreResult<bool> {
+        // One statement each, so events for one call applied at once on two replicas cannot interleave: the
+        // row's state only moves forward (a later answer, the first end).
+        let sql = match event.kind {
+            CallEventKind::Answered => {
+                "INSERT INTO calls (call_id, direction, phone, agent_id, answered_at, ended_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, NULL, $6)
+                 ON CONFLICT (call_id) DO UPDATE SET agent_id = excluded.agent_id, answered_at = excluded.answered_at,
+                     updated_at = excluded.updated_at
+                 WHERE calls.answered_at IS NULL OR calls.answered_at < excluded.answered_at"
+            }
+            CallEventKind::Ended => {
+                "INSERT INTO calls (call_id, direction, phone, agent_id, answered_at, ended_at, updated_at)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $6)
+                 ON CONFLICT (call_id) DO UPDATE SET ended_at = excluded.ended_at, updated_at = excluded.updated_at
+                 WHERE calls.ended_at IS NULL"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(event.call_id.as_str())
+            .bind(event.direction.as_str())
+            .bind(event.number.e164())
+            .bind(event.agent.as_str())
+            .bind(Db(event.at))
+            .bind(Db(now))
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn call(&self, id: &CallId) -> StoreResult<Option<Call>> {
+        let row: Option<CallRow> = sqlx::query_as(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(call_from_row).transpose()
+    }
+
+    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<Call>> {
+        let rows: Vec<CallRow> = sqlx::query_as(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE agent_id = $1 AND ended_at IS NULL AND answered_at IS NOT NULL
+             ORDER BY answered_at, call_id"
+        ))
+        .bind(agent.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(call_from_row).collect()
+    }
+}
+
+const CALL_COLUMNS: &str = "call_id, direction, phone, agent_id, answered_at, ended_at";
+
+type CallRow = (String, String, String, String, Option<Ts>, Option<Ts>);
+
+fn call_from_row((id, direction, phone, agent, answered_at, ended_at): CallRow) -> StoreResult<Call> {
+    // Stored in E.164, which reads the same whatever the default region.
+    let number =
+        PhoneNumber::parse_lenient(&phone, &AllowedCountries::default()).map_err(|_| corrupt("call number", &phone))?;
+    Ok(Call {
+        call_id: CallId::parse(&id).map_err(|_| corrupt("call id", &id))?,
+        direction: CallDirection::from_db(&direction).ok_or_else(|| corrupt("call direction", &direction))?,
+        number,
+        agent: agent.parse().map_err(|_| corrupt("agent id", &agent))?,
+        answered_at: answered_at.map(|at| at.0),
+        ended_at: ended_at.map(|at| at.0),
+    })
 }
