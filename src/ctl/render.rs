@@ -100,7 +100,14 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
     let mut pending_json = Vec::new();
     for v in &r.pending {
         let (ko, en) = purpose_name(v.purpose());
-        let _ = writeln!(text, "\n대기 중 / pending: {ko} / {en}  ({})", v.verification_id);
+        match time(v.approved_at.as_ref()) {
+            Some(at) => {
+                let _ = writeln!(text, "\n인증 완료 / approved {}: {ko} / {en}  ({})", clock(at), v.verification_id);
+            }
+            None => {
+                let _ = writeln!(text, "\n대기 중 / pending: {ko} / {en}  ({})", v.verification_id);
+            }
+        }
         let mut sends = Vec::new();
         for s in &v.sends {
             let channel = match s.channel() {
@@ -138,6 +145,7 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
             }));
         }
         pending_json.push(json!({
+            "approved_at": rfc3339(v.approved_at.as_ref()),
             "verification_id": v.verification_id,
             "purpose": en,
             "created_at": rfc3339(v.created_at.as_ref()),
