@@ -129,11 +129,11 @@ const EXPECTED: &[(Backend, &str, usize)] = &[
     (Backend::Sqlite, "VerifyCode (wrong code)", 2),
     (Backend::Sqlite, "VerifyCode (right code)", 4),
     (Backend::Sqlite, "LookupCode (granted)", 10),
-    (Backend::Sqlite, "GetPhoneStatus", 7),
+    (Backend::Sqlite, "GetPhoneStatus", 10),
     (Backend::Postgres, "SendCode (new verification)", 11),
     (Backend::Postgres, "SendCode (resend)", 11),
     (Backend::Postgres, "VerifyCode (wrong code)", 2),
     (Backend::Postgres, "VerifyCode (right code)", 6),
     (Backend::Postgres, "LookupCode (granted)", 12),
-    (Backend::Postgres, "GetPhoneStatus", 9),
+    (Backend::Postgres, "GetPhoneStatus", 12),
 ];

@@ -100,7 +100,14 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
     let mut pending_json = Vec::new();
     for v in &r.pending {
         let (ko, en) = purpose_name(v.purpose());
-        let _ = writeln!(text, "\n대기 중 / pending: {ko} / {en}  ({})", v.verification_id);
+        match time(v.approved_at.as_ref()) {
+            Some(at) => {
+                let _ = writeln!(text, "\n인증 완료 / approved {}: {ko} / {en}  ({})", clock(at), v.verification_id);
+            }
+            None => {
+                let _ = writeln!(text, "\n대기 중 / pending: {ko} / {en}  ({})", v.verification_id);
+            }
+        }
         let mut sends = Vec::new();
         for s in &v.sends {
             let channel = match s.channel() {
@@ -138,6 +145,7 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
             }));
         }
         pending_json.push(json!({
+            "approved_at": rfc3339(v.approved_at.as_ref()),
             "verification_id": v.verification_id,
             "purpose": en,
             "created_at": rfc3339(v.created_at.as_ref()),
@@ -319,11 +327,23 @@ pub fn calls(r: &pb::ListMyCallsResponse) -> Output {
 
 /// A refused call, explained in Korean and English (JSON on stdout with `--json`, text on stderr otherwise).
 pub fn error(status: &tonic::Status, as_json: bool) {
+    let reason = status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default();
+    let (ko, en) = explain(status);
+    if as_json {
+        let code = format!("{:?}", status.code());
+        println!("{}", json!({ "error": { "code": code, "reason": reason, "message": en, "message_ko": ko } }));
+    } else {
+        eprintln!("{ko}\n{en}");
+    }
+}
+
+/// A refusal in Korean and in English.
+fn explain(status: &tonic::Status) -> (String, String) {
     let details = status.get_error_details();
     let reason = details.error_info().map(|i| i.reason.clone()).unwrap_or_default();
     let retry = details.retry_info().and_then(|r| r.retry_delay).map(|d| d.as_secs().div_ceil(60));
     let until = details.error_info().and_then(|i| i.metadata.get("locked_until").cloned());
-    let (ko, en) = match (status.code(), reason.as_str()) {
+    match (status.code(), reason.as_str()) {
         (_, "THIRD_PARTY_NUMBER") => (
             "발신 번호가 인증 대상 번호와 다릅니다. 제3자 번호로는 인증번호를 안내할 수 없습니다.".to_owned(),
             "The contact number is not the number being verified: the code cannot be given for a third party's number."
@@ -352,10 +372,12 @@ pub fn error(status: &tonic::Status, as_json: bool) {
                 .to_owned(),
         ),
         (_, "PHONE_LOCKED") => {
+            // The server sends RFC 3339 UTC; a team lead in Seoul reads KST.
             let until = until.unwrap_or_default();
+            let until = chrono::DateTime::parse_from_rfc3339(&until).map_or(until, |t| clock(t.to_utc()));
             (
                 format!(
-                    "인증번호가 10회 이상 일치하지 않아 잠긴 번호입니다 (해제 시각 {until}). 관리자에게 잠금 해제를 요청하세요."
+                    "인증번호를 10회 연속 틀려 잠긴 번호입니다 (해제 시각 {until}). 관리자에게 잠금 해제를 요청하세요."
                 ),
                 format!("This number is locked after too many wrong codes (until {until}). Ask an admin to unlock it."),
             )
@@ -386,11 +408,25 @@ pub fn error(status: &tonic::Status, as_json: bool) {
             "The server is temporarily unavailable; try again shortly.".to_owned(),
         ),
         _ => (format!("요청이 거부되었습니다: {}", status.message()), status.message().to_owned()),
-    };
-    if as_json {
-        let code = format!("{:?}", status.code());
-        println!("{}", json!({ "error": { "code": code, "reason": reason, "message": en, "message_ko": ko } }));
-    } else {
-        eprintln!("{ko}\n{en}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_told_in_kst() {
+        let mut details = tonic_types::ErrorDetails::new();
+        let until = "2026-12-06T03:00:00.000Z".to_owned();
+        details.set_error_info(
+            "PHONE_LOCKED",
+            "otp.v1",
+            std::collections::HashMap::from([("locked_until".into(), until)]),
+        );
+        let status = tonic::Status::with_error_details(tonic::Code::FailedPrecondition, "locked", details);
+        let (ko, en) = explain(&status);
+        assert!(ko.contains("2026-12-06 12:00:00 KST") && ko.contains("10회 연속 틀려"), "{ko}");
+        assert!(en.contains("2026-12-06 12:00:00 KST"), "{en}");
     }
 }

@@ -616,7 +616,13 @@ fn verification_to_pb(v: &VerificationStatus, now: chrono::DateTime<chrono::Utc>
         purpose: purpose_to_pb(v.purpose).into(),
         created_at: Some(timestamp(v.created_at)),
         expires_at: Some(timestamp(v.expires_at)),
-        sends: v.codes.iter().map(|c| code_to_pb(c, now)).collect(),
+        approved_at: v.approved_at.map(timestamp),
+        // An approved verification's codes are spent: none would approve again.
+        sends: v
+            .codes
+            .iter()
+            .map(|c| pb::CodeSend { live: v.approved_at.is_none() && code_to_pb(c, now).live, ..code_to_pb(c, now) })
+            .collect(),
     }
 }
 

@@ -126,6 +126,8 @@ pub struct VerificationStatus {
     pub created_at: DateTime<Utc>,
     /// When its last code expires.
     pub expires_at: DateTime<Utc>,
+    /// Set once approved (the status view keeps approved ones for a day).
+    pub approved_at: Option<DateTime<Utc>>,
     /// Its codes, oldest first.
     pub codes: Vec<CodeStatus>,
 }

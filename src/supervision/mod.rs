@@ -462,7 +462,7 @@ impl SupervisionService {
             "failed attempts {}, locked {}, {} pending verification(s)",
             status.failed_attempts,
             status.locked_until.is_some(),
-            status.pending.len()
+            status.pending.iter().filter(|v| v.approved_at.is_none()).count()
         );
         let event = self.audit.append(event).await.map_err(audit_failed)?;
         Ok((status, event, phone))

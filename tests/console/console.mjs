@@ -5,7 +5,7 @@
 // Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/), SCENARIO (supervisor | auditor | admin | receipts), TOKEN,
 // PHONE, THIRD_PARTY (supervisor), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -370,5 +370,11 @@ async function onTheLine(page) {
   check(result.call_status.includes('대기 중'), `the call's number's status: ${result.call_status}`);
   const typed = await page.locator('input[type=tel]:visible').count();
   check(typed === 0, `no number field on the page: ${typed}`);
+  // The driver enters the code (the Rust side approves it over gRPC); a refresh shows 인증 완료.
+  writeFileSync(env('CODE_FILE'), result.code);
+  for (let i = 0; i < 200 && !existsSync(env('APPROVED_FILE')); i++) await new Promise((r) => setTimeout(r, 50));
+  await page.locator('#call-refresh').click();
+  await page.waitForFunction(() => document.querySelector('#call-status').textContent.includes('인증 완료'));
+  result.approved_status = await page.locator('#call-status').textContent();
   await page.screenshot({ path: join(screenshots, 'on-the-line.png'), fullPage: true });
 }

@@ -145,14 +145,22 @@ function watchCalls() {
   setInterval(refresh, 2000);
 }
 
+let chosen = null;
+
+async function callStatus() {
+  const status = await rpc('GetPhoneStatus', chosen, $('lookup-error'));
+  if (status) renderStatus(status, $('call-status'));
+  $('call-refresh').hidden = !status;
+  return status;
+}
+
+$('call-refresh')?.addEventListener('click', callStatus);
+
 async function chooseCall(callId) {
   clearCode();
-  const ticket = $('call-ticket').value.trim();
-  const request = { call_id: callId, ticket_id: ticket };
-  const status = await rpc('GetPhoneStatus', request, $('lookup-error'));
-  if (!status) return;
-  renderStatus(status, $('call-status'));
-  const r = await rpc('LookupCode', { ...request, reason: LookupReason.STRONG_COMPLAINT }, $('lookup-error'));
+  chosen = { call_id: callId, ticket_id: $('call-ticket').value.trim() };
+  if (!(await callStatus())) return;
+  const r = await rpc('LookupCode', { ...chosen, reason: LookupReason.STRONG_COMPLAINT }, $('lookup-error'));
   if (r) showCode(r);
 }
 
@@ -335,7 +343,9 @@ function renderStatus(r, out = $('status-result')) {
     parts.push(el('p', '대기 중인 인증 없음 / no pending verification', { class: 'notice' }));
   }
   for (const v of r.pending) {
-    const caption = `대기 중 / pending: ${text.purpose(v.purpose)} — 만료 / expires ${text.kst(text.millis(v.expires_at))}`;
+    const caption = v.approved_at
+      ? `인증 완료 / approved: ${text.purpose(v.purpose)} — ${text.kst(text.millis(v.approved_at))}`
+      : `대기 중 / pending: ${text.purpose(v.purpose)} — 만료 / expires ${text.kst(text.millis(v.expires_at))}`;
     const rows = v.sends.map((s) => [
       text.kst(text.millis(s.sent_at)),
       text.channel(s),

@@ -203,6 +203,7 @@ const PendingVerification = {
   3: ['created_at', Timestamp],
   4: ['expires_at', Timestamp],
   5: ['sends', CodeSend, true],
+  6: ['approved_at', Timestamp],
 };
 
 const AuditEvent = {

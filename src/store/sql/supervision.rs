@@ -244,15 +244,19 @@ where
         let (failed, locked_until) = state.unwrap_or((0, None));
         let locked_until = locked_until.map(|at| at.0);
         let lock_expired = locked_until.is_some_and(|until| until <= now);
-        let verifications: Vec<(Uid, String, Ts, Ts)> = sqlx::query_as(
-            "SELECT id, purpose, created_at, expires_at FROM verifications
-             WHERE phone = $1 AND status = 'pending' ORDER BY created_at DESC",
+        // Pending ones, and those approved in the last day: "인증 완료" is what the team lead on the call needs to see
+        // once the driver has entered the code.
+        let verifications: Vec<(Uid, String, Ts, Ts, Option<Ts>)> = sqlx::query_as(
+            "SELECT id, purpose, created_at, expires_at, approved_at FROM verifications
+             WHERE phone = $1 AND (status = 'pending' OR (status = 'approved' AND approved_at > $2))
+             ORDER BY created_at DESC",
         )
         .bind(phone.e164())
+        .bind(Db(now - TimeDelta::days(1)))
         .fetch_all(&mut *conn)
         .await?;
         let mut pending = Vec::new();
-        for (id, p, created_at, expires_at) in verifications {
+        for (id, p, created_at, expires_at, approved_at) in verifications {
             let rows: Vec<(String, String, Ts, Ts, Option<Ts>, Option<String>, i64, Option<String>)> = sqlx::query_as(
                 "SELECT channel, delivery, created_at, expires_at, revoked_at, provider_message_id, id, delivered_by FROM codes
                      WHERE verification_id = $1 ORDER BY id",
@@ -279,6 +283,7 @@ where
                 purpose: purpose(&p)?,
                 created_at: created_at.0,
                 expires_at: expires_at.0,
+                approved_at: approved_at.map(|at| at.0),
                 codes,
             });
         }
