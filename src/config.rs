@@ -967,21 +967,7 @@ mod tests {
 
     #[test]
     fn prod_refuses_a_plaintext_admin_listener_off_loopback() {
-        let prod = [
-            "--mode",
-            "prod",
-            "--sms-gateway",
-            "http:https://sms.example/send",
-            "--pepper",
-            "0123456789abcdef",
-            "--support-number",
-            "1588-0000",
-        ];
-        let with = |extra: &[&'static str]| {
-            let mut args = prod.to_vec();
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
-        };
+        let with = |extra: &[&str]| prod(&[&["--sms-gateway", "http:https://sms.example/send"][..], extra].concat());
         for admin in ["0.0.0.0:50052", "10.1.2.3:50052", "[::]:50052"] {
             let error = with(&["--admin-listen", admin]).unwrap_err();
             assert_eq!(error.setting, "admin-listen");
@@ -998,23 +984,8 @@ mod tests {
 
     #[test]
     fn prod_refuses_a_plaintext_webhook_listener_off_loopback() {
-        let prod = [
-            "--mode",
-            "prod",
-            "--sms-gateway",
-            "http:https://sms.example/send",
-            "--pepper",
-            "0123456789abcdef",
-            "--support-number",
-            "1588-0000",
-            "--receipt-hmac-key",
-            "0123456789abcdef0123",
-        ];
-        let with = |extra: &[&'static str]| {
-            let mut args = prod.to_vec();
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(std::iter::once("otpd").chain(args)).unwrap().settings.validate()
-        };
+        let base = ["--sms-gateway", "http:https://sms.example/send", "--receipt-hmac-key", "0123456789abcdef0123"];
+        let with = |extra: &[&str]| prod(&[&base[..], extra].concat());
         for webhook in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
             let error = with(&["--webhook-listen", webhook]).unwrap_err();
             assert_eq!(error.setting, "webhook-listen", "{error}");

@@ -1,5 +1,5 @@
-//! What would cross a network in clear: the one rule that production mode (provider URLs) and otpctl (its
-//! bearer token) apply before they send a secret anywhere.
+//! What would cross a network in clear: the one rule that production mode (provider URLs, the database) and
+//! otpctl (its bearer token) apply before they send a secret anywhere.
 
 /// Whether `url` would carry secrets in clear over a network: plain `http://` to a host that is not loopback
 /// (a relay or stand-in on the same machine is fine; anything else must be `https://`).
@@ -7,10 +7,14 @@ pub fn plaintext_off_loopback(url: &reqwest::Url) -> bool {
     if url.scheme() != "http" {
         return false;
     }
-    let host = url.host_str().unwrap_or_default();
+    !is_loopback_host(url.host_str().unwrap_or_default())
+}
+
+/// Whether `host` (a name, an IPv4 address or an IPv6 one with or without brackets) is this machine's loopback.
+pub fn is_loopback_host(host: &str) -> bool {
     match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        Ok(ip) => !ip.is_loopback(),
-        Err(_) => !host.eq_ignore_ascii_case("localhost"),
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 

@@ -281,18 +281,20 @@ fn chain_hash(link: ChainLink, key: &AuditKey, seq: i64, prev_hash: &str, e: &Ne
     }
 }
 
+/// One field of the canonical encoding: length-prefixed, or a marker no length can equal when absent.
+fn field(h: &mut impl Update, value: Option<&str>) {
+    match value {
+        Some(v) => {
+            h.update(&(v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        None => h.update(&u64::MAX.to_be_bytes()),
+    }
+}
+
 /// A canonical encoding: a domain tag, then every field in a fixed order, each length-prefixed (absent fields
 /// have their own marker), so no two different events encode alike.
 fn encode(h: &mut impl Update, tag: &[u8], seq: i64, prev_hash: &str, e: &NewAuditEvent) {
-    fn field(h: &mut impl Update, value: Option<&str>) {
-        match value {
-            Some(v) => {
-                h.update(&(v.len() as u64).to_be_bytes());
-                h.update(v.as_bytes());
-            }
-            None => h.update(&u64::MAX.to_be_bytes()),
-        }
-    }
     h.update(tag);
     h.update(&seq.to_be_bytes());
     field(h, Some(prev_hash));
@@ -314,15 +316,6 @@ fn encode(h: &mut impl Update, tag: &[u8], seq: i64, prev_hash: &str, e: &NewAud
 /// v3's extra fields, after v2's: the evidence kind, then the call's id, direction and masked number (absent for
 /// typed evidence). An event without evidence cannot be v3 (the marker differs from any kind's encoding).
 fn encode_evidence(h: &mut impl Update, evidence: Option<&Evidence>) {
-    fn field(h: &mut impl Update, value: Option<&str>) {
-        match value {
-            Some(v) => {
-                h.update(&(v.len() as u64).to_be_bytes());
-                h.update(v.as_bytes());
-            }
-            None => h.update(&u64::MAX.to_be_bytes()),
-        }
-    }
     field(h, evidence.map(Evidence::kind));
     let (id, direction, number) = match evidence {
         Some(Evidence::Call { call_id, direction, number_masked }) => {

@@ -8,8 +8,8 @@
 //! - **Checks first.** A check of a code already sent (VerifyCode, and a team lead's lookup for a driver on the
 //!   line) finishes a journey whose SMS is paid for; a refused send costs the driver only a retry. So a waiting
 //!   check always goes before a waiting send.
-//! - **Fair between clients.** Within a class, waiting calls are served round-robin by client address (IPv6 by its
-//!   /64, as the front-line limits key it), so one connection or address retrying at once cannot take every place:
+//! - **Fair between clients.** Within a class, waiting calls are served round-robin by client address (keyed as
+//!   the front-line limits key it: IPv6 by its /64), so one connection or address retrying at once cannot take every place:
 //!   each other client waiting gets a place between two of its.
 //!
 //! The lock is held only to count and to queue, never across an await.
@@ -33,15 +33,9 @@ pub enum Work {
 /// Who is asking, for fairness: the client's address (None: a caller without one, e.g. a local tool).
 pub type ClientKey = Option<IpAddr>;
 
-/// IPv4 as it is, IPv6 by its /64: one subscriber's usual allocation, so rotating addresses in it gains nothing.
+/// The key of a client address, as the front-line limits key it.
 pub fn client_key(client: Option<IpAddr>) -> ClientKey {
-    client.map(|ip| match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-    })
+    client.map(crate::limits::ip_key)
 }
 
 struct Waiter {

@@ -277,9 +277,10 @@ impl FrontLimits {
     }
 }
 
-/// IPv4 addresses as they are; IPv6 by their /64 (one subscriber's usual allocation), so rotating addresses
-/// within it gains nothing.
-fn ip_key(ip: IpAddr) -> IpAddr {
+/// How a client address is keyed, here and wherever clients are told apart (the hashing queue's turns): IPv4
+/// addresses as they are; IPv6 by their /64 (one subscriber's usual allocation), so rotating addresses within it
+/// gains nothing.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

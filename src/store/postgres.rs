@@ -37,14 +37,8 @@ impl PgStore {
             Err(_) => return Some("is not a PostgreSQL URL sqlx understands".to_owned()),
         };
         let host = options.get_host();
-        let loopback = options.get_socket().is_some()
-            || host.starts_with('/')
-            || host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let loopback =
+            options.get_socket().is_some() || host.starts_with('/') || crate::transport::is_loopback_host(host);
         match options.get_ssl_mode() {
             _ if loopback => None,
             PgSslMode::VerifyFull => None,

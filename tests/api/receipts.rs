@@ -128,6 +128,14 @@ async fn bad_nhn_receipts_change_nothing() {
     assert_eq!((attempt.receipt.as_str(), attempt.reason_ko.as_str()), ("delivered", ""));
 }
 
+/// An otpd on SQLite sending through `provider` and taking generic receipts signed with [`HMAC_KEY`].
+async fn with_generic_receipts(provider: &FakeProvider, extra: &[&str]) -> TestApp {
+    let gateway = provider.gateway();
+    let mut args = vec!["--sms-gateway", &gateway, "--webhook-listen", "127.0.0.1:0", "--receipt-hmac-key", HMAC_KEY];
+    args.extend_from_slice(extra);
+    spawn_app_with(Backend::Sqlite, &args).await
+}
+
 fn sign(timestamp: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(HMAC_KEY.as_bytes()).unwrap();
     mac.update(format!("{timestamp}.{body}").as_bytes());
@@ -139,12 +147,7 @@ fn sign(timestamp: &str, body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_receipts_are_signed_and_checked() {
     let provider = FakeProvider::start(vec![Reply::Accept("msg-1")], Reply::Accept("msg-2")).await;
-    let gateway = provider.gateway();
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &["--sms-gateway", &gateway, "--webhook-listen", "127.0.0.1:0", "--receipt-hmac-key", HMAC_KEY],
-    )
-    .await;
+    let app = with_generic_receipts(&provider, &[]).await;
     let kim = app.add_supervisor("kim.minji", "supervisor").await;
     app.send(PHONE, Purpose::Login).await.unwrap();
     let now = Utc::now();
@@ -198,12 +201,7 @@ async fn without_receipts_the_status_says_not_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_older_and_future_receipts_change_nothing() {
     let provider = FakeProvider::start(vec![], Reply::Accept("msg-1")).await;
-    let gateway = provider.gateway();
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &["--sms-gateway", &gateway, "--webhook-listen", "127.0.0.1:0", "--receipt-hmac-key", HMAC_KEY],
-    )
-    .await;
+    let app = with_generic_receipts(&provider, &[]).await;
     let kim = app.add_supervisor("kim.minji", "supervisor").await;
     app.send(PHONE, Purpose::Login).await.unwrap();
     let sent = app.now();
@@ -263,7 +261,6 @@ async fn replayed_older_and_future_receipts_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_posted_over_tls_is_recorded() {
     let provider = FakeProvider::start(vec![], Reply::Accept("msg-1")).await;
-    let gateway = provider.gateway();
     let certs = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
@@ -271,22 +268,8 @@ async fn a_receipt_posted_over_tls_is_recorded() {
     let (cert_path, key_path) = (certs.path().join("webhook.crt"), certs.path().join("webhook.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[
-            "--sms-gateway",
-            &gateway,
-            "--webhook-listen",
-            "127.0.0.1:0",
-            "--receipt-hmac-key",
-            HMAC_KEY,
-            "--webhook-tls-cert",
-            cert_path.to_str().unwrap(),
-            "--webhook-tls-key",
-            key_path.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let tls = ["--webhook-tls-cert", cert_path.to_str().unwrap(), "--webhook-tls-key", key_path.to_str().unwrap()];
+    let app = with_generic_receipts(&provider, &tls).await;
     let kim = app.add_supervisor("kim.minji", "supervisor").await;
     app.send(PHONE, Purpose::Login).await.unwrap();
     let now = Utc::now();
