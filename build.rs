@@ -6,7 +6,7 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/otp/v1/otp.proto", "proto/otp/v1/supervisor.proto"];
+    let protos = ["proto/otp/v1/otp.proto", "proto/otp/v1/supervisor.proto", "proto/otp/v1/signin.proto"];
     println!("cargo:rerun-if-changed=proto");
 
     let fds = protox::compile(protos, ["proto"])?;
