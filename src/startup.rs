@@ -267,7 +267,8 @@ impl Application {
             self.config.allowed_countries.clone(),
         ))
         .max_decoding_message_size(self.config.max_request_bytes);
-        let supervisor = AuthLayer::new(self.supervision.clone()).layer(supervisor);
+        let supervisor =
+            AuthLayer::new(self.supervision.clone(), self.config.trusted_proxies.clone()).layer(supervisor);
         // HTTP/1.1 too, for the web console: its pages, and its gRPC-Web calls that tonic-web turns into the same
         // SupervisorService calls (through AuthLayer) before routing. Native gRPC clients are unaffected.
         let admin = Server::builder()

@@ -87,6 +87,9 @@ pub struct Actor {
     pub role: Role,
     /// Their seat in the phone system, when they have one: the calls a lookup may rest on are this agent's.
     pub agent_id: Option<super::AgentId>,
+    /// Where this call came from: set once per call by the supervisor service's authentication layer, and
+    /// recorded in every audit event the call appends (empty for an actor read from the store).
+    pub access: super::audit::AccessContext,
 }
 
 /// A disabled supervisor's token, let through to the handler only so that the refusal can record the number
@@ -200,8 +203,9 @@ mod tests {
 
     #[test]
     fn admin_holds_every_role() {
-        let admin = Actor { name: "a".into(), role: Role::Admin, agent_id: None };
-        let auditor = Actor { name: "b".into(), role: Role::Auditor, agent_id: None };
+        let access = crate::domain::audit::AccessContext::default();
+        let admin = Actor { name: "a".into(), role: Role::Admin, agent_id: None, access: access.clone() };
+        let auditor = Actor { name: "b".into(), role: Role::Auditor, agent_id: None, access };
         assert!(admin.has_any(&[Role::Supervisor]));
         assert!(!auditor.has_any(&[Role::Supervisor]));
         assert!(auditor.has_any(&[Role::Auditor]));

@@ -2,7 +2,8 @@
 //! `authorization: Bearer <token>` to an enabled supervisor and puts the [`Actor`] into the request's
 //! extensions, or answers `UNAUTHENTICATED` before the service sees the call (a disabled supervisor's call is
 //! audited under their name first). Health and reflection on the same listener are not wrapped, so load
-//! balancers and grpcurl need no token.
+//! balancers and grpcurl need no token. Where the call came from ([`super::access`]) is read here, once, and
+//! carried on the [`Actor`], so every audit event of the call records it.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -13,20 +14,23 @@ use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 
+use super::client_ip::TrustedProxies;
 use crate::domain::Actor;
-use crate::domain::audit::AuditAction;
+use crate::domain::audit::{AccessContext, AuditAction};
 use crate::supervision::SupervisionService;
 
 /// Wraps a service with bearer-token authentication.
 #[derive(Clone)]
 pub struct AuthLayer {
     supervision: SupervisionService,
+    trusted_proxies: TrustedProxies,
 }
 
 impl AuthLayer {
-    /// Tokens are resolved, and disabled supervisors' calls audited, by `supervision`.
-    pub fn new(supervision: SupervisionService) -> Self {
-        Self { supervision }
+    /// Tokens are resolved, and disabled supervisors' calls audited, by `supervision`; client addresses are read
+    /// through `trusted_proxies`, as the front-line limits read them.
+    pub fn new(supervision: SupervisionService, trusted_proxies: TrustedProxies) -> Self {
+        Self { supervision, trusted_proxies }
     }
 }
 
@@ -34,7 +38,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
     type Service = Authenticated<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticated { inner, supervision: self.supervision.clone() }
+        Authenticated { inner, supervision: self.supervision.clone(), trusted_proxies: self.trusted_proxies.clone() }
     }
 }
 
@@ -43,6 +47,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Authenticated<S> {
     inner: S,
     supervision: SupervisionService,
+    trusted_proxies: TrustedProxies,
 }
 
 impl<S: NamedService> NamedService for Authenticated<S> {
@@ -67,9 +72,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let supervision = self.supervision.clone();
+        let access = super::access::context(&request, &self.trusted_proxies);
         Box::pin(async move {
             let action = action_of(request.uri().path());
-            match authenticate(&supervision, request.headers(), action).await {
+            match authenticate(&supervision, request.headers(), action, access).await {
                 Ok(Ok(actor)) => {
                     request.extensions_mut().insert(actor);
                     inner.call(request).await
@@ -101,6 +107,7 @@ async fn authenticate(
     supervision: &SupervisionService,
     headers: &HeaderMap,
     action: Option<AuditAction>,
+    access: AccessContext,
 ) -> Result<Result<Actor, crate::domain::DisabledActor>, Status> {
     let Some(value) = headers.get("authorization") else {
         supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
@@ -120,5 +127,5 @@ async fn authenticate(
         .to_owned();
     // Detached like every flow: a client hanging up must not cancel the audit of a refused call.
     let supervision = supervision.clone();
-    Ok(super::detached(async move { supervision.authenticate(&token, action).await }).await?)
+    Ok(super::detached(async move { supervision.authenticate(&token, action, access).await }).await?)
 }

@@ -372,6 +372,8 @@ label_enum! {
 label_enum! {
     /// Why otpd closed a connection itself.
     pub enum ConnectionClose {
+        /// The client's address is not in `--admin-allow`: closed at once, before TLS or HTTP.
+        AddressNotAllowed = "address_not_allowed",
         /// The listener had `--max-connections` open: closed at once.
         ListenerFull = "listener_full",
         /// The client's address had `--max-connections-per-address` open: closed at once.

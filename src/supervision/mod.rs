@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::clock::Clock;
 use crate::domain::audit::{
-    AuditAction, AuditEvent, AuditOutcome, ChainError, ChainVerifier, Expectations, NewAuditEvent,
+    AccessContext, AuditAction, AuditEvent, AuditOutcome, ChainError, ChainVerifier, Expectations, NewAuditEvent,
 };
 use crate::domain::{
     Actor, Call, CallDirection, CallId, Channel, ContactChannel, DisabledActor, Evidence, EvidencePolicy, OtpCode,
@@ -574,12 +574,14 @@ impl SupervisionService {
     /// under their name, as `action` (the method called, when it is one of the service's). For the calls that
     /// name a number (lookup, status, unlock) the token's holder is handed back as a [`DisabledActor`] instead,
     /// so that the handler records the number and ticket it named in the refusal ([`Self::refuse_disabled`]).
+    /// `access` (where the call came from) goes on the actor, and so into every audit event of the call.
     pub async fn authenticate(
         &self,
         token: &str,
         action: Option<AuditAction>,
+        access: AccessContext,
     ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
-        let result = self.token_holder(token, action).await;
+        let result = self.token_holder(token, action, access).await;
         if let Err(error) = &result {
             self.count_refusal(action, error);
         }
@@ -590,11 +592,13 @@ impl SupervisionService {
         &self,
         token: &str,
         action: Option<AuditAction>,
+        access: AccessContext,
     ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
-        let Some(holder) = self.store().token_holder(&token::hash(token)).await? else {
-            tracing::warn!(target: "audit", "supervisor call with an unknown token");
+        let Some(mut holder) = self.store().token_holder(&token::hash(token)).await? else {
+            tracing::warn!(target: "audit", from = %access.describe(), "supervisor call with an unknown token");
             return Err(ServiceError::Unauthenticated);
         };
+        holder.actor.access = access;
         let Some(disabled_at) = holder.disabled_at else {
             return Ok(Ok(holder.actor));
         };

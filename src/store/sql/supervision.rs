@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::steps::{EVENT_COLUMNS, corrupt};
 use super::{SqlStore, begin};
-use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
+use crate::domain::audit::{AccessContext, AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
 use crate::domain::{
     Actor, AgentId, AllowedCountries, Call, CallDirection, CallEvent, CallEventKind, CallId, PhoneNumber, Purpose,
     Role, SupervisorName, VerificationId,
@@ -126,7 +126,8 @@ where
             Some(id) => Some(id.parse::<AgentId>().map_err(|_| corrupt("agent id", &id))?),
             None => None,
         };
-        let actor = Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name, agent_id };
+        let role = role.parse().map_err(|_| corrupt("role", &role))?;
+        let actor = Actor { role, name, agent_id, access: AccessContext::default() };
         Ok(Some(TokenHolder { actor, disabled_at: disabled_at.map(|at| at.0) }))
     }
 
