@@ -271,7 +271,25 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
             "typed" => line.push_str("  [직접 입력 / TYPED]"),
             _ => {}
         }
-        let _ = writeln!(text, "{line}  — {}", e.detail);
+        let _ = write!(line, "  — {}", e.detail);
+        // Where the call came from (제8조's 접속지): empty for the service's and operators' events.
+        let mut from = Vec::new();
+        if !e.client_address.is_empty() {
+            from.push(e.client_address.clone());
+        }
+        if !e.client_certificate_sha256.is_empty() {
+            from.push(format!("cert {} sha256:{}", e.client_certificate_subject, e.client_certificate_sha256));
+        }
+        if !e.session_id.is_empty() {
+            from.push(format!("session {}", e.session_id));
+        }
+        if !e.user_agent.is_empty() {
+            from.push(format!("ua {:?}", e.user_agent));
+        }
+        if !from.is_empty() {
+            let _ = write!(line, "  [접속 / from {}]", from.join(", "));
+        }
+        let _ = writeln!(text, "{line}");
         rows.push(json!({
             "sequence": e.sequence,
             "id": e.id,
@@ -288,6 +306,11 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
             "call_id": e.call_id,
             "call_direction": e.call_direction,
             "call_masked_number": e.call_masked_number,
+            "client_address": e.client_address,
+            "client_certificate_subject": e.client_certificate_subject,
+            "client_certificate_sha256": e.client_certificate_sha256,
+            "session_id": e.session_id,
+            "user_agent": e.user_agent,
             "outcome": outcome,
             "detail": e.detail,
             "prev_hash": e.prev_hash,

@@ -533,7 +533,9 @@ function renderAudit(events, index) {
     const tr = row([
       e.sequence,
       text.kst(text.millis(e.time)),
-      `${e.actor_name} (${e.actor_role})`,
+      // Who, and where the call came from (접속지): address, certificate, session, browser.
+      [`${e.actor_name} (${e.actor_role})`, e.client_address, e.client_certificate_subject,
+        e.client_certificate_sha256, e.session_id, e.user_agent].filter(Boolean).join(' · '),
       text.action(e.action),
       e.masked_phone_number,
       e.ticket_id,

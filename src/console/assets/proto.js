@@ -226,6 +226,11 @@ const AuditEvent = {
   17: ['call_id', 'string'],
   18: ['call_direction', 'string'],
   19: ['call_masked_number', 'string'],
+  30: ['client_address', 'string'],
+  31: ['client_certificate_subject', 'string'],
+  32: ['client_certificate_sha256', 'string'],
+  33: ['session_id', 'string'],
+  34: ['user_agent', 'string'],
 };
 
 const MyCall = {
