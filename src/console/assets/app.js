@@ -533,9 +533,7 @@ function renderAudit(events, index) {
     const tr = row([
       e.sequence,
       text.kst(text.millis(e.time)),
-      // Who, and where the call came from (접속지): address, certificate, session, browser.
-      [`${e.actor_name} (${e.actor_role})`, e.client_address, e.client_certificate_subject,
-        e.client_certificate_sha256, e.session_id, e.user_agent].filter(Boolean).join(' · '),
+      [`${e.actor_name} (${e.actor_role})`, ...e.from].join(' · '),
       text.action(e.action),
       e.masked_phone_number,
       e.ticket_id,

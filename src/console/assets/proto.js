@@ -5,7 +5,7 @@
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: false });
 
-// --- encoding ---------------------------------------------------------------------------------------------------
+// --- encoding ---
 
 function varint(out, n) {
   // Non-negative integers up to 2^53: what every field the console sends holds.
@@ -46,7 +46,7 @@ export function encode(schema, value) {
   return Uint8Array.from(out);
 }
 
-// --- decoding ---------------------------------------------------------------------------------------------------
+// --- decoding ---
 
 class Reader {
   constructor(bytes) {
@@ -142,7 +142,7 @@ export function decode(schema, bytes) {
   return value;
 }
 
-// --- the messages -----------------------------------------------------------------------------------------------
+// --- the messages ---
 
 const TimestampOut = { seconds: [1, 'int'], nanos: [2, 'int'] };
 const Timestamp = { 1: ['seconds', 'int'], 2: ['nanos', 'int'] };
@@ -226,12 +226,9 @@ const AuditEvent = {
   17: ['call_id', 'string'],
   18: ['call_direction', 'string'],
   19: ['call_masked_number', 'string'],
-  30: ['client_address', 'string'],
-  31: ['client_certificate_subject', 'string'],
-  32: ['client_certificate_sha256', 'string'],
-  33: ['session_id', 'string'],
-  34: ['user_agent', 'string'],
 };
+// 30–34: where the call came from.
+for (let n = 30; n < 35; n++) AuditEvent[n] = ['from', 'string', true];
 
 const MyCall = {
   1: ['call_id', 'string'],
