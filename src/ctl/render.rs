@@ -452,4 +452,30 @@ mod tests {
         assert!(ko.contains("2026-12-06 12:00:00 KST") && ko.contains("10회 연속 틀려"), "{ko}");
         assert!(en.contains("2026-12-06 12:00:00 KST"), "{en}");
     }
+
+    #[test]
+    fn each_audit_line_says_where_the_call_came_from_and_system_events_do_not() {
+        let call = pb::AuditEvent {
+            sequence: 7,
+            actor_name: "kim".into(),
+            client_address: "203.0.113.9".into(),
+            client_certificate_subject: "CN=team-lead-kim".into(),
+            client_certificate_sha256: "ab".repeat(32),
+            session_id: "s-1".into(),
+            user_agent: "Mozilla/5.0 \"Chrome\"".into(),
+            ..Default::default()
+        };
+        let system = pb::AuditEvent { sequence: 8, actor_name: "system".into(), ..Default::default() };
+        let out = audit(&[call, system]);
+        let lines: Vec<&str> = out.text.lines().collect();
+        let from = format!(
+            "[접속 / from 203.0.113.9, cert CN=team-lead-kim sha256:{}, session s-1, ua \"Mozilla/5.0 \\\"Chrome\\\"\"]",
+            "ab".repeat(32)
+        );
+        assert!(lines[0].ends_with(&from), "{}", lines[0]);
+        assert!(!lines[1].contains("접속"), "{}", lines[1]);
+        assert_eq!(out.json["events"][0]["client_certificate_sha256"], "ab".repeat(32));
+        assert_eq!(out.json["events"][0]["session_id"], "s-1");
+        assert_eq!(out.json["events"][1]["client_address"], "");
+    }
 }
