@@ -78,8 +78,12 @@ async fn console_a_team_lead_looks_up_a_code_and_is_refused_a_third_party() {
     assert_eq!(app.verify(PHONE, Purpose::Login, code).await.unwrap().result(), VerifyResult::Approved);
 
     // Exactly the browser's calls are in the audit log, as from otpctl: two granted lookups with their tickets, the
-    // third party's number denied, one status read. Signing in (WhoAmI) is not an event.
+    // third party's number denied, one status read. Signing in (WhoAmI) is not an event; the wrong token tried
+    // first is, as a failed sign-in from the browser's address (docs/sign-in.md).
     let events = app.call_events().await;
+    let (failed, events): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.event.action == AuditAction::SignIn);
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].event.actor_name.as_str(), failed[0].event.outcome), ("anonymous", AuditOutcome::Denied));
     let summary: Vec<_> = events
         .iter()
         .map(|e| (e.event.action, e.event.outcome, e.event.ticket_id.clone(), e.event.contact_matched))
@@ -94,6 +98,13 @@ async fn console_a_team_lead_looks_up_a_code_and_is_refused_a_third_party() {
         ]
     );
     assert!(events.iter().all(|e| e.event.actor_name == "kim" && e.event.actor_role == "supervisor"));
+    // Where each call came from (제8조), sealed with it: the browser's address and its own user agent.
+    for e in &events {
+        let access = e.event.access.as_ref().expect("a console call records where it came from");
+        assert_eq!(access.client_address(), Some("127.0.0.1".parse().unwrap()));
+        assert!(access.user_agent().is_some_and(|ua| ua.contains("Chrome/")), "{access:?}");
+        assert_eq!(e.link.version(), 4);
+    }
     let denied = &events[1].event;
     assert!(denied.detail.contains("not the number being verified"), "{}", denied.detail);
     assert_eq!(denied.contact_channel, Some(otpd::domain::ContactChannel::InboundCall));
@@ -189,7 +200,11 @@ async fn console_who_am_i_matches_what_each_role_may_call() {
     app.disable_supervisor("kim2").await;
     let disabled = app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, &token)).await.unwrap_err();
     assert_eq!(disabled.code(), tonic::Code::Unauthenticated);
-    assert_eq!(app.call_events().await.len(), before, "a disabled token's WhoAmI touches no number");
+    // A disabled token's WhoAmI touches no number: it is recorded as a failed sign-in of its person, nothing else.
+    let events = app.call_events().await;
+    assert_eq!(events.len(), before + 1);
+    let e = &events.last().unwrap().event;
+    assert_eq!((e.actor_name.as_str(), e.action, e.phone_masked.as_deref()), ("kim2", AuditAction::SignIn, None));
     app.stop().await;
 }
 

@@ -337,7 +337,7 @@ async fn the_emergency_email_code_signs_in(backend: Backend) {
     assert!(mail["subject"].as_str().unwrap().contains("kim"), "{}", mail["subject"]);
     let text = mail["text"].as_str().unwrap();
     // The message says which sign-in asked for it and from which address.
-    assert!(text.contains("127.0.0.1") && text.contains("otpctl-test/1.0"), "{text}");
+    assert!(text.contains("kim") && text.contains("127.0.0.1") && text.contains("KST"), "{text}");
     let code = regex::Regex::new(r"인증번호: (\d{6})").unwrap().captures(text).unwrap()[1].to_owned();
     let session = finish(&app, &kim, &started.sign_in_id, &code).await.unwrap();
     assert_eq!(who(&app, &session.session_token).await.unwrap().name, "kim");
