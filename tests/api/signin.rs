@@ -123,6 +123,11 @@ async fn a_code_to_the_phone_signs_in_once_and_only_a_session_opens_lookups(back
     assert_eq!(sign_in.event.actor_name, "kim");
     assert!(sign_in.event.detail.contains(&session.session_id), "{}", sign_in.event.detail);
     assert!(sign_in.event.detail.contains("127.0.0.1"), "where from: {}", sign_in.event.detail);
+    // The lookup made with the session records it, with the address, in its sealed access context.
+    let granted = log.iter().rev().find(|e| e.event.action.as_str() == "lookup_code").unwrap();
+    let access = granted.event.access.as_ref().expect("where the lookup came from");
+    assert_eq!(access.session_id(), Some(session.session_id.as_str()));
+    assert_eq!(access.client_address(), Some("127.0.0.1".parse().unwrap()));
     let refused = log.iter().rev().find(|e| e.event.detail.starts_with("SESSION_REQUIRED")).unwrap();
     assert_eq!(refused.event.action.as_str(), "lookup_code");
 
