@@ -477,7 +477,7 @@ mod tests {
             outcome: "refused".into(),
             failure: "circuit_open".into(),
             send_failure_ko: "발송 실패: 문자 발송 업체 장애".into(),
-            send_failure_en: "send failed: SMS provider outage (circuit breaker open)".into(),
+            send_failure_en: "send failed: SMS provider outage (breaker open)".into(),
             ..Default::default()
         };
         let send = pb::CodeSend {
@@ -501,7 +501,7 @@ mod tests {
             "SMS 1시간 / last hour          1/5",
             "SMS 24시간 / last day          1/10",
             "무효 (발송 실패) / void (send failed)",
-            "발송 실패: 문자 발송 업체 장애 / send failed: SMS provider outage (circuit breaker open)",
+            "발송 실패: 문자 발송 업체 장애 / send failed: SMS provider outage (breaker open)",
         ] {
             assert!(out.text.contains(expected), "{expected:?} in\n{}", out.text);
         }

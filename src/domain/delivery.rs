@@ -146,12 +146,10 @@ impl AttemptReason {
     /// What a team lead reads (Korean, then English), after "발송 실패: ".
     pub fn words(self) -> (&'static str, &'static str) {
         match self {
-            AttemptReason::CircuitOpen => ("문자 발송 업체 장애", "SMS provider outage (circuit breaker open)"),
-            AttemptReason::ProviderDown => ("문자 발송 업체 장애", "SMS provider outage (no answer or server error)"),
-            AttemptReason::ProviderRefused => {
-                ("발송 업체가 거절", "refused by the provider (number, sender or template)")
-            }
-            AttemptReason::NoAnswer => ("결과 미수신", "no answer from the provider in time"),
+            AttemptReason::CircuitOpen => ("문자 발송 업체 장애", "SMS provider outage (breaker open)"),
+            AttemptReason::ProviderDown => ("문자 발송 업체 장애", "SMS provider outage"),
+            AttemptReason::ProviderRefused => ("발송 업체가 거절", "refused by the provider"),
+            AttemptReason::NoAnswer => ("결과 미수신", "no answer in time"),
         }
     }
 }

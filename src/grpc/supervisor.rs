@@ -218,17 +218,17 @@ impl SupervisorRequests {
                 .filter(|()| req.accept_unkeyed_through == 0)
                 .ok_or("set by the server's --accept-unkeyed-through, never by the caller: leave it 0"),
         );
-        let mut heads = Vec::new();
-        for (i, head) in req.expect_heads.iter().take(MAX_KEPT_HEADS + 1).enumerate() {
-            if i == MAX_KEPT_HEADS {
-                v.check("expect_heads", "INVALID_SEQUENCE", Err::<(), _>(format!("at most {MAX_KEPT_HEADS} heads")));
-                break;
-            }
-            let parsed = head.parse().map_err(|e: String| format!("head {}: {e}", i + 1));
-            if let Some(pin) = v.check("expect_heads", "INVALID_SEQUENCE", parsed) {
-                heads.push(pin);
-            }
-        }
+        // One violation at most: too many heads, or the first that is not SEQ:HASH.
+        let heads: Result<Vec<crate::domain::audit::HeadPin>, String> = if req.expect_heads.len() > MAX_KEPT_HEADS {
+            Err(format!("at most {MAX_KEPT_HEADS} kept heads"))
+        } else {
+            req.expect_heads
+                .iter()
+                .enumerate()
+                .map(|(i, head)| head.parse().map_err(|e: String| format!("head {}: {e}", i + 1)))
+                .collect()
+        };
+        let heads = v.check("expect_heads", "INVALID_SEQUENCE", heads).unwrap_or_default();
         if !v.is_empty() {
             return Err(Refusal { phone: None, ticket: None, violations: v.0 });
         }

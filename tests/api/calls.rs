@@ -435,7 +435,7 @@ async fn with_the_provider_down_a_lookup_by_call_still_issues_a_code(backend: Ba
     // Why, in the issue's words (section 5): the breaker was open, so the provider is down.
     assert_eq!(send.attempts[0].failure, "circuit_open");
     assert_eq!(send.attempts[0].send_failure_ko, "발송 실패: 문자 발송 업체 장애");
-    assert!(send.attempts[0].send_failure_en.contains("circuit breaker open"), "{send:?}");
+    assert!(send.attempts[0].send_failure_en.contains("outage (breaker open)"), "{send:?}");
 
     let r = app.sup.clone().lookup_code(authed(call_lookup("C-DOWN"), &kim)).await.unwrap().into_inner();
     assert_eq!(app.verify(PHONE, Purpose::Login, &r.code).await.unwrap().result(), VerifyResult::Approved);

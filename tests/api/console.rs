@@ -399,7 +399,9 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
     let attempts: Vec<Vec<String>> =
         saw["attempts"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(cell).collect()).collect();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
-    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "nhn-alimtalk", "거절 / refused"], "{attempts:?}");
+    // The refusal says why (issue 21, section 5).
+    let refused = "거절 / refused — 발송 실패: 발송 업체가 거절 / send failed: refused by the provider";
+    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "nhn-alimtalk", refused], "{attempts:?}");
     assert_eq!(attempts[0][5], "-", "a refused AlimTalk reached no carrier");
     assert_eq!(attempts[1][..4], ["2", "SMS", "nhn-sms", "접수 / accepted"], "{attempts:?}");
     assert!(attempts.iter().all(|a| a[4].ends_with(" KST")), "{attempts:?}");
