@@ -1,8 +1,8 @@
 //! The audit-chain verification (`ChainVerifier`), structured: arbitrary events are sealed into a chain (an
-//! unkeyed v1 prefix, then keyed events: v2, or v3 for a lookup's evidence, a call or typed), which must verify; then one tampering is applied, as someone who owns
-//! the table but not the key could, and it must be found at the event the design says. Apart from that, arbitrary
-//! forged event sequences and head pins must never make the verifier panic, and whatever it accepts must be
-//! correctly sealed and numbered.
+//! unkeyed v1 prefix, then keyed events: v2, or v3 for a lookup's evidence, a call or typed), which must verify;
+//! then one tampering is applied, as someone who owns the table but not the key could, and it must be found at the
+//! event the design says. Apart from that, arbitrary forged event sequences and head pins must never make the
+//! verifier panic, and whatever it accepts must be correctly sealed and numbered.
 
 #![no_main]
 

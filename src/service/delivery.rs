@@ -139,7 +139,13 @@ impl VerificationService {
                 }
                 Err(error @ SmsError::Unconfirmed(_)) => {
                     // It may still arrive: a second channel now would only race it.
-                    tracing::warn!(%channel, provider = %endpoint, reason = "no_answer", error = %error, "delivery unconfirmed");
+                    tracing::warn!(
+                        %channel,
+                        provider = %endpoint,
+                        reason = "no_answer",
+                        error = %error,
+                        "delivery unconfirmed before the deadline"
+                    );
                     attempts.push(attempt(AttemptOutcome::Unconfirmed, None, Some(AttemptReason::NoAnswer)));
                     return (Err(error), attempts);
                 }
