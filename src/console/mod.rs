@@ -124,11 +124,12 @@ fn page(method: &Method, path: &str) -> Response<Body> {
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let body = if method == Method::HEAD { String::new() } else { asset.body.to_owned() };
+    let served = asset.served();
+    let body = if method == Method::HEAD { String::new() } else { served.to_owned() };
     let mut response = Response::new(Body::new(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(asset.body.len()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(served.len()));
     response
 }
 
