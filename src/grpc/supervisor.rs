@@ -715,6 +715,14 @@ fn status_to_pb(
     }
 }
 
+/// A LiftSignInLock field refused.fn lift_invalid(field: &'static str, description: &str) -> ServiceError {
+    ServiceError::InvalidArgument(vec![crate::service::FieldViolation {
+        field,
+        reason: "INVALID_ARGUMENT",
+        description: description.to_owned(),
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,12 +734,4 @@ mod tests {
         assert!(decode_page_token("!!").is_err());
         assert!(decode_page_token("djI6MQ").is_err());
     }
-}
-
-fn lift_invalid(field: &'static str, description: &str) -> ServiceError {
-    ServiceError::InvalidArgument(vec![crate::service::FieldViolation {
-        field,
-        reason: "INVALID_ARGUMENT",
-        description: description.to_owned(),
-    }])
 }
