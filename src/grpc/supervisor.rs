@@ -715,7 +715,8 @@ fn status_to_pb(
     }
 }
 
-/// A LiftSignInLock field refused.fn lift_invalid(field: &'static str, description: &str) -> ServiceError {
+/// A LiftSignInLock field refused.
+fn lift_invalid(field: &'static str, description: &str) -> ServiceError {
     ServiceError::InvalidArgument(vec![crate::service::FieldViolation {
         field,
         reason: "INVALID_ARGUMENT",
