@@ -72,6 +72,7 @@ both_backends!(
     failed_sign_ins_lock_the_person_and_the_address,
     a_revoked_token_adds_at_most_five_audit_events,
     the_emergency_email_code_signs_in,
+    the_phone_code_goes_through_the_providers_alimtalk_then_sms,
 );
 
 async fn a_code_to_the_phone_signs_in_once_and_only_a_session_opens_lookups(backend: Backend) {
@@ -486,4 +487,44 @@ async fn operators_register_contacts_and_service_tokens_on_the_command_line() {
     let lifted = otpd(&["supervisors", "lift-lock", "--address", "127.0.0.1"]);
     assert!(String::from_utf8_lossy(&lifted.stdout).contains("lock lifted"), "{lifted:?}");
     who(&app, &kim).await.unwrap();
+}
+
+/// The code to the lead's phone goes through the configured delivery, as the provider (its stand-in, written from
+/// NHN Cloud's documents) receives it: AlimTalk with the code template, and SMS when AlimTalk refuses it.
+async fn the_phone_code_goes_through_the_providers_alimtalk_then_sms(backend: Backend) {
+    use crate::standins::{APP_KEY, Fault, StandIn};
+    let nhn = StandIn::nhn().await;
+    let args = crate::korea::alimtalk_then_sms(&nhn);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = spawn_app_with(backend, &args).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    set_contact(&app, "kim").await;
+
+    let started = start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, format!("/alimtalk/v2.3/appkeys/{APP_KEY}/auth/messages"));
+    let recipient = &seen[0].body["recipientList"][0];
+    assert_eq!(recipient["recipientNo"], "01098765432", "the lead's own phone");
+    let code = recipient["templateParameter"]["code"].as_str().unwrap().to_owned();
+    // A wrong code counts; the right one signs in once.
+    assert_eq!(
+        reason(&finish(&app, &kim, &started.sign_in_id, &wrong_code(&code)).await.unwrap_err()),
+        "WRONG_SIGN_IN_CODE"
+    );
+    finish(&app, &kim, &started.sign_in_id, &code).await.unwrap();
+    assert_eq!(reason(&finish(&app, &kim, &started.sign_in_id, &code).await.unwrap_err()), "SIGN_IN_EXPIRED");
+
+    // AlimTalk refused (no KakaoTalk on the lead's phone): SMS from 1800-3400 carries the same code.
+    nhn.fail_next(&[Fault::Refuse]);
+    app.advance(TimeDelta::seconds(61));
+    let started = start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2].path, format!("/sms/v3.0/appKeys/{APP_KEY}/sender/auth/sms"));
+    assert_eq!(seen[2].body["sendNo"], "18003400");
+    let code = code_in(seen[2].body["body"].as_str().unwrap());
+    assert_eq!(seen[1].body["recipientList"][0]["templateParameter"]["code"], code.as_str());
+    let session = finish(&app, &kim, &started.sign_in_id, &code).await.unwrap();
+    assert_eq!(who(&app, &session.session_token).await.unwrap().name, "kim");
 }
