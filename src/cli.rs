@@ -115,12 +115,25 @@ async fn supervisors(
             writeln!(out, "{}", secret.expose_secret())?;
         }
         SupervisorsCommand::List => {
-            writeln!(out, "{:<24} {:<10} {:<12} {:<20} DISABLED", "NAME", "ROLE", "AGENT", "CREATED")?;
+            writeln!(
+                out,
+                "{:<24} {:<10} {:<8} {:<12} {:<18} {:<24} {:<20} DISABLED",
+                "NAME", "ROLE", "KIND", "AGENT", "PHONE", "E-MAIL", "CREATED"
+            )?;
             for s in stores.supervision.list_supervisors().await? {
                 let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
                 let disabled = s.disabled_at.map_or_else(|| "-".to_owned(), fmt);
                 let agent = s.agent_id.as_deref().unwrap_or("-");
-                writeln!(out, "{:<24} {:<10} {agent:<12} {:<20} {disabled}", s.name, s.role, fmt(s.created_at))?;
+                // Contacts are shown masked, as in the audit log.
+                let phone = s.phone.as_deref().and_then(|p| contact_phone(p, allowed).ok());
+                let phone = phone.as_ref().map_or("-", |p| p.masked());
+                let email = s.email.as_deref().and_then(|e| e.parse::<crate::domain::EmailAddress>().ok());
+                let email = email.map_or_else(|| "-".to_owned(), |e| e.masked());
+                let (name, role, kind, created) = (&s.name, s.role, s.kind.as_str(), fmt(s.created_at));
+                writeln!(
+                    out,
+                    "{name:<24} {role:<10} {kind:<8} {agent:<12} {phone:<18} {email:<24} {created:<20} {disabled}"
+                )?;
             }
         }
         SupervisorsCommand::SetAgent { name, agent_id } => {

@@ -24,6 +24,12 @@ pub struct SupervisorRecord {
     pub disabled_at: Option<DateTime<Utc>>,
     /// Their agent id in the phone system.
     pub agent_id: Option<String>,
+    /// A person's token or a script's.
+    pub kind: TokenKind,
+    /// Their phone for sign-in codes (E.164).
+    pub phone: Option<String>,
+    /// Their emergency e-mail address.
+    pub email: Option<String>,
 }
 
 /// The outcome of [`SupervisionStore::set_agent`].

@@ -461,6 +461,11 @@ async fn operators_register_contacts_and_service_tokens_on_the_command_line() {
     assert!(contact.event.detail.contains("k***@example.com"), "{}", contact.event.detail);
     assert!(!contact.event.detail.contains(LEAD_EMAIL) && !contact.event.detail.contains("9876"), "masked");
 
+    let listed = otpd(&["supervisors", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("+82 10-****-5432") && listed.contains("k***@example.com"), "shown masked: {listed}");
+    assert!(!listed.contains(LEAD_EMAIL) && !listed.contains("9876"), "{listed}");
+
     let cleared = otpd(&["supervisors", "set-contact", "kim", "--phone", "none"]);
     assert!(cleared.status.success(), "{cleared:?}");
     let factors = client(&app).await.list_sign_in_factors(authed(pb::ListSignInFactorsRequest {}, &kim)).await;

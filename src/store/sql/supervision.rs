@@ -76,18 +76,23 @@ where
     }
 
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>> {
-        let rows: Vec<(String, String, Ts, Option<Ts>, Option<String>)> =
-            sqlx::query_as("SELECT name, role, created_at, disabled_at, agent_id FROM supervisors ORDER BY name")
-                .fetch_all(self.pool())
-                .await?;
+        type Row = (String, String, Ts, Option<Ts>, Option<String>, String, Option<String>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT name, role, created_at, disabled_at, agent_id, kind, phone, email FROM supervisors ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
         rows.into_iter()
-            .map(|(name, role, created_at, disabled_at, agent_id)| {
+            .map(|(name, role, created_at, disabled_at, agent_id, kind, phone, email)| {
                 Ok(SupervisorRecord {
                     role: role.parse().map_err(|_| corrupt("role", &role))?,
+                    kind: TokenKind::from_db(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
                     name,
                     created_at: created_at.0,
                     disabled_at: disabled_at.map(|at| at.0),
                     agent_id,
+                    phone,
+                    email,
                 })
             })
             .collect()
