@@ -340,6 +340,9 @@ pub struct Settings {
     /// The message template and the Korean providers' credentials (src/sms/settings.rs).
     #[command(flatten)]
     pub delivery: crate::sms::DeliverySettings,
+    /// The passkeys' relying party (src/signin/passkey.rs).
+    #[command(flatten)]
+    pub passkeys: crate::signin::passkey::PasskeyArgs,
 }
 
 /// Where the pepper comes from.
@@ -416,6 +419,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The message template and provider credentials.
     pub delivery: crate::sms::DeliveryConfig,
+    /// The passkeys' relying party.
+    pub passkeys: crate::signin::passkey::PasskeySettings,
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -617,6 +622,7 @@ impl Settings {
                 return Err(invalid(setting, "must be at least 1"));
             }
         }
+        let passkeys = self.passkeys.validate()?;
         let hash_workers = match self.hash_workers {
             0 => crate::hashing::sizing::from_container(argon2.memory_kib),
             n => crate::hashing::sizing::Sizing { workers: n, reason: "--hash-workers".to_owned() },
@@ -683,6 +689,7 @@ impl Settings {
             lookup_notice,
             metrics_listen: self.metrics_listen,
             delivery,
+            passkeys,
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod pb;
 pub mod receipts;
 pub mod service;
 pub mod setting;
+pub mod signin;
 pub mod sms;
 pub mod startup;
 pub mod store;
