@@ -10,3 +10,4 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON phone_state, verifications, codes, deliv
 GRANT SELECT ON supervisors TO otpd_app;
 GRANT SELECT, INSERT ON audit_events TO otpd_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO otpd_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON supervisor_sessions, sign_in_challenges, passkeys, sign_in_guards TO otpd_app;

@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Migrate => open(&config.database_url).await.map(|_| tracing::info!("migrations applied")),
         Command::Supervisors { command } => match open_keyed(&config).await {
-            Ok((stores, key)) => supervisors(&stores, &key, command).await,
+            Ok((stores, key)) => supervisors(&stores, &key, &config.allowed_countries, command).await,
             Err(error) => Err(error),
         },
         Command::Healthcheck(args) => crate::healthcheck::check(&config, &args).await,
@@ -77,11 +77,21 @@ async fn open_keyed(config: &Config) -> anyhow::Result<(Stores, AuditKey)> {
     Ok((open(&config.database_url).await?, key))
 }
 
-async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsCommand) -> anyhow::Result<()> {
+async fn supervisors(
+    stores: &Stores,
+    key: &AuditKey,
+    allowed: &crate::domain::AllowedCountries,
+    command: SupervisorsCommand,
+) -> anyhow::Result<()> {
     let now = SystemClock.now();
     let mut out = std::io::stdout().lock();
     match command {
-        SupervisorsCommand::Add { name, role, agent_id } => {
+        SupervisorsCommand::Add { name, role, agent_id, phone, email, service } => {
+            let kind = if service { crate::domain::TokenKind::Service } else { crate::domain::TokenKind::Person };
+            if service && role != crate::domain::Role::Auditor {
+                anyhow::bail!("a service token's role must be auditor: scripts never look codes up");
+            }
+            let phone = phone.map(|p| contact_phone(&p, allowed)).transpose()?;
             if let Some(agent) = &agent_id {
                 let supervisors = stores.supervision.list_supervisors().await?;
                 if let Some(holder) = supervisors.iter().find(|s| s.agent_id.as_deref() == Some(agent.as_str())) {
@@ -91,12 +101,15 @@ async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsComman
             let secret = token::generate();
             let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, format!("added {name} ({role})"));
             let hash = token::hash_secret(&secret);
-            let Some(event) = stores.supervision.add_supervisor(&name, role, &hash, now, event, key).await? else {
+            let Some(event) = stores.supervision.add_supervisor(&name, role, kind, &hash, event, key).await? else {
                 anyhow::bail!("a supervisor named `{name}` already exists");
             };
             trace(&event);
             if let Some(agent) = &agent_id {
                 set_agent(stores, key, &name, Some(agent), now).await?;
+            }
+            if phone.is_some() || email.is_some() {
+                set_contact(stores, key, &name, phone.as_ref().map(Some), email.as_ref().map(Some), now).await?;
             }
             // The token alone on stdout, so `TOKEN=$(otpd supervisors add …)` works; it is shown only now.
             writeln!(out, "{}", secret.expose_secret())?;
@@ -121,6 +134,39 @@ async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsComman
                 None => writeln!(out, "{name}: no agent id")?,
             }
         }
+        SupervisorsCommand::SetContact { name, phone, email } => {
+            let phone = match phone.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(p) => Some(Some(contact_phone(p, allowed)?)),
+            };
+            let email = match email.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(e) => Some(Some(e.parse::<crate::domain::EmailAddress>().map_err(anyhow::Error::msg)?)),
+            };
+            if phone.is_none() && email.is_none() {
+                anyhow::bail!("give --phone, --email or both");
+            }
+            let (p, e) = (phone.as_ref().map(Option::as_ref), email.as_ref().map(Option::as_ref));
+            set_contact(stores, key, &name, p, e, now).await?;
+            writeln!(out, "{name}: contact set")?;
+        }
+        SupervisorsCommand::LiftLock { name, address } => {
+            let subject = match (&name, address) {
+                (Some(name), _) => crate::store::signin::person_subject(name.as_str()),
+                (None, Some(address)) => crate::store::signin::address_subject(address),
+                (None, None) => anyhow::bail!("give a name or --address"),
+            };
+            let event = NewAuditEvent::by_operator(
+                AuditAction::SignInLockLifted,
+                now,
+                format!("sign-in lock of {subject} lifted"),
+            );
+            let (was_locked, event) = stores.sign_in.lift_sign_in_lock(&subject, now, event, key).await?;
+            trace(&event);
+            writeln!(out, "{subject}: {}", if was_locked { "lock lifted" } else { "was not locked" })?;
+        }
         SupervisorsCommand::Disable { name } => {
             let event = NewAuditEvent::by_operator(AuditAction::SupervisorDisabled, now, format!("disabled {name}"));
             let Some(event) = stores.supervision.disable_supervisor(&name, now, event, key).await? else {
@@ -130,6 +176,37 @@ async fn supervisors(stores: &Stores, key: &AuditKey, command: SupervisorsComman
             writeln!(out, "disabled {name}")?;
         }
     }
+    Ok(())
+}
+
+/// A supervisor's own mobile number, as the allowed countries read it.
+fn contact_phone(input: &str, allowed: &crate::domain::AllowedCountries) -> anyhow::Result<crate::domain::PhoneNumber> {
+    crate::domain::PhoneNumber::parse(input, allowed).map_err(|e| anyhow::anyhow!("--phone `{input}`: {e}"))
+}
+
+/// Sets a supervisor's contact for sign-in codes, audited (the values masked in the event).
+async fn set_contact(
+    stores: &Stores,
+    key: &AuditKey,
+    name: &crate::domain::SupervisorName,
+    phone: Option<Option<&crate::domain::PhoneNumber>>,
+    email: Option<Option<&crate::domain::EmailAddress>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let shown = |value: Option<Option<String>>| match value {
+        None => "unchanged".to_owned(),
+        Some(None) => "cleared".to_owned(),
+        Some(Some(v)) => v,
+    };
+    let phone_shown = shown(phone.map(|p| p.map(|p| p.masked().to_owned())));
+    let email_shown = shown(email.map(|e| e.map(crate::domain::EmailAddress::masked)));
+    let detail = format!("sign-in contact of {name}: phone {phone_shown}, e-mail {email_shown}");
+    let event = NewAuditEvent::by_operator(AuditAction::SupervisorContactSet, now, detail);
+    let (phone, email) = (phone.map(|p| p.map(|p| p.e164())), email.map(|e| e.map(|e| e.as_str())));
+    let Some(event) = stores.sign_in.set_contact(name, phone, email, event, key).await? else {
+        anyhow::bail!("no supervisor named `{name}`");
+    };
+    trace(&event);
     Ok(())
 }
 

@@ -68,6 +68,35 @@ pub enum SupervisorsCommand {
         /// Their agent id in the call centre's phone system (docs/cti.md): the calls their lookups may rest on.
         #[arg(long)]
         agent_id: Option<crate::domain::AgentId>,
+        /// Their own mobile number, where sign-in codes go (docs/sign-in.md).
+        #[arg(long)]
+        phone: Option<String>,
+        /// Their emergency e-mail address, for a sign-in code when the phone is not at hand.
+        #[arg(long)]
+        email: Option<crate::domain::EmailAddress>,
+        /// A token for a script (auditor role only): used without a session, never for a lookup.
+        #[arg(long)]
+        service: bool,
+    },
+    /// Set a supervisor's phone and e-mail address for sign-in codes (`none` clears one).
+    SetContact {
+        /// The supervisor's name.
+        name: crate::domain::SupervisorName,
+        /// Their own mobile number, or `none`.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Their emergency e-mail address, or `none`.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Lift a sign-in lock: a person's (by name) or a client address's (`--address`).
+    LiftLock {
+        /// The supervisor's name.
+        #[arg(required_unless_present = "address")]
+        name: Option<crate::domain::SupervisorName>,
+        /// A client address instead.
+        #[arg(long, conflicts_with = "name")]
+        address: Option<std::net::IpAddr>,
     },
     /// Set a supervisor's agent id in the phone system (one agent id belongs to at most one supervisor).
     SetAgent {
@@ -311,6 +340,35 @@ pub struct Settings {
     /// How long after a call ends it still vouches for its number (a lookup or status by call).
     #[arg(long, env = "OTPD_CALL_GRACE", default_value = "2m", global = true)]
     pub call_grace: humantime::Duration,
+    /// A team lead's session ends after this long without a call (the safety standard's automatic
+    /// disconnection, 제6조④).
+    #[arg(long, env = "OTPD_SESSION_IDLE", default_value = "15m", global = true)]
+    pub session_idle: humantime::Duration,
+    /// A session ends this long after sign-in whatever happens: one shift.
+    #[arg(long, env = "OTPD_SESSION_MAX", default_value = "10h", global = true)]
+    pub session_max: humantime::Duration,
+    /// Whether a supervisor's or admin's bare token is refused for LookupCode, GetPhoneStatus and UnlockPhone
+    /// (only a session, opened with a second factor, is accepted). Default: on in prod mode, off in dev.
+    #[arg(long, env = "OTPD_REQUIRE_SECOND_FACTOR", global = true)]
+    pub require_second_factor: Option<bool>,
+    /// Failed sign-ins (bad tokens, bad second factors) within --sign-in-lock-for that lock the person's and the
+    /// client address's sign-in.
+    #[arg(long, env = "OTPD_SIGN_IN_LOCK_AFTER", default_value_t = 5, global = true)]
+    pub sign_in_lock_after: u32,
+    /// How long such a lock lasts (and the window its failures are counted in).
+    #[arg(long, env = "OTPD_SIGN_IN_LOCK_FOR", default_value = "30m", global = true)]
+    pub sign_in_lock_for: humantime::Duration,
+    /// The mail server for emergency sign-in codes: `smtps://[user:pass@]host[:465]`,
+    /// `smtp://host[:587]?tls=required` (STARTTLS), or plain `smtp://` to a relay on this host. Unset: no e-mail
+    /// factor.
+    #[arg(long, env = "OTPD_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of sign-in e-mails.
+    #[arg(long, env = "OTPD_SMTP_FROM", default_value = "otpd <no-reply@localhost>", global = true)]
+    pub smtp_from: String,
+    /// Extra CA certificates (PEM) to trust for the mail server.
+    #[arg(long, env = "OTPD_SMTP_CA_FILE", global = true)]
+    pub smtp_ca_file: Option<PathBuf>,
     /// Codes one supervisor may look up per hour.
     #[arg(long, env = "OTPD_SUPERVISOR_LOOKUPS_PER_HOUR", default_value_t = 20, global = true)]
     pub supervisor_lookups_per_hour: u32,
@@ -419,6 +477,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The message template and provider credentials.
     pub delivery: crate::sms::DeliveryConfig,
+    /// Team leads' sign-in: sessions, lockout, whether a session is required.
+    pub sign_in: crate::domain::SignInPolicy,
+    /// The mail server for emergency sign-in codes.
+    pub mail: Option<crate::signin::mail::MailSettings>,
     /// The passkeys' relying party.
     pub passkeys: crate::signin::passkey::PasskeySettings,
 }
@@ -432,6 +494,36 @@ fn delta(setting: &'static str, d: humantime::Duration) -> Result<chrono::TimeDe
 }
 
 impl Settings {
+    /// The sign-in settings, checked.
+    fn sign_in_policy(&self) -> Result<crate::domain::SignInPolicy, ConfigError> {
+        let session_idle = delta("session-idle", self.session_idle)?;
+        let session_max = delta("session-max", self.session_max)?;
+        if session_idle < chrono::TimeDelta::minutes(1) || session_idle > chrono::TimeDelta::hours(1) {
+            return Err(invalid(
+                "session-idle",
+                "between 1m and 1h: the standard asks for disconnection after a while",
+            ));
+        }
+        if session_max < session_idle || session_max > chrono::TimeDelta::hours(24) {
+            return Err(invalid("session-max", "at least --session-idle and at most 24h"));
+        }
+        if !(1..=100).contains(&self.sign_in_lock_after) {
+            return Err(invalid("sign-in-lock-after", "between 1 and 100"));
+        }
+        let lock_for = delta("sign-in-lock-for", self.sign_in_lock_for)?;
+        if lock_for < chrono::TimeDelta::minutes(1) || lock_for > chrono::TimeDelta::hours(24) {
+            return Err(invalid("sign-in-lock-for", "between 1m and 24h"));
+        }
+        Ok(crate::domain::SignInPolicy {
+            session_idle,
+            session_max,
+            lock_after: self.sign_in_lock_after,
+            lock_for,
+            require_second_factor: self.require_second_factor.unwrap_or(self.mode == Mode::Prod),
+            ..crate::domain::SignInPolicy::default()
+        })
+    }
+
     /// Checks every setting and resolves the pepper source.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         crate::store::validate_url(&self.database_url).map_err(|m| invalid("database-url", m))?;
@@ -579,6 +671,14 @@ impl Settings {
             Mode::Prod => crate::domain::EvidencePolicy::Call,
             Mode::Dev => crate::domain::EvidencePolicy::CallOrTyped,
         });
+        let sign_in = self.sign_in_policy()?;
+        let mail = match &self.smtp_url {
+            Some(url) => Some(
+                crate::signin::mail::MailSettings::new(url, &self.smtp_from, self.smtp_ca_file.clone())
+                    .map_err(|m| invalid("smtp-url", m))?,
+            ),
+            None => None,
+        };
         let call_grace = delta("call-grace", self.call_grace)?;
         if call_grace > chrono::TimeDelta::hours(1) {
             return Err(invalid("call-grace", "at most 1h: an ended call vouches for nothing for long"));
@@ -687,6 +787,8 @@ impl Settings {
             },
             accept_unkeyed_through: self.accept_unkeyed_through,
             lookup_notice,
+            sign_in,
+            mail,
             metrics_listen: self.metrics_listen,
             delivery,
             passkeys,

@@ -20,12 +20,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
 use crate::domain::audit::AuditKey;
 use crate::drain::close_on_shutdown;
-use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SupervisorApi};
+use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SignInApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
 use crate::listen::{Admission, AllowedHosts, HostCheckLayer, Incoming, StreamListener};
 use crate::metrics::{ListenerName, Metrics, RpcMetricsLayer};
 use crate::pb::otp::v1::otp_service_server::OtpServiceServer;
+use crate::pb::otp::v1::sign_in_service_server::SignInServiceServer;
 use crate::pb::otp::v1::supervisor_service_server::SupervisorServiceServer;
 use crate::service::{ServiceParts, VerificationService};
 use crate::store::Store;
@@ -62,6 +63,7 @@ pub struct Application {
     hasher: CodeHasher,
     service: VerificationService,
     supervision: SupervisionService,
+    sign_in: crate::signin::SignInService,
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
     tls: crate::tls::Loaded,
@@ -89,7 +91,9 @@ impl Application {
             .map_err(anyhow::Error::msg)?
             .with_admission_wait(config.hash_admission_wait)
             .with_metrics(Arc::clone(&metrics));
+        let pepper_for_sign_in = pepper.clone();
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
+        let audit_for_sign_in = audit.clone();
         let supervision = SupervisionService::new(
             audit.clone(),
             hasher.clone(),
@@ -131,6 +135,20 @@ impl Application {
             }
             None => supervision,
         };
+        let mut sign_in = crate::signin::SignInService::new(
+            Arc::clone(&stores.sign_in),
+            audit_for_sign_in,
+            pepper_for_sign_in,
+            Arc::clone(&clock),
+            config.sign_in,
+            config.allowed_countries.clone(),
+        )
+        .with_phone(Arc::new(PhoneCodes { service: service.clone(), ttl: config.sign_in.challenge_ttl }));
+        if let Some(mail) = &config.mail {
+            let mailer = mail.open().await.map_err(|e| anyhow::anyhow!("opening the mail server settings: {e}"))?;
+            tracing::info!(server = %mail.server(), "e-mail sign-in codes on");
+            sign_in = sign_in.with_mail(Arc::new(mailer));
+        }
         let tls = crate::tls::load(&config.tls).await?;
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
@@ -151,6 +169,7 @@ impl Application {
             hasher,
             service,
             supervision,
+            sign_in,
             clock,
             limits,
             tls,
@@ -267,7 +286,12 @@ impl Application {
             self.config.allowed_countries.clone(),
         ))
         .max_decoding_message_size(self.config.max_request_bytes);
-        let supervisor = AuthLayer::new(self.supervision.clone()).layer(supervisor);
+        let supervisor =
+            AuthLayer::new(self.supervision.clone(), self.sign_in.clone(), self.config.trusted_proxies.clone())
+                .layer(supervisor);
+        let sign_in =
+            SignInServiceServer::new(SignInApi::new(self.sign_in.clone(), self.config.trusted_proxies.clone()))
+                .max_decoding_message_size(self.config.max_request_bytes);
         // HTTP/1.1 too, for the web console: its pages, and its gRPC-Web calls that tonic-web turns into the same
         // SupervisorService calls (through AuthLayer) before routing. Native gRPC clients are unaffected.
         let admin = Server::builder()
@@ -287,7 +311,8 @@ impl Application {
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(supervisor);
+            .add_service(supervisor)
+            .add_service(sign_in);
         let (listener, stop) = (Incoming::new(self.admin, admission(ListenerName::Admin)), token.clone());
         let admin = async move {
             match admin_tls {
@@ -523,5 +548,22 @@ struct Notices {
 impl crate::supervision::LookupNotifier for Notices {
     async fn notify(&self, phone: &crate::domain::PhoneNumber) {
         self.service.send_notice(phone, self.notice.text()).await;
+    }
+}
+
+/// Team leads' sign-in codes, sent through the verification service's channels.
+struct PhoneCodes {
+    service: VerificationService,
+    ttl: chrono::TimeDelta,
+}
+
+#[async_trait::async_trait]
+impl crate::signin::PhoneCodeSender for PhoneCodes {
+    async fn send(
+        &self,
+        phone: &crate::domain::PhoneNumber,
+        code: &crate::domain::OtpCode,
+    ) -> Result<(), crate::service::ServiceError> {
+        self.service.send_sign_in_code(phone, code, self.ttl).await
     }
 }

@@ -51,11 +51,24 @@ pub enum AuditAction {
     VerifyAuditChain,
     /// An operator set or cleared a supervisor's agent id in the phone system.
     SupervisorAgentSet,
+    /// A sign-in: granted with a session, or denied (failures of one person or address within a minute are one
+    /// event with their count).
+    SignIn,
+    /// A session ended by its person (sign-out).
+    SignOut,
+    /// An operator set a supervisor's phone or e-mail address for sign-in codes.
+    SupervisorContactSet,
+    /// An admin or operator lifted a person's or an address's sign-in lock.
+    SignInLockLifted,
+    /// A person enrolled a passkey.
+    PasskeyEnrolled,
+    /// An operator issued a one-time passkey enrolment code.
+    PasskeyEnrolmentCodeIssued,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::LookupCode,
         AuditAction::GetPhoneStatus,
         AuditAction::UnlockPhone,
@@ -65,6 +78,12 @@ impl AuditAction {
         AuditAction::SupervisorDisabled,
         AuditAction::VerifyAuditChain,
         AuditAction::SupervisorAgentSet,
+        AuditAction::SignIn,
+        AuditAction::SignOut,
+        AuditAction::SupervisorContactSet,
+        AuditAction::SignInLockLifted,
+        AuditAction::PasskeyEnrolled,
+        AuditAction::PasskeyEnrolmentCodeIssued,
     ];
 
     /// The name stored in the database.
@@ -79,6 +98,12 @@ impl AuditAction {
             AuditAction::SupervisorDisabled => "supervisor_disabled",
             AuditAction::VerifyAuditChain => "verify_audit_chain",
             AuditAction::SupervisorAgentSet => "supervisor_agent_set",
+            AuditAction::SignIn => "sign_in",
+            AuditAction::SignOut => "sign_out",
+            AuditAction::SupervisorContactSet => "supervisor_contact_set",
+            AuditAction::SignInLockLifted => "sign_in_lock_lifted",
+            AuditAction::PasskeyEnrolled => "passkey_enrolled",
+            AuditAction::PasskeyEnrolmentCodeIssued => "passkey_enrolment_code_issued",
         }
     }
 

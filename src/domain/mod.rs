@@ -8,6 +8,7 @@ mod phone;
 mod policy;
 mod purpose;
 mod receipt_reason;
+mod signin;
 mod supervision;
 mod test_numbers;
 
@@ -23,6 +24,7 @@ pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
 pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, receipt_reason};
+pub use signin::{EmailAddress, SecondFactor, SignInPolicy, TokenKind};
 pub use supervision::{Actor, ContactChannel, DisabledActor, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;
 

@@ -87,6 +87,10 @@ pub struct Actor {
     pub role: Role,
     /// Their seat in the phone system, when they have one: the calls a lookup may rest on are this agent's.
     pub agent_id: Option<super::AgentId>,
+    /// A person's token or a script's.
+    pub kind: super::TokenKind,
+    /// The session the call came with; None: a bare token.
+    pub session: Option<uuid::Uuid>,
 }
 
 /// A disabled supervisor's token, let through to the handler only so that the refusal can record the number
@@ -97,6 +101,8 @@ pub struct DisabledActor {
     pub actor: Actor,
     /// When they were disabled.
     pub disabled_at: chrono::DateTime<chrono::Utc>,
+    /// Their calls refused since the last audited one (one event per person per minute).
+    pub held_back: u32,
 }
 
 impl Actor {
@@ -200,8 +206,10 @@ mod tests {
 
     #[test]
     fn admin_holds_every_role() {
-        let admin = Actor { name: "a".into(), role: Role::Admin, agent_id: None };
-        let auditor = Actor { name: "b".into(), role: Role::Auditor, agent_id: None };
+        let admin =
+            Actor { name: "a".into(), role: Role::Admin, agent_id: None, kind: Default::default(), session: None };
+        let auditor =
+            Actor { name: "b".into(), role: Role::Auditor, agent_id: None, kind: Default::default(), session: None };
         assert!(admin.has_any(&[Role::Supervisor]));
         assert!(!auditor.has_any(&[Role::Supervisor]));
         assert!(auditor.has_any(&[Role::Auditor]));

@@ -1,8 +1,9 @@
 //! Bearer-token authentication for the supervisor service, as a tower layer: it resolves
-//! `authorization: Bearer <token>` to an enabled supervisor and puts the [`Actor`] into the request's
-//! extensions, or answers `UNAUTHENTICATED` before the service sees the call (a disabled supervisor's call is
-//! audited under their name first). Health and reflection on the same listener are not wrapped, so load
-//! balancers and grpcurl need no token.
+//! `authorization: Bearer <token>` (a session's `otpsess_…` token, or a personal or service token) to an
+//! enabled supervisor and puts the [`Actor`] into the request's extensions, or answers `UNAUTHENTICATED` before
+//! the service sees the call. Bad tokens count as failed sign-ins (docs/sign-in.md); a disabled supervisor's
+//! call is audited under their name, at most once a minute. Health and reflection on the same listener are not
+//! wrapped, so load balancers and grpcurl need no token.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -13,20 +14,25 @@ use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 
-use crate::domain::Actor;
+use crate::domain::DisabledActor;
 use crate::domain::audit::AuditAction;
+use crate::grpc::client_ip::TrustedProxies;
+use crate::signin::{Bearer, Origin, SignInService};
 use crate::supervision::SupervisionService;
 
 /// Wraps a service with bearer-token authentication.
 #[derive(Clone)]
 pub struct AuthLayer {
     supervision: SupervisionService,
+    sign_in: SignInService,
+    trusted: TrustedProxies,
 }
 
 impl AuthLayer {
-    /// Tokens are resolved, and disabled supervisors' calls audited, by `supervision`.
-    pub fn new(supervision: SupervisionService) -> Self {
-        Self { supervision }
+    /// Tokens are resolved by `sign_in` (sessions, lockout); refusals are counted by `supervision`; client
+    /// addresses are read through `trusted` proxies.
+    pub fn new(supervision: SupervisionService, sign_in: SignInService, trusted: TrustedProxies) -> Self {
+        Self { supervision, sign_in, trusted }
     }
 }
 
@@ -34,7 +40,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
     type Service = Authenticated<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticated { inner, supervision: self.supervision.clone() }
+        Authenticated { inner, layer: self.clone() }
     }
 }
 
@@ -42,7 +48,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
-    supervision: SupervisionService,
+    layer: AuthLayer,
 }
 
 impl<S: NamedService> NamedService for Authenticated<S> {
@@ -66,17 +72,18 @@ where
         // The ready clone stays here; the one that was polled ready serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let supervision = self.supervision.clone();
+        let layer = self.layer.clone();
         Box::pin(async move {
             let action = action_of(request.uri().path());
-            match authenticate(&supervision, request.headers(), action).await {
-                Ok(Ok(actor)) => {
+            let origin = origin(&request, &layer.trusted);
+            match authenticate(&layer, request.headers(), origin, action).await {
+                Ok(Bearer::Actor(actor)) => {
                     request.extensions_mut().insert(actor);
                     inner.call(request).await
                 }
-                Ok(Err(disabled)) => {
+                Ok(Bearer::Disabled { actor, disabled_at, held_back }) => {
                     // Only for the refusal: the handler reads what the request named, audits it and refuses.
-                    request.extensions_mut().insert(disabled);
+                    request.extensions_mut().insert(DisabledActor { actor, disabled_at, held_back });
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),
@@ -97,28 +104,56 @@ fn action_of(path: &str) -> Option<AuditAction> {
     }
 }
 
-async fn authenticate(
-    supervision: &SupervisionService,
-    headers: &HeaderMap,
-    action: Option<AuditAction>,
-) -> Result<Result<Actor, crate::domain::DisabledActor>, Status> {
-    let Some(value) = headers.get("authorization") else {
-        supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
+/// Where a call came from: the client address (through trusted proxies) and its user agent.
+pub(super) fn origin<B>(request: &Request<B>, trusted: &TrustedProxies) -> Origin {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()));
+    let forwarded = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let forwarded: Vec<&str> = forwarded.collect();
+    Origin {
+        address: peer.map(|p| trusted.client_ip(p.ip(), forwarded.into_iter())),
+        user_agent: request.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(user_agent),
+    }
+}
+
+/// A user agent as kept: printable, at most 200 characters.
+pub(super) fn user_agent(value: &str) -> String {
+    value.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// The bearer token of a call's `authorization` header.
+pub(super) fn bearer(value: Option<&tonic::codegen::http::HeaderValue>) -> Result<String, Status> {
+    let Some(value) = value else {
         return Err(Status::unauthenticated("missing `authorization: Bearer <token>`"));
     };
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
-        .ok_or_else(|| {
-            supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
-            Status::unauthenticated("the authorization header must be `Bearer <token>`")
-        })?
-        .to_owned();
+        .map(str::to_owned)
+        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))
+}
+
+async fn authenticate(
+    layer: &AuthLayer,
+    headers: &HeaderMap,
+    origin: Origin,
+    action: Option<AuditAction>,
+) -> Result<Bearer, Status> {
+    let token = bearer(headers.get("authorization")).inspect_err(|_| {
+        layer.supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
+    })?;
     // Detached like every flow: a client hanging up must not cancel the audit of a refused call.
-    let supervision = supervision.clone();
-    Ok(super::detached(async move { supervision.authenticate(&token, action).await }).await?)
+    let (sign_in, supervision) = (layer.sign_in.clone(), layer.supervision.clone());
+    Ok(super::detached(async move {
+        sign_in.bearer(&token, &origin, action).await.inspect_err(|e| supervision.count_refusal(action, e))
+    })
+    .await?)
 }

@@ -38,6 +38,12 @@ pub fn action_to_pb(action: AuditAction) -> pb::AuditAction {
         AuditAction::SupervisorDisabled => pb::AuditAction::SupervisorDisabled,
         AuditAction::VerifyAuditChain => pb::AuditAction::VerifyAuditChain,
         AuditAction::SupervisorAgentSet => pb::AuditAction::SupervisorAgentSet,
+        AuditAction::SignIn => pb::AuditAction::SignIn,
+        AuditAction::SignOut => pb::AuditAction::SignOut,
+        AuditAction::SupervisorContactSet => pb::AuditAction::SupervisorContactSet,
+        AuditAction::SignInLockLifted => pb::AuditAction::SignInLockLifted,
+        AuditAction::PasskeyEnrolled => pb::AuditAction::PasskeyEnrolled,
+        AuditAction::PasskeyEnrolmentCodeIssued => pb::AuditAction::PasskeyEnrolmentCodeIssued,
     }
 }
 
@@ -54,5 +60,11 @@ pub fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
         pb::AuditAction::SupervisorDisabled => Some(AuditAction::SupervisorDisabled),
         pb::AuditAction::VerifyAuditChain => Some(AuditAction::VerifyAuditChain),
         pb::AuditAction::SupervisorAgentSet => Some(AuditAction::SupervisorAgentSet),
+        pb::AuditAction::SignIn => Some(AuditAction::SignIn),
+        pb::AuditAction::SignOut => Some(AuditAction::SignOut),
+        pb::AuditAction::SupervisorContactSet => Some(AuditAction::SupervisorContactSet),
+        pb::AuditAction::SignInLockLifted => Some(AuditAction::SignInLockLifted),
+        pb::AuditAction::PasskeyEnrolled => Some(AuditAction::PasskeyEnrolled),
+        pb::AuditAction::PasskeyEnrolmentCodeIssued => Some(AuditAction::PasskeyEnrolmentCodeIssued),
     })
 }

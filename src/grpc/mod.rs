@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod convert;
 mod malformed;
 mod otp;
+mod signin;
 mod status;
 mod supervisor;
 mod violations;
@@ -12,6 +13,7 @@ mod violations;
 pub use auth::AuthLayer;
 pub use malformed::MalformedIsInvalidArgument;
 pub use otp::OtpApi;
+pub use signin::SignInApi;
 pub use status::ERROR_DOMAIN;
 pub use supervisor::SupervisorApi;
 

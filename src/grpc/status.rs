@@ -28,6 +28,10 @@ const CALL_REQUIRED_KO: &str =
     "통화 중인 전화에서만 인증번호를 조회할 수 있습니다. 통화 중 목록에서 통화를 선택해 주세요.";
 const SMS_FAILED_KO: &str =
     "인증번호 문자를 보내지 못했습니다. 잠시 후 다시 시도하시거나, 고객센터로 전화 주시면 인증을 도와드립니다.";
+const SIGN_IN_LOCKED_KO: &str =
+    "로그인에 여러 번 실패하여 잠시 로그인할 수 없습니다. 표시된 시각 이후 다시 시도해 주세요.";
+const SESSION_REQUIRED_KO: &str = "추가 인증으로 로그인한 뒤 이용할 수 있습니다.";
+const SESSION_EXPIRED_KO: &str = "로그인 시간이 만료되었습니다. 다시 로그인해 주세요.";
 const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
 
 impl From<ServiceError> for Status {
@@ -192,6 +196,44 @@ impl From<ServiceError> for Status {
                 info(&mut details, "LOOKUP_QUOTA", HashMap::new());
                 details.set_retry_info(Some(retry_after));
                 (Code::ResourceExhausted, format!("your lookup quota is used up; retry in {}s", secs(retry_after)))
+            }
+            ServiceError::SignInLocked { until, retry_after } => {
+                let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                info(&mut details, "SIGN_IN_LOCKED", HashMap::from([("locked_until".into(), until.clone())]));
+                details.set_retry_info(Some(retry_after));
+                details.set_localized_message("ko-KR", format!("{SIGN_IN_LOCKED_KO} ({until})"));
+                (Code::Unauthenticated, format!("too many failed sign-ins: sign-in is locked until {until}"))
+            }
+            ServiceError::SessionRequired => {
+                info(&mut details, "SESSION_REQUIRED", HashMap::new());
+                details.set_localized_message("ko-KR", SESSION_REQUIRED_KO);
+                (
+                    Code::Unauthenticated,
+                    "this call needs a session: sign in with a second factor (`otpctl login`, or the console)".into(),
+                )
+            }
+            ServiceError::SessionExpired => {
+                info(&mut details, "SESSION_EXPIRED", HashMap::new());
+                details.set_localized_message("ko-KR", SESSION_EXPIRED_KO);
+                (Code::Unauthenticated, "the session has ended: sign in again".into())
+            }
+            ServiceError::WrongSignInCode { attempts_remaining } => {
+                let metadata = HashMap::from([("attempts_remaining".into(), attempts_remaining.to_string())]);
+                info(&mut details, "WRONG_SIGN_IN_CODE", metadata);
+                (Code::Unauthenticated, format!("wrong code; {attempts_remaining} attempt(s) left for this sign-in"))
+            }
+            ServiceError::SignInExpired => {
+                info(&mut details, "SIGN_IN_EXPIRED", HashMap::new());
+                (Code::FailedPrecondition, "this sign-in is unknown, used or expired: start again".into())
+            }
+            ServiceError::FactorUnavailable(why) => {
+                info(&mut details, "FACTOR_NOT_AVAILABLE", HashMap::new());
+                (Code::FailedPrecondition, format!("this second factor cannot be used: {why}"))
+            }
+            ServiceError::EmailDeliveryFailed => {
+                info(&mut details, "EMAIL_DELIVERY_FAILED", HashMap::new());
+                details.set_retry_info(Some(Duration::from_secs(30)));
+                (Code::Unavailable, "the mail server did not take the sign-in code; try again or another factor".into())
             }
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %ErrorChain(&cause), "database unavailable");

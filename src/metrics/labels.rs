@@ -232,7 +232,13 @@ impl From<Option<AuditAction>> for SupervisorAction {
                 AuditAction::PhoneLocked
                 | AuditAction::SupervisorAdded
                 | AuditAction::SupervisorDisabled
-                | AuditAction::SupervisorAgentSet,
+                | AuditAction::SupervisorAgentSet
+                | AuditAction::SignIn
+                | AuditAction::SignOut
+                | AuditAction::SupervisorContactSet
+                | AuditAction::SignInLockLifted
+                | AuditAction::PasskeyEnrolled
+                | AuditAction::PasskeyEnrolmentCodeIssued,
             )
             | None => Self::Other,
         }
@@ -402,7 +408,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// A store operation (a method of the Store or SupervisionStore trait).
+    /// A store operation (a method of the Store, SupervisionStore or SignInStore trait).
     pub enum StoreOperation {
         /// Store::migrate.
         Migrate = "migrate",
@@ -462,6 +468,38 @@ label_enum! {
         Call = "call",
         /// SupervisionStore::agent_calls.
         AgentCalls = "agent_calls",
+        /// SignInStore::sign_in_account.
+        SignInAccount = "sign_in_account",
+        /// SignInStore::set_contact.
+        SetContact = "set_contact",
+        /// SignInStore::sign_in_lock.
+        SignInLock = "sign_in_lock",
+        /// SignInStore::record_failure.
+        RecordFailure = "record_failure",
+        /// SignInStore::clear_failures.
+        ClearFailures = "clear_failures",
+        /// SignInStore::lift_sign_in_lock.
+        LiftSignInLock = "lift_sign_in_lock",
+        /// SignInStore::start_challenge.
+        StartChallenge = "start_challenge",
+        /// SignInStore::challenge.
+        Challenge = "challenge",
+        /// SignInStore::wrong_answer.
+        WrongAnswer = "wrong_answer",
+        /// SignInStore::spend_challenge.
+        SpendChallenge = "spend_challenge",
+        /// SignInStore::open_session.
+        OpenSession = "open_session",
+        /// SignInStore::use_session.
+        UseSession = "use_session",
+        /// SignInStore::end_session.
+        EndSession = "end_session",
+        /// SignInStore::passkeys.
+        Passkeys = "passkeys",
+        /// SignInStore::add_passkey.
+        AddPasskey = "add_passkey",
+        /// SignInStore::passkey_used.
+        PasskeyUsed = "passkey_used",
     }
 }
 

@@ -156,3 +156,42 @@ impl VerificationService {
         (Err(last), attempts)
     }
 }
+
+impl VerificationService {
+    /// A team lead's sign-in code to their own registered phone (docs/sign-in.md), over every channel of
+    /// `--delivery` in turn (AlimTalk, then SMS) with the code template, from the configured sender, within
+    /// `--sms-timeout`. Charged to the per-destination and per-replica SMS limits; the sign-in's own cooldown
+    /// and hourly cap are counted by the sign-in service. Err: no channel took it.
+    pub async fn send_sign_in_code(
+        &self,
+        phone: &crate::domain::PhoneNumber,
+        code: &crate::domain::OtpCode,
+        ttl: chrono::TimeDelta,
+    ) -> Result<(), super::ServiceError> {
+        let this = &self.inner;
+        this.limits.check_send_destination(phone)?;
+        let reference = crate::domain::VerificationId::new();
+        let message = SmsMessage {
+            to: phone.clone(),
+            from: this.sender.clone(),
+            body: this.template.render(code, ttl, None),
+            code: secrecy::SecretString::from(code.expose().to_owned()),
+            verification_id: reference,
+            sent_at: this.clock.now(),
+            idempotency_key: format!("sign-in-{reference}"),
+        };
+        let deadline = Deadline { at: tokio::time::Instant::now() + this.delivery_timeout, callers: false };
+        let (result, attempts) = self.deliver(&message, deadline).await;
+        let by = attempts.last().map_or("-", |a| a.gateway);
+        match result {
+            Ok(_) => {
+                tracing::info!(%phone, gateway = by, "sign-in code sent");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%phone, gateway = by, %error, "sign-in code not delivered");
+                Err(super::ServiceError::SmsDeliveryFailed { retry_after: Duration::from_secs(30) })
+            }
+        }
+    }
+}

@@ -97,6 +97,27 @@ pub enum ServiceError {
     /// The supervisor's lookup quota is used up.
     #[error("lookup quota reached")]
     LookupQuota { retry_after: Duration },
+    /// Too many failed sign-ins: the person's or the address's sign-in is locked until `until`.
+    #[error("sign-in locked")]
+    SignInLocked { until: DateTime<Utc>, retry_after: Duration },
+    /// A personal token without a session, for a call that needs one (`--require-second-factor`).
+    #[error("a session is required")]
+    SessionRequired,
+    /// The session ended (signed out, disabled, idle too long or past its end).
+    #[error("session expired")]
+    SessionExpired,
+    /// The sign-in code is wrong.
+    #[error("wrong sign-in code")]
+    WrongSignInCode { attempts_remaining: u32 },
+    /// The sign-in is unknown, someone else's, used or expired: start again.
+    #[error("sign-in expired")]
+    SignInExpired,
+    /// The factor cannot be used here (nothing registered, not configured, the wrong kind of token).
+    #[error("factor not available")]
+    FactorUnavailable(&'static str),
+    /// The mail server did not take the emergency code.
+    #[error("e-mail delivery failed")]
+    EmailDeliveryFailed,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

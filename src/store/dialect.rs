@@ -69,6 +69,9 @@ pub struct Statements {
     /// The `WHERE` clause of an audit listing: `$1` since, `$2` until, `$3` actor, `$4` phone key, `$5` action,
     /// `$6` before seq (each NULL for any).
     pub audit_filter: &'static str,
+    /// Serialises the sign-in codes sent to one person, so their cooldown and hourly cap hold across replicas:
+    /// `$1` the person's name.
+    pub lock_sign_in: Option<&'static str>,
 }
 
 /// The advisory lock key that serialises audit appends where the dialect takes one ("otpd_aud").

@@ -3,29 +3,40 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::signin::{
+    Challenge, ChallengeStart, CodeLimits, Failure, FailurePolicy, NewChallenge, NewSession, PasskeyRecord, SessionEnd,
+    SessionState, SignInAccount,
+};
 
 use super::{
     AgentChange, Approval, AuditFilter, CheckState, CodeId, DeliveryOutcome, IssuedCode, LookupIssue, LookupQuota,
-    LookupTarget, NewCode, PhoneStatus, Reservation, SendState, Store, StoreResult, Stores, SupervisionStore,
-    SupervisorRecord, TokenHolder, Unlocked,
+    LookupTarget, NewCode, PhoneStatus, Reservation, SendState, SignInStore, Store, StoreResult, Stores,
+    SupervisionStore, SupervisorRecord, TokenHolder, Unlocked,
 };
 use crate::domain::audit::{AuditEvent, AuditKey, NewAuditEvent};
 use crate::domain::{
     AgentId, Call, CallEvent, CallId, DeliveryAttempt, PhoneNumber, Policy, Purpose, Receipt, Role, SendRefusal,
-    SupervisorName, VerificationId,
+    SupervisorName, TokenKind, VerificationId,
 };
 use crate::metrics::{Metrics, StoreOperation as Op};
 
 /// Both faces of `stores`, counting into `metrics`.
 pub fn metered(stores: Stores, metrics: Arc<Metrics>) -> Stores {
-    let metered = Arc::new(Metered { verification: stores.verification, supervision: stores.supervision, metrics });
-    Stores { verification: metered.clone(), supervision: metered }
+    let metered = Arc::new(Metered {
+        verification: stores.verification,
+        supervision: stores.supervision,
+        sign_in: stores.sign_in,
+        metrics,
+    });
+    Stores { verification: metered.clone(), supervision: metered.clone(), sign_in: metered }
 }
 
 struct Metered {
     verification: Arc<dyn Store>,
     supervision: Arc<dyn SupervisionStore>,
+    sign_in: Arc<dyn SignInStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -133,12 +144,12 @@ impl SupervisionStore for Metered {
         &self,
         name: &SupervisorName,
         role: Role,
+        kind: TokenKind,
         token_hash: &str,
-        now: DateTime<Utc>,
         event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<Option<AuditEvent>> {
-        let added = self.supervision.add_supervisor(name, role, token_hash, now, event, key).await;
+        let added = self.supervision.add_supervisor(name, role, kind, token_hash, event, key).await;
         let added = self.seen(Op::AddSupervisor, added)?;
         added.iter().for_each(|event| self.appended(event));
         Ok(added)
@@ -247,5 +258,120 @@ impl SupervisionStore for Metered {
 
     async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<Call>> {
         self.seen(Op::AgentCalls, self.supervision.agent_calls(agent).await)
+    }
+}
+
+#[async_trait::async_trait]
+impl SignInStore for Metered {
+    async fn sign_in_account(&self, token_hash: &str) -> StoreResult<Option<SignInAccount>> {
+        self.seen(Op::SignInAccount, self.sign_in.sign_in_account(token_hash).await)
+    }
+
+    async fn set_contact(
+        &self,
+        name: &SupervisorName,
+        phone: Option<Option<&str>>,
+        email: Option<Option<&str>>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let set = self.seen(Op::SetContact, self.sign_in.set_contact(name, phone, email, event, key).await)?;
+        set.iter().for_each(|event| self.appended(event));
+        Ok(set)
+    }
+
+    async fn sign_in_lock(&self, subjects: &[String], now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        self.seen(Op::SignInLock, self.sign_in.sign_in_lock(subjects, now).await)
+    }
+
+    async fn record_failure(&self, subject: &str, now: DateTime<Utc>, policy: FailurePolicy) -> StoreResult<Failure> {
+        self.seen(Op::RecordFailure, self.sign_in.record_failure(subject, now, policy).await)
+    }
+
+    async fn clear_failures(&self, subject: &str) -> StoreResult<u32> {
+        self.seen(Op::ClearFailures, self.sign_in.clear_failures(subject).await)
+    }
+
+    async fn lift_sign_in_lock(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<(bool, AuditEvent)> {
+        let lifted = self.seen(Op::LiftSignInLock, self.sign_in.lift_sign_in_lock(subject, now, event, key).await)?;
+        self.appended(&lifted.1);
+        Ok(lifted)
+    }
+
+    async fn start_challenge(
+        &self,
+        challenge: NewChallenge,
+        limits: Option<CodeLimits>,
+    ) -> StoreResult<ChallengeStart> {
+        self.seen(Op::StartChallenge, self.sign_in.start_challenge(challenge, limits).await)
+    }
+
+    async fn challenge(&self, id: uuid::Uuid) -> StoreResult<Option<Challenge>> {
+        self.seen(Op::Challenge, self.sign_in.challenge(id).await)
+    }
+
+    async fn wrong_answer(&self, id: uuid::Uuid, max: u32, now: DateTime<Utc>) -> StoreResult<u32> {
+        self.seen(Op::WrongAnswer, self.sign_in.wrong_answer(id, max, now).await)
+    }
+
+    async fn spend_challenge(&self, id: uuid::Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.seen(Op::SpendChallenge, self.sign_in.spend_challenge(id, now).await)
+    }
+
+    async fn open_session(
+        &self,
+        challenge: uuid::Uuid,
+        session: NewSession,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let opened = self.seen(Op::OpenSession, self.sign_in.open_session(challenge, session, event, key).await)?;
+        opened.iter().for_each(|event| self.appended(event));
+        Ok(opened)
+    }
+
+    async fn use_session(&self, token_hash: &str, now: DateTime<Utc>, idle: TimeDelta) -> StoreResult<SessionState> {
+        self.seen(Op::UseSession, self.sign_in.use_session(token_hash, now, idle).await)
+    }
+
+    async fn end_session(
+        &self,
+        id: uuid::Uuid,
+        now: DateTime<Utc>,
+        end: SessionEnd,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let ended = self.seen(Op::EndSession, self.sign_in.end_session(id, now, end, event, key).await)?;
+        ended.iter().for_each(|event| self.appended(event));
+        Ok(ended)
+    }
+
+    async fn passkeys(&self, supervisor: &str) -> StoreResult<Vec<PasskeyRecord>> {
+        self.seen(Op::Passkeys, self.sign_in.passkeys(supervisor).await)
+    }
+
+    async fn add_passkey(
+        &self,
+        challenge: uuid::Uuid,
+        supervisor: &str,
+        passkey: PasskeyRecord,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let added =
+            self.seen(Op::AddPasskey, self.sign_in.add_passkey(challenge, supervisor, passkey, event, key).await)?;
+        added.iter().for_each(|event| self.appended(event));
+        Ok(added)
+    }
+
+    async fn passkey_used(&self, credential_id: &str, passkey: Option<&str>, now: DateTime<Utc>) -> StoreResult<()> {
+        self.seen(Op::PasskeyUsed, self.sign_in.passkey_used(credential_id, passkey, now).await)
     }
 }

@@ -35,6 +35,7 @@
 mod dialect;
 mod metered;
 mod postgres;
+pub mod signin;
 mod sql;
 mod sqlite;
 mod supervision;
@@ -52,6 +53,7 @@ use crate::hashing::{CodeHash, CodeSalt};
 pub use dialect::{Dialect, Statements};
 pub use metered::metered;
 pub use postgres::PgStore;
+pub use signin::SignInStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
@@ -404,13 +406,15 @@ pub struct Stores {
     pub verification: Arc<dyn Store>,
     /// Supervisors and the audit log.
     pub supervision: Arc<dyn SupervisionStore>,
+    /// Team leads' sign-in and sessions.
+    pub sign_in: Arc<dyn SignInStore>,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
 pub async fn connect(url: &str) -> StoreResult<Stores> {
-    fn both<T: Store + SupervisionStore>(store: T) -> Stores {
+    fn both<T: Store + SupervisionStore + SignInStore>(store: T) -> Stores {
         let store = Arc::new(store);
-        Stores { verification: store.clone(), supervision: store }
+        Stores { verification: store.clone(), supervision: store.clone(), sign_in: store }
     }
     if url.starts_with("sqlite:") {
         Ok(both(SqliteStore::connect(url).await?))

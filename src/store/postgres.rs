@@ -87,6 +87,8 @@ impl Dialect for Postgres {
                LIMIT $3
                FOR UPDATE SKIP LOCKED)",
         lock_audit: Some("SELECT pg_advisory_xact_lock($1)"),
+        // An advisory lock (the service's role may not lock `supervisors` rows), keyed by the name's 64-bit hash.
+        lock_sign_in: Some("SELECT pg_advisory_xact_lock(hashtextextended('otpd-sign-in:' || $1, 0))"),
         lookup_candidate: "SELECT id, purpose, last_sent_at,
                     (SELECT code_hash FROM codes WHERE verification_id = v.id ORDER BY id DESC LIMIT 1)
              FROM verifications v

@@ -60,6 +60,7 @@ impl Dialect for Sqlite {
                  AND NOT EXISTS (SELECT 1 FROM codes c WHERE c.phone = p.phone)
                LIMIT $3)",
         lock_audit: None,
+        lock_sign_in: None,
         lookup_candidate: "SELECT id, purpose, last_sent_at,
                     (SELECT code_hash FROM codes WHERE verification_id = v.id ORDER BY id DESC LIMIT 1)
              FROM verifications v

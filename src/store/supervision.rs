@@ -7,7 +7,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{NewCode, StoreResult};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, NewAuditEvent};
 use crate::domain::{
-    Actor, AgentId, Call, CallEvent, CallId, Channel, PhoneNumber, Purpose, Role, SupervisorName, VerificationId,
+    Actor, AgentId, Call, CallEvent, CallId, Channel, PhoneNumber, Purpose, Role, SupervisorName, TokenKind,
+    VerificationId,
 };
 
 /// A supervisor as listed.
@@ -193,14 +194,14 @@ pub struct AuditFilter {
 /// Persistence for supervisors, lookups and the audit log.
 #[async_trait::async_trait]
 pub trait SupervisionStore: Send + Sync + 'static {
-    /// Adds a supervisor with the hash of their token and appends `event` sealed with `key`, in one
+    /// Adds a supervisor (a person, or a script's `service` token) with the hash of their token, added at the event's time, and appends `event` sealed with `key`, in one
     /// transaction. Returns the event, or None (and appends nothing) if the name is taken.
     async fn add_supervisor(
         &self,
         name: &SupervisorName,
         role: Role,
+        kind: TokenKind,
         token_hash: &str,
-        now: DateTime<Utc>,
         event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<Option<AuditEvent>>;
@@ -208,7 +209,7 @@ pub trait SupervisionStore: Send + Sync + 'static {
     /// Every supervisor, by name.
     async fn list_supervisors(&self) -> StoreResult<Vec<SupervisorRecord>>;
 
-    /// Disables a supervisor (their token stops working at once) and appends `event` sealed with `key`, in one
+    /// Disables a supervisor (their token and every session of theirs stop working at once) and appends `event` sealed with `key`, in one
     /// transaction. Returns the event, or None (and appends nothing) if there is no such name.
     async fn disable_supervisor(
         &self,

@@ -570,44 +570,6 @@ impl SupervisionService {
         Ok((report, event))
     }
 
-    /// Resolves a bearer token to its supervisor. A disabled supervisor's call is refused and audited as denied
-    /// under their name, as `action` (the method called, when it is one of the service's). For the calls that
-    /// name a number (lookup, status, unlock) the token's holder is handed back as a [`DisabledActor`] instead,
-    /// so that the handler records the number and ticket it named in the refusal ([`Self::refuse_disabled`]).
-    pub async fn authenticate(
-        &self,
-        token: &str,
-        action: Option<AuditAction>,
-    ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
-        let result = self.token_holder(token, action).await;
-        if let Err(error) = &result {
-            self.count_refusal(action, error);
-        }
-        result
-    }
-
-    async fn token_holder(
-        &self,
-        token: &str,
-        action: Option<AuditAction>,
-    ) -> Result<Result<Actor, DisabledActor>, ServiceError> {
-        let Some(holder) = self.store().token_holder(&token::hash(token)).await? else {
-            tracing::warn!(target: "audit", "supervisor call with an unknown token");
-            return Err(ServiceError::Unauthenticated);
-        };
-        let Some(disabled_at) = holder.disabled_at else {
-            return Ok(Ok(holder.actor));
-        };
-        let Some(action) = action else {
-            return Err(ServiceError::SupervisorDisabled);
-        };
-        if matches!(action, AuditAction::LookupCode | AuditAction::GetPhoneStatus | AuditAction::UnlockPhone) {
-            return Ok(Err(DisabledActor { actor: holder.actor, disabled_at }));
-        }
-        let event = self.audit.event(Some(&holder.actor), action, None, AuditOutcome::Denied, "");
-        Err(self.refused_disabled(event, disabled_at).await)
-    }
-
     /// Refuses a disabled supervisor's call as `action`, auditing the number and ticket it named (as the other
     /// denials do), so an auditor sees which driver a revoked token went after.
     pub async fn refuse_disabled(
@@ -619,14 +581,24 @@ impl SupervisionService {
     ) -> ServiceError {
         let mut event = self.audit.event(Some(&disabled.actor), action, phone, AuditOutcome::Denied, "");
         event.ticket_id = ticket.map(|t| t.as_str().to_owned());
-        let error = self.refused_disabled(event, disabled.disabled_at).await;
+        let error = self.refused_disabled(event, disabled.disabled_at, disabled.held_back).await;
         self.count_refusal(Some(action), &error);
         error
     }
 
-    async fn refused_disabled(&self, mut event: NewAuditEvent, disabled_at: DateTime<Utc>) -> ServiceError {
+    async fn refused_disabled(
+        &self,
+        mut event: NewAuditEvent,
+        disabled_at: DateTime<Utc>,
+        held_back: u32,
+    ) -> ServiceError {
         let when = disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         event.detail = format!("SUPERVISOR_DISABLED: the token of a supervisor disabled at {when}");
+        if held_back > 0 {
+            event
+                .detail
+                .push_str(&format!(" ({held_back} more such call(s) since the last event, not recorded one by one)"));
+        }
         self.deny(event, ServiceError::SupervisorDisabled).await
     }
 }

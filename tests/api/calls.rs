@@ -471,7 +471,8 @@ pub async fn add_supervisor_with_agent(stores: &otpd::store::Stores, name: &str,
     let hash = otpd::supervision::token::hash_secret(&token);
     let name = name.parse().unwrap();
     let key = test_audit_key();
-    let added = stores.supervision.add_supervisor(&name, "supervisor".parse().unwrap(), &hash, now, event, &key);
+    let added =
+        stores.supervision.add_supervisor(&name, "supervisor".parse().unwrap(), Default::default(), &hash, event, &key);
     assert!(added.await.unwrap().is_some());
     let event = NewAuditEvent::by_operator(AuditAction::SupervisorAgentSet, now, "agent");
     let agent = agent.parse().unwrap();

@@ -320,7 +320,11 @@ async fn add_team_lead(db: &TestDb) -> String {
     let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, "added kim (supervisor)");
     let hash = otpd::supervision::token::hash_secret(&token);
     let (name, role) = ("kim".parse().unwrap(), "supervisor".parse().unwrap());
-    let added = stores.supervision.add_supervisor(&name, role, &hash, now, event, &test_audit_key()).await.unwrap();
+    let added = stores
+        .supervision
+        .add_supervisor(&name, role, Default::default(), &hash, event, &test_audit_key())
+        .await
+        .unwrap();
     assert!(added.is_some());
     secrecy::ExposeSecret::expose_secret(&token).to_owned()
 }

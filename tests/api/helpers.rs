@@ -348,7 +348,14 @@ impl TestApp {
         let added = self
             .stores
             .supervision
-            .add_supervisor(&name.parse().unwrap(), role.parse().unwrap(), &hash, self.now(), event, &test_audit_key())
+            .add_supervisor(
+                &name.parse().unwrap(),
+                role.parse().unwrap(),
+                otpd::domain::TokenKind::Person,
+                &hash,
+                event,
+                &test_audit_key(),
+            )
             .await
             .unwrap();
         assert!(added.is_some());

@@ -27,6 +27,7 @@ mod receipts;
 mod secrets;
 mod send_verify;
 mod service_surface;
+mod signin;
 mod sms_http;
 mod standins;
 mod store_conformance;

@@ -28,8 +28,8 @@ async fn the_service_role_serves_but_cannot_touch_the_audit_log() {
         .add_supervisor(
             &"kim".parse().unwrap(),
             "supervisor".parse().unwrap(),
+            Default::default(),
             &hash,
-            chrono::Utc::now(),
             event,
             &test_audit_key(),
         )

@@ -97,7 +97,7 @@ async fn agent_ids_belong_to_one_supervisor_and_are_audited(backend: Backend) {
     for name in ["kim", "lee"] {
         let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, t, "added");
         let parsed = name.parse().unwrap();
-        let added = store.add_supervisor(&parsed, "supervisor".parse().unwrap(), name, t, event, &key);
+        let added = store.add_supervisor(&parsed, "supervisor".parse().unwrap(), Default::default(), name, event, &key);
         added.await.unwrap().unwrap();
     }
     let set = |name: &str, agent: Option<&str>| {

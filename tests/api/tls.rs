@@ -161,7 +161,7 @@ impl TlsApp {
         let event = NewAuditEvent::by_operator(AuditAction::SupervisorAdded, now, format!("added {name} ({role})"));
         let hash = otpd::supervision::token::hash_secret(&token);
         let (name, role, key) = (name.parse().unwrap(), role.parse().unwrap(), test_audit_key());
-        let added = self.stores.supervision.add_supervisor(&name, role, &hash, now, event, &key);
+        let added = self.stores.supervision.add_supervisor(&name, role, Default::default(), &hash, event, &key);
         assert!(added.await.unwrap().is_some());
         token.expose_secret().to_owned()
     }

@@ -1,6 +1,7 @@
 //! The store's operations, written once for both backends: generic over the sqlx [`Database`], with what differs
 //! taken from its [`Dialect`] (see `store/mod.rs`).
 
+mod signin;
 mod steps;
 mod supervision;
 
@@ -408,12 +409,23 @@ where
             .bind(Db(now - chrono::TimeDelta::days(1)))
             .execute(&mut *tx)
             .await?;
+        // Sign-ins in progress a day old, and sessions a day past their end (the audit log keeps who signed in).
+        let challenges = sqlx::query("DELETE FROM sign_in_challenges WHERE created_at < $1")
+            .bind(Db(now - chrono::TimeDelta::days(1)))
+            .execute(&mut *tx)
+            .await?;
+        let sessions = sqlx::query("DELETE FROM supervisor_sessions WHERE expires_at < $1")
+            .bind(Db(now - chrono::TimeDelta::days(1)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let forgotten = self.forget_idle_numbers(before, now).await?;
         Ok(DB::rows_affected(&codes)
             + DB::rows_affected(&verifications)
             + DB::rows_affected(&calls)
             + DB::rows_affected(&notices)
+            + DB::rows_affected(&challenges)
+            + DB::rows_affected(&sessions)
             + forgotten)
     }
 

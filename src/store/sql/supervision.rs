@@ -11,7 +11,7 @@ use super::{SqlStore, begin};
 use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
 use crate::domain::{
     Actor, AgentId, AllowedCountries, Call, CallDirection, CallEvent, CallEventKind, CallId, PhoneNumber, Purpose,
-    Role, SupervisorName, VerificationId,
+    Role, SupervisorName, TokenKind, VerificationId,
 };
 use crate::store::dialect::{Column, Db, Dialect, Ts, Uid};
 use crate::store::supervision::{NOT_PENDING_DETAIL, locked_detail, quota_detail, unlock_detail};
@@ -49,20 +49,22 @@ where
         &self,
         name: &SupervisorName,
         role: Role,
+        kind: TokenKind,
         token_hash: &str,
-        now: DateTime<Utc>,
         event: NewAuditEvent,
         key: &AuditKey,
     ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = begin(self.pool()).await?;
         Self::lock_chain(&mut tx).await?;
         let added = sqlx::query(
-            "INSERT INTO supervisors (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO supervisors (name, role, token_hash, created_at, kind) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(name.as_str())
         .bind(role.as_str())
         .bind(token_hash)
-        .bind(Db(now))
+        .bind(Db(event.at))
+        .bind(kind.as_str())
         .execute(&mut *tx)
         .await?;
         if DB::rows_affected(&added) != 1 {
@@ -108,25 +110,39 @@ where
         if DB::rows_affected(&done) != 1 {
             return Ok(None);
         }
+        // Every session of theirs ends with the token, on every replica at once.
+        sqlx::query(
+            "UPDATE supervisor_sessions SET ended_at = $2, end_reason = 'disabled' WHERE supervisor = $1 AND ended_at IS NULL",
+        )
+        .bind(name.as_str())
+        .bind(Db(now))
+        .execute(&mut *tx)
+        .await?;
         let event = Self::append(&mut tx, event, key).await?;
         tx.commit().await?;
         Ok(Some(event))
     }
 
     async fn token_holder(&self, token_hash: &str) -> StoreResult<Option<TokenHolder>> {
-        let row: Option<(String, String, Option<Ts>, Option<String>)> =
-            sqlx::query_as("SELECT name, role, disabled_at, agent_id FROM supervisors WHERE token_hash = $1")
+        let row: Option<(String, String, Option<Ts>, Option<String>, String)> =
+            sqlx::query_as("SELECT name, role, disabled_at, agent_id, kind FROM supervisors WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(self.pool())
                 .await?;
-        let Some((name, role, disabled_at, agent_id)) = row else {
+        let Some((name, role, disabled_at, agent_id, kind)) = row else {
             return Ok(None);
         };
         let agent_id = match agent_id {
             Some(id) => Some(id.parse::<AgentId>().map_err(|_| corrupt("agent id", &id))?),
             None => None,
         };
-        let actor = Actor { role: role.parse().map_err(|_| corrupt("role", &role))?, name, agent_id };
+        let actor = Actor {
+            role: role.parse().map_err(|_| corrupt("role", &role))?,
+            kind: TokenKind::from_db(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
+            name,
+            agent_id,
+            session: None,
+        };
         Ok(Some(TokenHolder { actor, disabled_at: disabled_at.map(|at| at.0) }))
     }
 

@@ -1,0 +1,158 @@
+//! `otp.v1.SignInService`: team leads' sign-in with a second factor (docs/sign-in.md). The personal token is read
+//! here, not by the supervisor service's auth layer, because it opens only a sign-in; SignOut takes the session.
+
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{Request, Response, Status};
+
+use super::auth::{bearer, user_agent};
+use super::client_ip::TrustedProxies;
+use super::{detached, timestamp};
+use crate::domain::SecondFactor;
+use crate::pb::otp::v1 as pb;
+use crate::service::{FieldViolation, ServiceError};
+use crate::signin::{Bearer, Origin, Proof, SignInService};
+
+/// The gRPC face of [`SignInService`].
+#[derive(Clone)]
+pub struct SignInApi {
+    service: SignInService,
+    trusted: TrustedProxies,
+}
+
+impl SignInApi {
+    /// Serves `service`, reading client addresses through `trusted` proxies.
+    pub fn new(service: SignInService, trusted: TrustedProxies) -> Self {
+        Self { service, trusted }
+    }
+
+    /// The call's token and origin.
+    fn caller<T>(&self, request: &Request<T>) -> Result<(String, Origin), Status> {
+        let metadata = request.metadata();
+        let token = match metadata.get("authorization") {
+            Some(value) => bearer(Some(
+                &tonic::codegen::http::HeaderValue::from_bytes(value.as_bytes())
+                    .map_err(|_| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?,
+            ))?,
+            None => bearer(None)?,
+        };
+        let origin = Origin {
+            address: super::client_ip::of(request, &self.trusted),
+            user_agent: metadata.get("user-agent").and_then(|v| v.to_str().ok()).map(user_agent),
+        };
+        Ok((token, origin))
+    }
+}
+
+fn factor(value: i32) -> Result<SecondFactor, ServiceError> {
+    match pb::SecondFactor::try_from(value) {
+        Ok(pb::SecondFactor::Passkey) => Ok(SecondFactor::Passkey),
+        Ok(pb::SecondFactor::PhoneCode) => Ok(SecondFactor::PhoneCode),
+        Ok(pb::SecondFactor::EmailCode) => Ok(SecondFactor::EmailCode),
+        Ok(pb::SecondFactor::Unspecified) | Err(_) => {
+            Err(invalid("factor", "INVALID_FACTOR", "choose a second factor"))
+        }
+    }
+}
+
+fn factor_to_pb(factor: SecondFactor) -> pb::SecondFactor {
+    match factor {
+        SecondFactor::Passkey => pb::SecondFactor::Passkey,
+        SecondFactor::PhoneCode => pb::SecondFactor::PhoneCode,
+        SecondFactor::EmailCode => pb::SecondFactor::EmailCode,
+    }
+}
+
+fn invalid(field: &'static str, reason: &'static str, description: &str) -> ServiceError {
+    ServiceError::InvalidArgument(vec![FieldViolation { field, reason, description: description.to_owned() }])
+}
+
+#[tonic::async_trait]
+impl pb::sign_in_service_server::SignInService for SignInApi {
+    #[tracing::instrument(name = "ListSignInFactors", skip_all)]
+    async fn list_sign_in_factors(
+        &self,
+        request: Request<pb::ListSignInFactorsRequest>,
+    ) -> Result<Response<pb::ListSignInFactorsResponse>, Status> {
+        let (token, origin) = self.caller(&request)?;
+        let service = self.service.clone();
+        let (name, factors) = detached(async move { service.factors(&token, &origin).await }).await?;
+        Ok(Response::new(pb::ListSignInFactorsResponse {
+            name,
+            factors: factors
+                .into_iter()
+                .map(|f| pb::SignInFactor { factor: factor_to_pb(f.factor).into(), destination: f.destination })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "StartSignIn", skip_all)]
+    async fn start_sign_in(
+        &self,
+        request: Request<pb::StartSignInRequest>,
+    ) -> Result<Response<pb::StartSignInResponse>, Status> {
+        let (token, origin) = self.caller(&request)?;
+        let factor = factor(request.get_ref().factor)?;
+        let service = self.service.clone();
+        let started = detached(async move { service.start(&token, factor, &origin).await }).await?;
+        Ok(Response::new(pb::StartSignInResponse {
+            sign_in_id: started.id.to_string(),
+            destination: started.destination,
+            expires_at: Some(timestamp(started.expires_at)),
+            passkey_request_options_json: started.passkey_options.unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(name = "FinishSignIn", skip_all)]
+    async fn finish_sign_in(
+        &self,
+        request: Request<pb::FinishSignInRequest>,
+    ) -> Result<Response<pb::FinishSignInResponse>, Status> {
+        let (token, origin) = self.caller(&request)?;
+        let body = request.into_inner();
+        let id = uuid::Uuid::parse_str(body.sign_in_id.trim())
+            .map_err(|_| invalid("sign_in_id", "INVALID_SIGN_IN_ID", "StartSignIn's sign_in_id is required"))?;
+        let proof = match (body.code.is_empty(), body.passkey_credential_json.is_empty()) {
+            (false, true) => Proof::Code(SecretString::from(body.code)),
+            (true, false) => Proof::Passkey(body.passkey_credential_json),
+            _ => return Err(invalid("code", "INVALID_CODE", "give the code or the passkey's answer, not both").into()),
+        };
+        let service = self.service.clone();
+        let session = detached(async move { service.finish(&token, id, proof, &origin).await }).await?;
+        Ok(Response::new(pb::FinishSignInResponse {
+            session_token: session.token.expose_secret().to_owned(),
+            session_id: session.id.to_string(),
+            idle_expires_at: Some(timestamp(session.idle_until)),
+            expires_at: Some(timestamp(session.expires_at)),
+        }))
+    }
+
+    #[tracing::instrument(name = "SignOut", skip_all)]
+    async fn sign_out(&self, request: Request<pb::SignOutRequest>) -> Result<Response<pb::SignOutResponse>, Status> {
+        let (token, origin) = self.caller(&request)?;
+        let service = self.service.clone();
+        detached(async move {
+            match service.bearer(&token, &origin, None).await? {
+                Bearer::Actor(actor) => service.sign_out(&actor).await,
+                Bearer::Disabled { .. } => Err(ServiceError::SupervisorDisabled),
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::SignOutResponse {}))
+    }
+
+    #[tracing::instrument(name = "StartPasskeyEnrolment", skip_all)]
+    async fn start_passkey_enrolment(
+        &self,
+        _request: Request<pb::StartPasskeyEnrolmentRequest>,
+    ) -> Result<Response<pb::StartPasskeyEnrolmentResponse>, Status> {
+        Err(ServiceError::FactorUnavailable("passkeys are not enabled on this server").into())
+    }
+
+    #[tracing::instrument(name = "FinishPasskeyEnrolment", skip_all)]
+    async fn finish_passkey_enrolment(
+        &self,
+        _request: Request<pb::FinishPasskeyEnrolmentRequest>,
+    ) -> Result<Response<pb::FinishPasskeyEnrolmentResponse>, Status> {
+        Err(ServiceError::FactorUnavailable("passkeys are not enabled on this server").into())
+    }
+}
