@@ -128,6 +128,7 @@ pub enum PasskeyError {
 #[derive(Debug)]
 pub struct Passkeys {
     webauthn: Webauthn,
+    origin: String,
 }
 
 impl Passkeys {
@@ -148,7 +149,12 @@ impl Passkeys {
         let webauthn = WebauthnBuilder::new(rp_id, &url)
             .and_then(|b| b.rp_name("otpd").timeout(CEREMONY_TIMEOUT).build())
             .map_err(|e| format!("relying party `{rp_id}` at `{origin}`: {e}"))?;
-        Ok(Passkeys { webauthn })
+        Ok(Passkeys { webauthn, origin: url.origin().ascii_serialization() })
+    }
+
+    /// The origin whose answers are accepted.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Starts enrolling a passkey for `user_id` (the person's stable id; `user_name` is what the authenticator
