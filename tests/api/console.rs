@@ -37,9 +37,20 @@ async fn console_events(app: &TestApp) -> Vec<otpd::domain::audit::AuditEvent> {
 }
 
 /// Runs tests/console/console.mjs as `scenario` with `token`, and returns what it saw. Each time the page asks for
-/// a sign-in code (CODE_WANTED_FILE), the code the phone stand-in received for the lead goes into CODE_FILE, as the
+/// a sign-in code (SIGN_IN_CODE_WANTED_FILE), the code the phone stand-in received for the lead goes into SIGN_IN_CODE_FILE, as the
 /// lead would read it off their phone.
 async fn browser(app: &TestApp, scenario: &str, token: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    browser_with(app, scenario, token, extra, || crate::signin::lead_code(app)).await
+}
+
+/// [`browser`], the lead's sign-in codes read by `lead_code` (where the SMS goes to a provider's stand-in).
+async fn browser_with(
+    app: &TestApp,
+    scenario: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+    lead_code: impl Fn() -> String,
+) -> serde_json::Value {
     let dir = console_dir();
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
@@ -60,15 +71,15 @@ async fn browser(app: &TestApp, scenario: &str, token: &str, extra: &[(&str, &st
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT_DIR", screenshot_dir())
         .env("RESULT_FILE", &result)
-        .env("CODE_WANTED_FILE", &wanted)
-        .env("CODE_FILE", &code)
+        .env("SIGN_IN_CODE_WANTED_FILE", &wanted)
+        .env("SIGN_IN_CODE_FILE", &code)
         .envs(extra.iter().copied())
         .kill_on_drop(true);
     let codes = async {
         loop {
             if wanted.exists() {
                 std::fs::remove_file(&wanted).unwrap();
-                std::fs::write(&code, crate::signin::lead_code(app)).unwrap();
+                std::fs::write(&code, lead_code()).unwrap();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -115,8 +126,14 @@ async fn console_a_team_lead_looks_up_a_code_and_is_refused_a_third_party() {
         .map(|e| (e.event.action, e.event.outcome, e.event.actor_name, e.event.detail))
         .collect();
     assert_eq!(sign_ins.len(), 3, "{sign_ins:?}");
-    assert_eq!((sign_ins[0].0, sign_ins[0].1, sign_ins[0].2.as_str()), (AuditAction::SignIn, AuditOutcome::Denied, "anonymous"));
-    assert_eq!((sign_ins[1].0, sign_ins[1].1, sign_ins[1].2.as_str()), (AuditAction::SignIn, AuditOutcome::Granted, "kim"));
+    assert_eq!(
+        (sign_ins[0].0, sign_ins[0].1, sign_ins[0].2.as_str()),
+        (AuditAction::SignIn, AuditOutcome::Denied, "anonymous")
+    );
+    assert_eq!(
+        (sign_ins[1].0, sign_ins[1].1, sign_ins[1].2.as_str()),
+        (AuditAction::SignIn, AuditOutcome::Granted, "kim")
+    );
     assert!(sign_ins[1].3.starts_with("signed in with phone_code"), "{}", sign_ins[1].3);
     assert_eq!((sign_ins[2].0, sign_ins[2].2.as_str()), (AuditAction::SignOut, "kim"));
 
@@ -181,8 +198,9 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
     assert!(saw["chain_verify"].as_str().unwrap().contains("whole chain intact"), "{}", saw["chain_verify"]);
 
     // Locked after ten wrong codes; the admin unlocks it in the browser, after cancelling once and confirming.
-    // The driver's code (the auditor's sign-in code went to the lead's phone since).
-    let to_driver = app.sms().into_iter().rev().find(|m| m.to == PHONE_E164).unwrap();
+    // The driver's code (the auditor's sign-in code went to the lead's phone since; the lookup notice holds none).
+    let sms = app.sms();
+    let to_driver = sms.iter().rev().find(|m| m.to == PHONE_E164 && !m.body.contains(LOOKUP_NOTICE_MARK)).unwrap();
     let code = code_in(&to_driver.body);
     for _ in 0..10 {
         app.verify(PHONE, Purpose::Login, &wrong_code(&code)).await.unwrap();
@@ -434,7 +452,16 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
     let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
     assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook(&sms_id, "FAILED", "3012")).await, 200);
 
-    let saw = browser(&app, "receipts", &kim, &[("PHONE", PHONE)]).await;
+    // The lead's sign-in code went through the NHN stand-in too: AlimTalk's template parameter, or the SMS text.
+    let lead_code = || {
+        let seen = nhn.seen();
+        let to_lead = seen.iter().rev().find(|s| s.body["recipientList"][0]["recipientNo"] == "01098765432").unwrap();
+        match to_lead.body["recipientList"][0]["templateParameter"]["code"].as_str() {
+            Some(code) => code.to_owned(),
+            None => code_in(to_lead.body["body"].as_str().unwrap()),
+        }
+    };
+    let saw = browser_with(&app, "receipts", &kim, &[("PHONE", PHONE)], lead_code).await;
 
     // The send: carried by SMS (AlimTalk was refused), accepted by the provider but not delivered by the carrier.
     let cell = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
@@ -557,7 +584,9 @@ async fn console_a_passkey_enrolled_in_chromium_signs_in_and_looks_a_code_up() {
         .iter()
         .filter(|e| e.event.actor_name == "kim")
         .map(|e| (e.event.action, e.event.outcome, e.event.detail.split(" from ").next().unwrap().to_owned()))
-        .map(|(action, outcome, detail)| (action, outcome, if action == AuditAction::SignIn { detail } else { String::new() }))
+        .map(|(action, outcome, detail)| {
+            (action, outcome, if action == AuditAction::SignIn { detail } else { String::new() })
+        })
         .collect();
     assert_eq!(
         summary,
@@ -572,5 +601,23 @@ async fn console_a_passkey_enrolled_in_chromium_signs_in_and_looks_a_code_up() {
     );
     let screenshot = screenshot_dir().join("sign-in.png");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "{}", screenshot.display());
+    app.stop().await;
+}
+
+/// Five failed sign-ins from one address lock it (issue 17, section 2): the console then tells the lead, who has the
+/// right token, when she may try again: the lock's end in KST, as the store holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_a_locked_sign_in_says_when_to_try_again() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = lead(&app, "kim", "supervisor").await;
+
+    let saw = browser(&app, "locked", &kim, &[]).await;
+
+    let subject = ["address:127.0.0.1".to_owned()];
+    let until = app.stores.sign_in.sign_in_lock(&subject, app.now()).await.unwrap().expect("the address is locked");
+    let kst = (until + chrono::TimeDelta::hours(9)).format("%Y-%m-%d %H:%M:%S KST").to_string();
+    let notice = saw["lock_notice"].as_str().unwrap();
+    assert!(notice.contains(&format!("{kst} 이후에 다시 시도하세요")), "{notice} (locked until {kst})");
+    assert!(notice.contains("SIGN_IN_LOCKED"), "{notice}");
     app.stop().await;
 }

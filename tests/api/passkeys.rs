@@ -69,11 +69,8 @@ async fn answer(
 }
 
 async fn finish(app: &TestApp, token: &str, id: &str, answer: &str) -> Result<pb::FinishSignInResponse, tonic::Status> {
-    let req = pb::FinishSignInRequest {
-        sign_in_id: id.into(),
-        passkey_credential_json: answer.into(),
-        ..Default::default()
-    };
+    let req =
+        pb::FinishSignInRequest { sign_in_id: id.into(), passkey_credential_json: answer.into(), ..Default::default() };
     client(app).await.finish_sign_in(authed(req, token)).await.map(tonic::Response::into_inner)
 }
 

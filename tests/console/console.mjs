@@ -2,10 +2,11 @@
 // it saw to RESULT_FILE for tests/api/console.rs to check against gRPC and the audit log. Exits non-zero, with the
 // reason on stderr, when anything on the page is not as it must be.
 //
-// Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/; http://localhost:PORT/console/ for passkeys, whose relying
-// party is a host name), SCENARIO (supervisor | auditor | admin | receipts | calls | passkey), TOKEN, PHONE,
-// THIRD_PARTY (supervisor), CODE_WANTED_FILE and CODE_FILE (the sign-in code handshake with the Rust side, which reads
-// the code the phone stand-in received), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default /usr/bin/chromium).
+// Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/; http://localhost:PORT/console/ for passkeys, whose
+// relying party is a host name), SCENARIO (supervisor | auditor | admin | receipts | calls | passkey | locked), TOKEN,
+// PHONE, THIRD_PARTY (supervisor), SIGN_IN_CODE_WANTED_FILE and SIGN_IN_CODE_FILE (the sign-in code handshake with
+// the Rust side, which reads the code the phone stand-in received), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default
+// /usr/bin/chromium).
 
 import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -133,10 +134,11 @@ try {
   else if (scenario === 'receipts') await receipts(page);
   else if (scenario === 'calls') await onTheLine(page);
   else if (scenario === 'passkey') await passkey(page);
+  else if (scenario === 'locked') await locked(page);
   else throw new Error(`unknown SCENARIO ${scenario}`);
 
   // Sign out ends the session and clears it.
-  await page.locator('#sign-out').click();
+  if (scenario !== 'locked') await page.locator('#sign-out').click();
   await page.locator('#token').waitFor({ state: 'visible' });
   check(
     (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === null,
@@ -168,12 +170,12 @@ async function phoneCode(page) {
   const sent = await page.locator('#code-sent').textContent();
   check(/\*\*\*\*-5432/.test(sent), `where the code went, masked (the lead's own 010-9876-5432): ${sent}`);
   check(await page.locator('#sign-in-code').evaluate((e) => e === document.activeElement), 'code field has focus');
-  writeFileSync(env('CODE_WANTED_FILE'), 'wanted');
+  writeFileSync(env('SIGN_IN_CODE_WANTED_FILE'), 'wanted');
   let code = null;
   for (let i = 0; i < 1200 && code === null; i++) {
-    if (existsSync(env('CODE_FILE'))) {
-      code = readFileSync(env('CODE_FILE'), 'utf8').trim();
-      rmSync(env('CODE_FILE'));
+    if (existsSync(env('SIGN_IN_CODE_FILE'))) {
+      code = readFileSync(env('SIGN_IN_CODE_FILE'), 'utf8').trim();
+      rmSync(env('SIGN_IN_CODE_FILE'));
     } else await new Promise((r) => setTimeout(r, 50));
   }
   check(code !== null, 'the Rust side handed over the sign-in code');
@@ -246,6 +248,27 @@ async function passkey(page) {
   await page.locator('#lookup-result').waitFor({ state: 'visible' });
   result.code = (await page.locator('#code').textContent()).trim().replace(/ /g, '');
   check(/^\d{6}$/.test(result.code), `a code: ${result.code}`);
+}
+
+// Signed out, wrong tokens until the address is locked (the first one was the opening's): the right token then
+// hears when it may try again, and nothing is offered.
+async function locked(page) {
+  await page.locator('#sign-out').click();
+  await page.locator('#token').waitFor({ state: 'visible' });
+  const refusal = () => page.waitForResponse((r) => r.url().endsWith('/ListSignInFactors'));
+  for (let i = 0; i < 4; i++) {
+    await page.locator('#token').fill(`not-a-token-${i}`);
+    await Promise.all([refusal(), page.keyboard.press('Enter')]);
+    await page.locator('#sign-in-form button[type=submit]:enabled').waitFor();
+  }
+  await page.locator('#token').fill(env('TOKEN'));
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelector('#notice').textContent.includes('SIGN_IN_LOCKED'));
+  result.lock_notice = await page.locator('#notice').textContent();
+  check(await page.locator('#factors').isHidden(), 'no factor offered while locked');
+  check(await page.locator('#token').isVisible(), 'back at the token');
+  check(!(await page.content()).includes(env('TOKEN')), 'the refused token is not in the page');
+  await page.screenshot({ path: join(screenshots, 'sign-in-locked.png') });
 }
 
 async function supervisor(page) {
