@@ -1,8 +1,10 @@
 //! `otpctl`, the team lead's tool: look a code up for a driver on the phone, see why a number cannot log in,
 //! unlock it (admins), read the audit log (auditors). Readable Korean/English output by default, `--json` for
-//! scripts. The token comes from `OTPCTL_TOKEN`, never from the command line (it would land in shell history).
+//! scripts. The token comes from `OTPCTL_TOKEN`, never from the command line (it would land in shell history);
+//! `otpctl login` adds the second factor and keeps the session (docs/sign-in.md), which later commands use.
 
 mod render;
+mod session;
 mod tls;
 
 use std::process::ExitCode;
@@ -16,6 +18,7 @@ use crate::domain::Purpose;
 use crate::domain::audit::AuditAction;
 use crate::grpc::convert::{action_to_pb, purpose_to_pb};
 use crate::pb::otp::v1 as pb;
+use pb::sign_in_service_client::SignInServiceClient;
 use pb::supervisor_service_client::SupervisorServiceClient;
 
 /// The `otpctl` command line.
@@ -31,6 +34,10 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where `otpctl login` keeps the session (0600); default `$XDG_STATE_HOME/otpctl/session.json` or
+    /// `~/.local/state/otpctl/session.json`.
+    #[arg(long, env = "OTPCTL_SESSION_FILE", global = true)]
+    pub session_file: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -39,6 +46,15 @@ pub struct Args {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
+    /// Sign in with a second factor: your token (OTPCTL_TOKEN), then a code sent to your own phone (or, when the
+    /// phone is not at hand, your emergency e-mail). The session is kept for later commands until it ends.
+    Login {
+        /// Where the code goes.
+        #[arg(long, value_enum, default_value = "phone")]
+        factor: LoginFactor,
+    },
+    /// End the kept session (everywhere at once) and forget it.
+    Logout,
     /// Look up the code for a driver who keeps not receiving it (strong complaint). Ask the driver to press
     /// "send" in the app first.
     Lookup {
@@ -111,6 +127,15 @@ pub enum CtlCommand {
     },
 }
 
+/// The second factors `otpctl login` can use (a passkey needs a browser: use the console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoginFactor {
+    /// A code to your registered phone.
+    Phone,
+    /// An emergency code to your registered e-mail address.
+    Email,
+}
+
 /// A purpose as written on the command line (`change-phone` or `change_phone`).
 fn parse_purpose(s: &str) -> Result<Purpose, String> {
     Purpose::from_db(&s.replace('-', "_")).ok_or_else(|| format!("`{s}`: use login, signup, reauth or change-phone"))
@@ -123,9 +148,20 @@ fn parse_action(s: &str) -> Result<AuditAction, String> {
 
 /// Runs `otpctl`.
 pub async fn run(args: Args) -> ExitCode {
-    let Some(token) = std::env::var("OTPCTL_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(SecretString::from)
-    else {
-        eprintln!("OTPCTL_TOKEN이 설정되지 않았습니다. / Set OTPCTL_TOKEN to your supervisor token.");
+    let session_path = args.session_file.clone().or_else(session::default_path);
+    let kept = session_path.as_deref().and_then(|path| session::load(path, &args.server));
+    let personal = std::env::var("OTPCTL_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(SecretString::from);
+    // Login takes the personal token; logout the session; everything else the session if one is kept.
+    let token = match &args.command {
+        CtlCommand::Login { .. } => personal,
+        CtlCommand::Logout => kept,
+        _ => kept.or(personal),
+    };
+    let Some(token) = token else {
+        match args.command {
+            CtlCommand::Logout => eprintln!("로그인되어 있지 않습니다. / Not signed in."),
+            _ => eprintln!("OTPCTL_TOKEN이 설정되지 않았습니다. / Set OTPCTL_TOKEN to your supervisor token."),
+        }
         return ExitCode::from(2);
     };
     // The token opens code lookups: never send it in clear past this machine.
@@ -154,7 +190,12 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match call(client, &token, args.command).await {
+    let result = match args.command {
+        CtlCommand::Login { factor } => login(client, &token, factor, session_path.as_deref(), &args.server).await,
+        CtlCommand::Logout => logout(client, &token, session_path.as_deref()).await,
+        command => call(SupervisorServiceClient::new(client), &token, command).await,
+    };
+    let result = match result {
         Ok(output) => output,
         Err(Refusal::Usage(message)) => {
             eprintln!("{message}");
@@ -195,13 +236,63 @@ impl From<tonic::Status> for Refusal {
 async fn connect(
     server: &str,
     tls: Option<tonic::transport::ClientTlsConfig>,
-) -> Result<SupervisorServiceClient<Channel>, Box<dyn std::error::Error>> {
+) -> Result<Channel, Box<dyn std::error::Error>> {
     let mut endpoint = Channel::from_shared(server.to_owned())?;
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls)?;
     }
-    let channel = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(20)).connect().await?;
-    Ok(SupervisorServiceClient::new(channel))
+    Ok(endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(5 * 60)).connect().await?)
+}
+
+/// `otpctl login`: the factor's code, asked for on the terminal, for a session kept in the session file.
+async fn login(
+    channel: Channel,
+    token: &SecretString,
+    factor: LoginFactor,
+    path: Option<&std::path::Path>,
+    server: &str,
+) -> Result<Output, Refusal> {
+    let Some(path) = path else {
+        return Err(Refusal::Usage("세션 파일 위치를 정할 수 없습니다. / Set --session-file (no HOME).".into()));
+    };
+    let mut client = SignInServiceClient::new(channel);
+    let factor = match factor {
+        LoginFactor::Phone => pb::SecondFactor::PhoneCode,
+        LoginFactor::Email => pb::SecondFactor::EmailCode,
+    };
+    let started =
+        client.start_sign_in(authed(pb::StartSignInRequest { factor: factor.into() }, token)?).await?.into_inner();
+    let code = session::prompt_code(&started.destination)
+        .map_err(|e| Refusal::Usage(format!("인증번호를 읽을 수 없습니다. / Cannot read the code: {e}")))?;
+    let request = pb::FinishSignInRequest {
+        sign_in_id: started.sign_in_id,
+        code: code.expose_secret().to_owned(),
+        ..Default::default()
+    };
+    let session = client.finish_sign_in(authed(request, token)?).await?.into_inner();
+    let expires_at = session.expires_at.map(render::time_rfc3339).unwrap_or_default();
+    session::save(path, server, &SecretString::from(session.session_token), &expires_at).map_err(|e| {
+        Refusal::Usage(format!("세션을 저장할 수 없습니다. / Cannot keep the session in {}: {e}", path.display()))
+    })?;
+    Ok(render::signed_in(
+        &session.session_id,
+        &expires_at,
+        session.idle_expires_at.map(render::time_rfc3339).as_deref(),
+    ))
+}
+
+/// `otpctl logout`: ends the kept session on the server and forgets it.
+async fn logout(channel: Channel, token: &SecretString, path: Option<&std::path::Path>) -> Result<Output, Refusal> {
+    let ended = SignInServiceClient::new(channel).sign_out(authed(pb::SignOutRequest {}, token)?).await;
+    if let Some(path) = path {
+        session::forget(path).map_err(|e| Refusal::Usage(format!("{}: {e}", path.display())))?;
+    }
+    match ended {
+        Ok(_) => Ok(render::signed_out()),
+        // Already over on the server: forgetting it here is all there was to do.
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(render::signed_out()),
+        Err(status) => Err(status.into()),
+    }
 }
 
 fn authed<T>(message: T, token: &SecretString) -> Result<tonic::Request<T>, Refusal> {
@@ -239,6 +330,9 @@ async fn call(
     command: CtlCommand,
 ) -> Result<Output, Refusal> {
     match command {
+        CtlCommand::Login { .. } | CtlCommand::Logout => {
+            Err(Refusal::Usage("login and logout are not supervisor calls".into()))
+        }
         CtlCommand::Lookup { call, phone, ticket, caller, callback, purpose } => {
             let (contact, number) = match (caller, callback, &call) {
                 (Some(n), _, _) => (pb::ContactChannel::InboundCall, n),

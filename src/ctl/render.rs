@@ -227,6 +227,32 @@ pub fn unlock(r: &pb::UnlockPhoneResponse) -> Output {
     Output { text, json }
 }
 
+/// A new session (`otpctl login`): `expires_at` and `idle_until` are RFC 3339.
+pub fn signed_in(session_id: &str, expires_at: &str, idle_until: Option<&str>) -> Output {
+    let shown = |t: &str| DateTime::parse_from_rfc3339(t).map_or_else(|_| t.to_owned(), |t| clock(t.to_utc()));
+    let text = format!(
+        "로그인됨 / signed in: session {session_id}
+         {idle} 이후 {minutes}분 동안 사용하지 않으면 종료 / ends after 15 min without use (next: {idle})
+         늦어도 {end}에 종료 / ends at the latest at {end}
+",
+        idle = idle_until.map_or_else(|| "-".to_owned(), shown),
+        minutes = 15,
+        end = shown(expires_at),
+    );
+    let json = json!({ "session_id": session_id, "expires_at": expires_at, "idle_expires_at": idle_until });
+    Output { text, json }
+}
+
+/// An ended session (`otpctl logout`).
+pub fn signed_out() -> Output {
+    Output { text: "로그아웃됨 / signed out\n".to_owned(), json: json!({ "signed_out": true }) }
+}
+
+/// An RFC 3339 time, as a session file keeps it.
+pub fn time_rfc3339(t: prost_types::Timestamp) -> String {
+    time(Some(&t)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+}
+
 /// The audit log's own name for an action.
 fn action_name(a: pb::AuditAction) -> &'static str {
     crate::grpc::convert::action_from_pb(a.into()).ok().flatten().map_or("unspecified", |a| a.as_str())
@@ -387,6 +413,30 @@ fn explain(status: &tonic::Status) -> (String, String) {
             (
                 format!("조회 한도를 초과했습니다. {minutes}분 후에 다시 시도하세요."),
                 format!("Your lookup quota is used up; try again in {minutes} min."),
+            )
+        }
+        (_, "SESSION_REQUIRED") => (
+            "추가 인증이 필요합니다: `otpctl login`으로 로그인하세요 (SESSION_REQUIRED).".to_owned(),
+            "This call needs a session: sign in with a second factor, `otpctl login` (SESSION_REQUIRED).".to_owned(),
+        ),
+        (_, "SESSION_EXPIRED") => (
+            "로그인 시간이 끝났습니다: `otpctl login`으로 다시 로그인하세요 (SESSION_EXPIRED).".to_owned(),
+            "Your session has ended: sign in again with `otpctl login` (SESSION_EXPIRED).".to_owned(),
+        ),
+        (_, "WRONG_SIGN_IN_CODE") => (
+            "인증번호가 틀렸습니다. 다시 `otpctl login` 하세요 (WRONG_SIGN_IN_CODE).".to_owned(),
+            "Wrong code: run `otpctl login` again (WRONG_SIGN_IN_CODE).".to_owned(),
+        ),
+        (_, "SIGN_IN_LOCKED") => {
+            let until = until.unwrap_or_default();
+            let until = chrono::DateTime::parse_from_rfc3339(&until).map_or(until, |t| clock(t.to_utc()));
+            (
+                format!(
+                    "로그인 실패가 반복되어 {until}까지 로그인할 수 없습니다. 급하면 관리자에게 요청하세요 (SIGN_IN_LOCKED)."
+                ),
+                format!(
+                    "Too many failed sign-ins: sign-in is locked until {until}; an admin can lift it (SIGN_IN_LOCKED)."
+                ),
             )
         }
         (tonic::Code::Unauthenticated, _) => (

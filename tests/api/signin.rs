@@ -347,3 +347,61 @@ async fn the_emergency_email_code_signs_in(backend: Backend) {
     let soon = start(&app, &kim, pb::SecondFactor::EmailCode).await.unwrap_err();
     assert_eq!(reason(&soon), "RESEND_COOLDOWN");
 }
+
+/// `otpctl login` asks for the code sent to the lead's phone, keeps the session in a 0600 file, later commands
+/// use it (the bare token alone is refused a status under `--require-second-factor`), and `otpctl logout` ends
+/// it everywhere and forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otpctl_logs_in_keeps_the_session_and_logs_out() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(Backend::Sqlite, &["--require-second-factor", "true"]).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    set_contact(&app, "kim").await;
+    let server = format!("http://{}", app.admin_addr);
+    let file = app.dir.path().join("state").join("session.json");
+    let otpctl = |args: &[&str], token: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"));
+        command.args(["--server", &server]).args(args).env("OTPCTL_SESSION_FILE", &file).env_remove("OTPCTL_TOKEN");
+        if let Some(token) = token {
+            command.env("OTPCTL_TOKEN", token);
+        }
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+    };
+    let status_args = ["status", "--phone", PHONE, "--ticket", "CS-17"];
+
+    let bare = otpctl(&status_args, Some(&kim)).output().await.unwrap();
+    assert_eq!(bare.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("SESSION_REQUIRED"), "{bare:?}");
+
+    let mut login = otpctl(&["login"], Some(&kim)).spawn().unwrap();
+    let code = loop {
+        if app.sms().iter().any(|m| m.to == LEAD_E164) {
+            break lead_code(&app);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    login.stdin.take().unwrap().write_all(format!("{code}\n").as_bytes()).await.unwrap();
+    let out = login.wait_with_output().await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("****") && stdout.contains("로그인됨 / signed in"), "{stdout}{stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&kim), "only the session is kept, never the token");
+
+    // Later commands use the session, without the personal token.
+    let status = otpctl(&status_args, None).output().await.unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
+
+    let logout = otpctl(&["logout"], None).output().await.unwrap();
+    assert_eq!(logout.status.code(), Some(0), "{}", String::from_utf8_lossy(&logout.stderr));
+    assert!(!file.exists());
+    let after = otpctl(&status_args, None).output().await.unwrap();
+    assert_eq!(after.status.code(), Some(2), "no session and no token");
+    let log = events(&app).await;
+    assert!(log.iter().any(|e| e.event.action.as_str() == "sign_out" && e.event.actor_name == "kim"));
+}

@@ -341,6 +341,8 @@ async fn a_disabled_supervisors_call_is_audited(backend: Backend) {
     // Which driver the revoked token went after, as the other denials record it.
     assert_eq!(e.phone_masked.as_deref(), Some("+82 10-****-5678"));
     assert_eq!(e.ticket_id.as_deref(), Some("CS-2026-0001"));
+    // A disabled person's refusals are audited at most once a minute (docs/sign-in.md).
+    app.advance(chrono::TimeDelta::seconds(61));
     let status =
         pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-9".into(), ..Default::default() };
     let err = app.sup.clone().get_phone_status(authed(status, &kim)).await.unwrap_err();
@@ -354,10 +356,14 @@ async fn a_disabled_supervisors_call_is_audited(backend: Backend) {
     assert_eq!(reason(&err), "SUPERVISOR_DISABLED");
     let before = app.call_events().await.len();
 
-    // An unknown token has no name to audit under.
+    // An unknown token has no name to audit under: the failure is recorded under the address it came from.
     let err = app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), "otps_nobody")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert_eq!(app.call_events().await.len(), before);
+    let events = app.call_events().await;
+    assert_eq!(events.len(), before + 1);
+    let e = &events.last().unwrap().event;
+    assert_eq!((e.actor_name.as_str(), e.action, e.outcome), ("anonymous", AuditAction::SignIn, AuditOutcome::Denied));
+    assert!(e.detail.contains("127.0.0.1") && e.detail.contains("unknown token"), "{}", e.detail);
 }
 
 async fn audit_log_lists_pages_and_filters(backend: Backend) {
