@@ -172,11 +172,11 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
         let (token, origin) = self.caller(&request)?;
         let body = request.into_inner();
         let id = uuid::Uuid::parse_str(body.enrolment_id.trim()).map_err(|_| {
-            invalid("enrolment_id", "INVALID_ENROLMENT_ID", "StartPasskeyEnrolment's enrolment_id is required")
+            invalid("enrolment_id", "INVALID_ARGUMENT", "StartPasskeyEnrolment's enrolment_id is required")
         })?;
         if body.passkey_credential_json.is_empty() {
             let why = "the authenticator's answer (credential.toJSON()) is required";
-            return Err(invalid("passkey_credential_json", "MISSING_PASSKEY_ANSWER", why).into());
+            return Err(invalid("passkey_credential_json", "INVALID_ARGUMENT", why).into());
         }
         let service = self.service.clone();
         let passkey_id = detached(async move {

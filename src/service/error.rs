@@ -121,7 +121,7 @@ pub enum ServiceError {
     /// The passkey's answer proves nothing (a bad signature, another origin or challenge, no user verification, an
     /// unknown credential) or does not parse: a failed sign-in or enrolment.
     #[error("passkey refused")]
-    PasskeyRefused,
+    PasskeyRejected,
     /// A passkey ceremony failed on the server's side (a stored state or passkey that does not read back).
     #[error("passkey ceremony failed: {0}")]
     PasskeyFailed(String),

@@ -418,7 +418,7 @@ impl SignInService {
                         // One answer per ceremony: a refused one spends it, so its challenge cannot be tried again.
                         self.store.spend_challenge(sign_in, now).await?;
                         self.failed(Some(&account.actor), origin, &error.to_string()).await?;
-                        return Err(ServiceError::PasskeyRefused);
+                        return Err(ServiceError::PasskeyRejected);
                     }
                     Err(other) => return Err(passkey_failed(other)),
                 }
@@ -517,7 +517,7 @@ impl SignInService {
         if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
             return Err(ServiceError::InvalidArgument(vec![crate::service::FieldViolation {
                 field: "label",
-                reason: "INVALID_LABEL",
+                reason: "INVALID_ARGUMENT",
                 description: "name the passkey in 1 to 64 characters".into(),
             }]));
         }
@@ -539,7 +539,7 @@ impl SignInService {
             Err(error) => {
                 self.store.spend_challenge(id, now).await?;
                 tracing::warn!(name = %actor.name, %error, "passkey enrolment refused");
-                return Err(ServiceError::PasskeyRefused);
+                return Err(ServiceError::PasskeyRejected);
             }
         };
         let record = PasskeyRecord {
@@ -691,7 +691,7 @@ fn passkey_failed(error: passkey::PasskeyError) -> ServiceError {
         passkey::PasskeyError::NoneEnrolled => ServiceError::FactorUnavailable("no passkey is enrolled"),
         passkey::PasskeyError::Refused(_)
         | passkey::PasskeyError::Malformed(_)
-        | passkey::PasskeyError::AlreadyEnrolled => ServiceError::PasskeyRefused,
+        | passkey::PasskeyError::AlreadyEnrolled => ServiceError::PasskeyRejected,
         passkey::PasskeyError::Internal(why) => ServiceError::PasskeyFailed(why),
     }
 }

@@ -153,7 +153,7 @@ async fn refused_passkey_answers_count_as_failed_sign_ins(backend: Backend) {
     let (id, uv_less) =
         answer(&app, &mut key, &kim, origin(&app), |o| o["userVerification"] = json!("discouraged")).await;
     let refused = finish(&app, &kim, &id, &uv_less).await.unwrap_err();
-    assert_eq!((refused.code(), reason(&refused).as_str()), (tonic::Code::Unauthenticated, "PASSKEY_REFUSED"));
+    assert_eq!((refused.code(), reason(&refused).as_str()), (tonic::Code::Unauthenticated, "PASSKEY_REJECTED"));
     // The refused ceremony is spent: the same sign-in takes no second answer.
     let (_, good) = answer(&app, &mut key, &kim, origin(&app), |_| {}).await;
     assert_eq!(reason(&finish(&app, &kim, &id, &good).await.unwrap_err()), "SIGN_IN_EXPIRED");
@@ -161,11 +161,11 @@ async fn refused_passkey_answers_count_as_failed_sign_ins(backend: Backend) {
     // Made for another origin (a look-alike site on the same name).
     let elsewhere = Url::parse("https://evil.localhost").unwrap();
     let (id, phished) = answer(&app, &mut key, &kim, elsewhere, |_| {}).await;
-    assert_eq!(reason(&finish(&app, &kim, &id, &phished).await.unwrap_err()), "PASSKEY_REFUSED");
+    assert_eq!(reason(&finish(&app, &kim, &id, &phished).await.unwrap_err()), "PASSKEY_REJECTED");
 
     // Garbage in place of an answer.
     let (id, _) = answer(&app, &mut key, &kim, origin(&app), |_| {}).await;
-    assert_eq!(reason(&finish(&app, &kim, &id, "{\"id\": 7}").await.unwrap_err()), "PASSKEY_REFUSED");
+    assert_eq!(reason(&finish(&app, &kim, &id, "{\"id\": 7}").await.unwrap_err()), "PASSKEY_REJECTED");
 
     // Each refusal is a failed sign-in of kim's (the audit log holds them, one event per person per minute).
     assert!(denied().await > before, "the refusals are audited");

@@ -86,7 +86,7 @@ function signInRefused(error) {
   showError($('notice'), error);
   const reason = error instanceof RpcError ? error.reason : '';
   if (reason === 'SIGN_IN_EXPIRED') signInStep('factors');
-  else if (!['WRONG_SIGN_IN_CODE', 'PASSKEY_REFUSED', 'FACTOR_NOT_AVAILABLE'].includes(reason)) signInStep('token');
+  else if (!['WRONG_SIGN_IN_CODE', 'PASSKEY_REJECTED', 'FACTOR_NOT_AVAILABLE'].includes(reason)) signInStep('token');
 }
 
 async function factors(token) {

@@ -169,7 +169,7 @@ export function explain(error) {
         `인증번호가 틀렸습니다 (${error.metadata.attempts_remaining}회 남음).`,
         `Wrong code (${error.metadata.attempts_remaining} attempt(s) left).`,
       ];
-    case 'PASSKEY_REFUSED':
+    case 'PASSKEY_REJECTED':
       return ['passkey 확인에 실패했습니다.', 'The passkey was refused.'];
     case 'SIGN_IN_EXPIRED':
       return ['로그인 요청이 만료되었습니다. 다시 시도하세요.', 'This sign-in expired: start again.'];
