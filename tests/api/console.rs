@@ -624,3 +624,31 @@ async fn console_a_locked_sign_in_says_when_to_try_again() {
     assert!(notice.contains("SIGN_IN_LOCKED"), "{notice}");
     app.stop().await;
 }
+
+/// A session that ends while the page is open (idle past `--session-idle`, the service's clock moved on): the next
+/// call returns the lead to the sign-in page, saying why (issue 17: the standard's automatic disconnection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_an_expired_session_returns_to_the_sign_in_page() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let kim = lead(&app, "kim", "supervisor").await;
+    let (wanted, expired) = (app.dir.path().join("expire-wanted"), app.dir.path().join("expired"));
+    let (wanted_s, expired_s) = (wanted.display().to_string(), expired.display().to_string());
+    let idle = async {
+        for _ in 0..2400 {
+            if wanted.exists() {
+                app.advance(chrono::TimeDelta::minutes(16));
+                std::fs::write(&expired, "expired").unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the console never signed in");
+    };
+    let extra = [("PHONE", PHONE), ("EXPIRE_WANTED_FILE", wanted_s.as_str()), ("EXPIRED_FILE", expired_s.as_str())];
+    let (saw, ()) = tokio::join!(browser(&app, "expired", &kim, &extra), idle);
+    let notice = saw["expired_notice"].as_str().unwrap();
+    assert!(notice.contains("로그인 시간이 만료되었습니다"), "{notice}");
+    // The refused call read nothing: no status event after the sign-in.
+    assert!(console_events(&app).await.iter().all(|e| e.event.ticket_id.as_deref() != Some("CS-EXPIRED-1")));
+    app.stop().await;
+}

@@ -3,10 +3,10 @@
 // reason on stderr, when anything on the page is not as it must be.
 //
 // Environment: CONSOLE_URL (http://127.0.0.1:PORT/console/; http://localhost:PORT/console/ for passkeys, whose
-// relying party is a host name), SCENARIO (supervisor | auditor | admin | receipts | calls | passkey | locked), TOKEN,
-// PHONE, THIRD_PARTY (supervisor), SIGN_IN_CODE_WANTED_FILE and SIGN_IN_CODE_FILE (the sign-in code handshake with
-// the Rust side, which reads the code the phone stand-in received), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default
-// /usr/bin/chromium).
+// relying party is a host name), SCENARIO (supervisor | auditor | admin | receipts | calls | passkey | locked |
+// expired), TOKEN, PHONE, THIRD_PARTY (supervisor), SIGN_IN_CODE_WANTED_FILE and SIGN_IN_CODE_FILE (the sign-in code
+// handshake with the Rust side, which reads the code the phone stand-in received), EXPIRE_WANTED_FILE and EXPIRED_FILE
+// (expired), SCREENSHOT_DIR, RESULT_FILE, CHROMIUM (default /usr/bin/chromium).
 
 import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,10 +135,11 @@ try {
   else if (scenario === 'calls') await onTheLine(page);
   else if (scenario === 'passkey') await passkey(page);
   else if (scenario === 'locked') await locked(page);
+  else if (scenario === 'expired') await expired(page);
   else throw new Error(`unknown SCENARIO ${scenario}`);
 
   // Sign out ends the session and clears it.
-  if (scenario !== 'locked') await page.locator('#sign-out').click();
+  if (!['locked', 'expired'].includes(scenario)) await page.locator('#sign-out').click();
   await page.locator('#token').waitFor({ state: 'visible' });
   check(
     (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === null,
@@ -269,6 +270,27 @@ async function locked(page) {
   check(await page.locator('#token').isVisible(), 'back at the token');
   check(!(await page.content()).includes(env('TOKEN')), 'the refused token is not in the page');
   await page.screenshot({ path: join(screenshots, 'sign-in-locked.png') });
+}
+
+// The session ends on the server while the page is open (the Rust side moves the service's clock past the idle
+// timeout): the next call returns the lead to the sign-in page, saying why, with nothing of the session left.
+async function expired(page) {
+  writeFileSync(env('EXPIRE_WANTED_FILE'), 'wanted');
+  for (let i = 0; i < 1200 && !existsSync(env('EXPIRED_FILE')); i++) await new Promise((r) => setTimeout(r, 50));
+  check(existsSync(env('EXPIRED_FILE')), 'the Rust side moved the clock');
+  await page.locator('nav button[data-screen=status]').click();
+  await page.fill('#status-phone', env('PHONE'));
+  await page.fill('#status-ticket', 'CS-EXPIRED-1');
+  await page.locator('#status-form button[type=submit]').click();
+  await page.locator('#token').waitFor({ state: 'visible' });
+  await page.locator('#notice').waitFor({ state: 'visible' });
+  result.expired_notice = await page.locator('#notice').textContent();
+  check(result.expired_notice.includes('SESSION_EXPIRED'), `why: ${result.expired_notice}`);
+  check(
+    (await page.evaluate(() => sessionStorage.getItem('otpd.console.token'))) === null,
+    'the ended session is forgotten',
+  );
+  check((await page.locator('nav#screens button').count()) === 0, 'no screen offered');
 }
 
 async function supervisor(page) {

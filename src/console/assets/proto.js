@@ -1,6 +1,6 @@
 // Protocol Buffers wire format (proto3) for the few messages the console exchanges: varints and length-delimited
-// fields, driven by small schemas that mirror proto/otp/v1/supervisor.proto and signin.proto. Unknown fields are skipped, so a
-// newer server stays readable.
+// fields, driven by small schemas that mirror proto/otp/v1/supervisor.proto and signin.proto. Unknown fields are
+// skipped, so a newer server stays readable.
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: false });
