@@ -63,6 +63,8 @@ impl AuditLog {
             contact_channel: None,
             contact_matched: None,
             evidence: None,
+            // Where the call came from, on every event of an actor's call; the service's own events have none.
+            access: actor.map(|a| a.access.clone()).filter(|a| !a.is_empty()),
             outcome,
             detail: detail.into(),
         }
@@ -92,6 +94,7 @@ pub fn trace(event: &AuditEvent) {
         contact = e.contact_channel.map_or("-", |c| c.as_str()),
         contact_matched = ?e.contact_matched,
         evidence = %e.evidence.as_ref().map_or_else(|| "-".to_owned(), crate::domain::Evidence::describe),
+        from = %e.access.as_ref().map_or_else(|| "-".to_owned(), crate::domain::audit::AccessContext::describe),
         outcome = e.outcome.as_str(),
         detail = %e.detail,
         "audit event"

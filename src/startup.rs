@@ -297,9 +297,9 @@ impl Application {
         let supervisor =
             AuthLayer::new(self.supervision.clone(), self.sign_in.clone(), self.config.trusted_proxies.clone())
                 .layer(supervisor);
-        let sign_in =
-            SignInServiceServer::new(SignInApi::new(self.sign_in.clone(), self.config.trusted_proxies.clone()))
-                .max_decoding_message_size(self.config.max_request_bytes);
+        let sign_in = SignInServiceServer::new(SignInApi::new(self.sign_in.clone()))
+            .max_decoding_message_size(self.config.max_request_bytes);
+        let sign_in = crate::grpc::access::WithAccess::new(sign_in, self.config.trusted_proxies.clone());
         // HTTP/1.1 too, for the web console: its pages, and its gRPC-Web calls that tonic-web turns into the same
         // SupervisorService calls (through AuthLayer) before routing. Native gRPC clients are unaffected.
         let admin = Server::builder()

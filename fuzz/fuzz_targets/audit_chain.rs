@@ -145,6 +145,7 @@ impl Event {
             contact_channel: contact(self.contact),
             contact_matched: self.contact_matched,
             evidence: None,
+            access: None,
             outcome: if self.denied { AuditOutcome::Denied } else { AuditOutcome::Granted },
             detail: self.detail.clone(),
         }
@@ -299,6 +300,7 @@ fn chain(input: &Input) {
                 ChainLink::Sha256 => ChainLink::HmacSha256,
                 ChainLink::HmacSha256 => ChainLink::Sha256,
                 ChainLink::HmacSha256Evidence => ChainLink::HmacSha256,
+                ChainLink::HmacSha256Access => ChainLink::HmacSha256Evidence,
             };
             Some(seq(i))
         }
@@ -350,7 +352,9 @@ fn forged(input: &Input) {
         assert_eq!(event.seq, seq(i));
         assert_eq!(event.prev_hash, prev);
         let sealed = match event.link {
-            ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence => event.event.clone().seal(event.seq, &prev, &key()),
+            ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence | ChainLink::HmacSha256Access => {
+                event.event.clone().seal(event.seq, &prev, &key())
+            }
             ChainLink::Sha256 => event.event.clone().seal_unkeyed(event.seq, &prev),
         };
         assert_eq!(event.hash, sealed.hash, "only a correctly sealed event is accepted");

@@ -35,6 +35,11 @@ const SECURITY_HEADERS: [(&str, &str); 8] = [
     ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=()"),
 ];
 
+/// Marks a request that arrived as gRPC-Web (the console's calls) before tonic-web turns it into plain gRPC: the
+/// access context records the user agent of these calls only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcWebCall;
+
 /// Serves the console and secures its responses; wrap the admin server with it, outside tonic-web's layer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConsoleLayer;
@@ -67,7 +72,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
         // `/` too: whoever types the admin listener's address lands on the console (no gRPC path is `/`).
         if path == "/" || path == "/console" || path.starts_with(CONSOLE_PATH) {
@@ -76,6 +81,9 @@ where
             return Box::pin(async move { Ok(response) });
         }
         let grpc_web = is_grpc_web(request.headers());
+        if grpc_web {
+            request.extensions_mut().insert(GrpcWebCall);
+        }
         // The clone polled ready serves this call; a fresh clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

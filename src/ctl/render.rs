@@ -297,7 +297,25 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
             "typed" => line.push_str("  [직접 입력 / TYPED]"),
             _ => {}
         }
-        let _ = writeln!(text, "{line}  — {}", e.detail);
+        let _ = write!(line, "  — {}", e.detail);
+        // Where the call came from (제8조's 접속지): empty for the service's and operators' events.
+        let mut from = Vec::new();
+        if !e.client_address.is_empty() {
+            from.push(e.client_address.clone());
+        }
+        if !e.client_certificate_sha256.is_empty() {
+            from.push(format!("cert {} sha256:{}", e.client_certificate_subject, e.client_certificate_sha256));
+        }
+        if !e.session_id.is_empty() {
+            from.push(format!("session {}", e.session_id));
+        }
+        if !e.user_agent.is_empty() {
+            from.push(format!("ua {:?}", e.user_agent));
+        }
+        if !from.is_empty() {
+            let _ = write!(line, "  [접속 / from {}]", from.join(", "));
+        }
+        let _ = writeln!(text, "{line}");
         rows.push(json!({
             "sequence": e.sequence,
             "id": e.id,
@@ -314,6 +332,11 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
             "call_id": e.call_id,
             "call_direction": e.call_direction,
             "call_masked_number": e.call_masked_number,
+            "client_address": e.client_address,
+            "client_certificate_subject": e.client_certificate_subject,
+            "client_certificate_sha256": e.client_certificate_sha256,
+            "session_id": e.session_id,
+            "user_agent": e.user_agent,
             "outcome": outcome,
             "detail": e.detail,
             "prev_hash": e.prev_hash,
@@ -478,5 +501,31 @@ mod tests {
         let (ko, en) = explain(&status);
         assert!(ko.contains("2026-12-06 12:00:00 KST") && ko.contains("10회 연속 틀려"), "{ko}");
         assert!(en.contains("2026-12-06 12:00:00 KST"), "{en}");
+    }
+
+    #[test]
+    fn each_audit_line_says_where_the_call_came_from_and_system_events_do_not() {
+        let call = pb::AuditEvent {
+            sequence: 7,
+            actor_name: "kim".into(),
+            client_address: "203.0.113.9".into(),
+            client_certificate_subject: "CN=team-lead-kim".into(),
+            client_certificate_sha256: "ab".repeat(32),
+            session_id: "s-1".into(),
+            user_agent: "Mozilla/5.0 \"Chrome\"".into(),
+            ..Default::default()
+        };
+        let system = pb::AuditEvent { sequence: 8, actor_name: "system".into(), ..Default::default() };
+        let out = audit(&[call, system]);
+        let lines: Vec<&str> = out.text.lines().collect();
+        let from = format!(
+            "[접속 / from 203.0.113.9, cert CN=team-lead-kim sha256:{}, session s-1, ua \"Mozilla/5.0 \\\"Chrome\\\"\"]",
+            "ab".repeat(32)
+        );
+        assert!(lines[0].ends_with(&from), "{}", lines[0]);
+        assert!(!lines[1].contains("접속"), "{}", lines[1]);
+        assert_eq!(out.json["events"][0]["client_certificate_sha256"], "ab".repeat(32));
+        assert_eq!(out.json["events"][0]["session_id"], "s-1");
+        assert_eq!(out.json["events"][1]["client_address"], "");
     }
 }

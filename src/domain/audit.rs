@@ -10,6 +10,7 @@
 //! table could rewrite the whole chain with v1 links, so an unkeyed event past that point is a forgery.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -130,6 +131,7 @@ impl NewAuditEvent {
             contact_channel: None,
             contact_matched: None,
             evidence: None,
+            access: None,
             outcome: AuditOutcome::Granted,
             detail: detail.into(),
         }
@@ -187,6 +189,9 @@ pub struct NewAuditEvent {
     pub contact_matched: Option<bool>,
     /// What a lookup's number rested on: a call the phone system reported, or typed. Sealed with link v3.
     pub evidence: Option<Evidence>,
+    /// Where the call came from (a supervisor's calls; None for the service's and operators' events). Sealed
+    /// with link v4.
+    pub access: Option<AccessContext>,
     /// Allowed or refused.
     pub outcome: AuditOutcome,
     /// A short explanation (never a code).
@@ -219,6 +224,9 @@ pub enum ChainLink {
     /// v3: v2 over the event's fields and its evidence (call id, direction, masked number, or typed). Only
     /// events that carry evidence use it, so every event written before keeps its v2 seal.
     HmacSha256Evidence,
+    /// v4: v3 (its evidence absent or present) and then where the call came from ([`AccessContext`]: client
+    /// address, client certificate, session, user agent). Only events that carry an access context use it.
+    HmacSha256Access,
 }
 
 impl ChainLink {
@@ -228,12 +236,13 @@ impl ChainLink {
             ChainLink::Sha256 => 1,
             ChainLink::HmacSha256 => 2,
             ChainLink::HmacSha256Evidence => 3,
+            ChainLink::HmacSha256Access => 4,
         }
     }
 
     /// The inverse of [`ChainLink::version`].
     pub fn from_version(version: i64) -> Option<Self> {
-        [ChainLink::Sha256, ChainLink::HmacSha256, ChainLink::HmacSha256Evidence]
+        [ChainLink::Sha256, ChainLink::HmacSha256, ChainLink::HmacSha256Evidence, ChainLink::HmacSha256Access]
             .into_iter()
             .find(|l| l.version() == version)
     }
@@ -273,7 +282,11 @@ impl fmt::Debug for AuditKey {
 impl NewAuditEvent {
     /// Places the event after `prev_hash` at `seq` and seals it with `key`.
     pub fn seal(self, seq: i64, prev_hash: &str, key: &AuditKey) -> AuditEvent {
-        let link = if self.evidence.is_some() { ChainLink::HmacSha256Evidence } else { ChainLink::HmacSha256 };
+        let link = match (&self.access, &self.evidence) {
+            (Some(_), _) => ChainLink::HmacSha256Access,
+            (None, Some(_)) => ChainLink::HmacSha256Evidence,
+            (None, None) => ChainLink::HmacSha256,
+        };
         let hash = chain_hash(link, key, seq, prev_hash, &self);
         AuditEvent { seq, event: self, prev_hash: prev_hash.to_owned(), hash, link }
     }
@@ -301,6 +314,13 @@ fn chain_hash(link: ChainLink, key: &AuditKey, seq: i64, prev_hash: &str, e: &Ne
             let mut mac = key.mac();
             encode(&mut mac, b"otpd-audit-v3", seq, prev_hash, e);
             encode_evidence(&mut mac, e.evidence.as_ref());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        ChainLink::HmacSha256Access => {
+            let mut mac = key.mac();
+            encode(&mut mac, b"otpd-audit-v4", seq, prev_hash, e);
+            encode_evidence(&mut mac, e.evidence.as_ref());
+            encode_access(&mut mac, e.access.as_ref());
             hex::encode(mac.finalize().into_bytes())
         }
     }
@@ -351,6 +371,169 @@ fn encode_evidence(h: &mut impl Update, evidence: Option<&Evidence>) {
     field(h, id);
     field(h, direction);
     field(h, number);
+}
+
+/// v4's extra fields, after v3's: the client address, the client certificate's subject and SHA-256, the session
+/// id and the user agent, each absent or present (an event without a context cannot be v4: the verifier refuses
+/// it before the seal is computed).
+fn encode_access(h: &mut impl Update, access: Option<&AccessContext>) {
+    let address = access.and_then(|a| a.client_address).map(|ip| ip.to_string());
+    field(h, address.as_deref());
+    field(h, access.and_then(AccessContext::certificate).map(|c| c.subject.as_str()));
+    field(h, access.and_then(AccessContext::certificate).map(|c| c.sha256.as_str()));
+    field(h, access.and_then(AccessContext::session_id));
+    field(h, access.and_then(AccessContext::user_agent));
+}
+
+/// The longest user agent kept, in characters (browsers send 100 to 300).
+pub const USER_AGENT_MAX: usize = 256;
+/// The longest certificate subject kept, in characters.
+pub const SUBJECT_MAX: usize = 512;
+/// The longest session id kept, in characters.
+pub const SESSION_ID_MAX: usize = 128;
+
+/// `text` as stored: control characters (which could forge lines in a log or a terminal) replaced by U+FFFD,
+/// surrounding white space trimmed, and cut at `max` characters.
+fn bounded(text: &str, max: usize) -> String {
+    text.trim().chars().map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).take(max).collect()
+}
+
+/// A client certificate presented over mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    subject: String,
+    sha256: String,
+}
+
+impl ClientCertificate {
+    /// The certificate whose DER encoding is `der` and whose subject reads `subject` (RFC 4514 style, e.g.
+    /// `CN=team-lead-kim`).
+    pub fn new(subject: &str, der: &[u8]) -> Self {
+        Self { subject: bounded(subject, SUBJECT_MAX), sha256: hex::encode(Sha256::digest(der)) }
+    }
+
+    /// The subject's distinguished name.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The SHA-256 fingerprint of the certificate's DER encoding, 64 lower-case hex digits (what
+    /// `openssl x509 -noout -fingerprint -sha256` prints, without the colons).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// Where a supervisor's call came from (개인정보의 안전성 확보조치 기준 제8조: the access record holds where the
+/// access came from): built once per call at the edge, carried on the caller's [`super::Actor`], recorded in
+/// every event of the call and sealed with link v4. Every field is bounded and free of control characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessContext {
+    client_address: Option<IpAddr>,
+    certificate: Option<ClientCertificate>,
+    session_id: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl AccessContext {
+    /// A call from `client_address` (the TCP peer, or the address a trusted proxy forwarded).
+    pub fn from_address(client_address: Option<IpAddr>) -> Self {
+        Self { client_address: client_address.map(|ip| ip.to_canonical()), ..Self::default() }
+    }
+
+    /// With the client certificate the TLS handshake verified.
+    pub fn with_certificate(mut self, certificate: ClientCertificate) -> Self {
+        self.certificate = Some(certificate);
+        self
+    }
+
+    /// With the sign-in session the call was made under.
+    pub fn with_session_id(mut self, session_id: &str) -> Self {
+        self.session_id = Some(bounded(session_id, SESSION_ID_MAX)).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// With the browser's user agent (console calls), cut at [`USER_AGENT_MAX`] characters.
+    pub fn with_user_agent(mut self, user_agent: &str) -> Self {
+        self.user_agent = Some(bounded(user_agent, USER_AGENT_MAX)).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// A context as stored; refuses any value the builders could not have produced (a row edited by hand).
+    pub fn restore(
+        client_address: Option<&str>,
+        certificate: Option<(&str, &str)>,
+        session_id: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Result<Self, String> {
+        let clean = |what: &str, value: Option<&str>, max| match value {
+            Some(v) if v.is_empty() || bounded(v, max) != v => Err(format!("{what} `{}`", v.escape_debug())),
+            v => Ok(v.map(str::to_owned)),
+        };
+        let client_address = match client_address {
+            Some(a) => Some(a.parse::<IpAddr>().map_err(|_| format!("client address `{}`", a.escape_debug()))?),
+            None => None,
+        };
+        let certificate = match certificate {
+            Some((subject, sha256)) => {
+                if sha256.len() != 64 || !sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(format!("certificate fingerprint `{}`", sha256.escape_debug()));
+                }
+                let subject = clean("certificate subject", Some(subject), SUBJECT_MAX)?.unwrap_or_default();
+                Some(ClientCertificate { subject, sha256: sha256.to_owned() })
+            }
+            None => None,
+        };
+        Ok(Self {
+            client_address,
+            certificate,
+            session_id: clean("session id", session_id, SESSION_ID_MAX)?,
+            user_agent: clean("user agent", user_agent, USER_AGENT_MAX)?,
+        })
+    }
+
+    /// The client's address.
+    pub fn client_address(&self) -> Option<IpAddr> {
+        self.client_address
+    }
+
+    /// The client certificate, under mutual TLS.
+    pub fn certificate(&self) -> Option<&ClientCertificate> {
+        self.certificate.as_ref()
+    }
+
+    /// The sign-in session's id.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// The browser's user agent (console calls only).
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// One line for logs and listings: `203.0.113.9 cert CN=kim (sha256 ab12…) session S ua "…"`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(ip) = self.client_address {
+            parts.push(ip.to_string());
+        }
+        if let Some(c) = &self.certificate {
+            parts.push(format!("cert {} (sha256 {})", c.subject, c.sha256));
+        }
+        if let Some(s) = &self.session_id {
+            parts.push(format!("session {s}"));
+        }
+        if let Some(ua) = &self.user_agent {
+            parts.push(format!("ua {ua:?}"));
+        }
+        parts.join(" ")
+    }
 }
 
 /// Where a chain is broken.
@@ -439,7 +622,9 @@ impl ChainVerifier {
             return Err(fail("its previous-hash does not match the event before it".into()));
         }
         match event.link {
-            ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence => self.keyed_seen = true,
+            ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence | ChainLink::HmacSha256Access => {
+                self.keyed_seen = true;
+            }
             ChainLink::Sha256 if self.keyed_seen => {
                 return Err(fail("sealed without the key after keyed events (re-sealed by someone without it)".into()));
             }
@@ -460,6 +645,17 @@ impl ChainVerifier {
             }
             (ChainLink::HmacSha256Evidence, None) => {
                 return Err(fail("sealed as carrying evidence, but its evidence is gone".into()));
+            }
+            _ => {}
+        }
+        match (event.link, &event.event.access) {
+            (ChainLink::Sha256 | ChainLink::HmacSha256 | ChainLink::HmacSha256Evidence, Some(_)) => {
+                return Err(fail(
+                    "carries where the call came from, which its seal does not cover (added afterwards)".into(),
+                ));
+            }
+            (ChainLink::HmacSha256Access, None) => {
+                return Err(fail("sealed as carrying where the call came from, but that is gone".into()));
             }
             _ => {}
         }
@@ -531,9 +727,145 @@ mod tests {
             contact_channel: Some(ContactChannel::InboundCall),
             contact_matched: Some(true),
             evidence: None,
+            access: None,
             outcome: AuditOutcome::Granted,
             detail: detail.into(),
         }
+    }
+
+    fn access() -> AccessContext {
+        AccessContext::from_address(Some("203.0.113.9".parse().unwrap()))
+            .with_certificate(ClientCertificate::new("CN=team-lead-kim", b"a certificate's DER"))
+            .with_session_id("s-1")
+            .with_user_agent("Mozilla/5.0 (X11; Linux x86_64) Chrome/140")
+    }
+
+    #[test]
+    fn the_access_context_is_sealed_with_link_v4_and_no_field_can_be_changed_added_or_removed() {
+        let verify = |ev: &AuditEvent| ChainVerifier::new(key(), Expectations::default()).check(ev);
+        let mut e = event("lookup");
+        e.access = Some(access());
+        let sealed = e.seal(1, GENESIS_HASH, &key());
+        assert_eq!(sealed.link, ChainLink::HmacSha256Access);
+        assert_eq!(sealed.link.version(), 4);
+        verify(&sealed).unwrap();
+
+        let full = access();
+        let other_cert = ClientCertificate::new("CN=team-lead-kim", b"another certificate's DER");
+        let other_subject = ClientCertificate::new("CN=team-lead-lee", b"a certificate's DER");
+        let without_cert = AccessContext::from_address(full.client_address())
+            .with_session_id("s-1")
+            .with_user_agent(full.user_agent().unwrap());
+        let changes: Vec<(&str, AccessContext)> = vec![
+            (
+                "address changed",
+                AccessContext { client_address: Some("203.0.113.10".parse().unwrap()), ..full.clone() },
+            ),
+            ("address removed", AccessContext { client_address: None, ..full.clone() }),
+            ("certificate changed", full.clone().with_certificate(other_cert)),
+            ("subject changed", full.clone().with_certificate(other_subject)),
+            ("certificate removed", without_cert),
+            ("session changed", full.clone().with_session_id("s-2")),
+            ("session removed", AccessContext { session_id: None, ..full.clone() }),
+            ("user agent changed", full.clone().with_user_agent("curl/8.0")),
+            ("user agent removed", AccessContext { user_agent: None, ..full.clone() }),
+        ];
+        for (what, changed) in changes {
+            let mut tampered = sealed.clone();
+            tampered.event.access = Some(changed);
+            assert!(verify(&tampered).is_err(), "{what}");
+        }
+        // Each field added to a context that lacked it.
+        let bare = AccessContext::from_address(None).with_user_agent("ua");
+        let mut e = event("lookup");
+        e.access = Some(bare.clone());
+        let sealed_bare = e.seal(1, GENESIS_HASH, &key());
+        verify(&sealed_bare).unwrap();
+        for (what, added) in [
+            ("address added", AccessContext::from_address(Some("192.0.2.1".parse().unwrap())).with_user_agent("ua")),
+            ("certificate added", bare.clone().with_certificate(ClientCertificate::new("CN=x", b"der"))),
+            ("session added", bare.clone().with_session_id("s-1")),
+        ] {
+            let mut tampered = sealed_bare.clone();
+            tampered.event.access = Some(added);
+            assert!(verify(&tampered).is_err(), "{what}");
+        }
+        // The whole context removed, or added to an event sealed without one.
+        let mut removed = sealed.clone();
+        removed.event.access = None;
+        assert!(verify(&removed).unwrap_err().problem.contains("gone"));
+        let plain = event("lookup").seal(1, GENESIS_HASH, &key());
+        assert_eq!(plain.link, ChainLink::HmacSha256, "events without a context keep v2");
+        let mut added = plain.clone();
+        added.event.access = Some(access());
+        assert!(verify(&added).unwrap_err().problem.contains("added afterwards"));
+        // Relabelling a v4 event as v3 does not help either.
+        let mut relabelled = sealed.clone();
+        relabelled.link = ChainLink::HmacSha256Evidence;
+        assert!(verify(&relabelled).is_err());
+    }
+
+    #[test]
+    fn v4_seals_evidence_and_context_together_and_old_links_keep_verifying() {
+        let mut e = event("lookup");
+        e.evidence = Some(Evidence::Typed);
+        e.access = Some(access());
+        let sealed = e.seal(1, GENESIS_HASH, &key());
+        assert_eq!(sealed.link, ChainLink::HmacSha256Access);
+        ChainVerifier::new(key(), Expectations::default()).check(&sealed).unwrap();
+        let mut changed = sealed.clone();
+        changed.event.evidence = None;
+        assert!(ChainVerifier::new(key(), Expectations::default()).check(&changed).is_err(), "evidence removed");
+        // A chain of v1, v2, v3 and v4 links verifies in one pass.
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut v = ChainVerifier::new(key(), Expectations { heads: vec![], unkeyed_through: 1 });
+        for seq in 1..=4 {
+            let mut e = event(&format!("event {seq}"));
+            if seq >= 3 {
+                e.evidence = Some(Evidence::Typed);
+            }
+            if seq == 4 {
+                e.access = Some(access());
+            }
+            let sealed = if seq == 1 { e.seal_unkeyed(seq, &prev) } else { e.seal(seq, &prev, &key()) };
+            assert_eq!(sealed.link.version(), seq);
+            v.check(&sealed).unwrap();
+            prev.clone_from(&sealed.hash);
+        }
+    }
+
+    #[test]
+    fn context_fields_are_bounded_and_free_of_control_characters() {
+        let long = "x".repeat(10_000);
+        let ctx = AccessContext::from_address(Some("::ffff:127.0.0.1".parse().unwrap()))
+            .with_user_agent(&format!("evil\r\nX-Forged: 1\u{1b}[31m{long}"))
+            .with_session_id(&long);
+        assert_eq!(ctx.client_address(), Some("127.0.0.1".parse().unwrap()), "IPv4-mapped shown as IPv4");
+        let ua = ctx.user_agent().unwrap();
+        assert_eq!(ua.chars().count(), USER_AGENT_MAX);
+        assert!(!ua.chars().any(char::is_control), "{ua:?}");
+        assert!(ua.starts_with("evil\u{fffd}\u{fffd}X-Forged: 1\u{fffd}[31m"), "{ua:?}");
+        assert_eq!(ctx.session_id().unwrap().len(), SESSION_ID_MAX);
+        assert_eq!(AccessContext::default().with_user_agent("  ").user_agent(), None);
+        let cert = ClientCertificate::new("CN=kim\n", b"der");
+        assert_eq!(cert.subject(), "CN=kim");
+        assert_eq!(cert.sha256(), hex::encode(Sha256::digest(b"der")));
+
+        // What the builders produce restores; what they could not have produced is refused.
+        let full = access();
+        let c = full.certificate().unwrap();
+        let restored = AccessContext::restore(
+            Some("203.0.113.9"),
+            Some((c.subject(), c.sha256())),
+            full.session_id(),
+            full.user_agent(),
+        );
+        assert_eq!(restored, Ok(full));
+        assert!(AccessContext::restore(Some("nowhere"), None, None, None).is_err());
+        assert!(AccessContext::restore(None, Some(("CN=x", "abc")), None, None).is_err());
+        assert!(AccessContext::restore(None, None, None, Some("a\u{7}b")).is_err());
+        assert!(AccessContext::restore(None, None, Some(""), None).is_err());
+        assert!(AccessContext::restore(None, None, None, Some(&long)).is_err());
     }
 
     #[test]

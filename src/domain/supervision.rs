@@ -91,6 +91,9 @@ pub struct Actor {
     pub kind: super::TokenKind,
     /// The session the call came with; None: a bare token.
     pub session: Option<uuid::Uuid>,
+    /// Where this call came from: set once per call by the supervisor service's authentication layer, and
+    /// recorded in every audit event the call appends (empty for an actor read from the store).
+    pub access: super::audit::AccessContext,
 }
 
 /// A disabled supervisor's token, let through to the handler only so that the refusal can record the number
@@ -206,10 +209,11 @@ mod tests {
 
     #[test]
     fn admin_holds_every_role() {
+        let access = crate::domain::audit::AccessContext::default();
+        let (kind, session) = (crate::domain::TokenKind::Person, None);
         let admin =
-            Actor { name: "a".into(), role: Role::Admin, agent_id: None, kind: Default::default(), session: None };
-        let auditor =
-            Actor { name: "b".into(), role: Role::Auditor, agent_id: None, kind: Default::default(), session: None };
+            Actor { name: "a".into(), role: Role::Admin, agent_id: None, kind, session, access: access.clone() };
+        let auditor = Actor { name: "b".into(), role: Role::Auditor, agent_id: None, kind, session, access };
         assert!(admin.has_any(&[Role::Supervisor]));
         assert!(!auditor.has_any(&[Role::Supervisor]));
         assert!(auditor.has_any(&[Role::Auditor]));

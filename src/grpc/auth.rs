@@ -3,7 +3,8 @@
 //! enabled supervisor and puts the [`Actor`] into the request's extensions, or answers `UNAUTHENTICATED` before
 //! the service sees the call. Bad tokens count as failed sign-ins (docs/sign-in.md); a disabled supervisor's
 //! call is audited under their name, at most once a minute. Health and reflection on the same listener are not
-//! wrapped, so load balancers and grpcurl need no token.
+//! wrapped, so load balancers and grpcurl need no token. Where the call came from ([`super::access`]) is read
+//! here, once, and carried on the [`crate::domain::Actor`], so every audit event of the call records it.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -15,9 +16,10 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 
 use crate::domain::DisabledActor;
+use crate::domain::audit::AccessContext;
 use crate::domain::audit::AuditAction;
 use crate::grpc::client_ip::TrustedProxies;
-use crate::signin::{Bearer, Origin, SignInService};
+use crate::signin::{Bearer, SignInService};
 use crate::supervision::SupervisionService;
 
 /// Wraps a service with bearer-token authentication.
@@ -75,8 +77,8 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let action = action_of(request.uri().path());
-            let origin = origin(&request, &layer.trusted);
-            match authenticate(&layer, request.headers(), origin, action).await {
+            let access = super::access::context(&request, &layer.trusted);
+            match authenticate(&layer, request.headers(), access, action).await {
                 Ok(Bearer::Actor(actor)) => {
                     request.extensions_mut().insert(actor);
                     inner.call(request).await
@@ -104,27 +106,6 @@ fn action_of(path: &str) -> Option<AuditAction> {
     }
 }
 
-/// Where a call came from: the client address (through trusted proxies) and its user agent.
-pub(super) fn origin<B>(request: &Request<B>, trusted: &TrustedProxies) -> Origin {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let extensions = request.extensions();
-    let peer = extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()));
-    let forwarded = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-    let forwarded: Vec<&str> = forwarded.collect();
-    Origin {
-        address: peer.map(|p| trusted.client_ip(p.ip(), forwarded.into_iter())),
-        user_agent: request.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(user_agent),
-    }
-}
-
-/// A user agent as kept: printable, at most 200 characters.
-pub(super) fn user_agent(value: &str) -> String {
-    value.chars().filter(|c| !c.is_control()).take(200).collect()
-}
-
 /// The bearer token of a call's `authorization` header.
 pub(super) fn bearer(value: Option<&tonic::codegen::http::HeaderValue>) -> Result<String, Status> {
     let Some(value) = value else {
@@ -144,7 +125,7 @@ pub(super) fn bearer(value: Option<&tonic::codegen::http::HeaderValue>) -> Resul
 async fn authenticate(
     layer: &AuthLayer,
     headers: &HeaderMap,
-    origin: Origin,
+    access: AccessContext,
     action: Option<AuditAction>,
 ) -> Result<Bearer, Status> {
     let token = bearer(headers.get("authorization")).inspect_err(|_| {
@@ -153,7 +134,7 @@ async fn authenticate(
     // Detached like every flow: a client hanging up must not cancel the audit of a refused call.
     let (sign_in, supervision) = (layer.sign_in.clone(), layer.supervision.clone());
     Ok(super::detached(async move {
-        sign_in.bearer(&token, &origin, action).await.inspect_err(|e| supervision.count_refusal(action, e))
+        sign_in.bearer(&token, &access, action).await.inspect_err(|e| supervision.count_refusal(action, e))
     })
     .await?)
 }

@@ -1,5 +1,6 @@
 //! The gRPC edge: request parsing into domain types, the service implementations, and the error mapping.
 
+pub mod access;
 mod auth;
 pub mod client_ip;
 pub mod convert;

@@ -4,42 +4,36 @@
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
-use super::auth::{bearer, user_agent};
-use super::client_ip::TrustedProxies;
+use super::auth::bearer;
 use super::{detached, timestamp};
 use crate::domain::SecondFactor;
+use crate::domain::audit::AccessContext;
 use crate::pb::otp::v1 as pb;
 use crate::service::{FieldViolation, ServiceError};
-use crate::signin::{Bearer, Origin, Proof, SignInService};
+use crate::signin::{Bearer, Proof, SignInService};
 
 /// The gRPC face of [`SignInService`].
 #[derive(Clone)]
 pub struct SignInApi {
     service: SignInService,
-    trusted: TrustedProxies,
 }
 
 impl SignInApi {
-    /// Serves `service`, reading client addresses through `trusted` proxies.
-    pub fn new(service: SignInService, trusted: TrustedProxies) -> Self {
-        Self { service, trusted }
+    /// Serves `service`; wrap the server in [`super::access::WithAccess`].
+    pub fn new(service: SignInService) -> Self {
+        Self { service }
     }
 
-    /// The call's token and origin.
-    fn caller<T>(&self, request: &Request<T>) -> Result<(String, Origin), Status> {
-        let metadata = request.metadata();
-        let token = match metadata.get("authorization") {
+    /// The call's token, and where it came from ([`super::access::WithAccess`] put it on the request).
+    fn caller<T>(&self, request: &Request<T>) -> Result<(String, AccessContext), Status> {
+        let token = match request.metadata().get("authorization") {
             Some(value) => bearer(Some(
                 &tonic::codegen::http::HeaderValue::from_bytes(value.as_bytes())
                     .map_err(|_| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?,
             ))?,
             None => bearer(None)?,
         };
-        let origin = Origin {
-            address: super::client_ip::of(request, &self.trusted),
-            user_agent: metadata.get("user-agent").and_then(|v| v.to_str().ok()).map(user_agent),
-        };
-        Ok((token, origin))
+        Ok((token, request.extensions().get::<AccessContext>().cloned().unwrap_or_default()))
     }
 }
 
@@ -192,7 +186,7 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
 async fn session_actor(
     service: &SignInService,
     token: &str,
-    origin: &Origin,
+    origin: &AccessContext,
 ) -> Result<crate::domain::Actor, ServiceError> {
     match service.bearer(token, origin, None).await? {
         Bearer::Actor(actor) if actor.session.is_some() => Ok(actor),

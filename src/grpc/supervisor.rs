@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{action_from_pb, action_to_pb, optional_purpose, purpose_to_pb};
 use super::violations::Violations;
 use super::{detached, timestamp};
-use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
+use crate::domain::audit::{AccessContext, AuditAction, AuditEvent, AuditOutcome};
 use crate::domain::{
     Actor, AllowedCountries, CallId, Channel, ContactChannel, Evidence, PhoneNumber, Reason, TicketId,
 };
@@ -527,6 +527,8 @@ fn allowed_methods(actor: &Actor) -> Vec<&'static str> {
 
 fn event_to_pb(e: &AuditEvent) -> pb::AuditEvent {
     let ev = &e.event;
+    let access = ev.access.as_ref();
+    let certificate = access.and_then(AccessContext::certificate);
     pb::AuditEvent {
         sequence: e.seq,
         id: ev.id.to_string(),
@@ -552,6 +554,11 @@ fn event_to_pb(e: &AuditEvent) -> pb::AuditEvent {
             Some(Evidence::Call { number_masked, .. }) => number_masked.clone(),
             _ => String::new(),
         },
+        client_address: access.and_then(AccessContext::client_address).map(|ip| ip.to_string()).unwrap_or_default(),
+        client_certificate_subject: certificate.map(|c| c.subject().to_owned()).unwrap_or_default(),
+        client_certificate_sha256: certificate.map(|c| c.sha256().to_owned()).unwrap_or_default(),
+        session_id: access.and_then(AccessContext::session_id).unwrap_or_default().to_owned(),
+        user_agent: access.and_then(AccessContext::user_agent).unwrap_or_default().to_owned(),
         outcome: match ev.outcome {
             AuditOutcome::Granted => pb::AuditOutcome::Granted,
             AuditOutcome::Denied => pb::AuditOutcome::Denied,

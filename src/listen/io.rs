@@ -295,6 +295,7 @@ mod deadline_tests {
             http2_keepalive_interval: Duration::from_secs(1),
             http2_keepalive_timeout: Duration::from_secs(1),
             allowed_hosts: Vec::new(),
+            admin_allow: crate::listen::AllowedAddresses::default(),
         };
         let metrics = Arc::new(Metrics::new());
         let mut incoming = Incoming::new(listener, Admission::new(ListenerName::Admin, &settings, metrics.clone()));

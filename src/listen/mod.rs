@@ -12,6 +12,10 @@
 //! progress are also capped per address (`--max-handshakes-per-address`, applied by the TLS listeners).
 //!
 //! [`host`] answers `421 Misdirected Request` to a `Host` the listener does not serve (DNS rebinding).
+//!
+//! The admin listener may also be limited to some client addresses (`--admin-allow`, 개인정보의 안전성 확보조치
+//! 기준 제6조①): a connection from any other address is closed at once, before TLS or HTTP, and counted as
+//! `address_not_allowed`. The peer checked is the TCP peer: a forwarded address is a claim, not a connection.
 
 pub mod host;
 mod io;
@@ -24,6 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_stream::{Stream, StreamExt};
@@ -76,6 +81,44 @@ pub struct ListenArgs {
     /// rebinding defence). The public listener answers to any Host.
     #[arg(long, env = "OTPD_ALLOWED_HOSTS", value_delimiter = ',', global = true)]
     pub allowed_hosts: Vec<String>,
+    /// Client addresses the admin listener (SupervisorService, the console) accepts connections from,
+    /// comma-separated CIDRs or addresses, e.g. `10.20.0.0/16,192.0.2.7`. A connection from any other TCP peer
+    /// is closed before TLS or HTTP and counted in otpd_connections_closed_total{reason="address_not_allowed"}.
+    /// Default: any address. Behind a proxy, list the proxy's address: the forwarded address is not checked here.
+    #[arg(long, env = "OTPD_ADMIN_ALLOW", value_delimiter = ',', global = true)]
+    pub admin_allow: Vec<String>,
+}
+
+/// The client addresses a listener accepts connections from; empty: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedAddresses(Vec<IpNet>);
+
+impl AllowedAddresses {
+    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses; blank entries are skipped.
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        entries
+            .into_iter()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                e.parse::<IpNet>()
+                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("`{e}` is not a CIDR (such as 10.0.0.0/8 or 2001:db8::/32) or an IP address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// Whether a connection from `peer` is accepted.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.is_empty() || self.0.iter().any(|net| net.contains(&peer))
+    }
+
+    /// No restriction.
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Validated connection settings, the same for every listener.
@@ -95,6 +138,8 @@ pub struct ListenSettings {
     pub http2_keepalive_timeout: Duration,
     /// Extra names the admin, webhook and metrics listeners answer to.
     pub allowed_hosts: Vec<HostPattern>,
+    /// The client addresses the admin listener accepts (empty: any).
+    pub admin_allow: AllowedAddresses,
 }
 
 /// A connection's deadlines.
@@ -175,6 +220,8 @@ impl ListenArgs {
             .filter(|h| !h.trim().is_empty())
             .map(|h| HostPattern::parse(h).map_err(|m| invalid("allowed-hosts", m)))
             .collect::<Result<_, _>>()?;
+        let admin_allow = AllowedAddresses::parse(self.admin_allow.iter().map(String::as_str))
+            .map_err(|m| invalid("admin-allow", m))?;
         Ok(ListenSettings {
             max_connections,
             max_connections_per_address,
@@ -183,6 +230,7 @@ impl ListenArgs {
             http2_keepalive_interval,
             http2_keepalive_timeout,
             allowed_hosts,
+            admin_allow,
         })
     }
 }
@@ -203,6 +251,7 @@ struct State {
 /// One listener's connection caps and the connections that hold a place in them.
 pub struct Admission {
     listener: ListenerName,
+    allowed: AllowedAddresses,
     max: usize,
     per_address: usize,
     handshakes_per_address: usize,
@@ -222,10 +271,15 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    /// The caps of `listener`, from `settings`.
+    /// The caps of `listener`, from `settings` (and for the admin listener, its allowed addresses).
     pub fn new(listener: ListenerName, settings: &ListenSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let allowed = match listener {
+            ListenerName::Admin => settings.admin_allow.clone(),
+            _ => AllowedAddresses::default(),
+        };
         Arc::new(Self {
             listener,
+            allowed,
             max: settings.max_connections,
             per_address: settings.max_connections_per_address,
             handshakes_per_address: settings.max_handshakes_per_address,
@@ -269,15 +323,20 @@ impl Admission {
         let (listener, reason) = (self.listener.as_str(), reason.as_str());
         if warn {
             tracing::warn!(listener, %peer, reason,
-                "refusing connections over a cap (counted in otpd_connections_closed_total; next warning in a minute)");
+                "refusing connections (counted in otpd_connections_closed_total; next warning in a minute)");
         } else {
             tracing::debug!(listener, %peer, reason, "connection refused");
         }
     }
 
-    /// A place for a connection from `peer`, or None (counted) when the listener or the address is full.
+    /// A place for a connection from `peer`, or None (counted) when the address is not allowed, or the listener
+    /// or the address is full.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Permit> {
         let peer = peer.to_canonical();
+        if !self.allowed.allows(peer) {
+            self.refuse(peer, ConnectionClose::AddressNotAllowed);
+            return None;
+        }
         let mut state = self.lock();
         if state.open >= self.max {
             drop(state);
@@ -522,8 +581,55 @@ mod tests {
             http2_keepalive_interval: Duration::from_secs(1),
             http2_keepalive_timeout: Duration::from_secs(1),
             allowed_hosts: Vec::new(),
+            admin_allow: AllowedAddresses::parse(["127.0.0.1/32", "10.0.0.0/8"]).unwrap(),
         };
         Admission::new(ListenerName::Webhook, &settings, Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn only_the_admin_listener_refuses_addresses_off_its_allowlist_and_counts_them() {
+        let allow = |s: &str| validate(&["--admin-allow", s], Some(1024)).map(|s| s.admin_allow);
+        assert!(allow("127.0.0.1/32,10.0.0.0/8").unwrap().allows("10.1.2.3".parse().unwrap()));
+        assert!(allow("2001:db8::/32").unwrap().allows("2001:db8::1".parse().unwrap()));
+        assert!(allow("192.0.2.7").unwrap().allows("192.0.2.7".parse().unwrap()), "a bare address is a /32");
+        for bad in ["10.0.0.0/33", "10.0.0", "localhost", "10.0.0.0/8;"] {
+            let (setting, message) = allow(bad).unwrap_err();
+            assert_eq!(setting, "admin-allow");
+            assert!(message.contains(bad), "{message}");
+        }
+        assert!(validate(&[], Some(1024)).unwrap().admin_allow.is_any(), "default: any address");
+
+        // The webhook listener above is given the admin allowlist in its settings and ignores it.
+        let webhook = admission(3, 3, 1);
+        assert!(webhook.admit("192.0.2.1".parse().unwrap()).is_some());
+        let mut settings = settings_of(&webhook);
+        settings.admin_allow = AllowedAddresses::parse(["127.0.0.1/32"]).unwrap();
+        let admin = Admission::new(ListenerName::Admin, &settings, Arc::new(Metrics::new()));
+        let inside = admin.admit("127.0.0.1".parse().unwrap());
+        assert!(inside.is_some());
+        let mapped = admin.admit("::ffff:127.0.0.1".parse().unwrap());
+        assert!(mapped.is_some(), "IPv4-mapped is the same address");
+        assert!(admin.admit("127.0.0.2".parse().unwrap()).is_none());
+        assert!(admin.admit("::1".parse().unwrap()).is_none());
+        assert_eq!(admin.open(), 2, "refused connections take no place");
+        let text = admin.metrics.encode().unwrap();
+        assert!(
+            text.contains("otpd_connections_closed_total{listener=\"admin\",reason=\"address_not_allowed\"} 2"),
+            "{text}"
+        );
+    }
+
+    fn settings_of(a: &Admission) -> ListenSettings {
+        ListenSettings {
+            max_connections: a.max,
+            max_connections_per_address: a.per_address,
+            max_handshakes_per_address: a.handshakes_per_address,
+            timeouts: a.timeouts,
+            http2_keepalive_interval: Duration::from_secs(1),
+            http2_keepalive_timeout: Duration::from_secs(1),
+            allowed_hosts: Vec::new(),
+            admin_allow: AllowedAddresses::default(),
+        }
     }
 
     #[test]

@@ -80,6 +80,18 @@ label_enum! {
         WhoAmI = "otp.v1.SupervisorService/WhoAmI",
         /// otp.v1.SupervisorService/ListMyCalls.
         ListMyCalls = "otp.v1.SupervisorService/ListMyCalls",
+        /// otp.v1.SignInService/ListSignInFactors.
+        ListSignInFactors = "otp.v1.SignInService/ListSignInFactors",
+        /// otp.v1.SignInService/StartSignIn.
+        StartSignIn = "otp.v1.SignInService/StartSignIn",
+        /// otp.v1.SignInService/FinishSignIn.
+        FinishSignIn = "otp.v1.SignInService/FinishSignIn",
+        /// otp.v1.SignInService/SignOut.
+        SignOut = "otp.v1.SignInService/SignOut",
+        /// otp.v1.SignInService/StartPasskeyEnrolment.
+        StartPasskeyEnrolment = "otp.v1.SignInService/StartPasskeyEnrolment",
+        /// otp.v1.SignInService/FinishPasskeyEnrolment.
+        FinishPasskeyEnrolment = "otp.v1.SignInService/FinishPasskeyEnrolment",
         /// grpc.health.v1.Health/Check.
         HealthCheck = "grpc.health.v1.Health/Check",
         /// grpc.health.v1.Health/Watch.
@@ -378,6 +390,8 @@ label_enum! {
 label_enum! {
     /// Why otpd closed a connection itself.
     pub enum ConnectionClose {
+        /// The client's address is not in `--admin-allow`: closed at once, before TLS or HTTP.
+        AddressNotAllowed = "address_not_allowed",
         /// The listener had `--max-connections` open: closed at once.
         ListenerFull = "listener_full",
         /// The client's address had `--max-connections-per-address` open: closed at once.

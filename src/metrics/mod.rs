@@ -202,7 +202,7 @@ impl Metrics {
         r.register("audit_appends", "Audit events appended, by action and outcome", self.audit_appends.clone());
         r.register(
             "connections_closed",
-            "Connections otpd closed itself (over a cap, or no request in time), by listener and reason",
+            "Connections otpd closed itself (off the allowlist, over a cap, or no request in time), by listener and reason",
             self.connections_closed.clone(),
         );
     }

@@ -125,7 +125,10 @@ pub fn compose(mail: &SignInMail<'_>) -> (String, String) {
     let kst = FixedOffset::east_opt(9 * 3600).unwrap_or_else(|| unreachable!("+09:00 is a valid offset"));
     let at = mail.at.with_timezone(&kst).format("%Y-%m-%d %H:%M:%S KST");
     let minutes = (mail.expires_at - mail.at).num_minutes().max(1);
-    let origin = mail.origin.describe();
+    let origin = match mail.origin.describe() {
+        described if described.is_empty() => "-".to_owned(),
+        described => described,
+    };
     let code = mail.code.expose();
     let subject = format!("[otpd] 상담 콘솔 긴급 로그인 인증번호 / emergency sign-in code for {}", mail.name);
     let text = format!(

@@ -7,7 +7,6 @@
 pub mod mail;
 pub mod passkey;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -15,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::domain::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+use crate::domain::audit::{AccessContext, AuditAction, AuditOutcome, NewAuditEvent};
 use crate::domain::{Actor, CodeLength, EmailAddress, OtpCode, PhoneNumber, SecondFactor, SignInPolicy, TokenKind};
 use crate::hashing::Pepper;
 use crate::service::ServiceError;
@@ -27,25 +26,6 @@ use crate::supervision::token;
 
 /// Session tokens start with this (personal tokens with [`token::PREFIX`]).
 pub const SESSION_PREFIX: &str = "otpsess_";
-
-/// Where a sign-in call came from, as far as the service can tell.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origin {
-    /// The client address (through `--trusted-proxies`).
-    pub address: Option<IpAddr>,
-    /// The browser's or tool's `user-agent`, shortened.
-    pub user_agent: Option<String>,
-}
-
-impl Origin {
-    fn describe(&self) -> String {
-        let address = self.address.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
-        match &self.user_agent {
-            Some(agent) => format!("{address} ({agent})"),
-            None => address,
-        }
-    }
-}
 
 /// Sends a sign-in code to a person's registered phone (AlimTalk, then SMS, from the configured sender).
 #[async_trait::async_trait]
@@ -73,7 +53,7 @@ pub struct SignInMail<'a> {
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
     /// Where the sign-in came from.
-    pub origin: &'a Origin,
+    pub origin: &'a AccessContext,
 }
 
 /// A factor a person can use now.
@@ -195,23 +175,11 @@ impl SignInService {
 
     /// The person a personal token names, refusing (and counting) a bad token, a disabled person, a locked
     /// person or address, and a service token (scripts do not sign in).
-    async fn person(&self, token: &str, origin: &Origin) -> Result<SignInAccount, ServiceError> {
-        let now = self.clock.now();
-        if let Some(address) = origin.address
-            && let Some(until) = self.store.sign_in_lock(&[address_subject(address)], now).await?
-        {
-            return Err(locked(until, now));
-        }
-        let Some(account) = self.store.sign_in_account(&token::hash(token)).await? else {
-            self.failed(None, origin, "unknown token").await?;
-            return Err(ServiceError::Unauthenticated);
-        };
+    async fn person(&self, token: &str, origin: &AccessContext) -> Result<SignInAccount, ServiceError> {
+        let account = self.account(token, origin).await?;
         if account.disabled_at.is_some() {
             self.failed(Some(&account.actor), origin, "token of a disabled supervisor").await?;
             return Err(ServiceError::SupervisorDisabled);
-        }
-        if let Some(until) = self.store.sign_in_lock(&[person_subject(&account.actor.name)], now).await? {
-            return Err(locked(until, now));
         }
         if account.actor.kind == TokenKind::Service {
             return Err(ServiceError::FactorUnavailable("service tokens are used without a session"));
@@ -219,24 +187,43 @@ impl SignInService {
         Ok(account)
     }
 
+    /// The holder of a personal token, refusing a locked person or address (with the same answer whether the
+    /// token is good or not, so a locked address learns nothing) and counting an unknown token as a failure.
+    async fn account(&self, token: &str, origin: &AccessContext) -> Result<SignInAccount, ServiceError> {
+        let now = self.clock.now();
+        let address = origin.client_address().map(address_subject);
+        let Some(mut account) = self.store.sign_in_account(&token::hash(token), address.as_deref(), now).await? else {
+            if let Some(until) = self.store.sign_in_lock(address.as_slice(), now).await? {
+                return Err(locked(until, now));
+            }
+            self.failed(None, origin, "unknown token").await?;
+            return Err(ServiceError::Unauthenticated);
+        };
+        if let Some(until) = account.locked_until {
+            return Err(locked(until, now));
+        }
+        account.actor.access = origin.clone();
+        Ok(account)
+    }
+
     /// Counts a failed sign-in of `who` (None: an unknown token) from `origin`; writes the audit event due, if
     /// one is (at most one per person or address per minute, and always one when a lock starts). Returns the
     /// person's failures held back from the audit log when an event for this failure is due from the caller
     /// (None: nothing is due, or it was written here).
-    async fn failed(&self, who: Option<&Actor>, origin: &Origin, why: &str) -> Result<(), ServiceError> {
+    async fn failed(&self, who: Option<&Actor>, origin: &AccessContext, why: &str) -> Result<(), ServiceError> {
         self.failed_with(who, origin, why, None).await.map(|_| ())
     }
 
     async fn failed_with(
         &self,
         who: Option<&Actor>,
-        origin: &Origin,
+        origin: &AccessContext,
         why: &str,
         action: Option<AuditAction>,
     ) -> Result<u32, ServiceError> {
         let now = self.clock.now();
         let policy = self.failure_policy();
-        let address = match origin.address {
+        let address = match origin.client_address() {
             Some(a) => Some(self.store.record_failure(&address_subject(a), now, policy).await?),
             None => None,
         };
@@ -251,28 +238,29 @@ impl SignInService {
             (None, None) => (1, None),
         };
         let address_locked = address.filter(|a| a.newly_locked && person.is_some()).and_then(|a| a.locked_until);
-        tracing::warn!(target: "audit", reason = why, from = %origin.describe(), due, "failed sign-in");
+        tracing::warn!(target: "audit", reason = why, from = %from(origin), due, "failed sign-in");
         if action.is_some() && due > 0 && locked_now.is_none() {
             // The caller writes the event (with what the call named).
             return Ok(due);
         }
         if due > 0 || locked_now.is_some() {
-            let mut detail = format!("{} failed sign-in(s) from {}: {why}", due.max(1), origin.describe());
+            let mut detail = format!("{} failed sign-in(s) from {}: {why}", due.max(1), from(origin));
             if let Some(until) = locked_now {
                 detail.push_str(&format!("; sign-in locked until {}", rfc3339(until)));
             }
-            self.append(who, action.unwrap_or(AuditAction::SignIn), AuditOutcome::Denied, detail).await?;
+            self.append(origin, who, action.unwrap_or(AuditAction::SignIn), AuditOutcome::Denied, detail).await?;
         }
         if let Some(until) = address_locked {
             let detail =
-                format!("sign-in from {} locked until {} after repeated failures", origin.describe(), rfc3339(until));
-            self.append(None, AuditAction::SignIn, AuditOutcome::Denied, detail).await?;
+                format!("sign-in from {} locked until {} after repeated failures", from(origin), rfc3339(until));
+            self.append(origin, None, AuditAction::SignIn, AuditOutcome::Denied, detail).await?;
         }
         Ok(0)
     }
 
     async fn append(
         &self,
+        origin: &AccessContext,
         who: Option<&Actor>,
         action: AuditAction,
         outcome: AuditOutcome,
@@ -283,12 +271,19 @@ impl SignInService {
             event.actor_name = "anonymous".into();
             event.actor_role = "none".into();
         }
+        if !origin.is_empty() {
+            event.access = Some(origin.clone());
+        }
         self.audit.append(event).await.map_err(audit_failed)?;
         Ok(())
     }
 
     /// The factors the token's holder can use now.
-    pub async fn factors(&self, token: &str, origin: &Origin) -> Result<(String, Vec<AvailableFactor>), ServiceError> {
+    pub async fn factors(
+        &self,
+        token: &str,
+        origin: &AccessContext,
+    ) -> Result<(String, Vec<AvailableFactor>), ServiceError> {
         let account = self.person(token, origin).await?;
         let mut factors = Vec::new();
         if account.passkeys > 0 {
@@ -313,7 +308,12 @@ impl SignInService {
     }
 
     /// Starts a sign-in with `factor`: a code is sent, or a passkey challenge returned.
-    pub async fn start(&self, token: &str, factor: SecondFactor, origin: &Origin) -> Result<Started, ServiceError> {
+    pub async fn start(
+        &self,
+        token: &str,
+        factor: SecondFactor,
+        origin: &AccessContext,
+    ) -> Result<Started, ServiceError> {
         let account = self.person(token, origin).await?;
         let now = self.clock.now();
         let id = uuid::Uuid::now_v7();
@@ -369,7 +369,7 @@ impl SignInService {
         token: &str,
         sign_in: uuid::Uuid,
         proof: Proof,
-        origin: &Origin,
+        origin: &AccessContext,
     ) -> Result<Session, ServiceError> {
         let account = self.person(token, origin).await?;
         let now = self.clock.now();
@@ -438,7 +438,7 @@ impl SignInService {
         account: &SignInAccount,
         challenge: uuid::Uuid,
         factor: SecondFactor,
-        origin: &Origin,
+        origin: &AccessContext,
         now: DateTime<Utc>,
     ) -> Result<Session, ServiceError> {
         let secret = generate_session_token();
@@ -446,12 +446,13 @@ impl SignInService {
         let expires_at = now + self.policy.session_max;
         let idle_until = (now + self.policy.session_idle).min(expires_at);
         let held_back = self.store.clear_failures(&person_subject(&account.actor.name)).await?;
-        let mut detail = format!("signed in with {} from {}; session {id}", factor.as_str(), origin.describe());
+        let mut detail = format!("signed in with {} from {}; session {id}", factor.as_str(), from(origin));
         if held_back > 0 {
             detail.push_str(&format!(" ({held_back} earlier failed sign-in(s) not recorded one by one)"));
         }
         let mut actor = account.actor.clone();
         actor.session = Some(id);
+        actor.access = origin.clone().with_session_id(&id.to_string());
         let event = self.audit.event(Some(&actor), AuditAction::SignIn, None, AuditOutcome::Granted, detail);
         let session = NewSession {
             id,
@@ -587,13 +588,17 @@ impl SignInService {
     pub async fn bearer(
         &self,
         token: &str,
-        origin: &Origin,
+        origin: &AccessContext,
         action: Option<AuditAction>,
     ) -> Result<Bearer, ServiceError> {
         let now = self.clock.now();
         if token.starts_with(SESSION_PREFIX) {
             return match self.store.use_session(&token::hash(token), now, self.policy.session_idle).await? {
-                SessionState::Live { actor, .. } => Ok(Bearer::Actor(actor)),
+                SessionState::Live { mut actor, .. } => {
+                    let session = actor.session.map(|id| id.to_string()).unwrap_or_default();
+                    actor.access = origin.clone().with_session_id(&session);
+                    Ok(Bearer::Actor(*actor))
+                }
                 SessionState::Ended => Err(ServiceError::SessionExpired),
                 SessionState::Unknown => {
                     self.failed(None, origin, "unknown session token").await?;
@@ -601,15 +606,7 @@ impl SignInService {
                 }
             };
         }
-        if let Some(address) = origin.address
-            && let Some(until) = self.store.sign_in_lock(&[address_subject(address)], now).await?
-        {
-            return Err(locked(until, now));
-        }
-        let Some(account) = self.store.sign_in_account(&token::hash(token)).await? else {
-            self.failed(None, origin, "unknown token").await?;
-            return Err(ServiceError::Unauthenticated);
-        };
+        let account = self.account(token, origin).await?;
         if let Some(disabled_at) = account.disabled_at {
             let named = action.filter(|a| names_a_number(*a));
             let due = self.failed_with(Some(&account.actor), origin, "token of a disabled supervisor", named).await?;
@@ -617,9 +614,6 @@ impl SignInService {
                 return Ok(Bearer::Disabled { actor: account.actor, disabled_at, held_back: due - 1 });
             }
             return Err(ServiceError::SupervisorDisabled);
-        }
-        if let Some(until) = self.store.sign_in_lock(&[person_subject(&account.actor.name)], now).await? {
-            return Err(locked(until, now));
         }
         if self.policy.require_second_factor
             && account.actor.kind == TokenKind::Person
@@ -730,4 +724,12 @@ pub fn generate_session_token() -> SecretString {
 fn audit_failed(error: crate::store::StoreError) -> ServiceError {
     tracing::error!(error = %crate::telemetry::ErrorChain(&error), "could not write a sign-in's audit event");
     ServiceError::AuditUnavailable
+}
+
+/// Where a sign-in came from, for details and messages.
+fn from(origin: &AccessContext) -> String {
+    match origin.describe() {
+        described if described.is_empty() => "an unknown address".to_owned(),
+        described => described,
+    }
 }

@@ -263,8 +263,13 @@ impl SupervisionStore for Metered {
 
 #[async_trait::async_trait]
 impl SignInStore for Metered {
-    async fn sign_in_account(&self, token_hash: &str) -> StoreResult<Option<SignInAccount>> {
-        self.seen(Op::SignInAccount, self.sign_in.sign_in_account(token_hash).await)
+    async fn sign_in_account(
+        &self,
+        token_hash: &str,
+        address: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SignInAccount>> {
+        self.seen(Op::SignInAccount, self.sign_in.sign_in_account(token_hash, address, now).await)
     }
 
     async fn set_contact(

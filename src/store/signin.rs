@@ -22,6 +22,8 @@ pub struct SignInAccount {
     pub email: Option<String>,
     /// Passkeys enrolled.
     pub passkeys: u32,
+    /// The latest sign-in lock in force on the person or on the address asked about, if any.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// What a challenge is.
@@ -140,7 +142,7 @@ pub enum SessionState {
     /// A live session of an enabled person; its idle deadline was just moved.
     Live {
         /// The person, with [`Actor::session`] set.
-        actor: Actor,
+        actor: Box<Actor>,
         /// The moved idle deadline.
         idle_until: DateTime<Utc>,
         /// The absolute end.
@@ -213,8 +215,14 @@ pub struct PasskeyRecord {
 /// Persistence for sign-in.
 #[async_trait::async_trait]
 pub trait SignInStore: Send + Sync + 'static {
-    /// The person whose personal token hashes to `token_hash`, enabled or not.
-    async fn sign_in_account(&self, token_hash: &str) -> StoreResult<Option<SignInAccount>>;
+    /// The person whose personal token hashes to `token_hash`, enabled or not, with the latest lock in force at
+    /// `now` on them or on the guard subject `address` (one statement: a bare token costs no more than before).
+    async fn sign_in_account(
+        &self,
+        token_hash: &str,
+        address: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SignInAccount>>;
 
     /// Sets a supervisor's phone (E.164) and e-mail address (each: None leaves it, Some(None) clears it) and
     /// appends `event`, in one transaction. None if there is no such supervisor.

@@ -14,6 +14,7 @@ both_backends!(
     a_suffix_resealed_without_the_key_is_caught,
     a_chain_from_before_keyed_links_still_verifies,
     the_unkeyed_prefix_is_the_operators_setting_never_the_callers,
+    where_a_call_came_from_cannot_be_rewritten,
 );
 
 /// Runs `statements` on a connection that bypasses the append-only triggers, as the table's owner (or a
@@ -147,7 +148,8 @@ async fn a_chain_from_before_keyed_links_still_verifies(backend: Backend) {
     let req = pb::ListAuditEventsRequest::default();
     app.sup.clone().list_audit_events(authed(req, &park)).await.unwrap();
     let links: Vec<i64> = app.audit().await.iter().map(|e| e.link.version()).collect();
-    assert_eq!(links, [1, 1, 2, 2]);
+    // The operator's addition is v2; the admin's read over gRPC records where it came from: v4.
+    assert_eq!(links, [1, 1, 2, 4]);
     let dir = app.dir.path();
     let accepting = ["audit", "verify", "--accept-unkeyed-through", "2"];
     let out = otpd(dir, &app.db.url, &accepting);
@@ -395,4 +397,31 @@ async fn supervisors_cli_prints_the_token_alone_and_disables() {
             ("supervisor_disabled", "disabled kim.minji", "operator"),
         ]
     );
+}
+
+/// Where a call came from is sealed with its event (link v4): the table's owner can neither change the recorded
+/// address, nor erase the context, nor add a user agent to an event that had none.
+async fn where_a_call_came_from_cannot_be_rewritten(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    for _ in 0..3 {
+        app.sup.clone().lookup_code(authed(lookup_req(PHONE, PHONE), &kim)).await.unwrap();
+    }
+    let links: Vec<i64> = app.audit().await.iter().map(|e| e.link.version()).collect();
+    assert_eq!(links, [2, 4, 4, 4]);
+    let dir = app.dir.path();
+    assert!(otpd(dir, &app.db.url, &["audit", "verify"]).status.success());
+    // Each forgery is earlier than the last, so each is the first broken event verify names.
+    for (sql, seq) in [
+        ("UPDATE audit_events SET client_address = '192.0.2.1' WHERE seq = 4", 4),
+        ("UPDATE audit_events SET client_address = NULL WHERE seq = 3", 3),
+        ("UPDATE audit_events SET user_agent = 'Mozilla/5.0' WHERE seq = 2", 2),
+    ] {
+        as_owner_bypassing_triggers(&app.db, vec![(sql.to_owned(), vec![])]).await;
+        let out = otpd(dir, &app.db.url, &["audit", "verify"]);
+        assert_eq!(out.status.code(), Some(1), "{sql}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("audit chain broken at audit event {seq} ")), "{sql}: {stderr}");
+    }
 }

@@ -154,6 +154,13 @@ async fn console_a_team_lead_looks_up_a_code_and_is_refused_a_third_party() {
         ]
     );
     assert!(events.iter().all(|e| e.event.actor_name == "kim" && e.event.actor_role == "supervisor"));
+    // Where each call came from (제8조), sealed with it: the browser's address and its own user agent.
+    for e in &events {
+        let access = e.event.access.as_ref().expect("a console call records where it came from");
+        assert_eq!(access.client_address(), Some("127.0.0.1".parse().unwrap()));
+        assert!(access.user_agent().is_some_and(|ua| ua.contains("Chrome/")), "{access:?}");
+        assert_eq!(e.link.version(), 4);
+    }
     let denied = &events[1].event;
     assert!(denied.detail.contains("not the number being verified"), "{}", denied.detail);
     assert_eq!(denied.contact_channel, Some(otpd::domain::ContactChannel::InboundCall));

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod audit_chain;
 mod calls;
 mod concurrency;

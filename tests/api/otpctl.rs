@@ -105,9 +105,12 @@ async fn a_team_leads_day_with_otpctl() {
     assert_eq!(outcomes, ["denied", "denied", "granted", "granted"], "newest first");
     assert_eq!(events[2]["ticket_id"], "CS-2");
     assert_eq!(events[2]["contact"], "outbound_callback");
+    // Where each call came from (제8조): otpctl's own address; no browser, so no user agent.
+    assert!(events.iter().all(|e| e["client_address"] == "127.0.0.1" && e["user_agent"] == ""), "{events:?}");
     let (code, out, _) = otpctl(&app, &auditor, &["audit", "--limit", "3"]).await;
     assert_eq!(code, Some(0));
     assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().all(|l| l.ends_with("[접속 / from 127.0.0.1]")), "{out}");
 
     // Without a token, otpctl says what to do.
     let (code, _, err) = otpctl(&app, "", &["status", "--phone", PHONE, "--ticket", "CS-5"]).await;

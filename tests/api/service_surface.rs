@@ -113,7 +113,11 @@ async fn migrate_subcommand_creates_the_schema() {
             "codes",
             "delivery_attempts",
             "lookup_notices",
+            "passkeys",
             "phone_state",
+            "sign_in_challenges",
+            "sign_in_guards",
+            "supervisor_sessions",
             "supervisors",
             "verifications"
         ]

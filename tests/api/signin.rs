@@ -123,6 +123,11 @@ async fn a_code_to_the_phone_signs_in_once_and_only_a_session_opens_lookups(back
     assert_eq!(sign_in.event.actor_name, "kim");
     assert!(sign_in.event.detail.contains(&session.session_id), "{}", sign_in.event.detail);
     assert!(sign_in.event.detail.contains("127.0.0.1"), "where from: {}", sign_in.event.detail);
+    // The lookup made with the session records it, with the address, in its sealed access context.
+    let granted = log.iter().rev().find(|e| e.event.action.as_str() == "lookup_code").unwrap();
+    let access = granted.event.access.as_ref().expect("where the lookup came from");
+    assert_eq!(access.session_id(), Some(session.session_id.as_str()));
+    assert_eq!(access.client_address(), Some("127.0.0.1".parse().unwrap()));
     let refused = log.iter().rev().find(|e| e.event.detail.starts_with("SESSION_REQUIRED")).unwrap();
     assert_eq!(refused.event.action.as_str(), "lookup_code");
 
@@ -337,7 +342,7 @@ async fn the_emergency_email_code_signs_in(backend: Backend) {
     assert!(mail["subject"].as_str().unwrap().contains("kim"), "{}", mail["subject"]);
     let text = mail["text"].as_str().unwrap();
     // The message says which sign-in asked for it and from which address.
-    assert!(text.contains("127.0.0.1") && text.contains("otpctl-test/1.0"), "{text}");
+    assert!(text.contains("kim") && text.contains("127.0.0.1") && text.contains("KST"), "{text}");
     let code = regex::Regex::new(r"인증번호: (\d{6})").unwrap().captures(text).unwrap()[1].to_owned();
     let session = finish(&app, &kim, &started.sign_in_id, &code).await.unwrap();
     assert_eq!(who(&app, &session.session_token).await.unwrap().name, "kim");

@@ -1,7 +1,8 @@
 //! TLS and mutual TLS on real listeners, with certificates made here by `rcgen`: a CA, a server certificate
 //! for 127.0.0.1 and localhost, client certificates from that CA and from another one. The service runs in
 //! process (SQLite) for the handshake rules, as a real `otpd` process for the SIGHUP rotation, and is called by
-//! the real `otpctl` binary over mutual TLS.
+//! the real `otpctl` binary over mutual TLS. The audit log records the client certificate of every mutual-TLS
+//! supervisor call (on both backends).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::both_backends;
 use crate::helpers::*;
+
+both_backends!(mutual_tls_records_the_client_certificate_in_every_audit_event);
 
 /// A certificate and its key, PEM.
 #[derive(Clone)]
@@ -141,8 +145,12 @@ struct TlsApp {
 
 impl TlsApp {
     async fn spawn(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::spawn_on(Backend::Sqlite, dir, extra).await
+    }
+
+    async fn spawn_on(backend: Backend, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         init_test_log();
-        let db = TestDb::new(Backend::Sqlite, dir.path()).await;
+        let db = TestDb::new(backend, dir.path()).await;
         let sms_path = dir.path().join("sms.jsonl");
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let app = Application::build_with_clock(test_config(&db.url, &sms_path, extra), clock.clone()).await.unwrap();
@@ -190,12 +198,75 @@ impl Pki {
 }
 
 async fn spawn_with_tls(pki: &Pki, extra: &[&str]) -> TlsApp {
+    spawn_with_tls_on(Backend::Sqlite, pki, extra).await
+}
+
+async fn spawn_with_tls_on(backend: Backend, pki: &Pki, extra: &[&str]) -> TlsApp {
     let dir = tempfile::tempdir().unwrap();
     let files = ServerFiles::write(dir.path(), &pki.server, &pki.ca);
     let mut args = files.args();
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    TlsApp::spawn(dir, &args).await
+    TlsApp::spawn_on(backend, dir, &args).await
+}
+
+/// Under mutual TLS every audit event of a supervisor call records the client certificate's subject and SHA-256
+/// fingerprint with the address (제8조: where the access came from), ListAuditEvents returns them; with
+/// --admin-allow the listener closes an outsider's connection before any handshake.
+async fn mutual_tls_records_the_client_certificate_in_every_audit_event(backend: Backend) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    let pki = Pki::new();
+    let app = spawn_with_tls_on(backend, &pki, &["--admin-allow", "127.0.0.1/32"]).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let lee = app.add_supervisor("lee", "auditor").await;
+    let der = CertificateDer::from_pem_slice(pki.client.cert.as_bytes()).unwrap();
+    let fingerprint = hex::encode(sha2::Sha256::digest(der.as_ref()));
+
+    let admin = connect(app.admin_addr, &pki.ca.pem, Some(&pki.client)).await.unwrap();
+    let mut sup = SupervisorServiceClient::new(admin);
+    let req =
+        pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-MTLS-1".into(), ..Default::default() };
+    sup.get_phone_status(authed(req, &kim)).await.unwrap();
+    let listed = sup.list_audit_events(authed(pb::ListAuditEventsRequest::default(), &lee)).await.unwrap();
+    let status = listed.into_inner().events.into_iter().find(|e| e.ticket_id == "CS-MTLS-1").unwrap();
+    assert_eq!(status.client_address, "127.0.0.1");
+    assert_eq!(status.client_certificate_subject, "CN=team-lead-kim");
+    assert_eq!(status.client_certificate_sha256, fingerprint);
+    assert_eq!(status.user_agent, "", "native gRPC, not the console");
+
+    // In the store: both calls (the status read and the audit read) carry the certificate, sealed with v4.
+    let events = app.stores.supervision.audit_chain(0, 100).await.unwrap();
+    let calls: Vec<_> = events.iter().filter(|e| !e.event.actor_name.starts_with("cli:")).collect();
+    assert_eq!(calls.len(), 2);
+    for e in calls {
+        let access = e.event.access.as_ref().unwrap();
+        let certificate = access.certificate().unwrap();
+        assert_eq!((certificate.subject(), certificate.sha256()), ("CN=team-lead-kim", fingerprint.as_str()));
+        assert_eq!(access.client_address(), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(e.link.version(), 4);
+    }
+
+    // An outsider with a valid certificate is closed before the handshake: the allowlist comes first.
+    let outsider = Channel::from_shared(format!("https://{}", app.admin_addr))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pki.ca.pem))
+                .identity(Identity::from_pem(&pki.client.cert, &pki.client.key)),
+        )
+        .unwrap()
+        .connect()
+        .await;
+    let outsider = match outsider {
+        Ok(channel) => health(channel).await.map_err(|s| s.code()),
+        Err(_) => Err(tonic::Code::Unavailable),
+    };
+    assert_eq!(outsider, Err(tonic::Code::Unavailable));
+    assert_eq!(health_over_tls(app.admin_addr, &pki.ca.pem, Some(&pki.client)).await, Ok(SERVING));
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -384,6 +384,7 @@ async function auditor(page) {
   check(table.includes('NOT matched'), 'the third-party refusal is listed');
   check(table.includes('직접 입력 / TYPED'), 'typed lookups are marked as such');
   check(table.includes('인바운드(기사님 발신)'), `the contact in the call centre's words`);
+  check(table.includes('kim (supervisor) · 127.0.0.1'), 'where each call came from, beside its actor');
   const chain = await page.locator('#chain').getAttribute('class');
   result.chain = await page.locator('#chain').textContent();
   check(chain.includes('ok'), `chain state: ${result.chain}`);

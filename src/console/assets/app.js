@@ -679,7 +679,7 @@ function renderAudit(events, index) {
     const tr = row([
       e.sequence,
       text.kst(text.millis(e.time)),
-      `${e.actor_name} (${e.actor_role})`,
+      [`${e.actor_name} (${e.actor_role})`, ...e.from].join(' · '),
       text.action(e.action),
       e.masked_phone_number,
       e.ticket_id,

@@ -5,7 +5,7 @@
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: false });
 
-// --- encoding ---------------------------------------------------------------------------------------------------
+// --- encoding ---
 
 function varint(out, n) {
   // Non-negative integers up to 2^53: what every field the console sends holds.
@@ -46,7 +46,7 @@ export function encode(schema, value) {
   return Uint8Array.from(out);
 }
 
-// --- decoding ---------------------------------------------------------------------------------------------------
+// --- decoding ---
 
 class Reader {
   constructor(bytes) {
@@ -142,7 +142,7 @@ export function decode(schema, bytes) {
   return value;
 }
 
-// --- the messages -----------------------------------------------------------------------------------------------
+// --- the messages ---
 
 const TimestampOut = { seconds: [1, 'int'], nanos: [2, 'int'] };
 const Timestamp = { 1: ['seconds', 'int'], 2: ['nanos', 'int'] };
@@ -233,6 +233,8 @@ const AuditEvent = {
   18: ['call_direction', 'string'],
   19: ['call_masked_number', 'string'],
 };
+// 30–34: where the call came from.
+for (let n = 30; n < 35; n++) AuditEvent[n] = ['from', 'string', true];
 
 const MyCall = {
   1: ['call_id', 'string'],

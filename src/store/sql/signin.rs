@@ -30,6 +30,7 @@ fn actor((name, role, _, agent_id, kind): PersonRow, session: Option<uuid::Uuid>
         name,
         agent_id,
         session,
+        access: crate::domain::audit::AccessContext::default(),
     })
 }
 
@@ -53,17 +54,27 @@ where
     Option<String>: Column<DB>,
     Option<Ts>: Column<DB>,
 {
-    async fn sign_in_account(&self, token_hash: &str) -> StoreResult<Option<SignInAccount>> {
-        type Row = (String, String, Option<Ts>, Option<String>, String, Option<String>, Option<String>, i64);
+    async fn sign_in_account(
+        &self,
+        token_hash: &str,
+        address: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SignInAccount>> {
+        type Row =
+            (String, String, Option<Ts>, Option<String>, String, Option<String>, Option<String>, i64, Option<Ts>);
         let row: Option<Row> = sqlx::query_as(
             "SELECT name, role, disabled_at, agent_id, kind, phone, email,
-                    (SELECT COUNT(*) FROM passkeys p WHERE p.supervisor = s.name)
+                    (SELECT COUNT(*) FROM passkeys p WHERE p.supervisor = s.name),
+                    (SELECT MAX(g.locked_until) FROM sign_in_guards g
+                     WHERE (g.subject = 'person:' || s.name OR g.subject = $2) AND g.locked_until > $3)
              FROM supervisors s WHERE token_hash = $1",
         )
         .bind(token_hash)
+        .bind(address)
+        .bind(Db(now))
         .fetch_optional(self.pool())
         .await?;
-        let Some((name, role, disabled_at, agent_id, kind, phone, email, passkeys)) = row else {
+        let Some((name, role, disabled_at, agent_id, kind, phone, email, passkeys, locked_until)) = row else {
             return Ok(None);
         };
         Ok(Some(SignInAccount {
@@ -72,6 +83,7 @@ where
             phone,
             email,
             passkeys: count_u32(passkeys),
+            locked_until: locked_until.map(|at| at.0),
         }))
     }
 
@@ -349,7 +361,7 @@ where
                 .await?;
         match person {
             Some(row) if row.2.is_none() => Ok(SessionState::Live {
-                actor: actor(row, Some(id.0))?,
+                actor: Box::new(actor(row, Some(id.0))?),
                 idle_until: idle_until.0,
                 expires_at: expires_at.0,
             }),

@@ -5,7 +5,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
 
 use super::SqlStore;
-use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent};
+use crate::domain::audit::{
+    AccessContext, AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainLink, GENESIS_HASH, NewAuditEvent,
+};
 use crate::domain::{
     AttemptStatus, CallDirection, Channel, ContactChannel, Evidence, PhoneNumber, SentSms, VerificationId,
 };
@@ -15,7 +17,8 @@ use crate::store::{AttemptRow, PURGE_BATCH, StoreError, StoreResult, attempt_sta
 /// The columns of `audit_events`, in the order [`SqlStore::append`] binds them.
 pub(super) const EVENT_COLUMNS: &str = "seq, id, at, actor_name, actor_role, action, phone_masked, phone_key, ticket_id, reason, \
                              contact_channel, contact_matched, outcome, detail, prev_hash, hash, chain_link, \
-                             evidence, call_id, call_direction, call_number_masked";
+                             evidence, call_id, call_direction, call_number_masked, \
+                             client_address, client_cert_subject, client_cert_sha256, session_id, user_agent";
 
 pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{value}`"))
@@ -193,6 +196,24 @@ where
             }
             Some(other) => return Err(corrupt("lookup evidence", other)),
         };
+        let address: Option<String> = row.try_get("client_address")?;
+        let subject: Option<String> = row.try_get("client_cert_subject")?;
+        let sha256: Option<String> = row.try_get("client_cert_sha256")?;
+        let session: Option<String> = row.try_get("session_id")?;
+        let user_agent: Option<String> = row.try_get("user_agent")?;
+        let access = match (&address, &subject, &sha256, &session, &user_agent) {
+            (None, None, None, None, None) => None,
+            _ => {
+                let certificate = match (subject.as_deref(), sha256.as_deref()) {
+                    (Some(subject), Some(sha256)) => Some((subject, sha256)),
+                    (None, None) => None,
+                    _ => return Err(corrupt("client certificate", "a subject or a fingerprint alone")),
+                };
+                let context =
+                    AccessContext::restore(address.as_deref(), certificate, session.as_deref(), user_agent.as_deref());
+                Some(context.map_err(StoreError::Corrupt)?)
+            }
+        };
         Ok(AuditEvent {
             seq: row.try_get("seq")?,
             event: NewAuditEvent {
@@ -208,6 +229,7 @@ where
                 contact_channel,
                 contact_matched: row.try_get("contact_matched")?,
                 evidence,
+                access,
                 outcome: AuditOutcome::from_db(&outcome).ok_or_else(|| corrupt("audit outcome", &outcome))?,
                 detail: row.try_get("detail")?,
             },
@@ -238,8 +260,10 @@ where
         let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
         let sealed = event.seal(seq + 1, &prev, key);
         let e = &sealed.event;
+        let access = e.access.as_ref();
+        let address = access.and_then(AccessContext::client_address).map(|ip| ip.to_string());
         sqlx::query(&format!(
-            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
         ))
         .bind(sealed.seq)
         .bind(Db(e.id))
@@ -271,6 +295,11 @@ where
             Some(Evidence::Call { number_masked, .. }) => Some(number_masked.as_str()),
             _ => None,
         })
+        .bind(address.as_deref())
+        .bind(access.and_then(AccessContext::certificate).map(|c| c.subject()))
+        .bind(access.and_then(AccessContext::certificate).map(|c| c.sha256()))
+        .bind(access.and_then(AccessContext::session_id))
+        .bind(access.and_then(AccessContext::user_agent))
         .execute(&mut *conn)
         .await?;
         Ok(sealed)

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::steps::{EVENT_COLUMNS, corrupt};
 use super::{SqlStore, begin};
-use crate::domain::audit::{AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
+use crate::domain::audit::{AccessContext, AuditAction, AuditEvent, AuditKey, AuditOutcome, NewAuditEvent};
 use crate::domain::{
     Actor, AgentId, AllowedCountries, Call, CallDirection, CallEvent, CallEventKind, CallId, PhoneNumber, Purpose,
     Role, SupervisorName, TokenKind, VerificationId,
@@ -142,6 +142,7 @@ where
             name,
             agent_id,
             session: None,
+            access: AccessContext::default(),
         };
         Ok(Some(TokenHolder { actor, disabled_at: disabled_at.map(|at| at.0) }))
     }
