@@ -226,7 +226,7 @@ mod tests {
             let head = page(&Method::HEAD, asset.path, true);
             assert_eq!(head.headers()[header::CONTENT_LENGTH], length.to_string().as_str());
         }
-        assert!(sent_bytes * 3 < plain_bytes, "gzip sends {sent_bytes} of {plain_bytes} bytes");
+        assert!(sent_bytes * 2 < plain_bytes, "gzip sends {sent_bytes} of {plain_bytes} bytes");
     }
 
     #[test]
