@@ -329,8 +329,9 @@ pub struct Settings {
     /// prod mode, `call-or-typed` in dev mode.
     #[arg(long, env = "OTPD_LOOKUP_EVIDENCE", value_enum, global = true)]
     pub lookup_evidence: Option<crate::domain::EvidencePolicy>,
-    /// The notice the driver's number gets after every granted lookup (through the SMS channel; it never holds a
-    /// code): `{brand}` and `{support}`, EUC-KR, one SMS (90 bytes), checked at start-up. `off` disables it.
+    /// The notice the driver's number gets after every granted lookup (through the delivery channels, AlimTalk
+    /// first when it is one; it never holds a code): `{brand}` and `{support}`, EUC-KR, one SMS (90 bytes),
+    /// checked at start-up. `off` disables it.
     #[arg(long, env = "OTPD_LOOKUP_NOTICE_TEMPLATE", default_value = crate::sms::DEFAULT_NOTICE, global = true)]
     pub lookup_notice_template: String,
     /// The number the notice tells a driver to call if they did not ask for a lookup. Required in prod mode while
@@ -702,6 +703,13 @@ impl Settings {
                 Some(notice)
             }
         };
+        if lookup_notice.is_some() && delivery.alimtalk.as_ref().is_some_and(|a| a.notice_template_code.is_none()) {
+            return Err(invalid(
+                "alimtalk-notice-template-code",
+                "required while alimtalk is in --delivery and the lookup notice is on: the notice goes AlimTalk \
+                 first, then SMS (register its text as a template), or set --lookup-notice-template off",
+            ));
+        }
         let lookup_window = delta("lookup-window", self.lookup_window)?;
         if lookup_window <= chrono::TimeDelta::zero() || lookup_window > chrono::TimeDelta::hours(1) {
             return Err(invalid("lookup-window", "must be between 1s and 1h"));
@@ -942,6 +950,10 @@ mod tests {
         let alimtalk = ["--alimtalk-app-key", "k", "--alimtalk-secret-key", "s", "--alimtalk-sender-key", "sk"];
         let alimtalk = [&alimtalk[..], &["--alimtalk-template-code", "T", "--delivery", "alimtalk,sms"]].concat();
         let alimtalk = [&alimtalk[..], &["--sms-gateway", "https://sms.example/send"]].concat();
+        // The lookup notice is on: AlimTalk needs its template too.
+        let e = prod(&[&alimtalk[..], &["--alimtalk-gateway", "nhn-alimtalk:http://127.0.0.1:9"]].concat());
+        assert_eq!(e.unwrap_err().setting, "alimtalk-notice-template-code");
+        let alimtalk = [&alimtalk[..], &["--alimtalk-notice-template-code", "N"]].concat();
         let e = prod(&[&alimtalk[..], &["--alimtalk-gateway", "nhn-alimtalk:http://bizmsg.example"]].concat());
         assert_eq!(e.unwrap_err().setting, "alimtalk-gateway");
         // Loopback (a local relay or stand-in) and https are fine; dev mode allows plain http anywhere.

@@ -1,19 +1,19 @@
 //! The audit-chain verification (`ChainVerifier`), structured: arbitrary events are sealed into a chain (an
-//! unkeyed v1 prefix, then keyed v2 events), which must verify; then one tampering is applied, as someone who owns
-//! the table but not the key could, and it must be found at the event the design says. Apart from that, arbitrary
-//! forged event sequences and head pins must never make the verifier panic, and whatever it accepts must be
-//! correctly sealed and numbered.
+//! unkeyed v1 prefix, then keyed events: v2, or v3 for a lookup's evidence, a call or typed), which must verify;
+//! then one tampering is applied, as someone who owns the table but not the key could, and it must be found at the
+//! event the design says. Apart from that, arbitrary forged event sequences and head pins must never make the
+//! verifier panic, and whatever it accepts must be correctly sealed and numbered.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
-use otpd::domain::ContactChannel;
 use otpd::domain::audit::{
     AuditAction, AuditEvent, AuditKey, AuditOutcome, ChainError, ChainLink, ChainVerifier, Expectations, GENESIS_HASH,
     HeadPin, NewAuditEvent,
 };
+use otpd::domain::{CallDirection, ContactChannel, Evidence};
 
 /// Chains longer than this find nothing shorter ones do not, only slower.
 const MAX_EVENTS: usize = 12;
@@ -42,8 +42,30 @@ struct Event {
     reason: Option<String>,
     contact: Option<bool>,
     contact_matched: Option<bool>,
+    /// What a lookup rested on (sealed with link v3); left out of the unkeyed prefix, which predates it.
+    evidence: Option<EvidenceIn>,
     denied: bool,
     detail: String,
+}
+
+/// A lookup's evidence, as `LookupCode` records it.
+#[derive(Debug, Clone, Arbitrary)]
+enum EvidenceIn {
+    Call { call_id: String, inbound: bool, number_masked: String },
+    Typed,
+}
+
+impl EvidenceIn {
+    fn evidence(&self) -> Evidence {
+        match self.clone() {
+            EvidenceIn::Call { call_id, inbound, number_masked } => Evidence::Call {
+                call_id,
+                direction: if inbound { CallDirection::Inbound } else { CallDirection::Outbound },
+                number_masked,
+            },
+            EvidenceIn::Typed => Evidence::Typed,
+        }
+    }
 }
 
 #[derive(Debug, Arbitrary)]
@@ -108,6 +130,8 @@ enum Edit {
     Reason(Option<String>),
     Contact(Option<bool>),
     Matched(Option<bool>),
+    /// Add, change or remove the evidence.
+    Evidence(Option<EvidenceIn>),
     Outcome,
     Detail(String),
 }
@@ -117,7 +141,8 @@ struct Forged {
     seq: i64,
     prev_hash: String,
     hash: String,
-    keyed: bool,
+    /// The link it claims: v1, v2 or v3 (`% 3`).
+    link: u8,
     event: Event,
 }
 
@@ -144,7 +169,7 @@ impl Event {
             reason: self.reason.clone(),
             contact_channel: contact(self.contact),
             contact_matched: self.contact_matched,
-            evidence: None,
+            evidence: self.evidence.as_ref().map(EvidenceIn::evidence),
             access: None,
             outcome: if self.denied { AuditOutcome::Denied } else { AuditOutcome::Granted },
             detail: self.detail.clone(),
@@ -165,6 +190,7 @@ fn apply(edit: &Edit, e: &mut NewAuditEvent) {
         Edit::Reason(s) => e.reason = s,
         Edit::Contact(c) => e.contact_channel = contact(c),
         Edit::Matched(m) => e.contact_matched = m,
+        Edit::Evidence(evidence) => e.evidence = evidence.as_ref().map(EvidenceIn::evidence),
         Edit::Outcome => {
             e.outcome = match e.outcome {
                 AuditOutcome::Granted => AuditOutcome::Denied,
@@ -213,12 +239,16 @@ fuzz_target!(|input: Input| {
 
 /// A sealed chain verifies; a tampered one fails at the event the design says.
 fn chain(input: &Input) {
-    let originals: Vec<NewAuditEvent> = input.events.iter().take(MAX_EVENTS).map(Event::new_event).collect();
+    let mut originals: Vec<NewAuditEvent> = input.events.iter().take(MAX_EVENTS).map(Event::new_event).collect();
     let n = originals.len();
     if n == 0 {
         return;
     }
     let unkeyed = usize::from(input.unkeyed) % (n + 1);
+    // Evidence came with keyed seals (v3): the v1 prefix was written before it.
+    for e in &mut originals[..unkeyed] {
+        e.evidence = None;
+    }
     let mut events: Vec<AuditEvent> = originals
         .into_iter()
         .map(|e| e.seal_unkeyed(0, GENESIS_HASH)) // placeholders, sealed in order just below
@@ -267,8 +297,11 @@ fn chain(input: &Input) {
             let i = at(*index);
             apply(edit, &mut events[i].event);
             reseal(&mut events, i, n, &key());
-            // Passes only inside the accepted v1 prefix; a chain that is all prefix is caught by its head.
-            Some(if unkeyed < n { seq(i.max(unkeyed)) } else { seq(n - 1) })
+            // Passes only inside the accepted v1 prefix, and only without evidence (which a v1 seal cannot cover):
+            // the first event past the prefix or carrying evidence is caught; a chain that is all prefix, by its
+            // head.
+            let caught = (i..n).find(|&j| j >= unkeyed || events[j].event.evidence.is_some());
+            Some(caught.map_or(seq(n - 1), seq))
         }
         Tamper::Remove { index } => {
             let i = at(*index);
@@ -344,7 +377,11 @@ fn forged(input: &Input) {
             event: f.event.new_event(),
             prev_hash: f.prev_hash.clone(),
             hash: f.hash.clone(),
-            link: if f.keyed { ChainLink::HmacSha256 } else { ChainLink::Sha256 },
+            link: match f.link % 3 {
+                0 => ChainLink::Sha256,
+                1 => ChainLink::HmacSha256,
+                _ => ChainLink::HmacSha256Evidence,
+            },
         };
         if verifier.check(&event).is_err() {
             break;

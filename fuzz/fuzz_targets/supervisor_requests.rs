@@ -205,11 +205,20 @@ fn list_audit(requests: &SupervisorRequests, body: &[u8]) {
 
 fn verify_chain(requests: &SupervisorRequests, body: &[u8]) {
     let Some(req) = decode::<pb::VerifyAuditChainRequest>(body) else { return };
+    let heads_ok = req.expect_heads.len() <= 16
+        && req.expect_heads.iter().all(|h| h.parse::<otpd::domain::audit::HeadPin>().is_ok());
     match requests.parse_verify_chain(req.clone()) {
-        Ok(()) => assert_eq!(req.accept_unkeyed_through, 0, "the caller never sets the threshold: {req:?}"),
+        Ok(heads) => {
+            assert_eq!(req.accept_unkeyed_through, 0, "the caller never sets the threshold: {req:?}");
+            assert!(heads_ok, "{req:?}");
+            // Each kept head is the one the caller wrote, in order.
+            let written: Vec<otpd::domain::audit::HeadPin> =
+                req.expect_heads.iter().filter_map(|h| h.parse().ok()).collect();
+            assert_eq!(heads, written);
+        }
         Err(refusal) => {
-            check_refusal(&refusal.violations, &["accept_unkeyed_through"]);
-            assert_ne!(req.accept_unkeyed_through, 0, "{req:?}");
+            check_refusal(&refusal.violations, &["accept_unkeyed_through", "expect_heads"]);
+            assert!(req.accept_unkeyed_through != 0 || !heads_ok, "{req:?}");
             check_audit_facts(&refusal, None, None);
         }
     }

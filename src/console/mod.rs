@@ -139,7 +139,7 @@ fn page(method: &Method, path: &str, gzip: bool) -> Response<Body> {
         return response;
     }
     let gzipped = asset.gzipped().filter(|_| gzip);
-    let bytes = gzipped.unwrap_or(asset.body.as_bytes());
+    let bytes = gzipped.unwrap_or(asset.served().as_bytes());
     let body = if method == Method::HEAD {
         Body::default()
     } else {
@@ -216,13 +216,13 @@ mod tests {
             } else {
                 String::from_utf8(body.to_vec()).unwrap()
             };
-            assert_eq!(text, asset.body, "{}", asset.path);
-            plain_bytes += asset.body.len();
+            assert_eq!(text, asset.served(), "{}", asset.path);
+            plain_bytes += asset.served().len();
             sent_bytes += length;
 
             let response = page(&Method::GET, asset.path, false);
             assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
-            assert_eq!(response.headers()[header::CONTENT_LENGTH], asset.body.len().to_string().as_str());
+            assert_eq!(response.headers()[header::CONTENT_LENGTH], asset.served().len().to_string().as_str());
             let head = page(&Method::HEAD, asset.path, true);
             assert_eq!(head.headers()[header::CONTENT_LENGTH], length.to_string().as_str());
         }

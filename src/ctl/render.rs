@@ -35,6 +35,19 @@ fn purpose_name(p: pb::Purpose) -> (&'static str, &'static str) {
     }
 }
 
+/// A masked number as a Korean call centre writes it: "+82 10-****-5678" → "010-****-5678"; others unchanged.
+pub fn local(masked: &str) -> String {
+    match masked.strip_prefix("+82 ") {
+        Some(rest) if !rest.starts_with('0') => format!("0{rest}"),
+        _ => masked.to_owned(),
+    }
+}
+
+/// "1/5": a count beside its cap (the count alone when no cap is known).
+fn of_cap(n: i32, cap: i32) -> String {
+    if cap > 0 { format!("{n}/{cap}") } else { n.to_string() }
+}
+
 /// "2분 58초 남음 / 2 min 58 s left", or expired.
 fn remaining(until: DateTime<Utc>) -> String {
     let left = (until - Utc::now()).num_seconds();
@@ -52,7 +65,7 @@ pub fn lookup(r: &pb::LookupCodeResponse) -> Output {
     let _ = writeln!(text);
     let _ = writeln!(text, "    인증번호 / CODE      {}", spaced.join("  "));
     let _ = writeln!(text);
-    let _ = writeln!(text, "번호 / number          {}", r.masked_phone_number);
+    let _ = writeln!(text, "번호 / number          {}", local(&r.masked_phone_number));
     let _ = writeln!(text, "용도 / purpose         {ko} / {en}");
     if let Some(until) = time(r.expires_at.as_ref()) {
         let _ = writeln!(text, "유효 / valid           {} (until {})", remaining(until), clock(until));
@@ -78,7 +91,7 @@ pub fn lookup(r: &pb::LookupCodeResponse) -> Output {
 /// Why a number cannot log in.
 pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
     let mut text = String::new();
-    let _ = writeln!(text, "번호 / number                  {}", r.masked_phone_number);
+    let _ = writeln!(text, "번호 / number                  {}", local(&r.masked_phone_number));
     let _ = writeln!(
         text,
         "연속 실패 / failed attempts    {} (남은 시도 / left: {})",
@@ -92,8 +105,8 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
             let _ = writeln!(text, "잠금 / locked                  아니오 / no");
         }
     }
-    let _ = writeln!(text, "SMS 1시간 / last hour          {}", r.sms_last_hour);
-    let _ = writeln!(text, "SMS 24시간 / last day          {}", r.sms_last_day);
+    let _ = writeln!(text, "SMS 1시간 / last hour          {}", of_cap(r.sms_last_hour, r.sms_hour_cap));
+    let _ = writeln!(text, "SMS 24시간 / last day          {}", of_cap(r.sms_last_day, r.sms_day_cap));
     if r.pending.is_empty() {
         let _ = writeln!(text, "대기 중인 인증 없음 / no pending verification");
     }
@@ -125,7 +138,11 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
                 (pb::DeliveryStatus::Pending, _) => "전송 중 / pending",
                 (pb::DeliveryStatus::Unspecified, _) => "-",
             };
-            let live = if s.live { "유효 / live" } else { "만료 / dead" };
+            let live = match (s.live, s.delivery()) {
+                (true, _) => "유효 / live",
+                (false, pb::DeliveryStatus::Failed) => "무효 (발송 실패) / void (send failed)",
+                (false, _) => "만료 / expired",
+            };
             let sent = time(s.sent_at.as_ref()).map(clock).unwrap_or_default();
             let channel = match s.delivered_by.as_str() {
                 "alimtalk" => "알림톡 / AlimTalk",
@@ -160,6 +177,8 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
         "locked_until": rfc3339(r.locked_until.as_ref()),
         "sms_last_hour": r.sms_last_hour,
         "sms_last_day": r.sms_last_day,
+        "sms_hour_cap": r.sms_hour_cap,
+        "sms_day_cap": r.sms_day_cap,
         "pending": pending_json,
         "audit_event_id": r.audit_event_id,
     });
@@ -183,6 +202,9 @@ fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<ser
         };
         let at = time(a.attempted_at.as_ref()).map(clock).unwrap_or_default();
         let _ = writeln!(text, "      {}. {channel} ({}): {outcome} {at}", n + 1, a.gateway);
+        if !a.send_failure_ko.is_empty() {
+            let _ = writeln!(text, "         {} / {}", a.send_failure_ko, a.send_failure_en);
+        }
         if matches!(a.outcome.as_str(), "accepted" | "unconfirmed") {
             let receipt_at = time(a.receipt_at.as_ref()).map(clock).unwrap_or_default();
             let _ = match a.receipt.as_str() {
@@ -192,7 +214,7 @@ fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<ser
                     "         수신 결과 / receipt: 실패 / failed {receipt_at}: {} / {} ({})",
                     a.reason_ko, a.reason_en, a.receipt_code
                 ),
-                _ => writeln!(text, "         수신 결과 / receipt: 미보고 / not reported"),
+                _ => writeln!(text, "         수신 결과 / receipt: 결과 미수신 / not reported"),
             };
         }
         json.push(json!({
@@ -206,6 +228,9 @@ fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<ser
             "receipt_code": a.receipt_code,
             "reason_ko": a.reason_ko,
             "reason_en": a.reason_en,
+            "failure": a.failure,
+            "send_failure_ko": a.send_failure_ko,
+            "send_failure_en": a.send_failure_en,
         }));
     }
     json
@@ -216,7 +241,9 @@ pub fn unlock(r: &pb::UnlockPhoneResponse) -> Output {
     let was = if r.was_locked { "예 / yes" } else { "아니오 / no" };
     let text = format!(
         "잠금 해제됨 / unlocked: {}\n잠겨 있었음 / was locked: {was}\n지운 실패 횟수 / failures cleared: {}\n감사 기록 / audit: {}\n",
-        r.masked_phone_number, r.failed_attempts_cleared, r.audit_event_id
+        local(&r.masked_phone_number),
+        r.failed_attempts_cleared,
+        r.audit_event_id
     );
     let json = json!({
         "masked_phone_number": r.masked_phone_number,
@@ -281,7 +308,8 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
             e.actor_role,
             action_name(e.action())
         );
-        for (label, value) in [("", e.masked_phone_number.as_str()), ("ticket ", e.ticket_id.as_str()), ("", contact)] {
+        let masked = local(&e.masked_phone_number);
+        for (label, value) in [("", masked.as_str()), ("ticket ", e.ticket_id.as_str()), ("", contact)] {
             if !value.is_empty() {
                 let _ = write!(line, "  {label}{value}");
             }
@@ -291,8 +319,13 @@ pub fn audit(events: &[pb::AuditEvent]) -> Output {
         }
         match e.evidence.as_str() {
             "call" => {
-                let _ =
-                    write!(line, "  근거 통화 / call {} ({}, {})", e.call_id, e.call_direction, e.call_masked_number);
+                let _ = write!(
+                    line,
+                    "  근거 통화 / call {} ({}, {})",
+                    e.call_id,
+                    e.call_direction,
+                    local(&e.call_masked_number)
+                );
             }
             "typed" => line.push_str("  [직접 입력 / TYPED]"),
             _ => {}
@@ -360,12 +393,17 @@ pub fn calls(r: &pb::ListMyCallsResponse) -> Output {
             other => other,
         };
         let since = time(c.answered_at.as_ref()).map(clock).unwrap_or_default();
-        let _ = writeln!(text, "{}  {}  {direction}  since {since}", c.call_id, c.masked_phone_number);
+        let send = match time(c.send_recorded_at.as_ref()) {
+            Some(at) => format!("전송 확인 / sent {}", clock(at)),
+            None => "전송 대기 중 / waiting for the send".into(),
+        };
+        let _ = writeln!(text, "{}  {}  {direction}  since {since}  {send}", c.call_id, local(&c.masked_phone_number));
         rows.push(json!({
             "call_id": c.call_id,
             "direction": c.direction,
             "masked_phone_number": c.masked_phone_number,
             "answered_at": rfc3339(c.answered_at.as_ref()),
+            "send_recorded_at": rfc3339(c.send_recorded_at.as_ref()),
         }));
     }
     if r.calls.is_empty() {
@@ -527,5 +565,52 @@ mod tests {
         assert_eq!(out.json["events"][0]["client_certificate_sha256"], "ab".repeat(32));
         assert_eq!(out.json["events"][0]["session_id"], "s-1");
         assert_eq!(out.json["events"][1]["client_address"], "");
+    }
+
+    /// Issue 21, section 5: a refused send says why, in the issue's words, and its code is void, not expired.
+    #[test]
+    fn a_failed_send_says_why() {
+        let attempt = pb::DeliveryAttempt {
+            channel: "sms".into(),
+            gateway: "http".into(),
+            outcome: "refused".into(),
+            failure: "circuit_open".into(),
+            send_failure_ko: "발송 실패: 문자 발송 업체 장애".into(),
+            send_failure_en: "send failed: SMS provider outage (breaker open)".into(),
+            ..Default::default()
+        };
+        let send = pb::CodeSend {
+            channel: pb::CodeChannel::Sms.into(),
+            delivery: pb::DeliveryStatus::Failed.into(),
+            attempts: vec![attempt],
+            ..Default::default()
+        };
+        let r = pb::GetPhoneStatusResponse {
+            masked_phone_number: "+82 10-****-5678".into(),
+            sms_last_hour: 1,
+            sms_hour_cap: 5,
+            sms_last_day: 1,
+            sms_day_cap: 10,
+            pending: vec![pb::PendingVerification { sends: vec![send], ..Default::default() }],
+            ..Default::default()
+        };
+        let out = status(&r);
+        for expected in [
+            "번호 / number                  010-****-5678",
+            "SMS 1시간 / last hour          1/5",
+            "SMS 24시간 / last day          1/10",
+            "무효 (발송 실패) / void (send failed)",
+            "발송 실패: 문자 발송 업체 장애 / send failed: SMS provider outage (breaker open)",
+        ] {
+            assert!(out.text.contains(expected), "{expected:?} in\n{}", out.text);
+        }
+        assert_eq!(out.json["pending"][0]["sends"][0]["attempts"][0]["failure"], "circuit_open");
+    }
+
+    #[test]
+    fn numbers_are_written_as_a_call_centre_does_and_counts_beside_their_caps() {
+        assert_eq!(local("+82 10-****-5678"), "010-****-5678");
+        assert_eq!(local("+1 415-***-0123"), "+1 415-***-0123", "other countries keep their code");
+        assert_eq!((of_cap(1, 5), of_cap(3, 0)), ("1/5".to_owned(), "3".to_owned()));
     }
 }

@@ -112,6 +112,48 @@ impl AttemptOutcome {
     }
 }
 
+/// Why an attempt was not accepted, as far as otpd can tell (the provider's own text stays in the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptReason {
+    /// The channel's circuit breaker was open (the provider kept failing): the provider was not called.
+    CircuitOpen,
+    /// The provider failed: no connection, no answer in time, or a server error after the retries.
+    ProviderDown,
+    /// The provider refused the message (the number, sender, template or credentials): not retried.
+    ProviderRefused,
+    /// Handed over, but the caller's deadline ended the wait for the answer.
+    NoAnswer,
+}
+
+impl AttemptReason {
+    /// The name in the database and in GetPhoneStatus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptReason::CircuitOpen => "circuit_open",
+            AttemptReason::ProviderDown => "provider_down",
+            AttemptReason::ProviderRefused => "provider_refused",
+            AttemptReason::NoAnswer => "no_answer",
+        }
+    }
+
+    /// The reason a stored name means.
+    pub fn from_db(s: &str) -> Option<Self> {
+        [Self::CircuitOpen, Self::ProviderDown, Self::ProviderRefused, Self::NoAnswer]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
+    /// What a team lead reads (Korean, then English), after "발송 실패: ".
+    pub fn words(self) -> (&'static str, &'static str) {
+        match self {
+            AttemptReason::CircuitOpen => ("문자 발송 업체 장애", "SMS provider outage (breaker open)"),
+            AttemptReason::ProviderDown => ("문자 발송 업체 장애", "SMS provider outage"),
+            AttemptReason::ProviderRefused => ("발송 업체가 거절", "refused by the provider"),
+            AttemptReason::NoAnswer => ("결과 미수신", "no answer in time"),
+        }
+    }
+}
+
 /// One channel's attempt to carry a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryAttempt {
@@ -125,6 +167,8 @@ pub struct DeliveryAttempt {
     pub outcome: AttemptOutcome,
     /// The provider's message or request id (receipts name it).
     pub provider_id: Option<String>,
+    /// Why it was not accepted; None for an accepted attempt.
+    pub reason: Option<AttemptReason>,
 }
 
 /// How far a provider's clock may be from ours: a receipt is taken only if it is dated no earlier than its
@@ -179,5 +223,14 @@ mod tests {
         {
             assert_eq!(AttemptOutcome::from_db(outcome.as_str()), Some(outcome));
         }
+        for reason in [
+            AttemptReason::CircuitOpen,
+            AttemptReason::ProviderDown,
+            AttemptReason::ProviderRefused,
+            AttemptReason::NoAnswer,
+        ] {
+            assert_eq!(AttemptReason::from_db(reason.as_str()), Some(reason));
+        }
+        assert_eq!(AttemptReason::CircuitOpen.words().0, "문자 발송 업체 장애", "the issue's words (21, section 5)");
     }
 }

@@ -17,8 +17,8 @@ pub use call::{
 };
 pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use delivery::{
-    AttemptOutcome, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels, RECEIPT_CLOCK_SKEW, Receipt,
-    ReceiptOutcome,
+    AttemptOutcome, AttemptReason, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels,
+    RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome,
 };
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};

@@ -19,6 +19,8 @@ use crate::supervision::{LookupCommand, Stated, StatusTarget, SupervisionService
 /// Default and largest page of ListAuditEvents.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+/// Kept heads one VerifyAuditChain may name (a few recent ones are all an auditor needs).
+const MAX_KEPT_HEADS: usize = 16;
 
 /// The supervisor API.
 #[derive(Clone)]
@@ -204,7 +206,10 @@ impl SupervisorRequests {
 
     /// A VerifyAuditChain request: it takes nothing from the caller. How far unkeyed links are accepted is the
     /// operator's setting (`--accept-unkeyed-through`), so the field must be left at 0.
-    pub fn parse_verify_chain(&self, req: pb::VerifyAuditChainRequest) -> Result<(), Refusal> {
+    pub fn parse_verify_chain(
+        &self,
+        req: pb::VerifyAuditChainRequest,
+    ) -> Result<Vec<crate::domain::audit::HeadPin>, Refusal> {
         let mut v = Violations::default();
         v.check(
             "accept_unkeyed_through",
@@ -213,10 +218,21 @@ impl SupervisorRequests {
                 .filter(|()| req.accept_unkeyed_through == 0)
                 .ok_or("set by the server's --accept-unkeyed-through, never by the caller: leave it 0"),
         );
+        // One violation at most: too many heads, or the first that is not SEQ:HASH.
+        let heads: Result<Vec<crate::domain::audit::HeadPin>, String> = if req.expect_heads.len() > MAX_KEPT_HEADS {
+            Err(format!("at most {MAX_KEPT_HEADS} kept heads"))
+        } else {
+            req.expect_heads
+                .iter()
+                .enumerate()
+                .map(|(i, head)| head.parse().map_err(|e: String| format!("head {}: {e}", i + 1)))
+                .collect()
+        };
+        let heads = v.check("expect_heads", "INVALID_SEQUENCE", heads).unwrap_or_default();
         if !v.is_empty() {
             return Err(Refusal { phone: None, ticket: None, violations: v.0 });
         }
-        Ok(())
+        Ok(heads)
     }
 
     /// A ListAuditEvents request as a query.
@@ -384,10 +400,10 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
             Err(refusal) => return Err(self.refuse(&actor, AuditAction::GetPhoneStatus, refusal).await),
         };
         let service = self.service.clone();
-        let max = service.policy().max_failed_attempts;
+        let policy = service.policy().clone();
         let (status, event, phone) =
             detached(async move { service.phone_status(&actor, target, &ticket).await }).await?;
-        Ok(Response::new(status_to_pb(status, &event, phone.masked().to_owned(), max)))
+        Ok(Response::new(status_to_pb(status, &event, phone.masked().to_owned(), &policy)))
     }
 
     #[tracing::instrument(name = "UnlockPhone", skip_all)]
@@ -459,11 +475,12 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let actor = actor(&request)?;
-        if let Err(refusal) = self.requests.parse_verify_chain(request.into_inner()) {
-            return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, refusal).await);
-        }
+        let heads = match self.requests.parse_verify_chain(request.into_inner()) {
+            Ok(heads) => heads,
+            Err(refusal) => return Err(self.refuse(&actor, AuditAction::VerifyAuditChain, refusal).await),
+        };
         let service = self.service.clone();
-        let (report, event) = detached(async move { service.verify_audit_chain(&actor).await }).await?;
+        let (report, event) = detached(async move { service.verify_audit_chain(&actor, heads).await }).await?;
         Ok(Response::new(pb::VerifyAuditChainResponse {
             intact: report.broken.is_none(),
             events_checked: report.checked,
@@ -498,11 +515,12 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         Ok(Response::new(pb::ListMyCallsResponse {
             calls: calls
                 .into_iter()
-                .map(|c| pb::MyCall {
+                .map(|(c, sent)| pb::MyCall {
                     call_id: c.call_id.as_str().to_owned(),
                     direction: c.direction.as_str().to_owned(),
                     masked_phone_number: c.number.masked().to_owned(),
                     answered_at: c.answered_at.map(timestamp),
+                    send_recorded_at: sent.map(timestamp),
                 })
                 .collect(),
         }))
@@ -614,6 +632,9 @@ fn attempt_to_pb(a: &crate::domain::AttemptStatus) -> pb::DeliveryAttempt {
         receipt_code,
         reason_ko: reason.map(|r| r.ko.to_owned()).unwrap_or_default(),
         reason_en: reason.map(|r| r.en.to_owned()).unwrap_or_default(),
+        failure: a.attempt.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        send_failure_ko: a.attempt.reason.map(|r| format!("발송 실패: {}", r.words().0)).unwrap_or_default(),
+        send_failure_en: a.attempt.reason.map(|r| format!("send failed: {}", r.words().1)).unwrap_or_default(),
     }
 }
 
@@ -637,18 +658,20 @@ fn status_to_pb(
     status: PhoneStatus,
     event: &AuditEvent,
     masked: String,
-    max_failed: u32,
+    policy: &crate::domain::Policy,
 ) -> pb::GetPhoneStatusResponse {
     let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     let now = event.event.at;
     pb::GetPhoneStatusResponse {
         masked_phone_number: masked,
         failed_attempts: count(status.failed_attempts),
-        attempts_remaining: count(max_failed.saturating_sub(status.failed_attempts)),
+        attempts_remaining: count(policy.max_failed_attempts.saturating_sub(status.failed_attempts)),
         locked_until: status.locked_until.map(timestamp),
         pending: status.pending.iter().map(|v| verification_to_pb(v, now)).collect(),
         sms_last_hour: count(status.sms_last_hour),
         sms_last_day: count(status.sms_last_day),
+        sms_hour_cap: count(policy.max_sends_per_hour),
+        sms_day_cap: count(policy.max_sends_per_day),
         audit_event_id: event.event.id.to_string(),
         notices: status
             .notices

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{AttemptOutcome, DeliveryAttempt, DeliveryChannel};
-use crate::sms::{Deadline, Delivery, SmsError, SmsMessage};
+use crate::domain::{AttemptOutcome, AttemptReason, DeliveryAttempt, DeliveryChannel};
+use crate::sms::{Deadline, Delivery, MessageKind, SmsError, SmsMessage};
 
 use super::VerificationService;
 
@@ -24,9 +24,10 @@ impl VerificationService {
             .try_fold(Duration::MAX, |shortest, open| open.map(|open| shortest.min(open)))
     }
 
-    /// Each channel with its gateway's name, for the record of a send none of them was asked to carry.
-    pub(super) fn channels_for_record(&self) -> Vec<(DeliveryChannel, &'static str)> {
-        self.channels().iter().map(|(channel, gateway)| (*channel, gateway.name())).collect()
+    /// Each channel with its gateway's name and provider (`host:port`), for the record of a send none of them
+    /// was asked to carry.
+    pub(super) fn channels_for_record(&self) -> Vec<(DeliveryChannel, &'static str, Option<String>)> {
+        self.channels().iter().map(|(channel, gateway)| (*channel, gateway.name(), gateway.endpoint())).collect()
     }
 
     fn channels(&self) -> Channels {
@@ -48,9 +49,10 @@ impl VerificationService {
         self.deliver_over(self.channels(), message, deadline).await
     }
 
-    /// A lookup notice (never a code) to `phone` over the SMS channel, within `--sms-timeout`, charged to the
-    /// per-destination and per-replica SMS limits but not to the number's hourly and daily caps (no code row).
-    /// Recorded for the status view; never fails the lookup that caused it.
+    /// A lookup notice (never a code) to `phone` over the channels of `--delivery` that carry notices, in order
+    /// (AlimTalk with its notice template, then SMS), within `--sms-timeout`, charged to the per-destination and
+    /// per-replica SMS limits but not to the number's hourly and daily caps (no code row). Recorded for the status
+    /// view; never fails the lookup that caused it.
     pub async fn send_notice(&self, phone: &crate::domain::PhoneNumber, text: &str) -> crate::store::NoticeStatus {
         let this = &self.inner;
         let record = |outcome: &str, gateway: Option<&str>, provider_id: Option<String>| crate::store::NoticeStatus {
@@ -59,20 +61,21 @@ impl VerificationService {
             gateway: gateway.map(str::to_owned),
             provider_id,
         };
-        let sms: crate::sms::Channels =
-            self.channels().into_iter().filter(|(channel, _)| *channel == DeliveryChannel::Sms).collect();
+        let channels: crate::sms::Channels =
+            self.channels().into_iter().filter(|(_, gateway)| gateway.carries(MessageKind::Notice)).collect();
         let status = if this.test_numbers.code_for(phone, this.policy.code_length).is_some() {
             tracing::info!(%phone, "lookup notice: test number, not sent");
             record("not_sent", None, None)
         } else if let Err(limited) = this.limits.check_send_destination(phone) {
             tracing::warn!(%phone, limit = limited.limit, "lookup notice held back by an SMS limit");
             record("not_sent", None, None)
-        } else if sms.is_empty() {
-            tracing::warn!(%phone, "lookup notice not sent: no SMS channel in --delivery");
+        } else if channels.is_empty() {
+            tracing::warn!(%phone, "lookup notice not sent: no channel in --delivery carries it");
             record("not_sent", None, None)
         } else {
             let reference = crate::domain::VerificationId::new();
             let message = SmsMessage {
+                kind: MessageKind::Notice,
                 to: phone.clone(),
                 from: this.sender.clone(),
                 body: secrecy::SecretString::from(text.to_owned()),
@@ -82,7 +85,7 @@ impl VerificationService {
                 idempotency_key: format!("notice-{reference}"),
             };
             let deadline = Deadline { at: tokio::time::Instant::now() + this.delivery_timeout, callers: false };
-            let (result, attempts) = self.deliver_over(sms, &message, deadline).await;
+            let (result, attempts) = self.deliver_over(channels, &message, deadline).await;
             let gateway = attempts.last().map(|a| a.gateway);
             match result {
                 Ok(delivery) => record("accepted", gateway, delivery.message_id),
@@ -119,35 +122,51 @@ impl VerificationService {
             let result = tokio::time::timeout_at(deadline.at + GATEWAY_GRACE, gateway.send(message, deadline))
                 .await
                 .unwrap_or_else(|_| Err(SmsError::Unavailable("the gateway overran its deadline".into())));
-            let attempt = |outcome, provider_id| DeliveryAttempt {
+            let attempt = |outcome, provider_id, reason| DeliveryAttempt {
                 channel,
                 gateway: gateway.name(),
                 at: self.inner.clock.now(),
                 outcome,
                 provider_id,
+                reason,
             };
+            // Where the provider is (host:port, never a path, which may hold a key) and why: never the message.
+            let endpoint = gateway.endpoint().unwrap_or_else(|| "-".into());
             match result {
                 Ok(delivery) => {
-                    attempts.push(attempt(AttemptOutcome::Accepted, delivery.message_id.clone()));
+                    attempts.push(attempt(AttemptOutcome::Accepted, delivery.message_id.clone(), None));
                     return (Ok(delivery), attempts);
                 }
                 Err(error @ SmsError::Unconfirmed(_)) => {
                     // It may still arrive: a second channel now would only race it.
-                    attempts.push(attempt(AttemptOutcome::Unconfirmed, None));
+                    tracing::warn!(
+                        %channel,
+                        provider = %endpoint,
+                        reason = "no_answer",
+                        error = %error,
+                        "delivery unconfirmed before the deadline"
+                    );
+                    attempts.push(attempt(AttemptOutcome::Unconfirmed, None, Some(AttemptReason::NoAnswer)));
                     return (Err(error), attempts);
                 }
                 Err(error @ (SmsError::Rejected(_) | SmsError::Unavailable(_))) => {
-                    let outcome = match error {
-                        SmsError::Rejected(_) => AttemptOutcome::Refused,
-                        _ => AttemptOutcome::Failed,
+                    let (outcome, reason) = match error {
+                        SmsError::Rejected(_) => (AttemptOutcome::Refused, AttemptReason::ProviderRefused),
+                        _ => (AttemptOutcome::Failed, AttemptReason::ProviderDown),
                     };
-                    tracing::warn!(%channel, error = %error, "delivery channel did not take the code");
-                    attempts.push(attempt(outcome, None));
+                    tracing::warn!(
+                        %channel,
+                        provider = %endpoint,
+                        reason = reason.as_str(),
+                        error = %error,
+                        "delivery channel did not take the code"
+                    );
+                    attempts.push(attempt(outcome, None, Some(reason)));
                     last = Some(error);
                 }
                 Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. })) => {
                     // Never reached the provider: an earlier channel's answer, if any, stays the one that counts.
-                    tracing::info!(%channel, error = %error, "delivery channel not tried");
+                    tracing::info!(%channel, provider = %endpoint, error = %error, "delivery channel not tried");
                     last = last.or(Some(error));
                 }
             }
@@ -172,6 +191,7 @@ impl VerificationService {
         this.limits.check_send_destination(phone)?;
         let reference = crate::domain::VerificationId::new();
         let message = SmsMessage {
+            kind: MessageKind::Code,
             to: phone.clone(),
             from: this.sender.clone(),
             body: this.template.render(code, ttl, None),

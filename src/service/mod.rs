@@ -196,6 +196,7 @@ impl VerificationService {
         let issued = this.store.issue_code(new_code, &this.policy).await?.map_err(|r| refusal(r, now))?;
 
         let message = SmsMessage {
+            kind: crate::sms::MessageKind::Code,
             to: cmd.phone.clone(),
             from: this.sender.clone(),
             body: this.template.render(&code, this.policy.code_ttl, cmd.app_hash.as_ref()),
@@ -289,10 +290,11 @@ impl VerificationService {
         let attempts: Vec<crate::domain::DeliveryAttempt> = self
             .channels_for_record()
             .into_iter()
-            .map(|(channel, gateway)| {
+            .map(|(channel, gateway, endpoint)| {
                 tracing::warn!(
                     %channel,
                     gateway,
+                    provider = endpoint.as_deref().unwrap_or("-"),
                     reason = "circuit_open",
                     retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
                     "SMS refused by the open circuit breaker; the attempt is recorded, no code is live"
@@ -303,6 +305,7 @@ impl VerificationService {
                     at: now,
                     outcome: crate::domain::AttemptOutcome::Refused,
                     provider_id: None,
+                    reason: Some(crate::domain::AttemptReason::CircuitOpen),
                 }
             })
             .collect();

@@ -169,6 +169,15 @@ impl SmsGateway for HttpGateway {
         self.wire.name()
     }
 
+    fn carries(&self, kind: super::MessageKind) -> bool {
+        self.wire.carries(kind)
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        let base = self.wire.base();
+        Some(format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0)))
+    }
+
     fn refusing_for(&self) -> Option<Duration> {
         self.breaker.refusing().map(|open| open.retry_after)
     }

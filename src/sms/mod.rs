@@ -31,8 +31,19 @@ pub use settings::{
 pub use template::{SmsTemplate, TemplateLimits, euc_kr_len, render_body};
 pub use wire::{Answer, GenericHttp, NHN_ALIMTALK_BASE, NhnAlimTalk, NhnSms, Sens, Solapi, Wire, sender_digits};
 
+/// What a message is: a code, or the notice after a lookup (no code; its own AlimTalk template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A code (the SendCode flow).
+    Code,
+    /// The lookup notice (`--lookup-notice-template`): never a code.
+    Notice,
+}
+
 /// One SMS to send. The body holds the code, so it is a secret and is never logged.
 pub struct SmsMessage {
+    /// A code or a notice: AlimTalk sends each with its own approved template.
+    pub kind: MessageKind,
     /// The destination.
     pub to: PhoneNumber,
     /// The sender number shown on the phone, e.g. `1800-3400`.
@@ -100,6 +111,18 @@ pub trait SmsGateway: Send + Sync + 'static {
     /// The gateway's name in the delivery record (`nhn-sms`, `sens`, `solapi`, `nhn-alimtalk`, `http`, …).
     fn name(&self) -> &'static str {
         "sms"
+    }
+
+    /// Where the provider is, as `host:port` (for the log line of a failed send: never a path, which may hold a
+    /// key); None for the gateways that reach no provider.
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether it can carry messages of `kind` (AlimTalk carries a notice only with a notice template).
+    fn carries(&self, kind: MessageKind) -> bool {
+        let _ = kind;
+        true
     }
 
     /// How long a send would be refused at once from now (an open circuit breaker), so that the caller can give

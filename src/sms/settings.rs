@@ -84,6 +84,11 @@ pub struct DeliverySettings {
     /// The approved authentication template's code; the template takes the code as its `code` parameter.
     #[arg(long, env = "OTPD_ALIMTALK_TEMPLATE_CODE", global = true)]
     pub alimtalk_template_code: Option<String>,
+    /// The approved template of the lookup notice: its text is the notice's, with the brand and support number
+    /// written in (no parameters). Required while `alimtalk` is in --delivery and the notice is on, so that the
+    /// notice goes AlimTalk first, then SMS, as codes do.
+    #[arg(long, env = "OTPD_ALIMTALK_NOTICE_TEMPLATE_CODE", global = true)]
+    pub alimtalk_notice_template_code: Option<String>,
     /// Where providers report delivery receipts (HTTP: POST /receipts/nhn, /receipts/http). Default: off, and
     /// the status view says "not reported".
     #[arg(long, env = "OTPD_WEBHOOK_LISTEN", global = true)]
@@ -141,6 +146,8 @@ pub struct AlimTalkConfig {
     pub sender_key: String,
     /// The approved template.
     pub template_code: String,
+    /// The approved template of the lookup notice (its text, no parameters); None: notices go by SMS only.
+    pub notice_template_code: Option<String>,
 }
 
 impl DeliveryConfig {
@@ -163,7 +170,8 @@ impl DeliveryConfig {
                         a.secret_key.clone(),
                         a.sender_key.clone(),
                         a.template_code.clone(),
-                    );
+                    )
+                    .with_notice_template(a.notice_template_code.clone());
                     Arc::new(HttpGateway::with_wire(Box::new(wire), http.clone(), Arc::clone(&clock))?)
                 }
                 (DeliveryChannel::AlimTalk, None) => return Err("alimtalk is not configured".into()),
@@ -309,6 +317,10 @@ impl DeliverySettings {
             )?,
             sender_key: required("alimtalk-sender-key", &self.alimtalk_sender_key)?,
             template_code: required("alimtalk-template-code", &self.alimtalk_template_code)?,
+            notice_template_code: match &self.alimtalk_notice_template_code {
+                Some(_) => Some(required("alimtalk-notice-template-code", &self.alimtalk_notice_template_code)?),
+                None => None,
+            },
         })
     }
 }

@@ -256,7 +256,7 @@ impl SupervisionStore for Metered {
         self.seen(Op::Call, self.supervision.call(id).await)
     }
 
-    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<Call>> {
+    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<crate::store::AgentCall>> {
         self.seen(Op::AgentCalls, self.supervision.agent_calls(agent).await)
     }
 }

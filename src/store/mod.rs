@@ -45,8 +45,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AttemptOutcome, AttemptStatus, Channel, DeliveryAttempt, DeliveryChannel, PhoneNumber, Policy, Purpose, Receipt,
-    ReceiptOutcome, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
+    AttemptOutcome, AttemptReason, AttemptStatus, Channel, DeliveryAttempt, DeliveryChannel, PhoneNumber, Policy,
+    Purpose, Receipt, ReceiptOutcome, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
@@ -57,8 +57,9 @@ pub use signin::SignInStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use supervision::{
-    AgentChange, AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget, NoticeStatus,
-    PhoneStatus, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus, locked_detail,
+    AgentCall, AgentChange, AuditFilter, CodeStatus, LookupCandidate, LookupIssue, LookupQuota, LookupTarget,
+    NoticeStatus, PhoneStatus, SupervisionStore, SupervisorRecord, TokenHolder, Unlocked, VerificationStatus,
+    locked_detail,
 };
 
 /// A store operation failed. The text is for logs, never for clients.
@@ -445,11 +446,13 @@ fn channel(s: &str) -> StoreResult<Channel> {
 const GATEWAYS: [&str; 8] = ["nhn-alimtalk", "nhn-sms", "sens", "solapi", "http", "file", "log", "sms"];
 
 /// One `delivery_attempts` row as read back, whatever the backend's time type.
-pub(crate) type AttemptRow<T> = (String, String, T, String, Option<String>, Option<String>, Option<T>, Option<String>);
+pub(crate) type AttemptRow<T> =
+    (String, String, T, String, Option<String>, Option<String>, Option<T>, Option<String>, Option<String>);
 
-/// Reads back an attempt row: channel, gateway, attempted at, outcome, provider id, receipt, receipt at, code.
+/// Reads back an attempt row: channel, gateway, attempted at, outcome, provider id, receipt, receipt at, code,
+/// reason.
 fn attempt_status<T>(row: AttemptRow<T>, time: impl Fn(T) -> StoreResult<DateTime<Utc>>) -> StoreResult<AttemptStatus> {
-    let (channel, gateway, at, outcome, provider_id, receipt, receipt_at, receipt_code) = row;
+    let (channel, gateway, at, outcome, provider_id, receipt, receipt_at, receipt_code, reason) = row;
     let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("delivery attempt {what} `{v}`"));
     let attempt = DeliveryAttempt {
         channel: DeliveryChannel::from_db(&channel).ok_or_else(|| corrupt("channel", &channel))?,
@@ -457,6 +460,10 @@ fn attempt_status<T>(row: AttemptRow<T>, time: impl Fn(T) -> StoreResult<DateTim
         at: time(at)?,
         outcome: AttemptOutcome::from_db(&outcome).ok_or_else(|| corrupt("outcome", &outcome))?,
         provider_id,
+        reason: match reason {
+            Some(r) => Some(AttemptReason::from_db(&r).ok_or_else(|| corrupt("reason", &r))?),
+            None => None,
+        },
     };
     let receipt = match (receipt.as_deref(), receipt_at) {
         (Some(kind @ ("delivered" | "failed")), Some(at)) => {

@@ -283,8 +283,18 @@ pub trait SupervisionStore: Send + Sync + 'static {
     /// The call, as its events left it.
     async fn call(&self, id: &CallId) -> StoreResult<Option<Call>>;
 
-    /// The agent's answered calls that have not ended, oldest first.
-    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<Call>>;
+    /// The agent's answered calls that have not ended, oldest first, each with its number's latest send.
+    async fn agent_calls(&self, agent: &AgentId) -> StoreResult<Vec<AgentCall>>;
+}
+
+/// A call on the line, with when its number was last sent a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCall {
+    /// The call.
+    pub call: Call,
+    /// The newest `last_sent_at` of the number's pending verifications: what a lookup by this call would rest
+    /// on (if it is within the lookup window). None before the driver pressed send.
+    pub last_sent_at: Option<DateTime<Utc>>,
 }
 
 /// The detail an over-quota lookup is recorded with.

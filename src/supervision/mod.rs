@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::clock::Clock;
 use crate::domain::audit::{
-    AuditAction, AuditEvent, AuditOutcome, ChainError, ChainVerifier, Expectations, NewAuditEvent,
+    AuditAction, AuditEvent, AuditOutcome, ChainError, ChainVerifier, Expectations, HeadPin, NewAuditEvent,
 };
 use crate::domain::{
     Actor, Call, CallDirection, CallId, Channel, ContactChannel, DisabledActor, Evidence, EvidencePolicy, OtpCode,
@@ -413,11 +413,16 @@ impl SupervisionService {
         Ok(call)
     }
 
-    /// The agent's answered calls that have not ended (the console's "On the line"). Any role with an agent id;
-    /// not audited: it names only calls the phone system already gave the caller.
-    pub async fn my_calls(&self, actor: &Actor) -> Result<Vec<Call>, ServiceError> {
+    /// The agent's answered calls that have not ended (the console's "On the line"), each with when the driver's
+    /// latest send was recorded (within the lookup window). Any role with an agent id; not audited: it names only
+    /// calls the phone system already gave the caller, and whether a lookup by one could rest on a send, so that
+    /// the console can wait for the driver to press send without a denied lookup (or a status read) per poll.
+    pub async fn my_calls(&self, actor: &Actor) -> Result<Vec<(Call, Option<DateTime<Utc>>)>, ServiceError> {
         let Some(agent) = &actor.agent_id else { return Ok(Vec::new()) };
-        Ok(self.store().agent_calls(agent).await?)
+        // A send counts only within the lookup window, as the lookup itself judges it.
+        let window_start = self.clock.now() - self.lookup.window;
+        let calls = self.store().agent_calls(agent).await?;
+        Ok(calls.into_iter().map(|c| (c.call, c.last_sent_at.filter(|at| *at >= window_start))).collect())
     }
 
     /// The evidence policy in force.
@@ -528,14 +533,25 @@ impl SupervisionService {
     /// VerifyAuditChain: auditor or admin. Checks every link and seal from the first event, as `otpd audit verify`
     /// does, then records the check (so the report describes the chain before this call's own event).
     #[tracing::instrument(skip_all, fields(actor = %actor.name))]
-    pub async fn verify_audit_chain(&self, actor: &Actor) -> Result<(ChainReport, AuditEvent), ServiceError> {
-        let result = self.check_audit_chain(actor).await;
+    /// VerifyAuditChain, audited: every link and seal, and that the chain still reaches each of `heads` (kept
+    /// outside the database) unchanged.
+    pub async fn verify_audit_chain(
+        &self,
+        actor: &Actor,
+        heads: Vec<HeadPin>,
+    ) -> Result<(ChainReport, AuditEvent), ServiceError> {
+        let result = self.check_audit_chain(actor, heads).await;
         self.counted(SupervisorAction::VerifyAuditChain, result)
     }
 
-    async fn check_audit_chain(&self, actor: &Actor) -> Result<(ChainReport, AuditEvent), ServiceError> {
+    async fn check_audit_chain(
+        &self,
+        actor: &Actor,
+        heads: Vec<HeadPin>,
+    ) -> Result<(ChainReport, AuditEvent), ServiceError> {
         self.require(actor, &[Role::Auditor], AuditAction::VerifyAuditChain, None).await?;
-        let expect = Expectations { heads: Vec::new(), unkeyed_through: self.unkeyed_through };
+        let pinned = heads.len();
+        let expect = Expectations { heads, unkeyed_through: self.unkeyed_through };
         let mut verifier = ChainVerifier::new(self.audit.key().clone(), expect);
         let mut broken = None;
         'pages: loop {
@@ -550,6 +566,10 @@ impl SupervisionService {
                 break;
             }
         }
+        // A kept head past the end is a cut-off tail.
+        if broken.is_none() {
+            broken = verifier.finish().err();
+        }
         let report = ChainReport {
             checked: verifier.checked(),
             unkeyed: verifier.unkeyed(),
@@ -558,7 +578,10 @@ impl SupervisionService {
         };
         // What the verdict rested on is part of the record: an unkeyed prefix accepted by the operator's setting
         // is named, so a chain re-sealed without the key cannot pass as plainly "intact".
-        let basis = format!("{} unkeyed accepted through seq {}", report.unkeyed, self.unkeyed_through);
+        let basis = format!(
+            "{} unkeyed accepted through seq {}, {pinned} kept head(s) checked",
+            report.unkeyed, self.unkeyed_through
+        );
         let detail = match &report.broken {
             None => {
                 format!("chain intact: {} events ({basis}), head {}:{}", report.checked, report.checked, report.head)

@@ -15,6 +15,7 @@ both_backends!(
     a_chain_from_before_keyed_links_still_verifies,
     the_unkeyed_prefix_is_the_operators_setting_never_the_callers,
     where_a_call_came_from_cannot_be_rewritten,
+    verify_audit_chain_over_grpc_checks_the_kept_heads_it_is_given,
 );
 
 /// Runs `statements` on a connection that bypasses the append-only triggers, as the table's owner (or a
@@ -183,7 +184,7 @@ async fn the_unkeyed_prefix_is_the_operators_setting_never_the_callers(backend: 
     let verify = |through: i64| {
         let (mut sup, token) = (app.sup.clone(), lee.clone());
         async move {
-            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through };
+            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through, ..Default::default() };
             sup.verify_audit_chain(authed(req, &token)).await
         }
     };
@@ -203,6 +204,42 @@ async fn the_unkeyed_prefix_is_the_operators_setting_never_the_callers(backend: 
     assert_eq!((report.events_checked, report.unkeyed_events, report.broken_at_sequence), (2, 2, 3));
     let recorded = app.audit().await.pop().unwrap().event;
     assert!(recorded.detail.contains("2 unkeyed accepted through seq 2"), "{}", recorded.detail);
+}
+
+/// Issue 21, section 6: the console's "verify the whole chain" takes a kept head, as `otpd audit verify
+/// --expect-head` does. A cut-off tail checks out intact alone; against the head kept before the cut it is
+/// "missing … removed". A head that is not SEQ:HASH is refused INVALID_ARGUMENT.
+async fn verify_audit_chain_over_grpc_checks_the_kept_heads_it_is_given(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let lee = app.add_supervisor("lee", "auditor").await;
+    app.add_supervisor("kim", "supervisor").await;
+    let verify = |heads: Vec<String>| {
+        let (mut sup, token) = (app.sup.clone(), lee.clone());
+        async move {
+            let req = pb::VerifyAuditChainRequest { expect_heads: heads, ..Default::default() };
+            sup.verify_audit_chain(authed(req, &token)).await
+        }
+    };
+    let first = verify(vec![]).await.unwrap().into_inner();
+    assert!(first.intact, "{first:?}");
+    // The verification's own event is the head an auditor keeps.
+    let last = app.audit().await.pop().unwrap();
+    let kept = format!("{}:{}", last.seq, last.hash);
+    let report = verify(vec![kept.clone()]).await.unwrap().into_inner();
+    assert!(report.intact && report.events_checked == last.seq, "{report:?}");
+    let recorded = app.audit().await.pop().unwrap().event;
+    assert!(recorded.detail.contains("1 kept head(s) checked"), "{}", recorded.detail);
+
+    // The owner cuts the tail off, the kept head with it.
+    let cut = format!("DELETE FROM audit_events WHERE seq >= {}", last.seq);
+    as_owner_bypassing_triggers(&app.db, vec![(cut, vec![])]).await;
+    let report = verify(vec![kept.clone()]).await.unwrap().into_inner();
+    assert!(!report.intact, "{report:?}");
+    assert_eq!(report.broken_at_sequence, last.seq);
+    assert!(report.problem.contains("removed"), "{}", report.problem);
+
+    let refused = verify(vec!["4:not-a-hash".into()]).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused)), (tonic::Code::InvalidArgument, "INVALID_SEQUENCE".into()));
 }
 
 fn otpd(dir: &std::path::Path, db_url: &str, args: &[&str]) -> std::process::Output {

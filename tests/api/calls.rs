@@ -24,6 +24,9 @@ both_backends!(
     under_call_or_typed_evidence_a_typed_lookup_is_audited_as_typed,
     the_driver_is_told_of_the_lookup_without_a_code_and_keeps_their_sends,
     with_the_provider_down_a_lookup_by_call_still_issues_a_code,
+    the_notice_goes_by_alimtalk_first_then_sms,
+    a_failed_send_says_why_in_the_status_view,
+    waiting_for_the_send_on_the_line_appends_nothing_to_the_audit_log,
 );
 
 pub const CALL_EVENTS_KEY: &str = "call-events-key-0123456789";
@@ -429,8 +432,169 @@ async fn with_the_provider_down_a_lookup_by_call_still_issues_a_code(backend: Ba
     assert!(!send.live, "no SMS code is live");
     assert_eq!(send.attempts[0].outcome, "refused", "{send:?}");
 
+    // Why, in the issue's words (section 5): the breaker was open, so the provider is down.
+    assert_eq!(send.attempts[0].failure, "circuit_open");
+    assert_eq!(send.attempts[0].send_failure_ko, "발송 실패: 문자 발송 업체 장애");
+    assert!(send.attempts[0].send_failure_en.contains("outage (breaker open)"), "{send:?}");
+
     let r = app.sup.clone().lookup_code(authed(call_lookup("C-DOWN"), &kim)).await.unwrap().into_inner();
     assert_eq!(app.verify(PHONE, Purpose::Login, &r.code).await.unwrap().result(), VerifyResult::Approved);
+}
+
+/// Issue 21, section 5: every failed send says why, and its log line names the provider's host:port (never the
+/// code): a provider answering 503 is an outage, one refusing the message (400) is a refusal.
+async fn a_failed_send_says_why_in_the_status_view(backend: Backend) {
+    use crate::provider::{FakeProvider, Reply};
+    let provider = FakeProvider::start(vec![Reply::Status(503), Reply::Status(400)], Reply::Status(503)).await;
+    let gateway = provider.gateway();
+    let args = ["--sms-gateway", gateway.as_str(), "--sms-http-max-attempts", "1", "--sms-breaker-threshold", "5"];
+    let app = spawn_app_with(backend, &args).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    assert_eq!(reason(&app.send(PHONE, Purpose::Login).await.unwrap_err()), "SMS_DELIVERY_FAILED");
+    app.advance(TimeDelta::seconds(31));
+    assert_eq!(reason(&app.send(PHONE, Purpose::Login).await.unwrap_err()), "SMS_DELIVERY_FAILED");
+
+    let mut req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ..status_by_call("") };
+    req.call_id.clear();
+    let status = app.sup.clone().get_phone_status(authed(req, &kim)).await.unwrap().into_inner();
+    let failures: Vec<(&str, &str, &str)> = status.pending[0]
+        .sends
+        .iter()
+        .flat_map(|s| &s.attempts)
+        .map(|a| (a.outcome.as_str(), a.failure.as_str(), a.send_failure_ko.as_str()))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("failed", "provider_down", "발송 실패: 문자 발송 업체 장애"),
+            ("refused", "provider_refused", "발송 실패: 발송 업체가 거절")
+        ],
+    );
+    assert_eq!(status.sms_hour_cap, 5, "the caps ride along, for \"2/5\"");
+}
+
+/// Issue 21, section 5: a failed send's log line names the reason and the provider's host:port, never the code
+/// or the whole number (a real process, logging JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sends_log_line_names_the_reason_and_the_provider() {
+    use crate::provider::{FakeProvider, Reply};
+    let provider = FakeProvider::start(vec![Reply::Status(503), Reply::Status(400)], Reply::Status(503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    let gateway = provider.gateway();
+    let args = [
+        ["--database-url", &db_url, "--sms-gateway", &gateway, "--log-format", "json"].as_slice(),
+        &["--sms-http-max-attempts", "1", "--resend-cooldown", "0s"],
+    ]
+    .concat();
+    let otpd = OtpdProcess::start(dir.path(), "otpd", &args, &[]).await;
+    let mut client = otpd.otp().await;
+    for _ in 0..2 {
+        let err = client.send_code(send_req(PHONE, Purpose::Login)).await.unwrap_err();
+        assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    }
+    let codes: Vec<String> = provider.received().iter().map(|r| code_in(&r.body.to_string())).collect();
+    assert_eq!(codes.len(), 2);
+    let (_, stderr) = otpd.terminate().await;
+    let host_port = gateway.trim_start_matches("http:http://").split('/').next().unwrap().to_owned();
+    let failures: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.contains("delivery channel did not take the code"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> =
+        failures.iter().map(|f| (f["provider"].as_str().unwrap_or(""), f["reason"].as_str().unwrap_or(""))).collect();
+    assert_eq!(seen, [(host_port.as_str(), "provider_down"), (host_port.as_str(), "provider_refused")], "{stderr}");
+    for code in &codes {
+        assert!(!stderr.contains(code.as_str()), "a code in the log");
+    }
+    assert!(!stderr.contains(PHONE_E164), "numbers are logged masked");
+}
+
+/// Issue 21, section 3: with AlimTalk among the channels the notice goes AlimTalk first (its own template, no
+/// parameters, so never a code), and falls back to SMS when AlimTalk refuses it, as codes do.
+async fn the_notice_goes_by_alimtalk_first_then_sms(backend: Backend) {
+    use crate::standins::{APP_KEY, Fault, NOTICE_TEMPLATE_CODE, StandIn};
+    let nhn = StandIn::nhn().await;
+    let mut args = crate::korea::alimtalk_then_sms(&nhn);
+    args.extend(webhook_args("call").into_iter().map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = spawn_app_with(backend, &args).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    app.set_agent("kim", "7001").await;
+    let phone = PhoneSystem::of(&app);
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(phone.answered(app.now(), "C-AT", PHONE, "7001").await, 204);
+    let notices = |seen: Vec<crate::standins::Seen>| seen.into_iter().skip(1).collect::<Vec<_>>();
+    let wait_for = |n: usize| {
+        let nhn = &nhn;
+        async move {
+            for _ in 0..100 {
+                if notices(nhn.seen()).len() >= n {
+                    return notices(nhn.seen());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("no notice after 5 s: {:?}", nhn.seen());
+        }
+    };
+    let notice_text = "고객센터에서 인증번호를 안내했습니다. 요청하지 않으셨다면 1800-3400로 연락해 주세요.";
+
+    // AlimTalk takes it: one request, to the template-message API, with the notice template and no code.
+    let r = app.sup.clone().lookup_code(authed(call_lookup("C-AT"), &kim)).await.unwrap().into_inner();
+    let seen = wait_for(1).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, format!("/alimtalk/v2.3/appkeys/{APP_KEY}/messages"));
+    assert_eq!(seen[0].body["templateCode"], NOTICE_TEMPLATE_CODE);
+    let recipient = &seen[0].body["recipientList"][0];
+    assert_eq!(recipient["resendParameter"]["resendContent"], notice_text);
+    assert!(!seen[0].body.to_string().contains(&r.code), "never a code");
+
+    // AlimTalk refuses the next one (no KakaoTalk): SMS carries it.
+    nhn.fail_next(&[Fault::Refuse]);
+    app.sup.clone().lookup_code(authed(call_lookup("C-AT"), &kim)).await.unwrap();
+    let seen = wait_for(3).await;
+    assert_eq!(seen[1].path, format!("/alimtalk/v2.3/appkeys/{APP_KEY}/messages"));
+    assert!(seen[2].path.starts_with("/sms/"), "{seen:?}");
+    assert_eq!(seen[2].body["body"], notice_text);
+
+    let mut status = pb::GetPhoneStatusResponse::default();
+    for _ in 0..100 {
+        status = app.sup.clone().get_phone_status(authed(status_by_call("C-AT"), &kim)).await.unwrap().into_inner();
+        if status.notices.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let gateways: Vec<(&str, &str)> = status.notices.iter().map(|n| (n.outcome.as_str(), n.gateway.as_str())).collect();
+    assert_eq!(gateways, [("accepted", "nhn-alimtalk"), ("accepted", "nhn-sms")]);
+}
+
+/// Issue 21, section 6: while the driver has not pressed send, the team lead's console waits on ListMyCalls
+/// (which says whether a send is recorded) instead of asking for a lookup that would be refused: however often
+/// it polls, nothing is appended to the audit log, and the send shows the moment it is recorded.
+async fn waiting_for_the_send_on_the_line_appends_nothing_to_the_audit_log(backend: Backend) {
+    let (app, kim, phone) = app_with_kim(backend, "call").await;
+    assert_eq!(phone.answered(app.now(), "C-WAIT", PHONE, "7001").await, 204);
+    let before = app.call_events().await.len();
+    let poll = || async {
+        let r = app.sup.clone().list_my_calls(authed(pb::ListMyCallsRequest {}, &kim)).await.unwrap().into_inner();
+        assert_eq!(r.calls.len(), 1);
+        r.calls[0].send_recorded_at
+    };
+    for _ in 0..10 {
+        assert_eq!(poll().await, None, "no send yet");
+    }
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let sent = poll().await.expect("the send shows at the next poll");
+    assert_eq!(sent.seconds, app.now().timestamp());
+    assert_eq!(app.call_events().await.len(), before, "polling appends nothing");
+    // Past the lookup window the send no longer counts: the console waits again.
+    app.advance(TimeDelta::minutes(11));
+    assert_eq!(poll().await, None);
+    // Another team lead's send does not show: a send for another number is not this call's.
+    let r = app.sup.clone().lookup_code(authed(call_lookup("C-WAIT"), &kim)).await.unwrap_err();
+    assert_eq!(reason(&r), "NO_PENDING_VERIFICATION");
 }
 
 /// Two replicas on one PostgreSQL: the phone system's event reaches one, the team lead's lookup the other.

@@ -200,8 +200,9 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
         "the auditor's reads are audited"
     );
     let verified: Vec<_> = listed.iter().filter(|e| e.event.action == AuditAction::VerifyAuditChain).collect();
-    assert_eq!(verified.len(), 1);
+    assert_eq!(verified.len(), 2, "once alone, once against the kept head");
     assert!(verified[0].event.detail.starts_with("chain intact"), "{}", verified[0].event.detail);
+    assert!(verified[1].event.detail.contains("1 kept head(s) checked"), "{}", verified[1].event.detail);
     assert!(saw["chain_verify"].as_str().unwrap().contains("whole chain intact"), "{}", saw["chain_verify"]);
 
     // Locked after ten wrong codes; the admin unlocks it in the browser, after cancelling once and confirming.
@@ -415,7 +416,7 @@ async fn console_verify_audit_chain_finds_a_changed_event() {
         let mut sup = app.sup.clone();
         let token = lee.clone();
         async move {
-            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through };
+            let req = pb::VerifyAuditChainRequest { accept_unkeyed_through: through, ..Default::default() };
             sup.verify_audit_chain(authed(req, &token)).await
         }
     };
@@ -480,7 +481,9 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
     let attempts: Vec<Vec<String>> =
         saw["attempts"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(cell).collect()).collect();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
-    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "nhn-alimtalk", "거절 / refused"], "{attempts:?}");
+    // The refusal says why (issue 21, section 5).
+    let refused = "거절 / refused — 발송 실패: 발송 업체가 거절 / send failed: refused by the provider";
+    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "nhn-alimtalk", refused], "{attempts:?}");
     assert_eq!(attempts[0][5], "-", "a refused AlimTalk reached no carrier");
     assert_eq!(attempts[1][..4], ["2", "SMS", "nhn-sms", "접수 / accepted"], "{attempts:?}");
     assert!(attempts.iter().all(|a| a[4].ends_with(" KST")), "{attempts:?}");
@@ -503,15 +506,15 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
 }
 
 /// Issue 21: "통화 중 / On the line". The stand-in phone system answers a call for the team lead's agent id after
-/// the console is signed in; the console shows it within 3 s; one choice (and the ticket) shows the number's status
-/// and a code, which approves over gRPC; the lookup is audited with the call as its evidence.
+/// the console is signed in; the console shows it within 3 s; chosen before the driver pressed send, it waits for
+/// the send (no lookup asked for, so no denied event per poll) and looks up the moment the send is recorded; the
+/// status and a code show, which approves over gRPC; the lookup is audited with the call as its evidence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_on_the_line_shows_the_call_and_one_choice_looks_the_code_up() {
     use crate::calls::{PhoneSystem, webhook_args};
     let app = spawn_app_with(Backend::Sqlite, &webhook_args("call")).await;
     let kim = lead(&app, "kim", "supervisor").await;
     app.set_agent("kim", "7001").await;
-    app.send(PHONE, Purpose::Login).await.unwrap();
     let ready = app.dir.path().join("ready");
     let posted = app.dir.path().join("posted");
     let (ready_s, posted_s) = (ready.display().to_string(), posted.display().to_string());
@@ -527,6 +530,19 @@ async fn console_on_the_line_shows_the_call_and_one_choice_looks_the_code_up() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the console never got ready");
+    };
+    let send_file = app.dir.path().join("send");
+    let send_s = send_file.display().to_string();
+    // The driver presses send only after the team lead chose the call.
+    let driver_sends = async {
+        for _ in 0..2400 {
+            if send_file.exists() {
+                app.send(PHONE, Purpose::Login).await.unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the console never chose the call");
     };
     let (code_file, approved) = (app.dir.path().join("code"), app.dir.path().join("approved"));
     let (code_s, approved_s) = (code_file.display().to_string(), approved.display().to_string());
@@ -548,12 +564,22 @@ async fn console_on_the_line_shows_the_call_and_one_choice_looks_the_code_up() {
         ("POSTED_FILE", posted_s.as_str()),
         ("CODE_FILE", code_s.as_str()),
         ("APPROVED_FILE", approved_s.as_str()),
+        ("SEND_FILE", send_s.as_str()),
     ];
-    let (saw, (), ()) = tokio::join!(browser(&app, "calls", &kim, &extra), answer, driver);
+    let (saw, (), (), ()) = tokio::join!(browser(&app, "calls", &kim, &extra), answer, driver_sends, driver);
     assert!(saw["shown_after_ms"].as_u64().unwrap() <= 3000, "{}", saw["shown_after_ms"]);
+    assert!(saw["code_after_send_ms"].as_u64().unwrap() <= 3000, "{}", saw["code_after_send_ms"]);
     assert!(saw["approved_status"].as_str().unwrap().contains("인증 완료"), "{}", saw["approved_status"]);
     let events = app.call_events().await;
-    let lookup = events.iter().find(|e| e.event.action == AuditAction::LookupCode).unwrap();
+    let lookups: Vec<_> = events.iter().filter(|e| e.event.action == AuditAction::LookupCode).collect();
+    assert_eq!(lookups.len(), 1, "waiting for the send asked for no lookup: {lookups:?}");
+    // (The scenario first signs in with a wrong token: that failed sign-in is not part of the waiting.)
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.outcome != AuditOutcome::Granted && e.event.action != AuditAction::SignIn)
+        .collect();
+    assert!(denied.is_empty(), "nothing denied while waiting: {denied:?}");
+    let lookup = lookups[0];
     assert_eq!(lookup.event.outcome, AuditOutcome::Granted);
     assert_eq!(lookup.event.ticket_id.as_deref(), Some("CS-CALL-1"));
     assert!(

@@ -282,6 +282,8 @@ pub fn alimtalk_then_sms(nhn: &StandIn) -> Vec<String> {
         SENDER_KEY,
         "--alimtalk-template-code",
         TEMPLATE_CODE,
+        "--alimtalk-notice-template-code",
+        crate::standins::NOTICE_TEMPLATE_CODE,
     ]
     .map(str::to_owned)
     .to_vec();
@@ -374,7 +376,7 @@ crate::both_backends!(attempts_and_receipts_are_stored);
 /// accepted attempt its provider id names, and one for an unknown id changes nothing; the newest receipt wins
 /// (a replay, a late older one or one dated before its attempt changes nothing).
 async fn attempts_and_receipts_are_stored(backend: Backend) {
-    use otpd::domain::{AttemptOutcome, DeliveryAttempt, DeliveryChannel, Receipt, ReceiptOutcome};
+    use otpd::domain::{AttemptOutcome, AttemptReason, DeliveryAttempt, DeliveryChannel, Receipt, ReceiptOutcome};
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
     let stores = otpd::store::connect(&db.url).await.unwrap();
@@ -390,16 +392,24 @@ async fn attempts_and_receipts_are_stored(backend: Backend) {
         expires_at: now + chrono::TimeDelta::minutes(3),
     };
     let issued = stores.verification.issue_code(code, &otpd::domain::Policy::default()).await.unwrap().unwrap();
-    let attempt = |channel, gateway, outcome, id: Option<&str>| DeliveryAttempt {
+    let attempt = |channel, gateway, outcome, id: Option<&str>, reason| DeliveryAttempt {
         channel,
         gateway,
         at: now,
         outcome,
         provider_id: id.map(str::to_owned),
+        reason,
     };
+    // The failed attempt's reason is kept with it (issue 21, section 5), the accepted one has none.
     let attempts = [
-        attempt(DeliveryChannel::AlimTalk, "nhn-alimtalk", AttemptOutcome::Failed, None),
-        attempt(DeliveryChannel::Sms, "nhn-sms", AttemptOutcome::Accepted, Some("req-1")),
+        attempt(
+            DeliveryChannel::AlimTalk,
+            "nhn-alimtalk",
+            AttemptOutcome::Failed,
+            None,
+            Some(AttemptReason::ProviderDown),
+        ),
+        attempt(DeliveryChannel::Sms, "nhn-sms", AttemptOutcome::Accepted, Some("req-1"), None),
     ];
     stores.verification.record_attempts(issued.code_id, &attempts).await.unwrap();
     let receipt = Receipt { delivered: false, at: now + chrono::TimeDelta::seconds(5), code: Some("3012".into()) };

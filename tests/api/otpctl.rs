@@ -36,7 +36,7 @@ async fn a_team_leads_day_with_otpctl() {
     let (code, out, err) =
         otpctl(&app, &kim, &["lookup", "--phone", PHONE, "--ticket", "CS-1", "--caller", PHONE_E164]).await;
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("인증번호 / CODE") && out.contains("+82 10-****-5678") && out.contains("min"), "{out}");
+    assert!(out.contains("인증번호 / CODE") && out.contains("010-****-5678") && out.contains("min"), "{out}");
     let spaced = out.lines().find(|l| l.contains("CODE")).unwrap().split("CODE").nth(1).unwrap().replace(' ', "");
     assert_eq!(spaced.len(), 6);
     assert_eq!(app.verify(PHONE, Purpose::Login, &spaced).await.unwrap().result(), VerifyResult::Approved);
@@ -77,6 +77,8 @@ async fn a_team_leads_day_with_otpctl() {
     let (code, out, _) = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-4"]).await;
     assert_eq!(code, Some(0));
     assert!(out.contains("예 / yes") && out.contains("10"), "{out}");
+    // The number as a Korean call centre writes it, and the sends beside their cap (issue 21, section 6).
+    assert!(out.contains("010-****-5678") && out.contains("SMS 1시간 / last hour          3/5"), "{out}");
     let (_, out, _) = otpctl(&app, &kim, &["--json", "status", "--phone", PHONE, "--ticket", "CS-4"]).await;
     let status = json(&out);
     assert_eq!(status["failed_attempts"], 10);

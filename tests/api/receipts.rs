@@ -82,7 +82,7 @@ async fn a_blocked_sms_shows_its_reason_after_an_alimtalk_fallback() {
     assert_eq!(sms_id, "20261129-nhn-0002");
 
     let before = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
-    assert!(before.contains("미보고 / not reported"), "{before}");
+    assert!(before.contains("결과 미수신 / not reported"), "{before}");
 
     let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
     assert_eq!(post(&app, "/receipts/nhn", &signed, nhn_hook(&sms_id, "FAILED", "3012")).await, 200);

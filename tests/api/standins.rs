@@ -24,6 +24,8 @@ pub const SERVICE_ID: &str = "ncp:sms:kr:1234:otp";
 pub const ACCESS_KEY: &str = "access-key-1";
 pub const SENDER_KEY: &str = "sender-key-1";
 pub const TEMPLATE_CODE: &str = "OTP_AUTH_01";
+/// The approved AlimTalk template of the lookup notice.
+pub const NOTICE_TEMPLATE_CODE: &str = "OTP_NOTICE_01";
 
 /// One request a stand-in accepted or refused.
 #[derive(Debug, Clone)]
@@ -63,12 +65,14 @@ pub struct StandIn {
 
 impl StandIn {
     /// NHN Cloud SMS (`/sms/v3.0/appKeys/{appKey}/sender/auth/sms`) and AlimTalk
-    /// (`/alimtalk/v2.3/appkeys/{appkey}/auth/messages`) on one server.
+    /// (`/alimtalk/v2.3/appkeys/{appkey}/auth/messages`, and `/messages` for template messages such as the lookup
+    /// notice) on one server.
     pub async fn nhn() -> Self {
         Self::serve(
             axum::Router::new()
                 .route("/sms/v3.0/appKeys/{app_key}/sender/auth/sms", post(nhn_sms))
-                .route("/alimtalk/v2.3/appkeys/{app_key}/auth/messages", post(nhn_alimtalk)),
+                .route("/alimtalk/v2.3/appkeys/{app_key}/auth/messages", post(nhn_alimtalk))
+                .route("/alimtalk/v2.3/appkeys/{app_key}/messages", post(nhn_alimtalk_message)),
         )
         .await
     }
@@ -199,7 +203,36 @@ async fn nhn_sms(State(inner): St, Path(app_key): Path<String>, headers: HeaderM
 /// NHN Cloud AlimTalk authentication message: app key and `X-Secret-Key`, the channel's sender key, the approved
 /// template code with its `code` parameter, and the provider-side SMS fallback.
 async fn nhn_alimtalk(State(inner): St, Path(app_key): Path<String>, headers: HeaderMap, body: String) -> Response {
-    let (fault, id) = record(&inner, format!("/alimtalk/v2.3/appkeys/{app_key}/auth/messages"), &headers, &body);
+    let path = format!("/alimtalk/v2.3/appkeys/{app_key}/auth/messages");
+    alimtalk(inner, path, app_key, headers, body, |body| {
+        body["templateCode"] == TEMPLATE_CODE
+            && body["recipientList"][0]["templateParameter"]["code"].as_str().is_some_and(|c| c.len() >= 6)
+    })
+}
+
+/// NHN Cloud AlimTalk template message (the lookup notice): the notice template, which takes no parameters, so
+/// no code rides along; the provider-side SMS fallback says the same.
+async fn nhn_alimtalk_message(
+    State(inner): St,
+    Path(app_key): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let path = format!("/alimtalk/v2.3/appkeys/{app_key}/messages");
+    alimtalk(inner, path, app_key, headers, body, |body| {
+        body["templateCode"] == NOTICE_TEMPLATE_CODE && body["recipientList"][0].get("templateParameter").is_none()
+    })
+}
+
+fn alimtalk(
+    inner: Arc<Mutex<Inner>>,
+    path: String,
+    app_key: String,
+    headers: HeaderMap,
+    body: String,
+    template: impl Fn(&Value) -> bool,
+) -> Response {
+    let (fault, id) = record(&inner, path, &headers, &body);
     let response = match fault {
         Some(Fault::Unavailable) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Some(Fault::Refuse) => Json(json!({
@@ -215,8 +248,7 @@ async fn nhn_alimtalk(State(inner): St, Path(app_key): Path<String>, headers: He
             let ok = app_key == APP_KEY
                 && header(&headers, "x-secret-key") == SECRET_KEY
                 && body["senderKey"] == SENDER_KEY
-                && body["templateCode"] == TEMPLATE_CODE
-                && recipient["templateParameter"]["code"].as_str().is_some_and(|c| c.len() >= 6)
+                && template(&body)
                 && recipient["resendParameter"]["isResend"] == true
                 && recipient["resendParameter"]["resendSendNo"] == "18003400";
             if ok {

@@ -394,6 +394,13 @@ async function auditor(page) {
   await page.locator('#chain-verify').waitFor({ state: 'visible' });
   result.chain_verify = await page.locator('#chain-verify').textContent();
   check((await page.locator('#chain-verify').getAttribute('class')).includes('ok'), result.chain_verify);
+  check(result.chain_verify.includes('no kept head given'), `without a kept head it says so: ${result.chain_verify}`);
+  // Again, against the head it just reported (kept, as an auditor keeps it): checked.
+  const head = result.chain_verify.match(/head (\d+:[0-9a-f]{64})/)[1];
+  await page.fill('#audit-head', head);
+  await page.locator('#audit-verify').click();
+  await page.waitForFunction(() => document.querySelector('#chain-verify').textContent.includes('reaches the kept head'));
+  result.chain_verify_kept = await page.locator('#chain-verify').textContent();
   // Paging: a page of 20 and the next one, still linked.
   await page.selectOption('#audit-size', '20');
   await page.locator('#audit-form button[type=submit]').click();
@@ -490,16 +497,27 @@ async function onTheLine(page) {
   result.shown_after_ms = Date.now() - posted;
   check(result.shown_after_ms <= 3000, `the call showed ${result.shown_after_ms} ms after it was answered`);
   const label = await button.textContent();
-  check(label.includes('010-****-5678') || label.includes('+82 10-****-5678'), `the masked number: ${label}`);
+  check(label.includes('010-****-5678'), `the masked number as the call centre writes it: ${label}`);
   check(label.includes('인바운드(기사님 발신)'), `the direction in the call centre's words: ${label}`);
+  check(label.includes('전송 대기'), `the driver has not pressed send yet: ${label}`);
   await button.click();
-  await page.locator('#lookup-result').waitFor({ state: 'visible' });
+  // The console waits for the send (no lookup is asked for, so none is refused), then looks up at once.
+  await page.waitForFunction(() => document.querySelector('#call-status').textContent.includes('기다리는 중'));
+  result.waiting = await page.locator('#call-status').textContent();
+  await new Promise((r) => setTimeout(r, 3000));
+  check(!(await page.locator('#lookup-result').isVisible()), 'no code before the send');
+  writeFileSync(env('SEND_FILE'), 'send');
+  const sendAt = Date.now();
+  await page.locator('#lookup-result').waitFor({ state: 'visible', timeout: 10000 });
+  result.code_after_send_ms = Date.now() - sendAt;
   await page.locator('#call-status').waitFor({ state: 'visible' });
   const shown = (await page.locator('#code').textContent()).trim();
   check(/^(\d ){5,7}\d$/.test(shown), `the code is shown spaced: ${shown}`);
   result.code = shown.replace(/ /g, '');
   result.call_status = await page.locator('#call-status').textContent();
   check(result.call_status.includes('대기 중'), `the call's number's status: ${result.call_status}`);
+  check(result.call_status.includes('1/5'), `the send cap beside the count: ${result.call_status}`);
+  check(result.call_status.includes('010-****-5678'), `the number as the call centre writes it: ${result.call_status}`);
   const typed = await page.locator('input[type=tel]:visible').count();
   check(typed === 0, `no number field on the page: ${typed}`);
   // The driver enters the code (the Rust side approves it over gRPC); a refresh shows 인증 완료.

@@ -196,8 +196,8 @@ async function start() {
     button.addEventListener('click', () => show(section.id, true));
     nav.append(button);
   }
-  for (const button of [...document.querySelectorAll('button[data-method]')]) {
-    if (!me.allowed_methods.includes(button.dataset.method)) button.remove();
+  for (const node of [...document.querySelectorAll('[data-method]:not(section)')]) {
+    if (!me.allowed_methods.includes(node.dataset.method)) node.remove();
   }
   nav.hidden = false;
   // The typed form only where the server takes typed evidence; the calls on the line wherever lookups are offered.
@@ -229,12 +229,15 @@ function watchCalls() {
     list.replaceChildren();
     for (const c of r.calls) {
       const since = text.kst(text.millis(c.answered_at));
-      const label = `${c.masked_phone_number} · ${DIRECTIONS[c.direction] || c.direction} · ${since} · ${c.call_id}`;
+      const sent = c.send_recorded_at ? '전송됨 / sent' : '전송 대기 / no send yet';
+      const label = `${text.local(c.masked_phone_number)} · ${DIRECTIONS[c.direction] || c.direction} · ${since} · ${sent} · ${c.call_id}`;
       const button = el('button', label, { type: 'button', 'data-call': c.call_id });
-      button.addEventListener('click', () => chooseCall(c.call_id));
+      button.addEventListener('click', () => chooseCall(c));
       const item = el('li');
       item.append(button);
       list.append(item);
+      // The call chosen while the driver had not pressed send yet: its lookup goes ahead once the send is here.
+      if (waiting === c.call_id && c.send_recorded_at) chooseCall(c);
     }
     $('no-calls').hidden = r.calls.length > 0;
   };
@@ -243,6 +246,7 @@ function watchCalls() {
 }
 
 let chosen = null;
+let waiting = null;
 
 async function callStatus() {
   const status = await rpc('GetPhoneStatus', chosen, $('lookup-error'));
@@ -253,9 +257,20 @@ async function callStatus() {
 
 $('call-refresh')?.addEventListener('click', callStatus);
 
-async function chooseCall(callId) {
+// Until the driver presses send, a lookup would only be refused (and audited): the console waits for the send
+// in ListMyCalls, which is not audited, instead of asking again and again.
+async function chooseCall(c) {
   clearCode();
-  chosen = { call_id: callId, ticket_id: $('call-ticket').value.trim() };
+  chosen = { call_id: c.call_id, ticket_id: $('call-ticket').value.trim() };
+  waiting = c.send_recorded_at ? null : c.call_id;
+  if (waiting) {
+    $('call-status').replaceChildren(
+      el('p', '기사님이 앱에서 인증번호 전송을 누르기를 기다리는 중입니다. 전송되면 바로 조회합니다.', { class: 'notice' }),
+      el('p', 'Waiting for the driver to press send in the app; the lookup follows as soon as the send is recorded.', { lang: 'en' }),
+    );
+    $('call-status').hidden = false;
+    return;
+  }
   if (!(await callStatus())) return;
   const r = await rpc('LookupCode', { ...chosen, reason: LookupReason.STRONG_COMPLAINT }, $('lookup-error'));
   if (r) showCode(r);
@@ -395,7 +410,7 @@ function showCode(r) {
   $('code').setAttribute('aria-label', `인증번호 ${spaced}`);
   $('script-code').textContent = spaced;
   $('script-code-en').textContent = spaced;
-  $('lookup-masked').textContent = r.masked_phone_number;
+  $('lookup-masked').textContent = text.local(r.masked_phone_number);
   $('lookup-purpose-out').textContent = text.purpose(r.purpose);
   const expires = text.millis(r.expires_at);
   $('lookup-until').textContent = text.kst(expires);
@@ -420,6 +435,7 @@ function showCode(r) {
 $('lookup-done').addEventListener('click', () => {
   clearCode();
   // A new call: nothing of the last one stays, ticket included.
+  waiting = null;
   for (const id of ['lookup-phone', 'lookup-ticket', 'lookup-contact', 'call-ticket']) {
     if ($(id)) $(id).value = '';
   }
@@ -469,7 +485,7 @@ function renderStatus(r, out = $('status-result')) {
     dt.append(el('span', `/ ${en}`, { lang: 'en' }));
     facts.append(dt, el('dd', value, cls ? { class: cls } : {}));
   };
-  fact('번호', 'number', r.masked_phone_number);
+  fact('번호', 'number', text.local(r.masked_phone_number));
   fact('연속 실패', 'failed attempts', `${r.failed_attempts} (남은 시도 / left: ${r.attempts_remaining})`);
   if (locked !== null) {
     fact(
@@ -481,8 +497,8 @@ function renderStatus(r, out = $('status-result')) {
   } else {
     fact('잠금', 'locked', '아니오 / no', 'good');
   }
-  fact('SMS 1시간', 'last hour', r.sms_last_hour);
-  fact('SMS 24시간', 'last day', r.sms_last_day);
+  fact('SMS 1시간', 'last hour', text.ofCap(r.sms_last_hour, r.sms_hour_cap));
+  fact('SMS 24시간', 'last day', text.ofCap(r.sms_last_day, r.sms_day_cap));
   fact('감사 기록', 'audit', r.audit_event_id);
   const parts = [facts];
   if (r.pending.length === 0) {
@@ -577,7 +593,7 @@ $('unlock-yes').addEventListener('click', async () => {
     if (!r) return;
     const out = $('unlock-result');
     out.replaceChildren(
-      el('p', `잠금 해제됨 / unlocked: ${r.masked_phone_number}`, { class: 'good' }),
+      el('p', `잠금 해제됨 / unlocked: ${text.local(r.masked_phone_number)}`, { class: 'good' }),
       el('p', `잠겨 있었음 / was locked: ${r.was_locked ? '예 / yes' : '아니오 / no'}`),
       el('p', `지운 실패 횟수 / failures cleared: ${r.failed_attempts_cleared}`),
       el('p', `감사 기록 / audit: ${r.audit_event_id}`),
@@ -681,7 +697,7 @@ function renderAudit(events, index) {
       text.kst(text.millis(e.time)),
       [`${e.actor_name} (${e.actor_role})`, ...e.from].join(' · '),
       text.action(e.action),
-      e.masked_phone_number,
+      text.local(e.masked_phone_number),
       e.ticket_id,
       contact + matched + evidence,
       outcome,
@@ -701,14 +717,18 @@ $('audit-verify')?.addEventListener('click', async (event) => {
   const button = event.currentTarget;
   button.disabled = true;
   try {
-    const r = await rpc('VerifyAuditChain', {}, $('audit-error'));
+    const head = $('audit-head').value.trim();
+    const r = await rpc('VerifyAuditChain', { expect_heads: head }, $('audit-error'));
     if (!r) return;
     const out = $('chain-verify');
     if (r.intact) {
       const unkeyed = r.unkeyed_events ? ` (키 없는 초기 기록 / unkeyed leading events: ${r.unkeyed_events})` : '';
+      const kept = head
+        ? ` 보관한 헤드 ${head} 확인됨 / reaches the kept head.`
+        : ' 보관한 헤드 없이 검증: 잘린 꼬리는 알 수 없습니다 / no kept head given: a cut-off tail would go unseen.';
       out.textContent =
         `체인 전체 온전함: ${r.events_checked}건, 마지막 ${r.events_checked}:${r.head_hash} / ` +
-        `whole chain intact: ${r.events_checked} events, head ${r.events_checked}:${r.head_hash}${unkeyed}`;
+        `whole chain intact: ${r.events_checked} events, head ${r.events_checked}:${r.head_hash}${unkeyed}.${kept}`;
       out.className = 'chain ok';
     } else {
       out.textContent =

@@ -170,7 +170,7 @@ export const requests = {
     page_size: [6, 'int'],
     page_token: [7, 'string'],
   },
-  VerifyAuditChain: { accept_unkeyed_through: [1, 'int'] },
+  VerifyAuditChain: { accept_unkeyed_through: [1, 'int'], expect_heads: [2, 'string'] },
   ListSignInFactors: {},
   StartSignIn: { factor: [1, 'enum'] },
   FinishSignIn: { sign_in_id: [1, 'string'], code: [2, 'string'], passkey_credential_json: [3, 'string'] },
@@ -190,6 +190,8 @@ const DeliveryAttempt = {
   8: ['receipt_code', 'string'],
   9: ['reason_ko', 'string'],
   10: ['reason_en', 'string'],
+  12: ['failure_ko', 'string'],
+  13: ['failure_en', 'string'],
 };
 
 const CodeSend = {
@@ -241,6 +243,7 @@ const MyCall = {
   2: ['direction', 'string'],
   3: ['masked_phone_number', 'string'],
   4: ['answered_at', Timestamp],
+  5: ['send_recorded_at', Timestamp],
 };
 
 const LookupNotice = {
@@ -277,6 +280,8 @@ export const responses = {
     7: ['sms_last_day', 'int'],
     8: ['audit_event_id', 'string'],
     9: ['notices', LookupNotice, true],
+    10: ['sms_hour_cap', 'int'],
+    11: ['sms_day_cap', 'int'],
   },
   UnlockPhone: {
     1: ['masked_phone_number', 'string'],

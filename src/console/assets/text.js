@@ -20,6 +20,12 @@ export function kst(ms) {
   )}:${pad(d.getUTCSeconds())} KST`;
 }
 
+// A masked number as a Korean call centre writes it: "+82 10-****-5678" → "010-****-5678" (as otpctl does).
+export const local = (m) => (m.startsWith('+82 ') ? `0${m.slice(4)}` : m);
+
+// A count beside its cap: "1/5".
+export const ofCap = (n, cap) => (cap ? `${n}/${cap}` : String(n));
+
 // "2분 58초 남음 / 2 min 58 s left".
 export function left(seconds) {
   const m = Math.floor(seconds / 60);
@@ -80,8 +86,10 @@ const outcomes = {
   unconfirmed: '응답 없음 / unconfirmed',
 };
 
+// With why the provider did not take it: "거절 / refused — 발송 실패: 문자 발송 업체 장애 / send failed: …".
 export function outcome(a) {
-  return outcomes[a.outcome] || '-';
+  const o = outcomes[a.outcome] || '-';
+  return a.failure_ko ? `${o} — ${a.failure_ko} / ${a.failure_en}` : o;
 }
 
 // What the carrier reported for an attempt the provider took (or may have): [text, 'good' | 'bad' | null].

@@ -38,6 +38,10 @@ impl Wire for GenericHttp {
         "http"
     }
 
+    fn base(&self) -> &reqwest::Url {
+        &self.url
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let body = Request {
             from: &message.from,

@@ -35,6 +35,15 @@ pub trait Wire: Send + Sync + 'static {
     /// The gateway's name in the delivery record (`nhn-sms`, `sens`, …).
     fn name(&self) -> &'static str;
 
+    /// The provider's URL (its host and port go into the log line of a failed send; its path may hold a key).
+    fn base(&self) -> &reqwest::Url;
+
+    /// Whether it can carry messages of `kind` (all do but an AlimTalk without a notice template).
+    fn carries(&self, kind: super::MessageKind) -> bool {
+        let _ = kind;
+        true
+    }
+
     /// The request for one attempt of `message`; built afresh per attempt, so signatures carry the current time
     /// and a fresh salt.
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder;

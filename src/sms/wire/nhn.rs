@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{Answer, Wire, join, sender_digits, sms_or_lms};
-use crate::sms::SmsMessage;
+use crate::sms::{MessageKind, SmsMessage};
 
 /// The public NHN Cloud SMS API.
 pub const NHN_SMS_BASE: &str = "https://sms.api.nhncloudservice.com";
@@ -35,6 +35,10 @@ impl Wire for NhnSms {
         "nhn-sms"
     }
 
+    fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let path = format!("/sms/v3.0/appKeys/{}/sender/auth/sms", self.app_key);
         let body = json!({
@@ -51,13 +55,15 @@ impl Wire for NhnSms {
 }
 
 /// NHN Cloud KakaoTalk Bizmessage AlimTalk, authentication template messages, with the provider's own SMS
-/// fallback (`resendParameter`) for a phone the AlimTalk cannot reach.
+/// fallback (`resendParameter`) for a phone the AlimTalk cannot reach. The lookup notice goes as an ordinary
+/// template message (`/messages`) of its own approved template, which takes no parameters.
 pub struct NhnAlimTalk {
     base: reqwest::Url,
     app_key: String,
     secret_key: SecretString,
     sender_key: String,
     template_code: String,
+    notice_template_code: Option<String>,
 }
 
 impl NhnAlimTalk {
@@ -69,7 +75,13 @@ impl NhnAlimTalk {
         sender_key: String,
         template_code: String,
     ) -> Self {
-        Self { base, app_key, secret_key, sender_key, template_code }
+        Self { base, app_key, secret_key, sender_key, template_code, notice_template_code: None }
+    }
+
+    /// Sends lookup notices with the approved template `code` (its text the notice's, without parameters).
+    pub fn with_notice_template(mut self, code: Option<String>) -> Self {
+        self.notice_template_code = code;
+        self
     }
 }
 
@@ -78,11 +90,28 @@ impl Wire for NhnAlimTalk {
         "nhn-alimtalk"
     }
 
+    fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
+    fn carries(&self, kind: MessageKind) -> bool {
+        kind == MessageKind::Code || self.notice_template_code.is_some()
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
-        let path = format!("/alimtalk/v2.3/appkeys/{}/auth/messages", self.app_key);
         let text = message.body.expose_secret();
         let mut recipient = recipient(message);
-        recipient["templateParameter"] = json!({ "code": message.code.expose_secret() });
+        let (path, template) = match (message.kind, &self.notice_template_code) {
+            (MessageKind::Notice, Some(notice)) => {
+                (format!("/alimtalk/v2.3/appkeys/{}/messages", self.app_key), notice)
+            }
+            // `carries` keeps a notice from a gateway without its template; were one sent, it goes as the code
+            // template with an empty code, which the provider refuses: never as a message with a code in it.
+            _ => {
+                recipient["templateParameter"] = json!({ "code": message.code.expose_secret() });
+                (format!("/alimtalk/v2.3/appkeys/{}/auth/messages", self.app_key), &self.template_code)
+            }
+        };
         recipient["resendParameter"] = json!({
             "isResend": true,
             "resendType": sms_or_lms(text),
@@ -91,7 +120,7 @@ impl Wire for NhnAlimTalk {
         });
         let body = json!({
             "senderKey": self.sender_key,
-            "templateCode": self.template_code,
+            "templateCode": template,
             "recipientList": [recipient],
         });
         post(client, join(&self.base, &path), &self.secret_key, &body)

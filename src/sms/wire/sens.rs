@@ -39,6 +39,10 @@ impl Wire for Sens {
         "sens"
     }
 
+    fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         let path = format!("/sms/v2/services/{}/messages", self.service_id);
         // The provider's clock, not the service's, judges the timestamp (5 minutes' tolerance).

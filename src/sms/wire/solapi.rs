@@ -39,6 +39,10 @@ impl Wire for Solapi {
         "solapi"
     }
 
+    fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
     fn request(&self, client: &reqwest::Client, message: &SmsMessage) -> reqwest::RequestBuilder {
         // The provider's clock judges the date (15 minutes' tolerance), so it is the wall clock's.
         let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -94,8 +94,8 @@ where
     ) -> StoreResult<()> {
         for a in attempts {
             sqlx::query(
-                "INSERT INTO delivery_attempts (code_id, channel, gateway, attempted_at, outcome, provider_id)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO delivery_attempts (code_id, channel, gateway, attempted_at, outcome, provider_id, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(code.0)
             .bind(a.channel.as_str())
@@ -103,6 +103,7 @@ where
             .bind(Db(a.at))
             .bind(a.outcome.as_str())
             .bind(a.provider_id.as_deref())
+            .bind(a.reason.map(|r| r.as_str()))
             .execute(&mut *conn)
             .await?;
         }
@@ -161,7 +162,7 @@ where
     /// The attempts of one code, in order.
     pub(super) async fn attempts(conn: &mut DB::Connection, code: i64) -> StoreResult<Vec<AttemptStatus>> {
         let rows: Vec<AttemptRow<Ts>> = sqlx::query_as(
-            "SELECT channel, gateway, attempted_at, outcome, provider_id, receipt, receipt_at, receipt_code
+            "SELECT channel, gateway, attempted_at, outcome, provider_id, receipt, receipt_at, receipt_code, reason
              FROM delivery_attempts WHERE code_id = $1 ORDER BY id",
         )
         .bind(code)
