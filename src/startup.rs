@@ -292,6 +292,7 @@ impl Application {
         let supervisor = SupervisorServiceServer::new(SupervisorApi::new(
             self.supervision.clone(),
             self.config.allowed_countries.clone(),
+            self.sign_in.clone(),
         ))
         .max_decoding_message_size(self.config.max_request_bytes);
         let supervisor =

@@ -102,6 +102,7 @@ fn action_of(path: &str) -> Option<AuditAction> {
         "UnlockPhone" => Some(AuditAction::UnlockPhone),
         "ListAuditEvents" => Some(AuditAction::ListAuditEvents),
         "VerifyAuditChain" => Some(AuditAction::VerifyAuditChain),
+        "LiftSignInLock" => Some(AuditAction::SignInLockLifted),
         _ => None,
     }
 }

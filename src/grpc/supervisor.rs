@@ -27,6 +27,7 @@ const MAX_KEPT_HEADS: usize = 16;
 pub struct SupervisorApi {
     service: SupervisionService,
     requests: SupervisorRequests,
+    sign_in: crate::signin::SignInService,
 }
 
 /// What the supervisor API accepts: its requests' parsing, collecting every bad field. Public (not an API) so
@@ -72,8 +73,12 @@ pub struct AuditQuery {
 
 impl SupervisorApi {
     /// Serves `service` for numbers of `countries`.
-    pub fn new(service: SupervisionService, countries: AllowedCountries) -> Self {
-        Self { service, requests: SupervisorRequests { countries } }
+    pub fn new(
+        service: SupervisionService,
+        countries: AllowedCountries,
+        sign_in: crate::signin::SignInService,
+    ) -> Self {
+        Self { service, requests: SupervisorRequests { countries }, sign_in }
     }
 
     /// Refuses a disabled supervisor's call, auditing the number and ticket it named.
@@ -435,6 +440,29 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         }))
     }
 
+    #[tracing::instrument(name = "LiftSignInLock", skip_all)]
+    async fn lift_sign_in_lock(
+        &self,
+        request: Request<pb::LiftSignInLockRequest>,
+    ) -> Result<Response<pb::LiftSignInLockResponse>, Status> {
+        let actor = actor(&request)?;
+        let body = request.into_inner();
+        let subject = match (body.supervisor.trim(), body.client_address.trim()) {
+            (name, "") if !name.is_empty() => match name.parse::<crate::domain::SupervisorName>() {
+                Ok(name) => crate::store::signin::person_subject(name.as_str()),
+                Err(e) => return Err(lift_invalid("supervisor", &e).into()),
+            },
+            ("", address) if !address.is_empty() => match address.parse::<std::net::IpAddr>() {
+                Ok(ip) => crate::store::signin::address_subject(ip.to_canonical()),
+                Err(_) => return Err(lift_invalid("client_address", "not an IP address").into()),
+            },
+            _ => return Err(lift_invalid("supervisor", "give exactly one of supervisor and client_address").into()),
+        };
+        let sign_in = self.sign_in.clone();
+        let (was_locked, event) = detached(async move { sign_in.lift_lock_as(&actor, &subject).await }).await?;
+        Ok(Response::new(pb::LiftSignInLockResponse { was_locked, audit_event_id: event.event.id.to_string() }))
+    }
+
     #[tracing::instrument(name = "ListAuditEvents", skip_all)]
     async fn list_audit_events(
         &self,
@@ -536,6 +564,7 @@ fn allowed_methods(actor: &Actor) -> Vec<&'static str> {
         ("UnlockPhone", Role::Admin),
         ("ListAuditEvents", Role::Auditor),
         ("VerifyAuditChain", Role::Auditor),
+        ("LiftSignInLock", Role::Admin),
     ]
     .into_iter()
     .filter(|(_, role)| actor.has_any(&[*role]))
@@ -684,6 +713,15 @@ fn status_to_pb(
             })
             .collect(),
     }
+}
+
+/// A LiftSignInLock field refused.
+fn lift_invalid(field: &'static str, description: &str) -> ServiceError {
+    ServiceError::InvalidArgument(vec![crate::service::FieldViolation {
+        field,
+        reason: "INVALID_ARGUMENT",
+        description: description.to_owned(),
+    }])
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ label_enum! {
         WhoAmI = "otp.v1.SupervisorService/WhoAmI",
         /// otp.v1.SupervisorService/ListMyCalls.
         ListMyCalls = "otp.v1.SupervisorService/ListMyCalls",
+        /// otp.v1.SupervisorService/LiftSignInLock.
+        LiftSignInLock = "otp.v1.SupervisorService/LiftSignInLock",
         /// otp.v1.SignInService/ListSignInFactors.
         ListSignInFactors = "otp.v1.SignInService/ListSignInFactors",
         /// otp.v1.SignInService/StartSignIn.

@@ -635,7 +635,11 @@ impl SignInService {
 
     /// Lifts the sign-in lock of a person (`person:NAME`) or an address (`address:IP`), audited as `by`'s (None:
     /// the operator on the command line).
-    pub async fn lift_lock(&self, by: Option<&Actor>, subject: &str) -> Result<bool, ServiceError> {
+    pub async fn lift_lock(
+        &self,
+        by: Option<&Actor>,
+        subject: &str,
+    ) -> Result<(bool, crate::domain::audit::AuditEvent), ServiceError> {
         let now = self.clock.now();
         let detail = format!("sign-in lock of {subject} lifted");
         let event = match by {
@@ -647,13 +651,35 @@ impl SignInService {
         let (was_locked, event) =
             self.store.lift_sign_in_lock(subject, now, event, self.audit.key()).await.map_err(audit_failed)?;
         crate::audit::trace(&event);
-        Ok(was_locked)
+        Ok((was_locked, event))
+    }
+
+    /// An admin's [`Self::lift_lock`] over the API; any other role is refused and audited.
+    pub async fn lift_lock_as(
+        &self,
+        actor: &Actor,
+        subject: &str,
+    ) -> Result<(bool, crate::domain::audit::AuditEvent), ServiceError> {
+        if !actor.has_any(&[crate::domain::Role::Admin]) {
+            let detail = format!("ROLE_NOT_ALLOWED: lifting the sign-in lock of {subject}");
+            let event =
+                self.audit.event(Some(actor), AuditAction::SignInLockLifted, None, AuditOutcome::Denied, detail);
+            self.audit.append(event).await.map_err(audit_failed)?;
+            return Err(ServiceError::WrongRole);
+        }
+        self.lift_lock(Some(actor), subject).await
     }
 }
 
 /// Calls that reveal or change a driver's data: under `--require-second-factor` only a session opens them.
 fn needs_session(action: AuditAction) -> bool {
-    matches!(action, AuditAction::LookupCode | AuditAction::GetPhoneStatus | AuditAction::UnlockPhone)
+    matches!(
+        action,
+        AuditAction::LookupCode
+            | AuditAction::GetPhoneStatus
+            | AuditAction::UnlockPhone
+            | AuditAction::SignInLockLifted
+    )
 }
 
 /// Calls whose refusal records the number and ticket they named.

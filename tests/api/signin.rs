@@ -72,6 +72,7 @@ both_backends!(
     failed_sign_ins_lock_the_person_and_the_address,
     a_revoked_token_adds_at_most_five_audit_events,
     the_emergency_email_code_signs_in,
+    the_phone_code_goes_through_the_providers_alimtalk_then_sms,
 );
 
 async fn a_code_to_the_phone_signs_in_once_and_only_a_session_opens_lookups(backend: Backend) {
@@ -248,7 +249,29 @@ async fn failed_sign_ins_lock_the_person_and_the_address(backend: Backend) {
     assert!(lift("address:127.0.0.1").await.0);
     who(&app, &park).await.unwrap();
     assert_eq!(reason(&start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap_err()), "SIGN_IN_LOCKED");
-    // 30 minutes later kim may try again on their own.
+    // Only an admin lifts a person's lock over the API, audited either way.
+    let lee = app.add_supervisor("lee", "auditor").await;
+    let req = pb::LiftSignInLockRequest { supervisor: "kim".into(), ..Default::default() };
+    let refused = app.sup.clone().lift_sign_in_lock(authed(req.clone(), &lee)).await.unwrap_err();
+    assert_eq!(reason(&refused), "ROLE_NOT_ALLOWED");
+    let lifted = app.sup.clone().lift_sign_in_lock(authed(req, &park)).await.unwrap().into_inner();
+    assert!(lifted.was_locked);
+    let event = events(&app).await.pop().unwrap().event;
+    assert_eq!((event.actor_name.as_str(), event.action.as_str()), ("park", "sign_in_lock_lifted"));
+    assert_eq!(event.id.to_string(), lifted.audit_event_id);
+    phone_session(&app, &kim).await;
+    // A lock otherwise ends on its own 30 minutes after it started (an hour on: the hourly code cap is fresh).
+    app.advance(TimeDelta::minutes(61));
+    for _ in 0..2 {
+        let started = start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap();
+        let code = lead_code(&app);
+        for _ in 0..3 {
+            let _ = finish(&app, &kim, &started.sign_in_id, &wrong_code(&code)).await;
+        }
+        app.advance(TimeDelta::seconds(61));
+    }
+    assert_eq!(reason(&start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap_err()), "SIGN_IN_LOCKED");
+    assert!(lift("address:127.0.0.1").await.0, "the address was locked again too");
     app.advance(TimeDelta::minutes(30));
     phone_session(&app, &kim).await;
 
@@ -409,4 +432,99 @@ async fn otpctl_logs_in_keeps_the_session_and_logs_out() {
     assert_eq!(after.status.code(), Some(2), "no session and no token");
     let log = events(&app).await;
     assert!(log.iter().any(|e| e.event.action.as_str() == "sign_out" && e.event.actor_name == "kim"));
+}
+
+/// The operator's commands: contacts registered masked in the audit log, a service token for scripts (auditor
+/// only, usable without a session, never signing in), and a lock lifted by address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_register_contacts_and_service_tokens_on_the_command_line() {
+    let app = spawn_app_with(Backend::Sqlite, &["--require-second-factor", "true"]).await;
+    let otpd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+            .args(args)
+            .args(["--database-url", &app.db.url])
+            .current_dir(app.dir.path())
+            .env_remove("RUST_LOG")
+            .env("OTPD_PEPPER", TEST_PEPPER)
+            .output()
+            .unwrap()
+    };
+    let add = ["supervisors", "add", "--name", "kim", "--role", "supervisor", "--phone", "010-9876-5432"];
+    let out = otpd(&[&add[..], &["--email", LEAD_EMAIL]].concat());
+    assert!(out.status.success(), "{out:?}");
+    let kim = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let factors = client(&app).await.list_sign_in_factors(authed(pb::ListSignInFactorsRequest {}, &kim)).await;
+    let factors = factors.unwrap().into_inner().factors;
+    assert!(factors.iter().any(|f| f.factor() == pb::SecondFactor::PhoneCode && f.destination.ends_with("5432")));
+    let log = events(&app).await;
+    let contact = log.iter().find(|e| e.event.action.as_str() == "supervisor_contact_set").unwrap();
+    assert!(contact.event.detail.contains("k***@example.com"), "{}", contact.event.detail);
+    assert!(!contact.event.detail.contains(LEAD_EMAIL) && !contact.event.detail.contains("9876"), "masked");
+
+    let cleared = otpd(&["supervisors", "set-contact", "kim", "--phone", "none"]);
+    assert!(cleared.status.success(), "{cleared:?}");
+    let factors = client(&app).await.list_sign_in_factors(authed(pb::ListSignInFactorsRequest {}, &kim)).await;
+    assert!(factors.unwrap().into_inner().factors.iter().all(|f| f.factor() != pb::SecondFactor::PhoneCode));
+    let bad = otpd(&["supervisors", "set-contact", "kim", "--email", "not an address"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+
+    // Service tokens: auditor role only; used without a session; no sign-in.
+    let refused = otpd(&["supervisors", "add", "--name", "bot", "--role", "supervisor", "--service"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("auditor"));
+    let out = otpd(&["supervisors", "add", "--name", "bot", "--role", "auditor", "--service"]);
+    assert!(out.status.success(), "{out:?}");
+    let bot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let listed = app.sup.clone().list_audit_events(authed(pb::ListAuditEventsRequest::default(), &bot)).await;
+    assert!(!listed.unwrap().into_inner().events.is_empty());
+    let start = start(&app, &bot, pb::SecondFactor::PhoneCode).await.unwrap_err();
+    assert_eq!(reason(&start), "FACTOR_NOT_AVAILABLE");
+
+    // Five unknown tokens lock this address; the operator lifts it.
+    for _ in 0..5 {
+        let _ = who(&app, "otps_guess").await;
+    }
+    assert_eq!(reason(&who(&app, &kim).await.unwrap_err()), "SIGN_IN_LOCKED");
+    let lifted = otpd(&["supervisors", "lift-lock", "--address", "127.0.0.1"]);
+    assert!(String::from_utf8_lossy(&lifted.stdout).contains("lock lifted"), "{lifted:?}");
+    who(&app, &kim).await.unwrap();
+}
+
+/// The code to the lead's phone goes through the configured delivery, as the provider (its stand-in, written from
+/// NHN Cloud's documents) receives it: AlimTalk with the code template, and SMS when AlimTalk refuses it.
+async fn the_phone_code_goes_through_the_providers_alimtalk_then_sms(backend: Backend) {
+    use crate::standins::{APP_KEY, Fault, StandIn};
+    let nhn = StandIn::nhn().await;
+    let args = crate::korea::alimtalk_then_sms(&nhn);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = spawn_app_with(backend, &args).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    set_contact(&app, "kim").await;
+
+    let started = start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, format!("/alimtalk/v2.3/appkeys/{APP_KEY}/auth/messages"));
+    let recipient = &seen[0].body["recipientList"][0];
+    assert_eq!(recipient["recipientNo"], "01098765432", "the lead's own phone");
+    let code = recipient["templateParameter"]["code"].as_str().unwrap().to_owned();
+    // A wrong code counts; the right one signs in once.
+    assert_eq!(
+        reason(&finish(&app, &kim, &started.sign_in_id, &wrong_code(&code)).await.unwrap_err()),
+        "WRONG_SIGN_IN_CODE"
+    );
+    finish(&app, &kim, &started.sign_in_id, &code).await.unwrap();
+    assert_eq!(reason(&finish(&app, &kim, &started.sign_in_id, &code).await.unwrap_err()), "SIGN_IN_EXPIRED");
+
+    // AlimTalk refused (no KakaoTalk on the lead's phone): SMS from 1800-3400 carries the same code.
+    nhn.fail_next(&[Fault::Refuse]);
+    app.advance(TimeDelta::seconds(61));
+    let started = start(&app, &kim, pb::SecondFactor::PhoneCode).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2].path, format!("/sms/v3.0/appKeys/{APP_KEY}/sender/auth/sms"));
+    assert_eq!(seen[2].body["sendNo"], "18003400");
+    let code = code_in(seen[2].body["body"].as_str().unwrap());
+    assert_eq!(seen[1].body["recipientList"][0]["templateParameter"]["code"], code.as_str());
+    let session = finish(&app, &kim, &started.sign_in_id, &code).await.unwrap();
+    assert_eq!(who(&app, &session.session_token).await.unwrap().name, "kim");
 }
