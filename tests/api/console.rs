@@ -233,7 +233,7 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
 async fn console_who_am_i_matches_what_each_role_may_call() {
     let app = spawn_app(Backend::Sqlite).await;
     app.send(PHONE, Purpose::Login).await.unwrap();
-    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents", "VerifyAuditChain"];
+    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents", "VerifyAuditChain", "LiftSignInLock"];
     for (name, role, expected) in [
         ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus"]),
         ("lee", "auditor", vec!["ListAuditEvents", "VerifyAuditChain"]),
@@ -290,6 +290,10 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
         }
         "VerifyAuditChain" => {
             sup.verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), token)).await.map(drop)
+        }
+        "LiftSignInLock" => {
+            let req = pb::LiftSignInLockRequest { supervisor: "nobody".into(), ..Default::default() };
+            sup.lift_sign_in_lock(authed(req, token)).await.map(drop)
         }
         other => panic!("unknown method {other}"),
     }
