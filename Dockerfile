@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # otpd's container image: a release build with cargo alone (protox compiles the protos; no system protoc), copied
-# into a distroless runtime with glibc and nothing else: no shell, no package manager, a non-root user.
+# into a distroless runtime with glibc and OpenSSL's libraries and nothing else: no shell, no package manager, a non-root user.
 #
 #   docker build -t otpd .
 #   docker run --rm -p 50051:50051 -p 50052:50052 --env-file otpd.env \
@@ -9,6 +9,10 @@
 # See docs/operations.md ("Deploying") for the settings a production container needs.
 
 FROM rust:1.95-slim-bookworm AS build
+# OpenSSL's headers for webauthn-rs (the passkeys); the runtime image's libssl3 is Debian 12's too.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the build reads: the manifest, the protos build.rs compiles, the migrations sqlx embeds, the sources
 # and the bench targets Cargo.toml declares.

@@ -399,6 +399,9 @@ pub struct Settings {
     /// The message template and the Korean providers' credentials (src/sms/settings.rs).
     #[command(flatten)]
     pub delivery: crate::sms::DeliverySettings,
+    /// The passkeys' relying party (src/signin/passkey.rs).
+    #[command(flatten)]
+    pub passkeys: crate::signin::passkey::PasskeyArgs,
 }
 
 /// Where the pepper comes from.
@@ -479,6 +482,8 @@ pub struct Config {
     pub sign_in: crate::domain::SignInPolicy,
     /// The mail server for emergency sign-in codes.
     pub mail: Option<crate::signin::mail::MailSettings>,
+    /// The passkeys' relying party.
+    pub passkeys: crate::signin::passkey::PasskeySettings,
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -725,6 +730,7 @@ impl Settings {
                 return Err(invalid(setting, "must be at least 1"));
             }
         }
+        let passkeys = self.passkeys.validate()?;
         let hash_workers = match self.hash_workers {
             0 => crate::hashing::sizing::from_container(argon2.memory_kib),
             n => crate::hashing::sizing::Sizing { workers: n, reason: "--hash-workers".to_owned() },
@@ -793,6 +799,7 @@ impl Settings {
             mail,
             metrics_listen: self.metrics_listen,
             delivery,
+            passkeys,
         })
     }
 }

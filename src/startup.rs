@@ -153,6 +153,14 @@ impl Application {
         let public = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin =
             TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
+        // The passkeys' relying party: the console's origin, by default the admin listener's bound port on localhost.
+        let admin_port = admin.local_addr().map_or(config.admin_listen.port(), |a| a.port());
+        let passkeys = config
+            .passkeys
+            .passkeys(admin_port, tls.admin.is_some())
+            .map_err(|e| anyhow::anyhow!("invalid setting --passkey-origin: {e}"))?;
+        tracing::info!(origin = %passkeys.origin(), "passkeys on");
+        let sign_in = sign_in.with_passkeys(Arc::new(passkeys));
         let receipts = match config.delivery.webhook_listen {
             Some(addr) => Some(crate::receipts::bind(addr).await.with_context(|| format!("binding {addr}"))?),
             None => None,

@@ -76,7 +76,7 @@ where
         let path = request.uri().path();
         // `/` too: whoever types the admin listener's address lands on the console (no gRPC path is `/`).
         if path == "/" || path == "/console" || path.starts_with(CONSOLE_PATH) {
-            let mut response = page(request.method(), path);
+            let mut response = page(request.method(), path, accepts_gzip(request.headers()));
             secure(response.headers_mut());
             return Box::pin(async move { Ok(response) });
         }
@@ -111,8 +111,22 @@ fn secure(headers: &mut HeaderMap) {
     }
 }
 
-/// The answer to a request under `/console`: an embedded file, a redirect to the console's root, or an error.
-fn page(method: &Method, path: &str) -> Response<Body> {
+/// Whether the browser takes a gzip-encoded body (`Accept-Encoding: gzip`, not refused with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused =
+                parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
+            (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip")) && !refused
+        },
+    )
+}
+
+/// The answer to a request under `/console`: an embedded file (gzip-encoded for a browser that takes it), a redirect
+/// to the console's root, or an error.
+fn page(method: &Method, path: &str, gzip: bool) -> Response<Body> {
     if path == "/" || path == "/console" {
         return plain(StatusCode::PERMANENT_REDIRECT, "see /console/\n", Some(CONSOLE_PATH));
     }
@@ -124,12 +138,22 @@ fn page(method: &Method, path: &str) -> Response<Body> {
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let served = asset.served();
-    let body = if method == Method::HEAD { String::new() } else { served.to_owned() };
-    let mut response = Response::new(Body::new(body));
+    let gzipped = asset.gzipped().filter(|_| gzip);
+    let bytes = gzipped.unwrap_or(asset.served().as_bytes());
+    let body = if method == Method::HEAD {
+        Body::default()
+    } else {
+        Body::new(http_body_util::Full::new(bytes::Bytes::from_static(bytes)))
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(served.len()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    // Caches (none may keep these: no-store) and the browser both learn that the encoding follows the request's.
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzipped.is_some() {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     response
 }
 
@@ -151,16 +175,58 @@ mod tests {
     #[test]
     fn every_page_is_found_and_nothing_else() {
         for asset in assets::ASSETS {
-            let response = page(&Method::GET, asset.path);
+            let response = page(&Method::GET, asset.path, false);
             assert_eq!(response.status(), StatusCode::OK, "{}", asset.path);
         }
-        assert_eq!(page(&Method::GET, "/console/../Cargo.toml").status(), StatusCode::NOT_FOUND);
-        assert_eq!(page(&Method::GET, "/console/nope.js").status(), StatusCode::NOT_FOUND);
-        assert_eq!(page(&Method::POST, "/console/").status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(page(&Method::GET, "/console").status(), StatusCode::PERMANENT_REDIRECT);
-        let root = page(&Method::GET, "/");
+        assert_eq!(page(&Method::GET, "/console/../Cargo.toml", true).status(), StatusCode::NOT_FOUND);
+        assert_eq!(page(&Method::GET, "/console/nope.js", true).status(), StatusCode::NOT_FOUND);
+        assert_eq!(page(&Method::POST, "/console/", true).status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(page(&Method::GET, "/console", true).status(), StatusCode::PERMANENT_REDIRECT);
+        let root = page(&Method::GET, "/", true);
         assert_eq!(root.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(root.headers()[header::LOCATION], CONSOLE_PATH);
+    }
+
+    /// A browser that takes gzip gets each file compressed, which decompresses to the file; one that does not, or
+    /// refuses it with `q=0`, gets the file as it is. Either way the answer says it varies with Accept-Encoding.
+    #[tokio::test]
+    async fn files_go_gzip_encoded_to_a_browser_that_takes_it() {
+        use http_body_util::BodyExt;
+        use std::io::Read;
+        let accept = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            accepts_gzip(&headers)
+        };
+        assert!(accept("gzip, deflate, br, zstd") && accept("br;q=1.0, GZIP;q=0.5") && accept("x-gzip"));
+        assert!(!accept("br") && !accept("gzip;q=0") && !accept("gzip; q=0.0, br") && !accept("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        let (mut plain_bytes, mut sent_bytes) = (0, 0);
+        for asset in assets::ASSETS {
+            let response = page(&Method::GET, asset.path, true);
+            assert_eq!(response.headers()[header::VARY], "accept-encoding");
+            let gzip = response.headers().get(header::CONTENT_ENCODING).is_some();
+            let length: usize = response.headers()[header::CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), length, "{}", asset.path);
+            let text = if gzip {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+                text
+            } else {
+                String::from_utf8(body.to_vec()).unwrap()
+            };
+            assert_eq!(text, asset.served(), "{}", asset.path);
+            plain_bytes += asset.served().len();
+            sent_bytes += length;
+
+            let response = page(&Method::GET, asset.path, false);
+            assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+            assert_eq!(response.headers()[header::CONTENT_LENGTH], asset.served().len().to_string().as_str());
+            let head = page(&Method::HEAD, asset.path, true);
+            assert_eq!(head.headers()[header::CONTENT_LENGTH], length.to_string().as_str());
+        }
+        assert!(sent_bytes * 2 < plain_bytes, "gzip sends {sent_bytes} of {plain_bytes} bytes");
     }
 
     #[test]

@@ -137,16 +137,60 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
     #[tracing::instrument(name = "StartPasskeyEnrolment", skip_all)]
     async fn start_passkey_enrolment(
         &self,
-        _request: Request<pb::StartPasskeyEnrolmentRequest>,
+        request: Request<pb::StartPasskeyEnrolmentRequest>,
     ) -> Result<Response<pb::StartPasskeyEnrolmentResponse>, Status> {
-        Err(ServiceError::FactorUnavailable("passkeys are not enabled on this server").into())
+        let (token, origin) = self.caller(&request)?;
+        if !request.get_ref().enrolment_code.is_empty() {
+            // No operator command issues enrolment codes yet: a passkey is added from a session.
+            let why = "enrolment codes are not issued by this server: sign in with a code, then add a passkey";
+            return Err(ServiceError::FactorUnavailable(why).into());
+        }
+        let service = self.service.clone();
+        let started = detached(async move {
+            let actor = session_actor(&service, &token, &origin).await?;
+            service.start_enrolment(&actor).await
+        })
+        .await?;
+        Ok(Response::new(pb::StartPasskeyEnrolmentResponse {
+            enrolment_id: started.id.to_string(),
+            passkey_creation_options_json: started.passkey_options.unwrap_or_default(),
+            expires_at: Some(timestamp(started.expires_at)),
+        }))
     }
 
     #[tracing::instrument(name = "FinishPasskeyEnrolment", skip_all)]
     async fn finish_passkey_enrolment(
         &self,
-        _request: Request<pb::FinishPasskeyEnrolmentRequest>,
+        request: Request<pb::FinishPasskeyEnrolmentRequest>,
     ) -> Result<Response<pb::FinishPasskeyEnrolmentResponse>, Status> {
-        Err(ServiceError::FactorUnavailable("passkeys are not enabled on this server").into())
+        let (token, origin) = self.caller(&request)?;
+        let body = request.into_inner();
+        let id = uuid::Uuid::parse_str(body.enrolment_id.trim()).map_err(|_| {
+            invalid("enrolment_id", "INVALID_ARGUMENT", "StartPasskeyEnrolment's enrolment_id is required")
+        })?;
+        if body.passkey_credential_json.is_empty() {
+            let why = "the authenticator's answer (credential.toJSON()) is required";
+            return Err(invalid("passkey_credential_json", "INVALID_ARGUMENT", why).into());
+        }
+        let service = self.service.clone();
+        let passkey_id = detached(async move {
+            let actor = session_actor(&service, &token, &origin).await?;
+            service.finish_enrolment(&actor, id, &body.passkey_credential_json, &body.label).await
+        })
+        .await?;
+        Ok(Response::new(pb::FinishPasskeyEnrolmentResponse { passkey_id: passkey_id.to_string() }))
+    }
+}
+
+/// The person a session token names (a personal token is refused: enrolling a passkey needs a second factor first).
+async fn session_actor(
+    service: &SignInService,
+    token: &str,
+    origin: &AccessContext,
+) -> Result<crate::domain::Actor, ServiceError> {
+    match service.bearer(token, origin, None).await? {
+        Bearer::Actor(actor) if actor.session.is_some() => Ok(actor),
+        Bearer::Actor(_) => Err(ServiceError::SessionRequired),
+        Bearer::Disabled { .. } => Err(ServiceError::SupervisorDisabled),
     }
 }

@@ -31,6 +31,7 @@ const SMS_FAILED_KO: &str =
 const SIGN_IN_LOCKED_KO: &str =
     "로그인에 여러 번 실패하여 잠시 로그인할 수 없습니다. 표시된 시각 이후 다시 시도해 주세요.";
 const SESSION_REQUIRED_KO: &str = "추가 인증으로 로그인한 뒤 이용할 수 있습니다.";
+const PASSKEY_REJECTED_KO: &str = "passkey 확인에 실패했습니다. 다시 로그인해 주세요.";
 const SESSION_EXPIRED_KO: &str = "로그인 시간이 만료되었습니다. 다시 로그인해 주세요.";
 const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
 
@@ -235,6 +236,12 @@ impl From<ServiceError> for Status {
                 details.set_retry_info(Some(Duration::from_secs(30)));
                 (Code::Unavailable, "the mail server did not take the sign-in code; try again or another factor".into())
             }
+            ServiceError::PasskeyRejected => {
+                info(&mut details, "PASSKEY_REJECTED", HashMap::new());
+                details.set_localized_message("ko-KR", PASSKEY_REJECTED_KO);
+                (Code::Unauthenticated, "the passkey's answer was refused: sign in again".into())
+            }
+            error @ ServiceError::PasskeyFailed(_) => return internal(&error),
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %ErrorChain(&cause), "database unavailable");
                 details.set_retry_info(Some(Duration::from_secs(1)));

@@ -118,6 +118,13 @@ pub enum ServiceError {
     /// The mail server did not take the emergency code.
     #[error("e-mail delivery failed")]
     EmailDeliveryFailed,
+    /// The passkey's answer proves nothing (a bad signature, another origin or challenge, no user verification, an
+    /// unknown credential) or does not parse: a failed sign-in or enrolment.
+    #[error("passkey refused")]
+    PasskeyRejected,
+    /// A passkey ceremony failed on the server's side (a stored state or passkey that does not read back).
+    #[error("passkey ceremony failed: {0}")]
+    PasskeyFailed(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -5,6 +5,7 @@
 //! a guesser cannot flood the audit chain.
 
 pub mod mail;
+pub mod passkey;
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ use crate::domain::{Actor, CodeLength, EmailAddress, OtpCode, PhoneNumber, Secon
 use crate::hashing::Pepper;
 use crate::service::ServiceError;
 use crate::store::signin::{
-    ChallengeKind, ChallengeStart, CodeLimits, FailurePolicy, NewChallenge, NewSession, SessionEnd, SessionState,
-    SignInAccount, SignInStore, address_subject, person_subject,
+    ChallengeKind, ChallengeStart, CodeLimits, FailurePolicy, NewChallenge, NewSession, PasskeyRecord, SessionEnd,
+    SessionState, SignInAccount, SignInStore, address_subject, person_subject,
 };
 use crate::supervision::token;
 
@@ -119,6 +120,7 @@ pub struct SignInService {
     policy: SignInPolicy,
     phone: Option<Arc<dyn PhoneCodeSender>>,
     mail: Option<Arc<dyn CodeMailer>>,
+    passkeys: Option<Arc<passkey::Passkeys>>,
     allowed: crate::domain::AllowedCountries,
 }
 
@@ -137,7 +139,7 @@ impl SignInService {
         policy: SignInPolicy,
         allowed: crate::domain::AllowedCountries,
     ) -> Self {
-        Self { store, audit, pepper, clock, policy, phone: None, mail: None, allowed }
+        Self { store, audit, pepper, clock, policy, phone: None, mail: None, passkeys: None, allowed }
     }
 
     /// Codes to the person's phone go through `sender`.
@@ -149,6 +151,12 @@ impl SignInService {
     /// Emergency codes go through `mailer`.
     pub fn with_mail(mut self, mailer: Arc<dyn CodeMailer>) -> Self {
         self.mail = Some(mailer);
+        self
+    }
+
+    /// Passkeys are checked by `passkeys` (the relying party of the console's origin).
+    pub fn with_passkeys(mut self, passkeys: Arc<passkey::Passkeys>) -> Self {
+        self.passkeys = Some(passkeys);
         self
     }
 
@@ -342,7 +350,13 @@ impl SignInService {
                 email.masked()
             }
             SecondFactor::Passkey => {
-                return Err(ServiceError::FactorUnavailable("passkeys are not enabled on this server"));
+                let rp = self.relying_party()?;
+                let enrolled = plain(self.store.passkeys(&account.actor.name).await?);
+                let (options, state) = rp.start_authentication(&enrolled).map_err(passkey_failed)?;
+                let mut ceremony = challenge(None);
+                ceremony.state = Some(state);
+                started(self.store.start_challenge(ceremony, None).await?, now)?;
+                return Ok(Started { id, destination: String::new(), expires_at, passkey_options: Some(options) });
             }
         };
         tracing::info!(name = %account.actor.name, factor = factor.as_str(), to = %destination, "sign-in code sent");
@@ -391,7 +405,28 @@ impl SignInService {
                     });
                 }
             }
-            (SecondFactor::Passkey, _) | (_, Proof::Passkey(_)) => {
+            (SecondFactor::Passkey, Proof::Passkey(answer)) => {
+                let rp = self.relying_party()?;
+                let enrolled = plain(self.store.passkeys(&account.actor.name).await?);
+                let state = challenge.state.as_deref().unwrap_or_default();
+                match rp.finish_authentication(state, &answer, &enrolled) {
+                    Ok(used) => {
+                        let updated = used.updated_passkey_json.as_deref();
+                        self.store.passkey_used(&used.credential_id, updated, now).await?;
+                    }
+                    Err(error @ (passkey::PasskeyError::Refused(_) | passkey::PasskeyError::Malformed(_))) => {
+                        // One answer per ceremony: a refused one spends it, so its challenge cannot be tried again.
+                        self.store.spend_challenge(sign_in, now).await?;
+                        self.failed(Some(&account.actor), origin, &error.to_string()).await?;
+                        return Err(ServiceError::PasskeyRejected);
+                    }
+                    Err(other) => return Err(passkey_failed(other)),
+                }
+            }
+            (SecondFactor::Passkey, Proof::Code(_)) => {
+                return Err(ServiceError::FactorUnavailable("this sign-in takes the passkey's answer, not a code"));
+            }
+            (_, Proof::Passkey(_)) => {
                 return Err(ServiceError::FactorUnavailable("this sign-in takes a code, not a passkey"));
             }
         }
@@ -435,6 +470,99 @@ impl SignInService {
         };
         crate::audit::trace(&event);
         Ok(Session { token: secret, id, idle_until, expires_at })
+    }
+
+    fn relying_party(&self) -> Result<&passkey::Passkeys, ServiceError> {
+        self.passkeys.as_deref().ok_or(ServiceError::FactorUnavailable("passkeys are not enabled on this server"))
+    }
+
+    /// Starts enrolling a passkey for `actor`, signed in with a session (a second factor already proven): the
+    /// creation options for the browser. The ceremony's state waits in the shared store for any replica.
+    pub async fn start_enrolment(&self, actor: &Actor) -> Result<Started, ServiceError> {
+        let rp = self.relying_party()?;
+        if actor.session.is_none() || actor.kind != TokenKind::Person {
+            return Err(ServiceError::SessionRequired);
+        }
+        let now = self.clock.now();
+        let id = uuid::Uuid::now_v7();
+        let expires_at = now + self.policy.challenge_ttl;
+        let enrolled = plain(self.store.passkeys(&actor.name).await?);
+        let (options, state) =
+            rp.start_registration(passkey_user(&actor.name), &actor.name, &enrolled).map_err(passkey_failed)?;
+        let ceremony = NewChallenge {
+            id,
+            supervisor: actor.name.clone(),
+            kind: ChallengeKind::PasskeyEnrolment,
+            secret_hash: None,
+            state: Some(state),
+            created_at: now,
+            expires_at,
+        };
+        started(self.store.start_challenge(ceremony, None).await?, now)?;
+        Ok(Started { id, destination: String::new(), expires_at, passkey_options: Some(options) })
+    }
+
+    /// Stores the passkey the authenticator made for `actor`'s enrolment `id`, named `label`; audited.
+    pub async fn finish_enrolment(
+        &self,
+        actor: &Actor,
+        id: uuid::Uuid,
+        answer: &str,
+        label: &str,
+    ) -> Result<uuid::Uuid, ServiceError> {
+        let rp = self.relying_party()?;
+        if actor.session.is_none() || actor.kind != TokenKind::Person {
+            return Err(ServiceError::SessionRequired);
+        }
+        let label = label.trim();
+        if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
+            return Err(ServiceError::InvalidArgument(vec![crate::service::FieldViolation {
+                field: "label",
+                reason: "INVALID_ARGUMENT",
+                description: "name the passkey in 1 to 64 characters".into(),
+            }]));
+        }
+        let now = self.clock.now();
+        let challenge = self.store.challenge(id).await?.filter(|c| {
+            c.supervisor == actor.name
+                && c.kind == ChallengeKind::PasskeyEnrolment
+                && c.used_at.is_none()
+                && c.expires_at > now
+        });
+        let Some(challenge) = challenge else {
+            return Err(ServiceError::SignInExpired);
+        };
+        let made = match rp.finish_registration(challenge.state.as_deref().unwrap_or_default(), answer) {
+            Ok(made) => made,
+            Err(error @ (passkey::PasskeyError::Internal(_) | passkey::PasskeyError::NoneEnrolled)) => {
+                return Err(passkey_failed(error));
+            }
+            Err(error) => {
+                self.store.spend_challenge(id, now).await?;
+                tracing::warn!(name = %actor.name, %error, "passkey enrolment refused");
+                return Err(ServiceError::PasskeyRejected);
+            }
+        };
+        let record = PasskeyRecord {
+            id: uuid::Uuid::now_v7(),
+            credential_id: made.credential_id,
+            passkey: made.passkey_json,
+            label: label.to_owned(),
+            created_at: now,
+            last_used_at: None,
+        };
+        let passkey_id = record.id;
+        let detail = format!("enrolled passkey \"{label}\" ({passkey_id})");
+        let event = self.audit.event(Some(actor), AuditAction::PasskeyEnrolled, None, AuditOutcome::Granted, detail);
+        let added = self.store.add_passkey(id, &actor.name, record, event, self.audit.key()).await;
+        match added.map_err(audit_failed)? {
+            Some(event) => {
+                crate::audit::trace(&event);
+                Ok(passkey_id)
+            }
+            // Spent meanwhile (a second tab), or the credential is enrolled already.
+            None => Err(ServiceError::SignInExpired),
+        }
     }
 
     /// Ends the caller's session.
@@ -557,6 +685,35 @@ fn needs_session(action: AuditAction) -> bool {
 /// Calls whose refusal records the number and ticket they named.
 fn names_a_number(action: AuditAction) -> bool {
     matches!(action, AuditAction::LookupCode | AuditAction::GetPhoneStatus | AuditAction::UnlockPhone)
+}
+
+/// The stored passkeys as the relying party reads them.
+fn plain(records: Vec<PasskeyRecord>) -> Vec<passkey::StoredPasskey> {
+    records
+        .into_iter()
+        .map(|r| passkey::StoredPasskey { credential_id: r.credential_id, passkey_json: r.passkey })
+        .collect()
+}
+
+/// The WebAuthn user handle of a person: stable (so an authenticator keeps one passkey per person and site) and
+/// not their name (authenticators may show or sync it): the first 16 bytes of SHA-256 over a label and the name.
+fn passkey_user(name: &str) -> uuid::Uuid {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("otpd passkey user\0{name}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::from_bytes(bytes)
+}
+
+/// A passkey ceremony that failed on our side, or cannot start.
+fn passkey_failed(error: passkey::PasskeyError) -> ServiceError {
+    match error {
+        passkey::PasskeyError::NoneEnrolled => ServiceError::FactorUnavailable("no passkey is enrolled"),
+        passkey::PasskeyError::Refused(_)
+        | passkey::PasskeyError::Malformed(_)
+        | passkey::PasskeyError::AlreadyEnrolled => ServiceError::PasskeyRejected,
+        passkey::PasskeyError::Internal(why) => ServiceError::PasskeyFailed(why),
+    }
 }
 
 fn registered_email(account: &SignInAccount) -> Option<EmailAddress> {

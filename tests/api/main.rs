@@ -20,6 +20,7 @@ mod metrics;
 mod node_client;
 mod otpctl;
 mod overload;
+mod passkeys;
 mod pg_roles;
 mod postgres_tls;
 mod proto_contract;

@@ -14,15 +14,15 @@ use crate::both_backends;
 use crate::helpers::*;
 
 /// The team lead's own mobile number (010-9876-5432).
-const LEAD_E164: &str = "+821098765432";
+pub(crate) const LEAD_E164: &str = "+821098765432";
 const LEAD_EMAIL: &str = "kim.minji@example.com";
 
-async fn client(app: &TestApp) -> SignInServiceClient<tonic::transport::Channel> {
+pub(crate) async fn client(app: &TestApp) -> SignInServiceClient<tonic::transport::Channel> {
     SignInServiceClient::new(channel(app.admin_addr).await)
 }
 
 /// Registers `name`'s phone and e-mail the way `otpd supervisors set-contact` does.
-async fn set_contact(app: &TestApp, name: &str) {
+pub(crate) async fn set_contact(app: &TestApp, name: &str) {
     use otpd::domain::audit::{AuditAction, NewAuditEvent};
     let event = NewAuditEvent::by_operator(AuditAction::SupervisorContactSet, app.now(), "contact set");
     let set = app
@@ -35,7 +35,7 @@ async fn set_contact(app: &TestApp, name: &str) {
 }
 
 /// The last sign-in code sent to the lead's phone.
-fn lead_code(app: &TestApp) -> String {
+pub(crate) fn lead_code(app: &TestApp) -> String {
     let sms = app.sms();
     let to_lead = sms.iter().rev().find(|m| m.to == LEAD_E164).expect("a code went to the lead's phone");
     assert_eq!(to_lead.from, "1800-3400", "sign-in codes come from the service's sender");
@@ -53,7 +53,7 @@ async fn finish(app: &TestApp, token: &str, id: &str, code: &str) -> Result<pb::
 }
 
 /// Signs in with a code to the phone and returns the session token.
-async fn phone_session(app: &TestApp, token: &str) -> String {
+pub(crate) async fn phone_session(app: &TestApp, token: &str) -> String {
     let started = start(app, token, pb::SecondFactor::PhoneCode).await.unwrap();
     finish(app, token, &started.sign_in_id, &lead_code(app)).await.unwrap().session_token
 }
@@ -62,7 +62,7 @@ async fn who(app: &TestApp, token: &str) -> Result<pb::WhoAmIResponse, tonic::St
     app.sup.clone().who_am_i(authed(pb::WhoAmIRequest {}, token)).await.map(tonic::Response::into_inner)
 }
 
-async fn events(app: &TestApp) -> Vec<otpd::domain::audit::AuditEvent> {
+pub(crate) async fn events(app: &TestApp) -> Vec<otpd::domain::audit::AuditEvent> {
     app.stores.supervision.audit_chain(0, 10_000).await.unwrap()
 }
 

@@ -2,7 +2,7 @@
 // not call (the server refuses it anyway, and audits the refusal).
 
 import { call, Code, RpcError, session } from './rpc.js';
-import { AuditAction, ContactChannel, DeliveryStatus, LookupReason, AuditOutcome } from './proto.js';
+import { AuditAction, ContactChannel, DeliveryStatus, LookupReason, AuditOutcome, SecondFactor } from './proto.js';
 import * as text from './text.js';
 
 const $ = (id) => document.getElementById(id);
@@ -24,20 +24,24 @@ function showError(box, error) {
   box.hidden = false;
 }
 
-// A call whose refusal for a token that stopped working signs the tab out.
+// Back to the sign-in page, saying why (a session that expired or was ended, a disabled person).
+function signedOut(error) {
+  session.signOut();
+  sessionStorage.setItem(SIGNED_OUT, error.reason || 'UNAUTHENTICATED');
+  window.location.replace('/console/');
+}
+
+const endsSession = (error) =>
+  error instanceof RpcError && (error.code === Code.UNAUTHENTICATED || error.reason === 'SESSION_EXPIRED');
+
+// A call whose refusal for a session that stopped working signs the tab out.
 async function rpc(method, request, errorBox) {
   errorBox.hidden = true;
   try {
     return await call(method, request);
   } catch (error) {
-    if (error instanceof RpcError && error.code === Code.UNAUTHENTICATED) {
-      // The token stopped working (disabled): start again from a fresh page, as after signing out.
-      session.signOut();
-      sessionStorage.setItem(SIGNED_OUT, '1');
-      window.location.replace('/console/');
-    } else {
-      showError(errorBox, error);
-    }
+    if (endsSession(error)) signedOut(error);
+    else showError(errorBox, error);
     return null;
   }
 }
@@ -54,20 +58,112 @@ async function busy(form, work) {
 
 // --- sign in ----------------------------------------------------------------------------------------------------
 
+// The personal token lives here only, from the token step to the session: never in storage or the page.
+let personal = null;
+let signingIn = null;
+
+function signInStep(step) {
+  $('sign-in-form').hidden = step !== 'token';
+  $('factors').hidden = step !== 'factors';
+  $('code-form').hidden = step !== 'code';
+  if (step === 'token') {
+    personal = null;
+    $('token').focus();
+  }
+}
+
 function showSignIn() {
   clearCode();
   $('sign-in').hidden = false;
-  for (const id of ['who', 'sign-out', 'screens']) $(id).hidden = true;
+  for (const id of ['who', 'sign-out', 'add-passkey', 'screens', 'passkey']) $(id).hidden = true;
   for (const section of document.querySelectorAll('section[data-method]')) section.hidden = true;
-  $('token').focus();
+  signInStep('token');
+}
+
+// A sign-in step refused: a wrong code or passkey may try again, a used or expired sign-in starts from the factors,
+// anything else (a bad token, a lock) from the token.
+function signInRefused(error) {
+  showError($('notice'), error);
+  const reason = error instanceof RpcError ? error.reason : '';
+  if (reason === 'SIGN_IN_EXPIRED') signInStep('factors');
+  else if (!['WRONG_SIGN_IN_CODE', 'PASSKEY_REJECTED', 'FACTOR_NOT_AVAILABLE'].includes(reason)) signInStep('token');
+}
+
+async function factors(token) {
+  personal = token;
+  let r;
+  try {
+    r = await call('ListSignInFactors', {}, personal);
+  } catch (error) {
+    signInRefused(error);
+    return;
+  }
+  $('notice').hidden = true;
+  $('factor-name').textContent = r.name;
+  const list = $('factor-list');
+  list.replaceChildren();
+  for (const f of r.factors) {
+    const label = [text.factorNames[f.factor] || f.factor, f.destination].filter(Boolean).join(' · ');
+    const button = el('button', label, { type: 'button', 'data-factor': f.factor });
+    button.addEventListener('click', async () => {
+      for (const b of list.children) b.disabled = true;
+      await startSignIn(f.factor);
+      for (const b of list.children) b.disabled = false;
+    });
+    list.append(button);
+  }
+  $('no-factors').hidden = r.factors.length > 0;
+  signInStep('factors');
+  list.querySelector('button')?.focus();
+}
+
+async function startSignIn(factor) {
+  let started;
+  try {
+    started = await call('StartSignIn', { factor }, personal);
+  } catch (error) {
+    signInRefused(error);
+    return;
+  }
+  $('notice').hidden = true;
+  signingIn = started.sign_in_id;
+  if (factor !== SecondFactor.PASSKEY) {
+    $('code-sent').textContent = text.codeSent(started.destination, text.millis(started.expires_at));
+    signInStep('code');
+    $('sign-in-code').focus();
+    return;
+  }
+  let credential;
+  try {
+    const options = PublicKeyCredential.parseRequestOptionsFromJSON(JSON.parse(started.passkey_request_options_json));
+    credential = await navigator.credentials.get({ publicKey: options });
+  } catch (error) {
+    showError($('notice'), new RpcError(0, String(error), { reason: 'PASSKEY_NOT_USED' }));
+    return;
+  }
+  await finishSignIn({ passkey_credential_json: JSON.stringify(credential.toJSON()) });
+}
+
+async function finishSignIn(proof) {
+  let r;
+  try {
+    r = await call('FinishSignIn', { sign_in_id: signingIn, ...proof }, personal);
+  } catch (error) {
+    signInRefused(error);
+    return;
+  }
+  // Only the session is kept: the personal token is forgotten at once.
+  personal = null;
+  signingIn = null;
+  session.signIn(r.session_token);
+  await start();
 }
 
 async function start() {
-  if (sessionStorage.getItem(SIGNED_OUT)) {
+  const why = sessionStorage.getItem(SIGNED_OUT);
+  if (why) {
     sessionStorage.removeItem(SIGNED_OUT);
-    const [ko, en] = text.explain(new RpcError(Code.UNAUTHENTICATED, ''));
-    $('notice').replaceChildren(el('p', ko), el('p', en, { lang: 'en' }));
-    $('notice').hidden = false;
+    showError($('notice'), new RpcError(Code.UNAUTHENTICATED, '', { reason: why }));
   }
   if (!session.token()) {
     showSignIn();
@@ -77,7 +173,7 @@ async function start() {
   try {
     me = await call('WhoAmI', {});
   } catch (error) {
-    if (error instanceof RpcError && error.code === Code.UNAUTHENTICATED) session.signOut();
+    if (endsSession(error)) session.signOut();
     showError($('notice'), error);
     showSignIn();
     return;
@@ -87,6 +183,7 @@ async function start() {
   $('who').textContent = `${me.name} · ${text.roleNames[me.role] || me.role}`;
   $('who').hidden = false;
   $('sign-out').hidden = false;
+  $('add-passkey').hidden = false;
   const nav = $('screens');
   nav.replaceChildren();
   for (const section of [...document.querySelectorAll('section[data-method]')]) {
@@ -181,12 +278,13 @@ async function chooseCall(c) {
 
 function show(id, focus) {
   clearCode();
+  $('passkey').hidden = true;
   for (const section of document.querySelectorAll('section[data-method]')) section.hidden = section.id !== id;
   for (const button of $('screens').querySelectorAll('button')) {
     if (button.dataset.screen === id) button.setAttribute('aria-current', 'page');
     else button.removeAttribute('aria-current');
   }
-  const first = $(id).querySelector('input, select, textarea');
+  const first = id && $(id).querySelector('input, select, textarea');
   if (focus && first) first.focus();
 }
 
@@ -194,16 +292,64 @@ $('sign-in-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const token = $('token').value.trim();
   $('token').value = '';
-  if (!token) return;
-  session.signIn(token);
-  busy($('sign-in-form'), start);
+  if (token) busy($('sign-in-form'), () => factors(token));
 });
 
-$('sign-out').addEventListener('click', () => {
+$('factor-back').addEventListener('click', () => signInStep('token'));
+
+$('code-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const code = $('sign-in-code').value.trim();
+  $('sign-in-code').value = '';
+  busy($('code-form'), () => finishSignIn({ code }));
+});
+
+$('sign-out').addEventListener('click', async () => {
   clearCode();
+  try {
+    await call('SignOut', {});
+  } catch {
+    // Ended already, or the server is away: the session still ends by time, and the tab forgets it now.
+  }
   session.signOut();
   // A fresh page: nothing of the session (codes, lists, the removed screens) survives.
   window.location.replace('/console/');
+});
+
+// --- passkey enrolment ------------------------------------------------------------------------------------------
+
+$('add-passkey').addEventListener('click', () => {
+  show(null);
+  $('passkey-done').hidden = true;
+  $('passkey').hidden = false;
+  $('passkey-label').focus();
+});
+
+$('passkey-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  busy($('passkey-form'), async () => {
+    const started = await rpc('StartPasskeyEnrolment', {}, $('passkey-error'));
+    if (!started) return;
+    let credential;
+    try {
+      const options = JSON.parse(started.passkey_creation_options_json);
+      credential = await navigator.credentials.create({
+        publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options),
+      });
+    } catch (error) {
+      showError($('passkey-error'), new RpcError(0, String(error), { reason: 'PASSKEY_NOT_USED' }));
+      return;
+    }
+    const request = {
+      enrolment_id: started.enrolment_id,
+      passkey_credential_json: JSON.stringify(credential.toJSON()),
+      label: $('passkey-label').value.trim(),
+    };
+    if (await rpc('FinishPasskeyEnrolment', request, $('passkey-error'))) {
+      $('passkey-label').value = '';
+      $('passkey-done').hidden = false;
+    }
+  });
 });
 
 // --- lookup -----------------------------------------------------------------------------------------------------

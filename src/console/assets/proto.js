@@ -1,6 +1,6 @@
 // Protocol Buffers wire format (proto3) for the few messages the console exchanges: varints and length-delimited
-// fields, driven by small schemas that mirror proto/otp/v1/supervisor.proto. Unknown fields are skipped, so a
-// newer server stays readable.
+// fields, driven by small schemas that mirror proto/otp/v1/supervisor.proto and signin.proto. Unknown fields are
+// skipped, so a newer server stays readable.
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: false });
@@ -171,6 +171,12 @@ export const requests = {
     page_token: [7, 'string'],
   },
   VerifyAuditChain: { accept_unkeyed_through: [1, 'int'], expect_heads: [2, 'string'] },
+  ListSignInFactors: {},
+  StartSignIn: { factor: [1, 'enum'] },
+  FinishSignIn: { sign_in_id: [1, 'string'], code: [2, 'string'], passkey_credential_json: [3, 'string'] },
+  SignOut: {},
+  StartPasskeyEnrolment: { enrolment_code: [1, 'string'] },
+  FinishPasskeyEnrolment: { enrolment_id: [1, 'string'], passkey_credential_json: [2, 'string'], label: [3, 'string'] },
 };
 
 const DeliveryAttempt = {
@@ -293,6 +299,26 @@ export const responses = {
     6: ['problem', 'string'],
     7: ['audit_event_id', 'string'],
   },
+  ListSignInFactors: { 1: ['name', 'string'], 2: ['factors', { 1: ['factor', 'enum'], 2: ['destination', 'string'] }, true] },
+  StartSignIn: {
+    1: ['sign_in_id', 'string'],
+    2: ['destination', 'string'],
+    3: ['expires_at', Timestamp],
+    4: ['passkey_request_options_json', 'string'],
+  },
+  FinishSignIn: {
+    1: ['session_token', 'string'],
+    2: ['session_id', 'string'],
+    3: ['idle_expires_at', Timestamp],
+    4: ['expires_at', Timestamp],
+  },
+  SignOut: {},
+  StartPasskeyEnrolment: {
+    1: ['enrolment_id', 'string'],
+    2: ['passkey_creation_options_json', 'string'],
+    3: ['expires_at', Timestamp],
+  },
+  FinishPasskeyEnrolment: { 1: ['passkey_id', 'string'] },
 };
 
 // google.rpc.Status and the error details the console reads (grpc-status-details-bin).
@@ -314,6 +340,7 @@ export const LookupReason = { STRONG_COMPLAINT: 1 };
 export const ContactChannel = { INBOUND_CALL: 1, OUTBOUND_CALLBACK: 2 };
 export const CodeChannel = { SMS: 1, SUPERVISOR: 2 };
 export const DeliveryStatus = { PENDING: 1, DELIVERED: 2, FAILED: 3 };
+export const SecondFactor = { PASSKEY: 1, PHONE_CODE: 2, EMAIL_CODE: 3 };
 export const AuditOutcome = { GRANTED: 1, DENIED: 2 };
 export const AuditAction = {
   LOOKUP_CODE: 1,

@@ -1,12 +1,13 @@
-// gRPC-Web calls to otp.v1.SupervisorService on this origin: the same service, bearer-token layer and audited
-// flows as otpctl. The token travels only in the `authorization` header; no cookies are sent or set.
+// gRPC-Web calls to otp.v1.SupervisorService and otp.v1.SignInService on this origin: the same services, bearer-token
+// layer and audited flows as otpctl. A token travels only in the `authorization` header; no cookies are sent or set.
 
 import { decode, details, encode, requests, responses, RpcStatus } from './proto.js';
 
-const SERVICE = '/otp.v1.SupervisorService/';
+const SIGN_IN = ['ListSignInFactors', 'StartSignIn', 'FinishSignIn', 'SignOut', 'StartPasskeyEnrolment', 'FinishPasskeyEnrolment'];
 const TOKEN_KEY = 'otpd.console.token';
 
-// The tab's token: sessionStorage only, so it dies with the tab and no other tab or site sees it.
+// The tab's session token (never the personal token): sessionStorage only, so it dies with the tab and no other tab
+// or site sees it.
 export const session = {
   token: () => sessionStorage.getItem(TOKEN_KEY),
   signIn: (token) => sessionStorage.setItem(TOKEN_KEY, token),
@@ -101,9 +102,9 @@ function failure(get) {
   return new RpcError(code, message, statusDetails(get('grpc-status-details-bin')));
 }
 
-// Calls `method` with `request` (a plain object) and resolves to the decoded response, or rejects with RpcError.
-export async function call(method, request) {
-  const token = session.token();
+// Calls `method` with `request` (a plain object) as `token` (the session's unless given) and resolves to the decoded
+// response, or rejects with RpcError.
+export async function call(method, request, token = session.token()) {
   const headers = {
     'content-type': 'application/grpc-web+proto',
     'x-grpc-web': '1',
@@ -112,7 +113,8 @@ export async function call(method, request) {
   if (token) headers.authorization = `Bearer ${token}`;
   let response;
   try {
-    response = await fetch(SERVICE + method, {
+    const service = SIGN_IN.includes(method) ? 'SignInService' : 'SupervisorService';
+    response = await fetch(`/otp.v1.${service}/${method}`, {
       method: 'POST',
       headers,
       body: frame(encode(requests[method], request)),

@@ -1,7 +1,7 @@
 // What the console says, Korean first and English beside it, in otpctl's words (src/ctl/render.rs); times in KST.
 
 import { Code } from './rpc.js';
-import { AuditAction, CodeChannel, DeliveryStatus, Purpose } from './proto.js';
+import { AuditAction, CodeChannel, DeliveryStatus, Purpose, SecondFactor } from './proto.js';
 
 const KST_MS = 9 * 3600 * 1000;
 const pad = (n) => String(n).padStart(2, '0');
@@ -123,6 +123,17 @@ export function action(a) {
 
 export const roleNames = { supervisor: '팀장 / supervisor', admin: '관리자 / admin', auditor: '감사 담당자 / auditor' };
 
+export const factorNames = {
+  [SecondFactor.PASSKEY]: 'passkey',
+  [SecondFactor.PHONE_CODE]: '휴대폰 인증번호 / code to my phone',
+  [SecondFactor.EMAIL_CODE]: '비상용 이메일 인증번호 / emergency e-mail code',
+};
+
+// "010-****-5678(으)로 인증번호를 보냈습니다 …".
+export function codeSent(destination, expires) {
+  return `${destination}(으)로 인증번호를 보냈습니다 (${kst(expires)}까지). / A code was sent to ${destination}.`;
+}
+
 // A refused call in plain words: [Korean, English].
 export function explain(error) {
   const minutes = error.retrySeconds === null ? 60 : Math.max(1, Math.ceil(error.retrySeconds / 60));
@@ -149,6 +160,31 @@ export function explain(error) {
         `조회 한도를 초과했습니다. ${minutes}분 후에 다시 시도하세요.`,
         `Your lookup quota is used up; try again in ${minutes} min.`,
       ];
+    case 'SIGN_IN_LOCKED': {
+      const at = Date.parse(error.metadata.locked_until);
+      const until = kst(Number.isNaN(at) ? Date.now() + (error.retrySeconds ?? 1800) * 1000 : at);
+      return [
+        `로그인 실패가 반복되어 잠겼습니다. ${until} 이후에 다시 시도하세요.`,
+        `Sign-in is locked after repeated failures; try again after ${until}.`,
+      ];
+    }
+    case 'SESSION_EXPIRED':
+      return ['로그인 시간이 만료되었습니다. 다시 로그인하세요.', 'Your session has ended: sign in again.'];
+    case 'SESSION_REQUIRED':
+      return ['2차 인증으로 로그인해야 합니다.', 'Sign in with a second factor first.'];
+    case 'WRONG_SIGN_IN_CODE':
+      return [
+        `인증번호가 틀렸습니다 (${error.metadata.attempts_remaining}회 남음).`,
+        `Wrong code (${error.metadata.attempts_remaining} attempt(s) left).`,
+      ];
+    case 'PASSKEY_REJECTED':
+      return ['passkey 확인에 실패했습니다.', 'The passkey was refused.'];
+    case 'SIGN_IN_EXPIRED':
+      return ['로그인 요청이 만료되었습니다. 다시 시도하세요.', 'This sign-in expired: start again.'];
+    case 'FACTOR_NOT_AVAILABLE':
+      return ['이 인증 수단은 쓸 수 없습니다. 다른 수단을 고르세요.', `This factor cannot be used: ${error.message}`];
+    case 'PASSKEY_NOT_USED':
+      return ['passkey 확인이 취소되었거나 실패했습니다.', `The passkey was not used: ${error.message}`];
     case 'SUPERVISOR_DISABLED':
       return ['비활성화된 팀장의 토큰입니다.', "This token's supervisor is disabled."];
     case 'AUDIT_UNAVAILABLE':
