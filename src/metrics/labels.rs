@@ -251,8 +251,7 @@ impl From<Option<AuditAction>> for SupervisorAction {
                 | AuditAction::SignOut
                 | AuditAction::SupervisorContactSet
                 | AuditAction::SignInLockLifted
-                | AuditAction::PasskeyEnrolled
-                | AuditAction::PasskeyEnrolmentCodeIssued,
+                | AuditAction::PasskeyEnrolled,
             )
             | None => Self::Other,
         }
