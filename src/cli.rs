@@ -165,6 +165,40 @@ async fn supervisors(
             set_contact(stores, key, &name, p, e, now).await?;
             writeln!(out, "{name}: contact set")?;
         }
+        SupervisorsCommand::PasskeyCode { name, valid } => {
+            let valid = chrono::TimeDelta::from_std(*valid).map_err(|_| anyhow::anyhow!("--valid is too long"))?;
+            if valid > chrono::TimeDelta::days(7) || valid < chrono::TimeDelta::minutes(1) {
+                anyhow::bail!("--valid must be between 1m and 7d");
+            }
+            let listed = stores.supervision.list_supervisors().await?;
+            let Some(person) = listed.iter().find(|s| s.name == name.as_str()) else {
+                anyhow::bail!("no supervisor named `{name}`");
+            };
+            if person.disabled_at.is_some() || person.kind != crate::domain::TokenKind::Person {
+                anyhow::bail!("`{name}` is disabled or a service token: no passkey for them");
+            }
+            let id = uuid::Uuid::now_v7();
+            let code = crate::signin::generate_enrolment_code(id);
+            let expires_at = now + valid;
+            let detail = format!(
+                "passkey enrolment code for {name}, valid until {}",
+                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let event = NewAuditEvent::by_operator(AuditAction::PasskeyEnrolmentCodeIssued, now, detail);
+            trace(&stores.supervision.append_audit(event, key).await?);
+            let challenge = crate::store::signin::NewChallenge {
+                id,
+                supervisor: name.as_str().to_owned(),
+                kind: crate::store::signin::ChallengeKind::EnrolmentCode,
+                secret_hash: Some(token::hash(code.expose_secret())),
+                state: None,
+                created_at: now,
+                expires_at,
+            };
+            stores.sign_in.start_challenge(challenge, None).await?;
+            // The code alone on stdout, shown only now; hand it to the person by a channel you trust.
+            writeln!(out, "{}", code.expose_secret())?;
+        }
         SupervisorsCommand::LiftLock { name, address } => {
             let subject = match (&name, address) {
                 (Some(name), _) => crate::store::signin::person_subject(name.as_str()),

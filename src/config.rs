@@ -89,6 +89,15 @@ pub enum SupervisorsCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Issue a one-time passkey enrolment code for a person with no other second factor at hand (shown once,
+    /// alone on standard output; it works with their own token only).
+    PasskeyCode {
+        /// The supervisor's name.
+        name: crate::domain::SupervisorName,
+        /// How long the code works.
+        #[arg(long, default_value = "24h")]
+        valid: humantime::Duration,
+    },
     /// Lift a sign-in lock: a person's (by name) or a client address's (`--address`).
     LiftLock {
         /// The supervisor's name.

@@ -63,11 +63,13 @@ pub enum AuditAction {
     SignInLockLifted,
     /// A person enrolled a passkey.
     PasskeyEnrolled,
+    /// An operator issued a one-time passkey enrolment code.
+    PasskeyEnrolmentCodeIssued,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::LookupCode,
         AuditAction::GetPhoneStatus,
         AuditAction::UnlockPhone,
@@ -82,6 +84,7 @@ impl AuditAction {
         AuditAction::SupervisorContactSet,
         AuditAction::SignInLockLifted,
         AuditAction::PasskeyEnrolled,
+        AuditAction::PasskeyEnrolmentCodeIssued,
     ];
 
     /// The name stored in the database.
@@ -101,6 +104,7 @@ impl AuditAction {
             AuditAction::SupervisorContactSet => "supervisor_contact_set",
             AuditAction::SignInLockLifted => "sign_in_lock_lifted",
             AuditAction::PasskeyEnrolled => "passkey_enrolled",
+            AuditAction::PasskeyEnrolmentCodeIssued => "passkey_enrolment_code_issued",
         }
     }
 

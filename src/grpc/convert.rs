@@ -43,6 +43,7 @@ pub fn action_to_pb(action: AuditAction) -> pb::AuditAction {
         AuditAction::SupervisorContactSet => pb::AuditAction::SupervisorContactSet,
         AuditAction::SignInLockLifted => pb::AuditAction::SignInLockLifted,
         AuditAction::PasskeyEnrolled => pb::AuditAction::PasskeyEnrolled,
+        AuditAction::PasskeyEnrolmentCodeIssued => pb::AuditAction::PasskeyEnrolmentCodeIssued,
     }
 }
 
@@ -64,5 +65,6 @@ pub fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
         pb::AuditAction::SupervisorContactSet => Some(AuditAction::SupervisorContactSet),
         pb::AuditAction::SignInLockLifted => Some(AuditAction::SignInLockLifted),
         pb::AuditAction::PasskeyEnrolled => Some(AuditAction::PasskeyEnrolled),
+        pb::AuditAction::PasskeyEnrolmentCodeIssued => Some(AuditAction::PasskeyEnrolmentCodeIssued),
     })
 }

@@ -140,15 +140,15 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
         request: Request<pb::StartPasskeyEnrolmentRequest>,
     ) -> Result<Response<pb::StartPasskeyEnrolmentResponse>, Status> {
         let (token, origin) = self.caller(&request)?;
-        if !request.get_ref().enrolment_code.is_empty() {
-            // No operator command issues enrolment codes yet: a passkey is added from a session.
-            let why = "enrolment codes are not issued by this server: sign in with a code, then add a passkey";
-            return Err(ServiceError::FactorUnavailable(why).into());
-        }
+        let code = request.into_inner().enrolment_code;
         let service = self.service.clone();
         let started = detached(async move {
-            let actor = session_actor(&service, &token, &origin).await?;
-            service.start_enrolment(&actor).await
+            if code.trim().is_empty() {
+                let actor = session_actor(&service, &token, &origin).await?;
+                service.start_enrolment(&actor).await
+            } else {
+                service.start_enrolment_with_code(&token, code.trim(), &origin).await
+            }
         })
         .await?;
         Ok(Response::new(pb::StartPasskeyEnrolmentResponse {
@@ -174,7 +174,11 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
         }
         let service = self.service.clone();
         let passkey_id = detached(async move {
-            let actor = session_actor(&service, &token, &origin).await?;
+            // A session, or (for a ceremony an enrolment code opened) the personal token: the service checks which.
+            let actor = match service.bearer(&token, &origin, None).await? {
+                Bearer::Actor(actor) => actor,
+                Bearer::Disabled { .. } => return Err(ServiceError::SupervisorDisabled),
+            };
             service.finish_enrolment(&actor, id, &body.passkey_credential_json, &body.label).await
         })
         .await?;

@@ -251,7 +251,8 @@ impl From<Option<AuditAction>> for SupervisorAction {
                 | AuditAction::SignOut
                 | AuditAction::SupervisorContactSet
                 | AuditAction::SignInLockLifted
-                | AuditAction::PasskeyEnrolled,
+                | AuditAction::PasskeyEnrolled
+                | AuditAction::PasskeyEnrolmentCodeIssued,
             )
             | None => Self::Other,
         }

@@ -479,10 +479,48 @@ impl SignInService {
     /// Starts enrolling a passkey for `actor`, signed in with a session (a second factor already proven): the
     /// creation options for the browser. The ceremony's state waits in the shared store for any replica.
     pub async fn start_enrolment(&self, actor: &Actor) -> Result<Started, ServiceError> {
-        let rp = self.relying_party()?;
         if actor.session.is_none() || actor.kind != TokenKind::Person {
             return Err(ServiceError::SessionRequired);
         }
+        self.begin_enrolment(actor, None).await
+    }
+
+    /// Starts enrolling a passkey with the personal token and a one-time enrolment code an admin issued
+    /// (`otpd supervisors passkey-code`), for a person with no other second factor at hand. The code is spent
+    /// here; a wrong, used or expired one counts as a failed sign-in. The ceremony it opens may be finished with
+    /// the personal token.
+    pub async fn start_enrolment_with_code(
+        &self,
+        token: &str,
+        code: &str,
+        origin: &AccessContext,
+    ) -> Result<Started, ServiceError> {
+        let account = self.person(token, origin).await?;
+        let now = self.clock.now();
+        let id = enrolment_code_id(code);
+        let challenge = match id {
+            Some(id) => self.store.challenge(id).await?,
+            None => None,
+        };
+        let good = challenge.filter(|c| {
+            c.supervisor == account.actor.name
+                && c.kind == ChallengeKind::EnrolmentCode
+                && c.used_at.is_none()
+                && c.expires_at > now
+                && c.secret_hash.as_deref() == Some(token::hash(code).as_str())
+        });
+        let Some(good) = good else {
+            self.failed(Some(&account.actor), origin, "wrong, used or expired enrolment code").await?;
+            return Err(ServiceError::SignInExpired);
+        };
+        if !self.store.spend_challenge(good.id, now).await? {
+            return Err(ServiceError::SignInExpired);
+        }
+        self.begin_enrolment(&account.actor, Some(good.id)).await
+    }
+
+    async fn begin_enrolment(&self, actor: &Actor, by_code: Option<uuid::Uuid>) -> Result<Started, ServiceError> {
+        let rp = self.relying_party()?;
         let now = self.clock.now();
         let id = uuid::Uuid::now_v7();
         let expires_at = now + self.policy.challenge_ttl;
@@ -493,7 +531,8 @@ impl SignInService {
             id,
             supervisor: actor.name.clone(),
             kind: ChallengeKind::PasskeyEnrolment,
-            secret_hash: None,
+            // Opened with an enrolment code: its person may finish it with the personal token.
+            secret_hash: by_code.map(|code| format!("{BY_CODE}{code}")),
             state: Some(state),
             created_at: now,
             expires_at,
@@ -511,7 +550,7 @@ impl SignInService {
         label: &str,
     ) -> Result<uuid::Uuid, ServiceError> {
         let rp = self.relying_party()?;
-        if actor.session.is_none() || actor.kind != TokenKind::Person {
+        if actor.kind != TokenKind::Person {
             return Err(ServiceError::SessionRequired);
         }
         let label = label.trim();
@@ -532,6 +571,11 @@ impl SignInService {
         let Some(challenge) = challenge else {
             return Err(ServiceError::SignInExpired);
         };
+        // A session, or the personal token for a ceremony an enrolment code opened.
+        let by_code = challenge.secret_hash.as_deref().is_some_and(|h| h.starts_with(BY_CODE));
+        if actor.session.is_none() && !by_code {
+            return Err(ServiceError::SessionRequired);
+        }
         let made = match rp.finish_registration(challenge.state.as_deref().unwrap_or_default(), answer) {
             Ok(made) => made,
             Err(error @ (passkey::PasskeyError::Internal(_) | passkey::PasskeyError::NoneEnrolled)) => {
@@ -552,7 +596,8 @@ impl SignInService {
             last_used_at: None,
         };
         let passkey_id = record.id;
-        let detail = format!("enrolled passkey \"{label}\" ({passkey_id})");
+        let how = if by_code { " with an enrolment code" } else { "" };
+        let detail = format!("enrolled passkey \"{label}\" ({passkey_id}){how}");
         let event = self.audit.event(Some(actor), AuditAction::PasskeyEnrolled, None, AuditOutcome::Granted, detail);
         let added = self.store.add_passkey(id, &actor.name, record, event, self.audit.key()).await;
         match added.map_err(audit_failed)? {
@@ -758,4 +803,24 @@ fn from(origin: &AccessContext) -> String {
         described if described.is_empty() => "an unknown address".to_owned(),
         described => described,
     }
+}
+
+/// One-time passkey enrolment codes start with this; the sign-in challenge's id follows (32 hex digits), then the
+/// secret.
+pub const ENROLMENT_PREFIX: &str = "otpenr_";
+
+/// Marks a passkey ceremony that an enrolment code opened.
+const BY_CODE: &str = "enrolment-code:";
+
+/// A new enrolment code for challenge `id`: shown once; stored as its SHA-256.
+pub fn generate_enrolment_code(id: uuid::Uuid) -> SecretString {
+    let personal = token::generate();
+    let random = personal.expose_secret().trim_start_matches(token::PREFIX);
+    SecretString::from(format!("{ENROLMENT_PREFIX}{}{random}", id.simple()))
+}
+
+/// The challenge an enrolment code names.
+fn enrolment_code_id(code: &str) -> Option<uuid::Uuid> {
+    let rest = code.strip_prefix(ENROLMENT_PREFIX)?;
+    uuid::Uuid::try_parse(rest.get(..32)?).ok()
 }

@@ -181,3 +181,77 @@ async fn refused_passkey_answers_count_as_failed_sign_ins(backend: Backend) {
     assert_eq!(reason(&locked), "SIGN_IN_LOCKED");
     app.stop().await;
 }
+
+/// A lead with no phone or e-mail at hand enrols with the personal token and a one-time code an operator issued
+/// (`otpd supervisors passkey-code`): the code is spent by the enrolment, a wrong one counts as a failed sign-in,
+/// and the passkey then signs in with the token alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_code_from_an_operator_enrols_a_passkey_without_a_session() {
+    let app = spawn_app_with(Backend::Sqlite, &["--require-second-factor", "true"]).await;
+    let kim = app.add_supervisor("kim", "supervisor").await;
+    let otpd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+            .args(args)
+            .args(["--database-url", &app.db.url])
+            .current_dir(app.dir.path())
+            .env_remove("RUST_LOG")
+            .env("OTPD_PEPPER", TEST_PEPPER)
+            .output()
+            .unwrap()
+    };
+    let issued = otpd(&["supervisors", "passkey-code", "kim"]);
+    assert!(issued.status.success(), "{issued:?}");
+    let code = String::from_utf8_lossy(&issued.stdout).trim().to_owned();
+    assert!(code.starts_with("otpenr_"), "{code}");
+    let log = events(&app).await;
+    let event = log.iter().find(|e| e.event.action == AuditAction::PasskeyEnrolmentCodeIssued).unwrap();
+    assert!(!event.event.detail.contains(&code), "the code is never in the audit log");
+
+    let start = |code: String| {
+        let (app, kim) = (&app, kim.clone());
+        async move {
+            let req = pb::StartPasskeyEnrolmentRequest { enrolment_code: code };
+            client(app).await.start_passkey_enrolment(authed(req, &kim)).await.map(tonic::Response::into_inner)
+        }
+    };
+    // A wrong code: refused, counted.
+    let mut wrong = code.clone();
+    wrong.pop();
+    wrong.push(if code.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(reason(&start(wrong).await.unwrap_err()), "SIGN_IN_EXPIRED");
+    let failed = events(&app).await.into_iter().rev().find(|e| e.event.action == AuditAction::SignIn).unwrap();
+    assert!(failed.event.detail.contains("enrolment code"), "{}", failed.event.detail);
+
+    // The right code opens one ceremony, finished with the personal token.
+    let started = start(code.clone()).await.unwrap();
+    assert_eq!(reason(&start(code.clone()).await.unwrap_err()), "SIGN_IN_EXPIRED", "the code works once");
+    let mut key = WebauthnAuthenticator::new(SoftPasskey::new(true));
+    let options: Value = serde_json::from_str(&started.passkey_creation_options_json).unwrap();
+    let ccr: CreationChallengeResponse = serde_json::from_value(json!({ "publicKey": options })).unwrap();
+    let credential = key.do_registration(origin(&app), ccr).unwrap();
+    let req = pb::FinishPasskeyEnrolmentRequest {
+        enrolment_id: started.enrolment_id,
+        passkey_credential_json: to_json(&credential),
+        label: "보안 키".into(),
+    };
+    client(&app).await.finish_passkey_enrolment(authed(req, &kim)).await.unwrap();
+    let enrolled = events(&app).await.into_iter().rev().find(|e| e.event.action == AuditAction::PasskeyEnrolled);
+    assert!(enrolled.unwrap().event.detail.ends_with("with an enrolment code"));
+
+    // A ceremony opened from a session still needs the session to finish: the bare token cannot.
+    let (id, assertion) = answer(&app, &mut key, &kim, origin(&app), |_| {}).await;
+    let session = finish(&app, &kim, &id, &assertion).await.unwrap().session_token;
+    let req = pb::StartPasskeyEnrolmentRequest::default();
+    let from_session = client(&app).await.start_passkey_enrolment(authed(req, &session)).await.unwrap().into_inner();
+    let mut other = WebauthnAuthenticator::new(SoftPasskey::new(true));
+    let options: Value = serde_json::from_str(&from_session.passkey_creation_options_json).unwrap();
+    let ccr: CreationChallengeResponse = serde_json::from_value(json!({ "publicKey": options })).unwrap();
+    let credential = other.do_registration(origin(&app), ccr).unwrap();
+    let req = pb::FinishPasskeyEnrolmentRequest {
+        enrolment_id: from_session.enrolment_id,
+        passkey_credential_json: to_json(&credential),
+        label: "second".into(),
+    };
+    let bare = client(&app).await.finish_passkey_enrolment(authed(req, &kim)).await.unwrap_err();
+    assert_eq!(reason(&bare), "SESSION_REQUIRED");
+}

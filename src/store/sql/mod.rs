@@ -409,8 +409,9 @@ where
             .bind(Db(now - chrono::TimeDelta::days(1)))
             .execute(&mut *tx)
             .await?;
-        // Sign-ins in progress a day old, and sessions a day past their end (the audit log keeps who signed in).
-        let challenges = sqlx::query("DELETE FROM sign_in_challenges WHERE created_at < $1")
+        // Sign-ins in progress (and enrolment codes) a day past their end, and sessions a day past their end (the
+        // audit log keeps who signed in).
+        let challenges = sqlx::query("DELETE FROM sign_in_challenges WHERE expires_at < $1")
             .bind(Db(now - chrono::TimeDelta::days(1)))
             .execute(&mut *tx)
             .await?;
