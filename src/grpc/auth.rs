@@ -108,12 +108,11 @@ fn action_of(path: &str) -> Option<AuditAction> {
 }
 
 /// The bearer token of a call's `authorization` header.
-pub(super) fn bearer(value: Option<&tonic::codegen::http::HeaderValue>) -> Result<String, Status> {
+pub(super) fn bearer(value: Option<&[u8]>) -> Result<String, Status> {
     let Some(value) = value else {
         return Err(Status::unauthenticated("missing `authorization: Bearer <token>`"));
     };
-    value
-        .to_str()
+    std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -129,7 +128,7 @@ async fn authenticate(
     access: AccessContext,
     action: Option<AuditAction>,
 ) -> Result<Bearer, Status> {
-    let token = bearer(headers.get("authorization")).inspect_err(|_| {
+    let token = bearer(headers.get("authorization").map(|v| v.as_bytes())).inspect_err(|_| {
         layer.supervision.count_refusal(action, &crate::service::ServiceError::Unauthenticated);
     })?;
     // Detached like every flow: a client hanging up must not cancel the audit of a refused call.

@@ -23,7 +23,7 @@ use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
 use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
 
 pub use delivery::Channels;
-use error::until;
+pub(crate) use error::until;
 pub use error::{FieldViolation, ServiceError};
 
 /// How long a caller should wait before retrying after the gateway failed.

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::domain::audit::{AccessContext, AuditAction, AuditOutcome, NewAuditEvent};
 use crate::domain::{Actor, CodeLength, EmailAddress, OtpCode, PhoneNumber, SecondFactor, SignInPolicy, TokenKind};
 use crate::hashing::Pepper;
-use crate::service::ServiceError;
+use crate::service::{ServiceError, until};
 use crate::store::signin::{
     ChallengeKind, ChallengeStart, CodeLimits, FailurePolicy, NewChallenge, NewSession, PasskeyRecord, SessionEnd,
     SessionState, SignInAccount, SignInStore, address_subject, person_subject,
@@ -193,7 +193,9 @@ impl SignInService {
         let now = self.clock.now();
         let address = origin.client_address().map(address_subject);
         let Some(mut account) = self.store.sign_in_account(&token::hash(token), address.as_deref(), now).await? else {
-            if let Some(until) = self.store.sign_in_lock(address.as_slice(), now).await? {
+            if let Some(address) = &address
+                && let Some(until) = self.store.sign_in_lock(address, now).await?
+            {
                 return Err(locked(until, now));
             }
             self.failed(None, origin, "unknown token").await?;
@@ -206,14 +208,14 @@ impl SignInService {
         Ok(account)
     }
 
-    /// Counts a failed sign-in of `who` (None: an unknown token) from `origin`; writes the audit event due, if
-    /// one is (at most one per person or address per minute, and always one when a lock starts). Returns the
-    /// person's failures held back from the audit log when an event for this failure is due from the caller
-    /// (None: nothing is due, or it was written here).
+    /// Counts a failed sign-in of `who` (None: an unknown token) from `origin` and writes the audit event due, if
+    /// one is (at most one per person or address per minute, and always one when a lock starts).
     async fn failed(&self, who: Option<&Actor>, origin: &AccessContext, why: &str) -> Result<(), ServiceError> {
         self.failed_with(who, origin, why, None).await.map(|_| ())
     }
 
+    /// [`Self::failed`], except that with `action` the event due (unless a lock started) is left to the caller,
+    /// which records what the call named: returns the failures it covers (0: none due, or written here).
     async fn failed_with(
         &self,
         who: Option<&Actor>,
@@ -639,7 +641,7 @@ impl SignInService {
         let now = self.clock.now();
         if token.starts_with(SESSION_PREFIX) {
             return match self.store.use_session(&token::hash(token), now, self.policy.session_idle).await? {
-                SessionState::Live { mut actor, .. } => {
+                SessionState::Live(mut actor) => {
                     let session = actor.session.map(|id| id.to_string()).unwrap_or_default();
                     actor.access = origin.clone().with_session_id(&session);
                     Ok(Bearer::Actor(*actor))
@@ -769,10 +771,6 @@ fn locked(at: DateTime<Utc>, now: DateTime<Utc>) -> ServiceError {
     ServiceError::SignInLocked { until: at, retry_after: until(at, now) }
 }
 
-fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
-    (at - now).to_std().unwrap_or_default()
-}
-
 fn started(start: ChallengeStart, now: DateTime<Utc>) -> Result<(), ServiceError> {
     match start {
         ChallengeStart::Started => Ok(()),
@@ -787,9 +785,7 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 
 /// A fresh session token: 256 random bits after [`SESSION_PREFIX`].
 pub fn generate_session_token() -> SecretString {
-    let personal = token::generate();
-    let random = personal.expose_secret().trim_start_matches(token::PREFIX);
-    SecretString::from(format!("{SESSION_PREFIX}{random}"))
+    token::generate_with(SESSION_PREFIX)
 }
 
 fn audit_failed(error: crate::store::StoreError) -> ServiceError {
@@ -814,9 +810,7 @@ const BY_CODE: &str = "enrolment-code:";
 
 /// A new enrolment code for challenge `id`: shown once; stored as its SHA-256.
 pub fn generate_enrolment_code(id: uuid::Uuid) -> SecretString {
-    let personal = token::generate();
-    let random = personal.expose_secret().trim_start_matches(token::PREFIX);
-    SecretString::from(format!("{ENROLMENT_PREFIX}{}{random}", id.simple()))
+    token::generate_with(&format!("{ENROLMENT_PREFIX}{}", id.simple()))
 }
 
 /// The challenge an enrolment code names.

@@ -285,8 +285,8 @@ impl SignInStore for Metered {
         Ok(set)
     }
 
-    async fn sign_in_lock(&self, subjects: &[String], now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
-        self.seen(Op::SignInLock, self.sign_in.sign_in_lock(subjects, now).await)
+    async fn sign_in_lock(&self, subject: &str, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        self.seen(Op::SignInLock, self.sign_in.sign_in_lock(subject, now).await)
     }
 
     async fn record_failure(&self, subject: &str, now: DateTime<Utc>, policy: FailurePolicy) -> StoreResult<Failure> {

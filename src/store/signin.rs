@@ -111,8 +111,6 @@ pub struct Challenge {
     pub state: Option<String>,
     /// When it stops being accepted.
     pub expires_at: DateTime<Utc>,
-    /// Wrong answers so far.
-    pub wrong: u32,
     /// Set once used (or spent by wrong answers).
     pub used_at: Option<DateTime<Utc>>,
 }
@@ -139,15 +137,8 @@ pub struct NewSession {
 /// What a session token opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionState {
-    /// A live session of an enabled person; its idle deadline was just moved.
-    Live {
-        /// The person, with [`Actor::session`] set.
-        actor: Box<Actor>,
-        /// The moved idle deadline.
-        idle_until: DateTime<Utc>,
-        /// The absolute end.
-        expires_at: DateTime<Utc>,
-    },
+    /// A live session of an enabled person (with [`Actor::session`] set); its idle deadline was just moved.
+    Live(Box<Actor>),
     /// The session exists but is over (signed out, disabled, idle or past its end).
     Ended,
     /// No session has this token.
@@ -173,8 +164,6 @@ impl SessionEnd {
 /// A failed sign-in, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
-    /// Failures within the window, this one included.
-    pub failures: u32,
     /// Set when the subject is locked (by this failure or before).
     pub locked_until: Option<DateTime<Utc>>,
     /// This failure locked the subject.
@@ -235,8 +224,8 @@ pub trait SignInStore: Send + Sync + 'static {
         key: &AuditKey,
     ) -> StoreResult<Option<AuditEvent>>;
 
-    /// The latest lock in force on any of `subjects` at `now`.
-    async fn sign_in_lock(&self, subjects: &[String], now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
+    /// The lock in force on `subject` at `now`, if any.
+    async fn sign_in_lock(&self, subject: &str, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
 
     /// Counts a failed sign-in of `subject` at `now`, locking it at the policy's count, and says how many
     /// failures are due in the audit log (one statement: replicas count together).

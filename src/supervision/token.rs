@@ -12,9 +12,14 @@ pub const PREFIX: &str = "otps_";
 
 /// A fresh token.
 pub fn generate() -> SecretString {
+    generate_with(PREFIX)
+}
+
+/// 256 random bits, base64url, after `prefix` (sessions and enrolment codes have their own).
+pub fn generate_with(prefix: &str) -> SecretString {
     let mut bytes = [0u8; 32];
     OsRng.unwrap_err().try_fill_bytes(&mut bytes).unwrap_or_else(|e| match e {});
-    SecretString::from(format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    SecretString::from(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 /// The stored form of a token.

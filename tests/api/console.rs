@@ -653,8 +653,8 @@ async fn console_a_locked_sign_in_says_when_to_try_again() {
 
     let saw = browser(&app, "locked", &kim, &[]).await;
 
-    let subject = ["address:127.0.0.1".to_owned()];
-    let until = app.stores.sign_in.sign_in_lock(&subject, app.now()).await.unwrap().expect("the address is locked");
+    let until = app.stores.sign_in.sign_in_lock("address:127.0.0.1", app.now()).await.unwrap();
+    let until = until.expect("the address is locked");
     let kst = (until + chrono::TimeDelta::hours(9)).format("%Y-%m-%d %H:%M:%S KST").to_string();
     let notice = saw["lock_notice"].as_str().unwrap();
     assert!(notice.contains(&format!("{kst} 이후에 다시 시도하세요")), "{notice} (locked until {kst})");

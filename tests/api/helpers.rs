@@ -337,6 +337,18 @@ impl TestApp {
         client.check(req).await.unwrap().into_inner().status
     }
 
+    /// Runs the `otpd` binary's command line on this app's database, as an operator would (`otpd supervisors …`).
+    pub fn otpd_command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+            .args(args)
+            .args(["--database-url", &self.db.url])
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env("OTPD_PEPPER", TEST_PEPPER)
+            .output()
+            .unwrap()
+    }
+
     /// Adds a supervisor the way `otpd supervisors add` does (audited as the operator) and returns their token.
     pub async fn add_supervisor(&self, name: &str, role: &str) -> String {
         use otpd::domain::audit::{AuditAction, NewAuditEvent};

@@ -169,7 +169,7 @@ async fn refused_passkey_answers_count_as_failed_sign_ins(backend: Backend) {
 
     // Each refusal is a failed sign-in of kim's (the audit log holds them, one event per person per minute).
     assert!(denied().await > before, "the refusals are audited");
-    let guard = app.stores.sign_in.sign_in_lock(&["person:kim".to_owned()], app.now()).await.unwrap();
+    let guard = app.stores.sign_in.sign_in_lock("person:kim", app.now()).await.unwrap();
     assert!(guard.is_none(), "three failures lock nobody yet");
     // Two more failures lock kim's sign-in, passkey or not.
     for _ in 0..2 {
@@ -189,16 +189,7 @@ async fn refused_passkey_answers_count_as_failed_sign_ins(backend: Backend) {
 async fn an_enrolment_code_from_an_operator_enrols_a_passkey_without_a_session() {
     let app = spawn_app_with(Backend::Sqlite, &["--require-second-factor", "true"]).await;
     let kim = app.add_supervisor("kim", "supervisor").await;
-    let otpd = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
-            .args(args)
-            .args(["--database-url", &app.db.url])
-            .current_dir(app.dir.path())
-            .env_remove("RUST_LOG")
-            .env("OTPD_PEPPER", TEST_PEPPER)
-            .output()
-            .unwrap()
-    };
+    let otpd = |args: &[&str]| app.otpd_command(args);
     let issued = otpd(&["supervisors", "passkey-code", "kim"]);
     assert!(issued.status.success(), "{issued:?}");
     let code = String::from_utf8_lossy(&issued.stdout).trim().to_owned();

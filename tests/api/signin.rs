@@ -439,16 +439,7 @@ async fn otpctl_logs_in_keeps_the_session_and_logs_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_register_contacts_and_service_tokens_on_the_command_line() {
     let app = spawn_app_with(Backend::Sqlite, &["--require-second-factor", "true"]).await;
-    let otpd = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
-            .args(args)
-            .args(["--database-url", &app.db.url])
-            .current_dir(app.dir.path())
-            .env_remove("RUST_LOG")
-            .env("OTPD_PEPPER", TEST_PEPPER)
-            .output()
-            .unwrap()
-    };
+    let otpd = |args: &[&str]| app.otpd_command(args);
     let add = ["supervisors", "add", "--name", "kim", "--role", "supervisor", "--phone", "010-9876-5432"];
     let out = otpd(&[&add[..], &["--email", LEAD_EMAIL]].concat());
     assert!(out.status.success(), "{out:?}");

@@ -201,7 +201,10 @@ async fn nhn_sms(State(inner): St, Path(app_key): Path<String>, headers: HeaderM
 }
 
 /// NHN Cloud AlimTalk authentication message: app key and `X-Secret-Key`, the channel's sender key, the approved
-/// template code with its `code` parameter, and the provider-side SMS fallback.
+/// template code with its `code` parameter, and the provider-side SMS fallback. NHN Cloud AlimTalk API v2.3 Guide
+/// (toast-docs `Alimtalk/ko/alimtalk-api-guide.md`), 인증 메시지 > 메시지 치환 발송 요청:
+/// `POST /alimtalk/v2.3/appkeys/{appkey}/auth/messages`; the `code` variable is the one our test template
+/// `OTP_AUTH_01` is registered with (templateParameter: "치환 변수가 있을 경우 필수").
 async fn nhn_alimtalk(State(inner): St, Path(app_key): Path<String>, headers: HeaderMap, body: String) -> Response {
     let path = format!("/alimtalk/v2.3/appkeys/{app_key}/auth/messages");
     alimtalk(inner, path, app_key, headers, body, |body| {
@@ -211,7 +214,9 @@ async fn nhn_alimtalk(State(inner): St, Path(app_key): Path<String>, headers: He
 }
 
 /// NHN Cloud AlimTalk template message (the lookup notice): the notice template, which takes no parameters, so
-/// no code rides along; the provider-side SMS fallback says the same.
+/// no code rides along; the provider-side SMS fallback says the same. Same guide, 일반 메시지 > 메시지 치환 발송
+/// 요청: `POST /alimtalk/v2.3/appkeys/{appkey}/messages`, the same header and body as the authentication API; our
+/// test template `OTP_NOTICE_01` has no variables, so it takes no templateParameter.
 async fn nhn_alimtalk_message(
     State(inner): St,
     Path(app_key): Path<String>,
@@ -224,6 +229,11 @@ async fn nhn_alimtalk_message(
     })
 }
 
+/// What both AlimTalk send APIs check, from the guide's [Header] and [Request body] tables (v2.3, 메시지 치환 발송
+/// 요청): `X-Secret-Key` (필수), `senderKey` (발신 키, 필수), `templateCode` (등록한 발송 템플릿 코드, 필수),
+/// `recipientList[].resendParameter.isResend` and `resendSendNo` (대체 발송 발신 번호: "SMS 서비스에 등록된 발신
+/// 번호", 1800-3400 here). The refusal's `resultCode` -3024 is ours, not checked against the guide's error-code
+/// list (issue 22 rewrites these stand-ins from the documents).
 fn alimtalk(
     inner: Arc<Mutex<Inner>>,
     path: String,

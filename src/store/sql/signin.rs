@@ -34,6 +34,22 @@ fn actor((name, role, _, agent_id, kind): PersonRow, session: Option<uuid::Uuid>
     })
 }
 
+/// Spends an unused, unexpired challenge: one conditional update, so it is spent once on whichever replica gets
+/// there first. Whether this call spent it.
+async fn spend<DB: Dialect>(conn: &mut DB::Connection, id: uuid::Uuid, now: DateTime<Utc>) -> StoreResult<bool>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let spent =
+        sqlx::query("UPDATE sign_in_challenges SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND expires_at > $2")
+            .bind(Db(id))
+            .bind(Db(now))
+            .execute(conn)
+            .await?;
+    Ok(DB::rows_affected(&spent) == 1)
+}
+
 #[async_trait::async_trait]
 impl<DB> SignInStore for SqlStore<DB>
 where
@@ -117,20 +133,14 @@ where
         Ok(Some(event))
     }
 
-    async fn sign_in_lock(&self, subjects: &[String], now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
-        let mut latest: Option<DateTime<Utc>> = None;
-        for subject in subjects {
-            let until: Option<Option<Ts>> =
-                sqlx::query_scalar("SELECT locked_until FROM sign_in_guards WHERE subject = $1 AND locked_until > $2")
-                    .bind(subject.as_str())
-                    .bind(Db(now))
-                    .fetch_optional(self.pool())
-                    .await?;
-            if let Some(Some(until)) = until {
-                latest = latest.max(Some(until.0));
-            }
-        }
-        Ok(latest)
+    async fn sign_in_lock(&self, subject: &str, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        let until: Option<Option<Ts>> =
+            sqlx::query_scalar("SELECT locked_until FROM sign_in_guards WHERE subject = $1 AND locked_until > $2")
+                .bind(subject)
+                .bind(Db(now))
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(until.flatten().map(|at| at.0))
     }
 
     async fn record_failure(&self, subject: &str, now: DateTime<Utc>, policy: FailurePolicy) -> StoreResult<Failure> {
@@ -138,7 +148,7 @@ where
         // than the window starts the count again; a lock in force is kept; the audit side hands over what was
         // held back once a minute.
         let lock_until = now + policy.lock_for;
-        let (failures, locked_until, to_audit): (i32, Option<Ts>, i32) = sqlx::query_as(
+        let (locked_until, to_audit): (Option<Ts>, i32) = sqlx::query_as(
             "INSERT INTO sign_in_guards (subject, failures, last_failure_at, locked_until, unaudited, audited_at, to_audit)
              VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $5 ELSE NULL END, 0, $2, 1)
              ON CONFLICT (subject) DO UPDATE SET
@@ -156,7 +166,7 @@ where
                                   THEN 0 ELSE sign_in_guards.unaudited + 1 END,
                  audited_at = CASE WHEN sign_in_guards.audited_at IS NULL OR sign_in_guards.audited_at <= $6
                                    THEN $2 ELSE sign_in_guards.audited_at END
-             RETURNING failures, locked_until, to_audit",
+             RETURNING locked_until, to_audit",
         )
         .bind(subject)
         .bind(Db(now))
@@ -168,7 +178,6 @@ where
         .await?;
         let locked_until = locked_until.map(|at| at.0).filter(|at| *at > now);
         Ok(Failure {
-            failures: count_u32(i64::from(failures)),
             newly_locked: locked_until == Some(lock_until),
             locked_until,
             to_audit: count_u32(i64::from(to_audit)),
@@ -250,15 +259,15 @@ where
     }
 
     async fn challenge(&self, id: uuid::Uuid) -> StoreResult<Option<Challenge>> {
-        type Row = (Uid, String, String, Option<String>, Option<String>, Ts, i32, Option<Ts>);
+        type Row = (Uid, String, String, Option<String>, Option<String>, Ts, Option<Ts>);
         let row: Option<Row> = sqlx::query_as(
-            "SELECT id, supervisor, kind, secret_hash, state, expires_at, wrong, used_at
+            "SELECT id, supervisor, kind, secret_hash, state, expires_at, used_at
              FROM sign_in_challenges WHERE id = $1",
         )
         .bind(Db(id))
         .fetch_optional(self.pool())
         .await?;
-        let Some((id, supervisor, kind, secret_hash, state, expires_at, wrong, used_at)) = row else {
+        let Some((id, supervisor, kind, secret_hash, state, expires_at, used_at)) = row else {
             return Ok(None);
         };
         Ok(Some(Challenge {
@@ -268,7 +277,6 @@ where
             secret_hash,
             state,
             expires_at: expires_at.0,
-            wrong: count_u32(i64::from(wrong)),
             used_at: used_at.map(|at| at.0),
         }))
     }
@@ -288,14 +296,7 @@ where
     }
 
     async fn spend_challenge(&self, id: uuid::Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
-        let spent = sqlx::query(
-            "UPDATE sign_in_challenges SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND expires_at > $2",
-        )
-        .bind(Db(id))
-        .bind(Db(now))
-        .execute(self.pool())
-        .await?;
-        Ok(DB::rows_affected(&spent) == 1)
+        spend::<DB>(&mut *self.pool().acquire().await?, id, now).await
     }
 
     async fn open_session(
@@ -307,14 +308,7 @@ where
     ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = begin(self.pool()).await?;
         Self::lock_chain(&mut tx).await?;
-        let spent = sqlx::query(
-            "UPDATE sign_in_challenges SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND expires_at > $2",
-        )
-        .bind(Db(challenge))
-        .bind(Db(s.created_at))
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(&spent) != 1 {
+        if !spend::<DB>(&mut tx, challenge, s.created_at).await? {
             return Ok(None);
         }
         sqlx::query(
@@ -337,17 +331,17 @@ where
 
     async fn use_session(&self, token_hash: &str, now: DateTime<Utc>, idle: TimeDelta) -> StoreResult<SessionState> {
         // One statement checks and moves the idle deadline, so two replicas serving one session agree.
-        let live: Option<(Uid, String, Ts, Ts)> = sqlx::query_as(
+        let live: Option<(Uid, String)> = sqlx::query_as(
             "UPDATE supervisor_sessions SET idle_until = CASE WHEN $3 < expires_at THEN $3 ELSE expires_at END
              WHERE token_hash = $1 AND ended_at IS NULL AND idle_until > $2 AND expires_at > $2
-             RETURNING id, supervisor, idle_until, expires_at",
+             RETURNING id, supervisor",
         )
         .bind(token_hash)
         .bind(Db(now))
         .bind(Db(now + idle))
         .fetch_optional(self.pool())
         .await?;
-        let Some((id, supervisor, idle_until, expires_at)) = live else {
+        let Some((id, supervisor)) = live else {
             let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM supervisor_sessions WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(self.pool())
@@ -360,11 +354,7 @@ where
                 .fetch_optional(self.pool())
                 .await?;
         match person {
-            Some(row) if row.2.is_none() => Ok(SessionState::Live {
-                actor: Box::new(actor(row, Some(id.0))?),
-                idle_until: idle_until.0,
-                expires_at: expires_at.0,
-            }),
+            Some(row) if row.2.is_none() => Ok(SessionState::Live(Box::new(actor(row, Some(id.0))?))),
             _ => Ok(SessionState::Ended),
         }
     }
@@ -426,14 +416,7 @@ where
     ) -> StoreResult<Option<AuditEvent>> {
         let mut tx = begin(self.pool()).await?;
         Self::lock_chain(&mut tx).await?;
-        let spent = sqlx::query(
-            "UPDATE sign_in_challenges SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND expires_at > $2",
-        )
-        .bind(Db(challenge))
-        .bind(Db(p.created_at))
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(&spent) != 1 {
+        if !spend::<DB>(&mut tx, challenge, p.created_at).await? {
             return Ok(None);
         }
         let added = sqlx::query(
