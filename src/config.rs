@@ -900,7 +900,6 @@ mod tests {
             (&["--delivery", "alimtalk,sms"], "alimtalk-app-key"),
             (&["--delivery", "sms,sms@sens"], "sens-service-id"),
             (&["--delivery", "sms@solapi"], "solapi-api-key"),
-            (&["--delivery", "sms@pigeon"], "delivery"),
             (
                 &[
                     "--sms-gateway",
