@@ -151,8 +151,9 @@ pub struct HealthcheckArgs {
     /// Which listener to ask.
     #[arg(long, value_enum, default_value = "public")]
     pub listener: Listener,
-    /// The service to ask about: "" (the whole server), otp.v1.OtpService, otp.v1.SupervisorService, or liveness
-    /// (SERVING whenever the process serves, database or not: for liveness probes).
+    /// The service to ask about: "" (the whole server), otp.v1.OtpService, otp.v1.SupervisorService, liveness
+    /// (SERVING whenever the process serves, database or not: for liveness probes), or otp.v1.Delivery
+    /// (NOT_SERVING while every delivery route's breaker is open: for probers and dashboards, not readiness).
     #[arg(long, default_value = "")]
     pub service: String,
     /// Give up (and report unhealthy) after this long.
