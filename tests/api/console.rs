@@ -233,7 +233,15 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
 async fn console_who_am_i_matches_what_each_role_may_call() {
     let app = spawn_app(Backend::Sqlite).await;
     app.send(PHONE, Purpose::Login).await.unwrap();
-    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents", "VerifyAuditChain", "LiftSignInLock"];
+    let all = [
+        "LookupCode",
+        "GetPhoneStatus",
+        "UnlockPhone",
+        "ListAuditEvents",
+        "VerifyAuditChain",
+        "LiftSignInLock",
+        "Diagnose",
+    ];
     for (name, role, expected) in [
         ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus"]),
         ("lee", "auditor", vec!["ListAuditEvents", "VerifyAuditChain"]),
@@ -295,6 +303,7 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
             let req = pb::LiftSignInLockRequest { supervisor: "nobody".into(), ..Default::default() };
             sup.lift_sign_in_lock(authed(req, token)).await.map(drop)
         }
+        "Diagnose" => sup.diagnose(authed(pb::DiagnoseRequest {}, token)).await.map(drop),
         other => panic!("unknown method {other}"),
     }
 }
