@@ -396,6 +396,9 @@ mod tests {
         m.sms_delivery(second, Some(GatewayFailure::Unavailable));
         m.breaker(BreakerState::Open);
         m.breaker_opened();
+        m.route_attempt(Route::SmsNhn, RouteOutcome::Failed);
+        m.route_breaker(Route::SmsNhn, BreakerState::Open);
+        m.route_demoted(Route::SmsNhn, RouteDemotion::FailedForNumber);
         m.refused(FrontLimit::GlobalSms);
         m.hash_queue_limit(8);
         m.hash_queue_place(true);
@@ -435,7 +438,7 @@ mod tests {
             }
             exposed.insert(queried);
         }
-        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 26);
+        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 29);
         let names = regex::Regex::new(r"\b(?:otpd|rpc_server)_[a-z_]+\b").unwrap();
         for name in names.find_iter(docs).map(|m| m.as_str()) {
             assert!(exposed.contains(name), "docs/operations.md uses {name}, which is not a metric");

@@ -311,14 +311,14 @@ impl VerificationService {
                         provider = %endpoint,
                         reason = reason.as_str(),
                         error = %error,
-                        "delivery route did not take the code"
+                        "delivery channel did not take the code"
                     );
                     attempts.push(attempt(outcome, None, Some(reason)));
                     last = Some(error);
                 }
                 Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. })) => {
                     // Never reached the provider: an earlier channel's answer, if any, stays the one that counts.
-                    tracing::info!(%route, provider = %endpoint, error = %error, "delivery route not tried");
+                    tracing::info!(%route, provider = %endpoint, error = %error, "delivery channel not tried");
                     last = last.or(Some(error));
                 }
             }
