@@ -436,7 +436,8 @@ impl Diagnosis {
         for route in &self.routes {
             let Some(breaker) = route.breaker else { continue };
             if breaker.state != crate::metrics::BreakerState::Closed {
-                let since = breaker.since.format("%H:%M:%S UTC");
+                // Korean time, as the rest of the tools print it (KST has no daylight saving).
+                let since = (breaker.since + TimeDelta::hours(9)).format("%H:%M:%S KST");
                 let error = route.last_error.as_ref().map_or("-", |(_, e)| e.as_str());
                 findings.push((
                     format!("{}: 차단기 {} ({since}부터), 마지막 오류: {error}", route.route, breaker.state.as_str()),

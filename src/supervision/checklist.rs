@@ -306,3 +306,86 @@ fn by_channel(carried: &AttemptStatus, sender: &str) -> Vec<Check> {
         ],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AttemptReason, DeliveryAttempt, DeliveryChannel, Purpose, Receipt, VerificationId};
+    use crate::store::VerificationStatus;
+
+    fn status(attempts: Vec<AttemptStatus>, now: DateTime<Utc>) -> PhoneStatus {
+        let code = CodeStatus {
+            sent_at: now - TimeDelta::minutes(1),
+            channel: Channel::Sms,
+            delivery: "delivered".into(),
+            expires_at: now + TimeDelta::minutes(2),
+            revoked: false,
+            provider_message_id: None,
+            delivered_by: Some("sms".into()),
+            attempts,
+        };
+        PhoneStatus {
+            pending: vec![VerificationStatus {
+                id: VerificationId::new(),
+                purpose: Purpose::Login,
+                created_at: code.sent_at,
+                expires_at: code.expires_at,
+                approved_at: None,
+                codes: vec![code],
+            }],
+            ..PhoneStatus::default()
+        }
+    }
+
+    fn attempt(outcome: AttemptOutcome, receipt: Option<Receipt>, now: DateTime<Utc>) -> AttemptStatus {
+        let reason = (outcome != AttemptOutcome::Accepted).then_some(AttemptReason::ProviderDown);
+        let attempt = DeliveryAttempt {
+            channel: DeliveryChannel::Sms,
+            gateway: "nhn-sms",
+            at: now,
+            outcome,
+            provider_id: None,
+            reason,
+        };
+        AttemptStatus { attempt, receipt }
+    }
+
+    #[test]
+    fn an_undelivered_sms_that_was_no_spam_block_points_at_the_phone() {
+        let now = Utc::now();
+        let off = Receipt { delivered: false, at: now, code: Some("2001".into()) };
+        let checks = checklist(&status(vec![attempt(AttemptOutcome::Accepted, Some(off), now)], now), now, "1800-3400");
+        let data = checks.iter().find(|c| c.kind == CheckKind::MobileData).unwrap();
+        assert_eq!(data.state, CheckState::Act);
+        assert_eq!(data.finding_ko, "전달 실패: 전원 꺼짐/음영 지역 (2001)");
+        let carrier = checks.iter().find(|c| c.kind == CheckKind::CarrierBlock).unwrap();
+        assert_eq!(carrier.state, CheckState::Unknown, "not a spam block, but the sender may still be blocked");
+    }
+
+    #[test]
+    fn a_send_no_route_took_says_to_send_again_and_a_delivered_sms_points_at_the_spam_box() {
+        let now = Utc::now();
+        let failed = status(vec![attempt(AttemptOutcome::Failed, None, now)], now);
+        let checks = checklist(&failed, now, "1800-3400");
+        assert_eq!(checks.len(), 1);
+        assert_eq!((checks[0].kind, checks[0].state), (CheckKind::Number, CheckState::Act));
+        assert!(checks[0].finding_ko.ends_with("발송 실패: 문자 발송 업체가 받지 않음"), "{:?}", checks[0]);
+
+        let delivered = Receipt { delivered: true, at: now, code: None };
+        let checks =
+            checklist(&status(vec![attempt(AttemptOutcome::Accepted, Some(delivered), now)], now), now, "1588-0000");
+        let kinds: Vec<(CheckKind, CheckState)> = checks.iter().map(|c| (c.kind, c.state)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (CheckKind::Number, CheckState::Ok),
+                (CheckKind::MobileData, CheckState::Unknown),
+                (CheckKind::SpamFilter, CheckState::Act),
+                (CheckKind::CarrierBlock, CheckState::Ok),
+            ]
+        );
+        let no_receipt = checklist(&status(vec![attempt(AttemptOutcome::Accepted, None, now)], now), now, "1588-0000");
+        let carrier = no_receipt.iter().find(|c| c.kind == CheckKind::CarrierBlock).unwrap();
+        assert_eq!(carrier.next_ko, "1588-0000 수신 차단 해제를 안내하세요", "the configured sender");
+    }
+}
