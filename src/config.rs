@@ -901,6 +901,8 @@ mod tests {
             (&["--delivery", "alimtalk,sms"], "alimtalk-app-key"),
             (&["--delivery", "sms,sms@sens"], "sens-service-id"),
             (&["--delivery", "sms@solapi"], "solapi-api-key"),
+            (&["--route-memory", "60d"], "route-memory"),
+            (&["--receipt-wait", "2h"], "receipt-wait"),
             (
                 &[
                     "--sms-gateway",

@@ -266,6 +266,13 @@ impl DeliverySettings {
             needs_auth_word: false,
         };
         let routes = self.routes(sms)?;
+        // Codes (and their attempts) are kept as long as the memory: bounded, so the tables stay bounded too.
+        if *self.route_memory > std::time::Duration::from_secs(30 * 86_400) {
+            return Err(("route-memory", "at most 30d: codes and their delivery attempts are kept this long".into()));
+        }
+        if *self.receipt_wait > std::time::Duration::from_secs(3600) {
+            return Err(("receipt-wait", "at most 1h".into()));
+        }
         let in_use: Vec<&GatewayConfig> = routes
             .iter()
             .filter(|(route, _)| route.channel == DeliveryChannel::Sms)
