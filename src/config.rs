@@ -151,8 +151,9 @@ pub struct HealthcheckArgs {
     /// Which listener to ask.
     #[arg(long, value_enum, default_value = "public")]
     pub listener: Listener,
-    /// The service to ask about: "" (the whole server), otp.v1.OtpService, otp.v1.SupervisorService, or liveness
-    /// (SERVING whenever the process serves, database or not: for liveness probes).
+    /// The service to ask about: "" (the whole server), otp.v1.OtpService, otp.v1.SupervisorService, liveness
+    /// (SERVING whenever the process serves, database or not: for liveness probes), or otp.v1.Delivery
+    /// (NOT_SERVING while every delivery route's breaker is open: for probers and dashboards, not readiness).
     #[arg(long, default_value = "")]
     pub service: String,
     /// Give up (and report unhealthy) after this long.
@@ -545,7 +546,10 @@ impl Settings {
             }
         }
         let sms_gateway: GatewayConfig = self.sms_gateway.trim().parse().map_err(|m| invalid("sms-gateway", m))?;
-        if self.mode == Mode::Prod && sms_gateway.is_dev_only() {
+        // `log` and `file:` can only be the bare `sms` route's: with `--delivery sms@nhn,…` they carry nothing.
+        let sms_gateway_route =
+            self.delivery.delivery.iter().any(|r| r.provider == crate::domain::RouteProvider::SmsGateway);
+        if self.mode == Mode::Prod && sms_gateway.is_dev_only() && sms_gateway_route {
             return Err(invalid(
                 "sms-gateway",
                 format!("`{sms_gateway}` exposes codes outside the phone and is refused in prod mode"),
@@ -668,11 +672,13 @@ impl Settings {
                 },
             )
             .map_err(|(setting, message)| invalid(setting, message))?;
-        if self.mode == Mode::Prod
-            && delivery.alimtalk.as_ref().is_some_and(|a| crate::transport::plaintext_off_loopback(&a.base))
+        if let Some((setting, _)) = delivery
+            .route_urls()
+            .into_iter()
+            .find(|(_, url)| self.mode == Mode::Prod && crate::transport::plaintext_off_loopback(url))
         {
             return Err(invalid(
-                "alimtalk-gateway",
+                setting,
                 "plain http:// to a host that is not loopback would carry codes and credentials in clear; \
                  refused in prod mode (use https://)",
             ));
@@ -893,6 +899,21 @@ mod tests {
             (&["--sms-gateway", "sens", "--sens-service-id", "s", "--sens-access-key", "a"], "sens-secret-key"),
             (&["--sms-gateway", "solapi"], "solapi-api-key"),
             (&["--delivery", "alimtalk,sms"], "alimtalk-app-key"),
+            (&["--delivery", "sms,sms@sens"], "sens-service-id"),
+            (&["--delivery", "sms@solapi"], "solapi-api-key"),
+            (&["--route-memory", "60d"], "route-memory"),
+            (&["--receipt-wait", "2h"], "receipt-wait"),
+            (
+                &[
+                    "--sms-gateway",
+                    "sens:http://127.0.0.1:9",
+                    "--delivery",
+                    "sms@sens",
+                    "--sens-url",
+                    "http://127.0.0.1:8",
+                ],
+                "sens-url",
+            ),
             (&["--webhook-listen", "127.0.0.1:0"], "webhook-listen"),
             (&["--receipt-hmac-key", "short"], "receipt-hmac-key"),
             (&["--sms-template", "no code here"], "sms-template"),
@@ -947,6 +968,29 @@ mod tests {
 
     fn prod(args: &[&str]) -> Result<Config, ConfigError> {
         settings(&[&PROD[..], args].concat()).validate()
+    }
+
+    #[test]
+    fn routes_take_each_providers_own_settings() {
+        let nhn = ["--nhn-sms-app-key", "k", "--nhn-sms-secret-key", "s"];
+        let sens = ["--sens-service-id", "i", "--sens-access-key", "a", "--sens-secret-key", "s"];
+        let both = [&nhn[..], &sens[..]].concat();
+        let sms_then_sens = ["--sms-gateway", "nhn-sms:https://nhn.example", "--delivery", "sms@nhn,sms@sens"];
+        let config = prod(&[&both[..], &sms_then_sens[..]].concat()).unwrap();
+        let routes: Vec<String> = config.delivery.routes.iter().map(|(r, _)| r.to_string()).collect();
+        assert_eq!(routes, ["sms@nhn", "sms@sens"]);
+        assert_eq!(config.delivery.routes[0].1, None, "sms@nhn is the --sms-gateway: one gateway, one breaker");
+        assert!(matches!(config.delivery.routes[1].1, Some(GatewayConfig::Sens(_))));
+        assert!(config.delivery.credentials.nhn_sms.is_some() && config.delivery.credentials.sens.is_some());
+        // `log` is the default --sms-gateway; with no bare `sms` route it carries nothing, so prod accepts it.
+        prod(&[&both[..], &["--delivery", "sms@nhn,sms@sens"]].concat()).unwrap();
+        let e = prod(&[&both[..], &["--delivery", "sms@sens,sms", "--sens-url", "http://sens.example"]].concat());
+        assert_eq!(e.unwrap_err().setting, "sms-gateway", "the bare sms route is `log`");
+        let e = prod(&[&both[..], &["--delivery", "sms@nhn,sms@sens", "--sens-url", "http://sens.example"]].concat());
+        assert_eq!(e.unwrap_err().setting, "sens-url", "plain http off loopback");
+        // NHN's authentication word is required once any route goes through NHN SMS.
+        let e = prod(&[&both[..], &["--delivery", "sms@sens,sms@nhn", "--sms-template", "코드 {code}"]].concat());
+        assert_eq!(e.unwrap_err().setting, "sms-template");
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub const SUPERVISOR_SERVICE_NAME: &str = "otp.v1.SupervisorService";
 /// database does. The other names turn NOT_SERVING while the database is unreachable, which is right for readiness
 /// and wrong for liveness: restarting every replica during a database outage helps nothing.
 pub const LIVENESS_NAME: &str = "liveness";
+/// The health name of delivery: NOT_SERVING while every route's circuit breaker is open (no code can go out),
+/// while the services stay SERVING (checks, look-ups and the status view still work).
+pub const DELIVERY_HEALTH_NAME: &str = "otp.v1.Delivery";
+/// How often the routes' breakers are read for [`DELIVERY_HEALTH_NAME`] (memory only: cheap).
+const DELIVERY_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Every name health reports as the database allows: the whole server ("") and each service.
 const HEALTH_NAMES: [&str; 3] = ["", OTP_SERVICE_NAME, SUPERVISOR_SERVICE_NAME];
 /// How often the database is pinged for the health status.
@@ -110,14 +115,19 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("opening SMS gateway {}: {e}", config.sms_gateway))?;
         let channels = config
             .delivery
-            .channels(Arc::clone(&gateway), &config.http, Arc::clone(&clock))
-            .map_err(|e| anyhow::anyhow!("opening the delivery channels: {e}"))?;
+            .channels(Arc::clone(&gateway), &config.http, Arc::clone(&clock), Arc::clone(&metrics))
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the delivery routes: {e}"))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
             gateway,
             channels,
+            learning: crate::service::RouteLearning {
+                memory: config.delivery.route_memory,
+                receipt_wait: config.delivery.receipt_wait,
+            },
             clock: Arc::clone(&clock),
             policy: config.policy.clone(),
             sender: config.sms_sender.clone(),
@@ -235,6 +245,7 @@ impl Application {
         // accept anything, so no health check ever sees an unknown service.
         set_health(&reporter, ServingStatus::Serving).await;
         reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
+        reporter.set_service_status(DELIVERY_HEALTH_NAME, delivery_status(&self.service)).await;
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -289,11 +300,10 @@ impl Application {
                 }
             }
         };
-        let supervisor = SupervisorServiceServer::new(SupervisorApi::new(
-            self.supervision.clone(),
-            self.config.allowed_countries.clone(),
-            self.sign_in.clone(),
-        ))
+        let supervisor = SupervisorServiceServer::new(
+            SupervisorApi::new(self.supervision.clone(), self.config.allowed_countries.clone(), self.sign_in.clone())
+                .with_delivery(self.service.clone(), &self.config.sms_sender),
+        )
         .max_decoding_message_size(self.config.max_request_bytes);
         let supervisor =
             AuthLayer::new(self.supervision.clone(), self.sign_in.clone(), self.config.trusted_proxies.clone())
@@ -365,13 +375,16 @@ impl Application {
         };
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
+            self.service.clone(),
+            retention(self.config.delivery.route_memory),
             self.clock,
             self.limits,
             reporter,
             token.clone(),
         ));
         tracing::info!(%public_addr, %admin_addr, ?metrics_addr, database = backend(&self.config.database_url),
-            sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
+            sms_gateway = %self.config.sms_gateway, routes = %routes_line(&self.service),
+            sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -435,8 +448,33 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Keeps the health status in step with the database, purges old rows, and keeps the limiters' memory bounded.
+/// Codes (and their delivery attempts) are kept for the daily cap and for as long as a number remembers its
+/// routes (`--route-memory`), whichever is longer.
+fn retention(route_memory: TimeDelta) -> TimeDelta {
+    RETENTION.max(route_memory)
+}
+
+/// Every route with its provider's `host:port` (never a path or a key), for the start-up line.
+fn routes_line(service: &VerificationService) -> String {
+    let routes: Vec<String> = service
+        .route_reports()
+        .into_iter()
+        .map(|r| match r.endpoint {
+            Some(endpoint) => format!("{} ({endpoint})", r.route),
+            None => r.route,
+        })
+        .collect();
+    routes.join(", ")
+}
+
+fn delivery_status(service: &VerificationService) -> ServingStatus {
+    if service.delivery_serving() { ServingStatus::Serving } else { ServingStatus::NotServing }
+}
+
 async fn maintain(
     store: Arc<dyn Store>,
+    service: VerificationService,
+    retention: TimeDelta,
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
     reporter: HealthReporter,
@@ -445,7 +483,9 @@ async fn maintain(
     let mut health = tokio::time::interval(HEALTH_INTERVAL);
     let mut purge = tokio::time::interval(PURGE_INTERVAL);
     let mut limiter_cleanup = tokio::time::interval(LIMITER_CLEANUP_INTERVAL);
+    let mut delivery = tokio::time::interval(DELIVERY_HEALTH_INTERVAL);
     let mut last = Some(ServingStatus::Serving);
+    let mut last_delivery = delivery_status(&service);
     loop {
         tokio::select! {
             () = token.cancelled() => break,
@@ -463,13 +503,27 @@ async fn maintain(
                 }
             }
             _ = limiter_cleanup.tick() => limits.cleanup(),
-            _ = purge.tick() => match store.purge(clock.now() - RETENTION, clock.now()).await {
+            _ = delivery.tick() => {
+                // Also publishes every route's breaker state as a metric.
+                let _ = service.route_reports();
+                let status = delivery_status(&service);
+                if status != last_delivery {
+                    match status {
+                        ServingStatus::Serving => tracing::info!("delivery serving again: a route's breaker let a send through"),
+                        _ => tracing::error!(routes = %routes_line(&service), "delivery NOT_SERVING: every route's circuit breaker is open"),
+                    }
+                    reporter.set_service_status(DELIVERY_HEALTH_NAME, status).await;
+                    last_delivery = status;
+                }
+            }
+            _ = purge.tick() => match store.purge(clock.now() - retention, clock.now()).await {
                 Ok(n) => tracing::debug!(rows = n, "purged old codes"),
                 Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
             },
         }
     }
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter.set_service_status(DELIVERY_HEALTH_NAME, ServingStatus::NotServing).await;
     reporter.set_service_status(LIVENESS_NAME, ServingStatus::NotServing).await;
 }
 

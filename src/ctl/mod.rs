@@ -91,6 +91,9 @@ pub enum CtlCommand {
     },
     /// Your calls on the line, as the phone system reported them (answered by your agent id, not ended).
     Calls,
+    /// "Codes do not arrive": each delivery route's breaker and last error, send outcomes over the last 5 and 15
+    /// minutes, front-line refusals and a database round trip, on one screen (admins).
+    Doctor,
     /// Lift a number's lock (admins).
     Unlock {
         /// The number.
@@ -364,6 +367,10 @@ async fn call(
             };
             let response = client.get_phone_status(authed(request, token)?).await?.into_inner();
             Ok(render::status(&response))
+        }
+        CtlCommand::Doctor => {
+            let response = client.diagnose(authed(pb::DiagnoseRequest {}, token)?).await?.into_inner();
+            Ok(render::doctor(&response))
         }
         CtlCommand::Calls => {
             let response = client.list_my_calls(authed(pb::ListMyCallsRequest {}, token)?).await?.into_inner();

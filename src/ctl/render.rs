@@ -107,6 +107,18 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
     }
     let _ = writeln!(text, "SMS 1시간 / last hour          {}", of_cap(r.sms_last_hour, r.sms_hour_cap));
     let _ = writeln!(text, "SMS 24시간 / last day          {}", of_cap(r.sms_last_day, r.sms_day_cap));
+    if !r.checklist.is_empty() {
+        let _ = writeln!(text, "\n확인 사항 / checklist");
+    }
+    for c in &r.checklist {
+        let mark = match c.state.as_str() {
+            "act" => "▶",
+            "ok" => "✓",
+            _ => "?",
+        };
+        let _ = writeln!(text, "  {mark} {}: {}", c.finding_ko, c.next_step_ko);
+        let _ = writeln!(text, "    {}: {}", c.finding_en, c.next_step_en);
+    }
     if r.pending.is_empty() {
         let _ = writeln!(text, "대기 중인 인증 없음 / no pending verification");
     }
@@ -180,6 +192,14 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
         "sms_hour_cap": r.sms_hour_cap,
         "sms_day_cap": r.sms_day_cap,
         "pending": pending_json,
+        "checklist": r.checklist.iter().map(|c| json!({
+            "check": c.check,
+            "state": c.state,
+            "finding_ko": c.finding_ko,
+            "finding_en": c.finding_en,
+            "next_step_ko": c.next_step_ko,
+            "next_step_en": c.next_step_en,
+        })).collect::<Vec<_>>(),
         "audit_event_id": r.audit_event_id,
     });
     Output { text, json }
@@ -201,7 +221,7 @@ fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<ser
             _ => "-",
         };
         let at = time(a.attempted_at.as_ref()).map(clock).unwrap_or_default();
-        let _ = writeln!(text, "      {}. {channel} ({}): {outcome} {at}", n + 1, a.gateway);
+        let _ = writeln!(text, "      {}. {channel} ({}): {outcome} {at}  [{}]", n + 1, a.gateway, a.route);
         if !a.send_failure_ko.is_empty() {
             let _ = writeln!(text, "         {} / {}", a.send_failure_ko, a.send_failure_en);
         }
@@ -220,6 +240,7 @@ fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<ser
         json.push(json!({
             "channel": a.channel,
             "gateway": a.gateway,
+            "route": a.route,
             "attempted_at": rfc3339(a.attempted_at.as_ref()),
             "outcome": a.outcome,
             "provider_id": a.provider_id,
@@ -234,6 +255,75 @@ fn attempts_text(text: &mut String, attempts: &[pb::DeliveryAttempt]) -> Vec<ser
         }));
     }
     json
+}
+
+/// Where delivery trouble is (`otpctl doctor`).
+pub fn doctor(r: &pb::DiagnoseResponse) -> Output {
+    let mut text = String::new();
+    let at = time(r.at.as_ref()).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+    let _ = writeln!(text, "진단 / diagnosis at {at}");
+    if r.findings_ko.is_empty() {
+        let _ = writeln!(text, "  ✓ 이상 없음 / nothing wrong");
+    }
+    for (ko, en) in r.findings_ko.iter().zip(&r.findings_en) {
+        let _ = writeln!(text, "  ▶ {ko}\n    {en}");
+    }
+    let serving = if r.delivery_serving { "SERVING" } else { "NOT_SERVING" };
+    let _ = writeln!(text, "\n발송 상태 / otp.v1.Delivery   {serving}");
+    let database = if r.database_error.is_empty() {
+        format!("{} ms", r.database_round_trip_ms)
+    } else {
+        format!("실패 / failed: {}", r.database_error)
+    };
+    let _ = writeln!(text, "데이터베이스 / database       {database}");
+    let _ = writeln!(text, "\n경로 / route        차단기 / breaker (since)            마지막 오류 / last error");
+    for route in &r.routes {
+        let since = time(route.breaker_since.as_ref()).map(clock).unwrap_or_default();
+        let breaker = if route.breaker.is_empty() { "-".to_owned() } else { format!("{} ({since})", route.breaker) };
+        let error = if route.last_error.is_empty() {
+            "-".to_owned()
+        } else {
+            let at = time(route.last_error_at.as_ref()).map(clock).unwrap_or_default();
+            format!("{at} {}", route.last_error)
+        };
+        let endpoint = if route.endpoint.is_empty() { "-" } else { route.endpoint.as_str() };
+        let _ = writeln!(text, "  {:<18} {breaker:<36} {error}", route.route);
+        let _ = writeln!(text, "  {:<18} {endpoint}", "");
+    }
+    let _ = writeln!(text, "\n발송 결과 / outcomes         5분 / 5m   15분 / 15m");
+    if r.outcomes.is_empty() {
+        let _ = writeln!(text, "  최근 15분 발송 없음 / no attempts in the last 15 minutes");
+    }
+    for o in &r.outcomes {
+        let _ = writeln!(text, "  {:<14} {:<12} {:>9} {:>10}", o.route, o.outcome, o.last_5m, o.last_15m);
+    }
+    let _ = writeln!(text, "\n앞단 거절 (시작 후) / front-line refusals since start");
+    for f in &r.refusals {
+        let _ = writeln!(text, "  {:<22} {}", f.limit, f.count);
+    }
+    let json = json!({
+        "at": rfc3339(r.at.as_ref()),
+        "findings_ko": r.findings_ko,
+        "findings_en": r.findings_en,
+        "delivery_serving": r.delivery_serving,
+        "database_round_trip_ms": r.database_round_trip_ms,
+        "database_error": r.database_error,
+        "routes": r.routes.iter().map(|route| json!({
+            "route": route.route,
+            "endpoint": route.endpoint,
+            "breaker": route.breaker,
+            "breaker_since": rfc3339(route.breaker_since.as_ref()),
+            "breaker_failures": route.breaker_failures,
+            "last_error": route.last_error,
+            "last_error_at": rfc3339(route.last_error_at.as_ref()),
+            "last_accepted_at": rfc3339(route.last_accepted_at.as_ref()),
+        })).collect::<Vec<_>>(),
+        "outcomes": r.outcomes.iter().map(|o| json!({
+            "route": o.route, "outcome": o.outcome, "last_5m": o.last_5m, "last_15m": o.last_15m,
+        })).collect::<Vec<_>>(),
+        "refusals": r.refusals.iter().map(|f| json!({ "limit": f.limit, "count": f.count })).collect::<Vec<_>>(),
+    });
+    Output { text, json }
 }
 
 /// An unlock.

@@ -17,13 +17,13 @@ pub use call::{
 };
 pub use code::{AllowedAppHashes, AppHash, CodeFormatError, CodeLength, OtpCode};
 pub use delivery::{
-    AttemptOutcome, AttemptReason, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryChannels,
-    RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome,
+    AttemptOutcome, AttemptReason, AttemptStatus, DeliveryAttempt, DeliveryChannel, DeliveryRoute, DeliveryRoutes,
+    Demotion, PastAttempt, RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome, RouteProvider, route_label, route_order,
 };
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
-pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, receipt_reason};
+pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, blocked_as_spam, receipt_reason};
 pub use signin::{EmailAddress, SecondFactor, SignInPolicy, TokenKind};
 pub use supervision::{Actor, ContactChannel, DisabledActor, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;

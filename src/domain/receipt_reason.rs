@@ -47,6 +47,13 @@ pub fn receipt_reason(gateway: &str, code: &str) -> Reason {
     }
 }
 
+/// Whether a failed receipt from `gateway` with result `code` says the carrier blocked the message as spam (or the
+/// recipient refused it): the driver must unblock the sender (issue 22, section 5). Extend [`receipt_reason`] with
+/// each provider's codes and this follows.
+pub fn blocked_as_spam(gateway: &str, code: &str) -> bool {
+    receipt_reason(gateway, code) == BLOCKED
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +64,7 @@ mod tests {
         assert_eq!(receipt_reason("nhn-sms", "3003").en, "no such number");
         assert_eq!(receipt_reason("http", "blocked"), receipt_reason("nhn-sms", "3006"));
         assert_eq!(receipt_reason("http", "whatever"), OTHER);
+        assert!(blocked_as_spam("nhn-sms", "3012") && blocked_as_spam("http", "blocked"));
+        assert!(!blocked_as_spam("nhn-sms", "2001"));
     }
 }

@@ -28,6 +28,10 @@ pub struct SupervisorApi {
     service: SupervisionService,
     requests: SupervisorRequests,
     sign_in: crate::signin::SignInService,
+    /// The delivery side, for Diagnose; None: Diagnose answers UNIMPLEMENTED.
+    delivery: Option<crate::service::VerificationService>,
+    /// The SMS sender number, for the checklist's "unblock 1800-3400".
+    sender: String,
 }
 
 /// What the supervisor API accepts: its requests' parsing, collecting every bad field. Public (not an API) so
@@ -78,7 +82,20 @@ impl SupervisorApi {
         countries: AllowedCountries,
         sign_in: crate::signin::SignInService,
     ) -> Self {
-        Self { service, requests: SupervisorRequests { countries }, sign_in }
+        Self {
+            service,
+            requests: SupervisorRequests { countries },
+            sign_in,
+            delivery: None,
+            sender: "1800-3400".to_owned(),
+        }
+    }
+
+    /// Diagnoses `delivery` (Diagnose), whose SMS come from `sender` (the status checklist names it).
+    pub fn with_delivery(mut self, delivery: crate::service::VerificationService, sender: &str) -> Self {
+        self.delivery = Some(delivery);
+        self.sender = sender.to_owned();
+        self
     }
 
     /// Refuses a disabled supervisor's call, auditing the number and ticket it named.
@@ -408,7 +425,19 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let policy = service.policy().clone();
         let (status, event, phone) =
             detached(async move { service.phone_status(&actor, target, &ticket).await }).await?;
-        Ok(Response::new(status_to_pb(status, &event, phone.masked().to_owned(), &policy)))
+        let mut response = status_to_pb(&status, &event, phone.masked().to_owned(), &policy);
+        response.checklist = crate::supervision::checklist::checklist(&status, event.event.at, &self.sender)
+            .into_iter()
+            .map(|c| pb::StatusCheck {
+                check: c.kind.as_str().into(),
+                state: c.state.as_str().into(),
+                finding_ko: c.finding_ko,
+                finding_en: c.finding_en,
+                next_step_ko: c.next_ko,
+                next_step_en: c.next_en,
+            })
+            .collect();
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "UnlockPhone", skip_all)]
@@ -520,6 +549,60 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         }))
     }
 
+    #[tracing::instrument(name = "Diagnose", skip_all)]
+    async fn diagnose(&self, request: Request<pb::DiagnoseRequest>) -> Result<Response<pb::DiagnoseResponse>, Status> {
+        let actor = actor(&request)?;
+        if actor.role != crate::domain::Role::Admin {
+            return Err(ServiceError::WrongRole.into());
+        }
+        let Some(delivery) = self.delivery.clone() else {
+            return Err(Status::unimplemented("this server has no delivery to diagnose"));
+        };
+        let d = detached(async move { Ok::<_, ServiceError>(delivery.diagnose().await) }).await?;
+        let (findings_ko, findings_en) = d.findings().into_iter().unzip();
+        let counts: std::collections::BTreeMap<(String, String), (i64, i64)> =
+            d.outcomes.iter().map(|o| ((o.route.clone(), o.outcome.clone()), (o.recent, o.count))).collect();
+        Ok(Response::new(pb::DiagnoseResponse {
+            routes: d
+                .routes
+                .iter()
+                .map(|r| pb::RouteDiagnosis {
+                    route: r.route.clone(),
+                    endpoint: r.endpoint.clone().unwrap_or_default(),
+                    breaker: r.breaker.map(|b| b.state.as_str().to_owned()).unwrap_or_default(),
+                    breaker_since: r.breaker.map(|b| timestamp(b.since)),
+                    breaker_failures: r.breaker.map_or(0, |b| i32::try_from(b.failures).unwrap_or(i32::MAX)),
+                    last_error: r.last_error.as_ref().map(|(_, e)| e.clone()).unwrap_or_default(),
+                    last_error_at: r.last_error.as_ref().map(|(at, _)| timestamp(*at)),
+                    last_accepted_at: r.last_accepted.map(timestamp),
+                })
+                .collect(),
+            outcomes: counts
+                .into_iter()
+                .map(|((route, outcome), (last_5m, last_15m))| pb::RouteOutcomeCount {
+                    route,
+                    outcome,
+                    last_5m,
+                    last_15m,
+                })
+                .collect(),
+            refusals: d
+                .refusals
+                .iter()
+                .map(|(limit, count)| pb::FrontLineRefusals { limit: limit.as_str().into(), count: *count })
+                .collect(),
+            database_round_trip_ms: match &d.database {
+                Ok(took) => i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+                Err(_) => -1,
+            },
+            database_error: d.database.as_ref().err().cloned().unwrap_or_default(),
+            delivery_serving: d.delivery_serving,
+            findings_ko,
+            findings_en,
+            at: Some(timestamp(d.at)),
+        }))
+    }
+
     #[tracing::instrument(name = "WhoAmI", skip_all)]
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let actor = actor(&request)?;
@@ -565,6 +648,7 @@ fn allowed_methods(actor: &Actor) -> Vec<&'static str> {
         ("ListAuditEvents", Role::Auditor),
         ("VerifyAuditChain", Role::Auditor),
         ("LiftSignInLock", Role::Admin),
+        ("Diagnose", Role::Admin),
     ]
     .into_iter()
     .filter(|(_, role)| actor.has_any(&[*role]))
@@ -664,6 +748,7 @@ fn attempt_to_pb(a: &crate::domain::AttemptStatus) -> pb::DeliveryAttempt {
         failure: a.attempt.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
         send_failure_ko: a.attempt.reason.map(|r| format!("발송 실패: {}", r.words().0)).unwrap_or_default(),
         send_failure_en: a.attempt.reason.map(|r| format!("send failed: {}", r.words().1)).unwrap_or_default(),
+        route: crate::domain::route_label(a.attempt.channel, a.attempt.gateway),
     }
 }
 
@@ -684,7 +769,7 @@ fn verification_to_pb(v: &VerificationStatus, now: chrono::DateTime<chrono::Utc>
 }
 
 fn status_to_pb(
-    status: PhoneStatus,
+    status: &PhoneStatus,
     event: &AuditEvent,
     masked: String,
     policy: &crate::domain::Policy,
@@ -712,6 +797,8 @@ fn status_to_pb(
                 provider_id: n.provider_id.clone().unwrap_or_default(),
             })
             .collect(),
+        // Filled by the caller, which knows the sender.
+        checklist: Vec::new(),
     }
 }
 

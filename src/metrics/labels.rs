@@ -82,6 +82,8 @@ label_enum! {
         ListMyCalls = "otp.v1.SupervisorService/ListMyCalls",
         /// otp.v1.SupervisorService/LiftSignInLock.
         LiftSignInLock = "otp.v1.SupervisorService/LiftSignInLock",
+        /// otp.v1.SupervisorService/Diagnose.
+        Diagnose = "otp.v1.SupervisorService/Diagnose",
         /// otp.v1.SignInService/ListSignInFactors.
         ListSignInFactors = "otp.v1.SignInService/ListSignInFactors",
         /// otp.v1.SignInService/StartSignIn.
@@ -342,6 +344,61 @@ label_enum! {
 }
 
 label_enum! {
+    /// A delivery route of `--delivery`: a channel on a provider (every one otpd can build).
+    pub enum Route {
+        /// KakaoTalk AlimTalk through NHN Cloud Bizmessage.
+        AlimTalkNhn = "alimtalk@nhn",
+        /// SMS through NHN Cloud.
+        SmsNhn = "sms@nhn",
+        /// SMS through Naver Cloud SENS.
+        SmsSens = "sms@sens",
+        /// SMS through Solapi.
+        SmsSolapi = "sms@solapi",
+        /// SMS through the generic `http:` protocol.
+        SmsHttp = "sms@http",
+        /// SMS into a file (development).
+        SmsFile = "sms@file",
+        /// SMS onto standard output (development).
+        SmsLog = "sms@log",
+        /// Any other gateway.
+        Other = "other",
+    }
+}
+
+impl Route {
+    /// The value of a route label (`sms@nhn`).
+    pub fn of(label: &str) -> Self {
+        Self::ALL.iter().copied().find(|r| r.as_str() == label).unwrap_or(Self::Other)
+    }
+}
+
+label_enum! {
+    /// What one route's attempt came to.
+    pub enum RouteOutcome {
+        /// The provider took it.
+        Accepted = "accepted",
+        /// The provider refused it.
+        Refused = "refused",
+        /// The provider failed (after the retries).
+        Failed = "failed",
+        /// Handed over; the caller's deadline ended the wait.
+        Unconfirmed = "unconfirmed",
+        /// Not handed over: its breaker was open, or the deadline passed first.
+        NotTried = "not_tried",
+    }
+}
+
+label_enum! {
+    /// Why a route was tried after the others for one number (issue 22, section 4).
+    pub enum RouteDemotion {
+        /// Its last verdict for the number was a failed receipt or a refusal.
+        FailedForNumber = "failed_for_number",
+        /// It accepted the number's last code and no receipt came within `--receipt-wait`.
+        NoReceipt = "no_receipt",
+    }
+}
+
+label_enum! {
     /// A front-line (per-replica) limit.
     pub enum FrontLimit {
         /// SendCode calls per client IP.
@@ -476,6 +533,10 @@ label_enum! {
         AuditChain = "audit_chain",
         /// Store::record_notice.
         RecordNotice = "record_notice",
+        /// Store::route_history.
+        RouteHistory = "route_history",
+        /// Store::delivery_outcomes.
+        DeliveryOutcomes = "delivery_outcomes",
         /// SupervisionStore::set_agent.
         SetAgent = "set_agent",
         /// SupervisionStore::record_call_event.
@@ -578,6 +639,31 @@ pub struct AttemptLabels {
 pub struct FailureLabels {
     /// Why.
     pub kind: GatewayFailure,
+}
+
+/// `otpd_delivery_route_attempts_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route.
+    pub route: Route,
+    /// What the attempt came to.
+    pub outcome: RouteOutcome,
+}
+
+/// `otpd_delivery_route_breaker_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteBreakerLabels {
+    /// The route.
+    pub route: Route,
+}
+
+/// `otpd_delivery_route_demotions_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteDemotionLabels {
+    /// The route tried later.
+    pub route: Route,
+    /// Why.
+    pub why: RouteDemotion,
 }
 
 /// `otpd_front_line_refusals_total`.

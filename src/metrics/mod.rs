@@ -58,6 +58,9 @@ pub struct Metrics {
     gateway_failures: Family<FailureLabels, Counter>,
     breaker_state: Gauge,
     breaker_opened: Counter,
+    route_attempts: Family<RouteLabels, Counter>,
+    route_breakers: Family<RouteBreakerLabels, Gauge>,
+    route_demotions: Family<RouteDemotionLabels, Counter>,
     refusals: Family<LimitLabels, Counter>,
     hash_queue_depth: Gauge,
     hash_queue_limit: Gauge,
@@ -98,6 +101,9 @@ impl Metrics {
             gateway_failures: Family::default(),
             breaker_state: Gauge::default(),
             breaker_opened: Counter::default(),
+            route_attempts: Family::default(),
+            route_breakers: Family::default(),
+            route_demotions: Family::default(),
             refusals: Family::default(),
             hash_queue_depth: Gauge::default(),
             hash_queue_limit: Gauge::default(),
@@ -174,6 +180,21 @@ impl Metrics {
             self.breaker_state.clone(),
         );
         r.register("sms_breaker_opened", "Times the SMS circuit breaker opened", self.breaker_opened.clone());
+        r.register(
+            "delivery_route_attempts",
+            "Each route's attempts to carry a code or notice, by outcome",
+            self.route_attempts.clone(),
+        );
+        r.register(
+            "delivery_route_breaker_state",
+            "Each route's circuit breaker: 0 closed, 1 open, 2 half-open",
+            self.route_breakers.clone(),
+        );
+        r.register(
+            "delivery_route_demotions",
+            "Sends that tried a route after the others because of the number's history, by why",
+            self.route_demotions.clone(),
+        );
         r.register(
             "front_line_refusals",
             "Calls refused by a per-replica front-line limit, by limit",
@@ -267,6 +288,30 @@ impl Metrics {
         self.breaker_state.set(i64::try_from(index).unwrap_or(0));
     }
 
+    /// One route's attempt and what it came to.
+    pub fn route_attempt(&self, route: Route, outcome: RouteOutcome) {
+        self.route_attempts.get_or_create(&RouteLabels { route, outcome }).inc();
+    }
+
+    /// A route's breaker state now.
+    pub fn route_breaker(&self, route: Route, state: BreakerState) {
+        let index = BreakerState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+        self.route_breakers.get_or_create(&RouteBreakerLabels { route }).set(i64::try_from(index).unwrap_or(0));
+    }
+
+    /// A send tried `route` after the others, for `why`.
+    pub fn route_demoted(&self, route: Route, why: RouteDemotion) {
+        self.route_demotions.get_or_create(&RouteDemotionLabels { route, why }).inc();
+    }
+
+    /// Front-line refusals since start, per limit (`otpd doctor`).
+    pub fn front_line_refusals(&self) -> Vec<(FrontLimit, u64)> {
+        FrontLimit::ALL
+            .iter()
+            .map(|&limit| (limit, self.refusals.get_or_create(&LimitLabels { limit }).get()))
+            .collect()
+    }
+
     /// The breaker opened after failures (not a probe given back).
     pub fn breaker_opened(&self) {
         self.breaker_opened.inc();
@@ -351,6 +396,9 @@ mod tests {
         m.sms_delivery(second, Some(GatewayFailure::Unavailable));
         m.breaker(BreakerState::Open);
         m.breaker_opened();
+        m.route_attempt(Route::SmsNhn, RouteOutcome::Failed);
+        m.route_breaker(Route::SmsNhn, BreakerState::Open);
+        m.route_demoted(Route::SmsNhn, RouteDemotion::FailedForNumber);
         m.refused(FrontLimit::GlobalSms);
         m.hash_queue_limit(8);
         m.hash_queue_place(true);
@@ -390,7 +438,7 @@ mod tests {
             }
             exposed.insert(queried);
         }
-        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 26);
+        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 29);
         let names = regex::Regex::new(r"\b(?:otpd|rpc_server)_[a-z_]+\b").unwrap();
         for name in names.find_iter(docs).map(|m| m.as_str()) {
             assert!(exposed.contains(name), "docs/operations.md uses {name}, which is not a metric");

@@ -22,7 +22,7 @@ use crate::metrics::{GatewayFailure, Metrics, SendResult, VerifyResult};
 use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
 use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Store};
 
-pub use delivery::Channels;
+pub use delivery::{Channels, DOCTOR_WINDOWS, Diagnosis, RouteBook, RouteLearning, RouteReport};
 pub(crate) use error::until;
 pub use error::{FieldViolation, ServiceError};
 
@@ -95,6 +95,7 @@ pub enum VerifyOutcome {
 #[derive(Clone)]
 pub struct VerificationService {
     inner: Arc<ServiceParts>,
+    book: Arc<RouteBook>,
 }
 
 /// What the service is built from.
@@ -105,8 +106,10 @@ pub struct ServiceParts {
     pub hasher: CodeHasher,
     /// SMS delivery.
     pub gateway: Arc<dyn SmsGateway>,
-    /// The channels of `--delivery`, in order, each with its gateway; empty: SMS through `gateway` alone.
+    /// The routes of `--delivery`, in order, each a channel with its gateway; empty: SMS through `gateway` alone.
     pub channels: Channels,
+    /// How a number's history reorders the routes.
+    pub learning: RouteLearning,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// The rules.
@@ -132,7 +135,7 @@ pub struct ServiceParts {
 impl VerificationService {
     /// Assembles the service.
     pub fn new(parts: ServiceParts) -> Self {
-        Self { inner: Arc::new(parts) }
+        Self { inner: Arc::new(parts), book: Arc::default() }
     }
 
     /// The policy in force.
@@ -214,9 +217,11 @@ impl VerificationService {
             tracing::info!("test number: SMS not sent");
             DeliveryOutcome::Delivered { message_id: Some("test-number".into()) }
         } else {
+            // The number's own order of the routes; the delivery's deadline is measured after reading it.
+            let routes = self.routes_for(&cmd.phone).await;
             let deadline = self.delivery_deadline(cmd.deadline);
             let started = tokio::time::Instant::now();
-            let (result, tried) = self.deliver(&message, deadline).await;
+            let (result, tried) = self.deliver_by(routes, &message, deadline).await;
             this.metrics.sms_delivery(started.elapsed(), GatewayFailure::of_delivery(&result));
             attempts = tried;
             match result {
@@ -292,7 +297,7 @@ impl VerificationService {
             .into_iter()
             .map(|(channel, gateway, endpoint)| {
                 tracing::warn!(
-                    %channel,
+                    route = %crate::domain::route_label(channel, gateway),
                     gateway,
                     provider = endpoint.as_deref().unwrap_or("-"),
                     reason = "circuit_open",

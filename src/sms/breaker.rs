@@ -25,9 +25,22 @@ enum State {
     },
 }
 
+/// A breaker's state as `otpd doctor` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerView {
+    /// Closed, open or half-open (a probe out), as of now.
+    pub state: BreakerState,
+    /// Since when it has been in that state (closed: since it last closed or since start).
+    pub since: DateTime<Utc>,
+    /// Consecutive failures counted while closed.
+    pub failures: u32,
+}
+
 /// Counts consecutive failures and decides whether the provider may be called.
 pub struct Breaker {
     state: Mutex<State>,
+    /// When the state last changed between closed, open and half-open.
+    changed: Mutex<DateTime<Utc>>,
     threshold: u32,
     cooldown: TimeDelta,
     clock: Arc<dyn Clock>,
@@ -46,6 +59,7 @@ impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             state: Mutex::new(State::Closed { failures: 0 }),
+            changed: Mutex::new(clock.now()),
             threshold: threshold.max(1),
             cooldown: TimeDelta::from_std(cooldown).unwrap_or(TimeDelta::seconds(30)),
             clock,
@@ -70,6 +84,7 @@ impl Breaker {
         let probe = match *state {
             State::Closed { .. } => false,
             State::Open { .. } | State::HalfOpen { .. } => {
+                self.changed(*state, State::HalfOpen { since: now });
                 *state = State::HalfOpen { since: now + self.cooldown };
                 self.metrics.breaker(BreakerState::HalfOpen);
                 tracing::info!("SMS circuit breaker half-open: probing the provider");
@@ -77,6 +92,27 @@ impl Breaker {
             }
         };
         Ok(Admission { breaker: self, recorded: false, probe })
+    }
+
+    /// The state now, with its age: an open breaker whose cool-down has ended shows as half-open (the next call
+    /// probes).
+    pub fn view(&self) -> BreakerView {
+        let state = *self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = *self.changed.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now();
+        let (state, failures) = match state {
+            State::Closed { failures } => (BreakerState::Closed, failures),
+            State::Open { until } if now < until => (BreakerState::Open, self.threshold),
+            State::Open { .. } | State::HalfOpen { .. } => (BreakerState::HalfOpen, self.threshold),
+        };
+        BreakerView { state, since, failures }
+    }
+
+    fn changed(&self, from: State, to: State) {
+        let kind = |s: State| std::mem::discriminant(&s);
+        if kind(from) != kind(to) {
+            *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = self.clock.now();
+        }
     }
 
     /// Whether a call now would be refused, without asking to make one: lets a send give up before it does any
@@ -92,6 +128,7 @@ impl Breaker {
     fn neutral(&self, probe: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if probe && matches!(*state, State::HalfOpen { .. }) {
+            self.changed(*state, State::Open { until: self.clock.now() });
             *state = State::Open { until: self.clock.now() };
             self.metrics.breaker(BreakerState::Open);
         }
@@ -116,6 +153,7 @@ impl Breaker {
         if matches!(*state, State::HalfOpen { .. } | State::Open { .. }) && matches!(next, State::Closed { .. }) {
             tracing::info!("SMS circuit breaker closed: the provider answers again");
         }
+        self.changed(*state, next);
         *state = next;
         self.metrics.breaker(match next {
             State::Closed { .. } => BreakerState::Closed,

@@ -182,6 +182,10 @@ impl SmsGateway for HttpGateway {
         self.breaker.refusing().map(|open| open.retry_after)
     }
 
+    fn breaker(&self) -> Option<super::BreakerView> {
+        Some(self.breaker.view())
+    }
+
     async fn send(&self, message: &SmsMessage, deadline: Deadline) -> Result<Delivery, SmsError> {
         let Deadline { at: deadline, callers } = deadline;
         let admission = self.breaker.admit().map_err(|open| SmsError::CircuitOpen { retry_after: open.retry_after })?;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::domain::{PhoneNumber, VerificationId};
 
+pub use breaker::BreakerView;
 pub use file::{FileGateway, FileSms};
 pub use http::{HttpGateway, HttpOptions};
 pub use log::LogGateway;
@@ -128,6 +129,11 @@ pub trait SmsGateway: Send + Sync + 'static {
     /// How long a send would be refused at once from now (an open circuit breaker), so that the caller can give
     /// up before doing any work for it; None when a send may go out.
     fn refusing_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Its circuit breaker's state and age, for the gateways that have one.
+    fn breaker(&self) -> Option<BreakerView> {
         None
     }
 }

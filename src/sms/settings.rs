@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use super::template::{DEFAULT_TEMPLATE, SmsTemplate, TemplateLimits};
 use super::{GatewayConfig, HttpGateway, HttpOptions, NhnAlimTalk, SmsGateway};
 use crate::clock::Clock;
-use crate::domain::{DeliveryChannel, DeliveryChannels};
+use crate::domain::{DeliveryChannel, DeliveryRoute, DeliveryRoutes, RouteProvider};
 
 /// The message template and the providers' credentials, as given.
 #[derive(Debug, Clone, Args)]
@@ -62,10 +62,29 @@ pub struct DeliverySettings {
     /// File holding the Solapi API secret.
     #[arg(long, env = "OTPD_SOLAPI_API_SECRET_FILE", global = true)]
     pub solapi_api_secret_file: Option<PathBuf>,
-    /// The channels a code is offered to, in order (`alimtalk,sms`): the next one is tried when one refuses or
+    /// The routes a code is offered to, in order, each a channel on a provider (`alimtalk@nhn,sms@nhn,sms@sens`;
+    /// `sms` alone is the --sms-gateway, `alimtalk` is alimtalk@nhn): the next one is tried when one refuses or
     /// fails, within the caller's deadline. Each has its own circuit breaker.
     #[arg(long, env = "OTPD_DELIVERY", default_value = "sms", global = true)]
-    pub delivery: DeliveryChannels,
+    pub delivery: DeliveryRoutes,
+    /// The base URL of route sms@nhn when --sms-gateway is not nhn-sms (default: NHN Cloud's).
+    #[arg(long, env = "OTPD_NHN_SMS_URL", global = true)]
+    pub nhn_sms_url: Option<String>,
+    /// The base URL of route sms@sens when --sms-gateway is not sens (default: Naver Cloud's).
+    #[arg(long, env = "OTPD_SENS_URL", global = true)]
+    pub sens_url: Option<String>,
+    /// The base URL of route sms@solapi when --sms-gateway is not solapi (default: Solapi's).
+    #[arg(long, env = "OTPD_SOLAPI_URL", global = true)]
+    pub solapi_url: Option<String>,
+    /// How long a number remembers that a route failed for it (a failed receipt: blocked as spam,
+    /// undeliverable; or a refusal): its next codes start with the routes that did not fail. Codes (and so
+    /// their attempts) are kept at least this long.
+    #[arg(long, env = "OTPD_ROUTE_MEMORY", default_value = "7d", global = true)]
+    pub route_memory: humantime::Duration,
+    /// How long a route that accepted a code may take to report its receipt before the number's next send
+    /// starts with another route.
+    #[arg(long, env = "OTPD_RECEIPT_WAIT", default_value = "30s", global = true)]
+    pub receipt_wait: humantime::Duration,
     /// The AlimTalk provider: `nhn-alimtalk` (NHN Cloud KakaoTalk Bizmessage) or `nhn-alimtalk:BASE_URL`.
     #[arg(long, env = "OTPD_ALIMTALK_GATEWAY", default_value = "nhn-alimtalk", global = true)]
     pub alimtalk_gateway: String,
@@ -123,8 +142,12 @@ pub struct DeliveryConfig {
     pub template: SmsTemplate,
     /// The credentials the configured gateways need.
     pub credentials: Credentials,
-    /// The channels, in order.
-    pub channels: DeliveryChannels,
+    /// The routes, in order, each with the gateway it uses: None for the `--sms-gateway` one.
+    pub routes: Vec<(DeliveryRoute, Option<GatewayConfig>)>,
+    /// How long a route that failed for a number is tried after the others.
+    pub route_memory: chrono::TimeDelta,
+    /// How long an accepted code may wait for its receipt before the next send starts elsewhere.
+    pub receipt_wait: chrono::TimeDelta,
     /// The AlimTalk gateway, when `alimtalk` is a channel.
     pub alimtalk: Option<AlimTalkConfig>,
     /// Where delivery receipts are received; None: receipts off.
@@ -151,19 +174,44 @@ pub struct AlimTalkConfig {
 }
 
 impl DeliveryConfig {
-    /// The gateway of each channel, in order: `sms` is the `--sms-gateway` one, `alimtalk` its own HTTP gateway
-    /// (its own breaker and connection limit) with the same retry settings.
-    pub fn channels(
+    /// Whether a route uses the `--sms-gateway` gateway (else it is built but carries nothing).
+    pub fn uses_sms_gateway(&self) -> bool {
+        self.routes.iter().any(|(route, own)| route.channel == DeliveryChannel::Sms && own.is_none())
+    }
+
+    /// The provider URLs of the routes' own gateways (AlimTalk's included), with the setting that gives each, for
+    /// the prod-mode transport check.
+    pub fn route_urls(&self) -> Vec<(&'static str, &reqwest::Url)> {
+        let own = self.routes.iter().filter_map(|(_, own)| own.as_ref()).filter_map(|gateway| {
+            let setting = match gateway {
+                GatewayConfig::NhnSms(_) => "nhn-sms-url",
+                GatewayConfig::Sens(_) => "sens-url",
+                _ => "solapi-url",
+            };
+            gateway.url().map(|url| (setting, url))
+        });
+        own.chain(self.alimtalk.as_ref().map(|a| ("alimtalk-gateway", &a.base))).collect()
+    }
+
+    /// The gateway of each route, in order: `sms` is the `--sms-gateway` one, and so is `sms@P` when that is
+    /// provider P's; any other `sms@P` is its own HTTP gateway, and `alimtalk@nhn` its own (each with its own
+    /// breaker and connection limit), with the same retry settings.
+    pub async fn channels(
         &self,
         sms: Arc<dyn SmsGateway>,
         http: &HttpOptions,
         clock: Arc<dyn Clock>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<super::Channels, String> {
         let mut channels = Vec::new();
-        for channel in self.channels.iter() {
-            let gateway: Arc<dyn SmsGateway> = match (channel, &self.alimtalk) {
-                (DeliveryChannel::Sms, _) => Arc::clone(&sms),
-                (DeliveryChannel::AlimTalk, Some(a)) => {
+        for (route, own) in &self.routes {
+            let gateway: Arc<dyn SmsGateway> = match (route.channel, own, &self.alimtalk) {
+                (DeliveryChannel::Sms, None, _) => Arc::clone(&sms),
+                (DeliveryChannel::Sms, Some(own), _) => own
+                    .build(http, &self.credentials, Arc::clone(&clock), Arc::clone(&metrics))
+                    .await
+                    .map_err(|e| format!("{route}: {e}"))?,
+                (DeliveryChannel::AlimTalk, _, Some(a)) => {
                     let wire = NhnAlimTalk::new(
                         a.base.clone(),
                         a.app_key.clone(),
@@ -174,9 +222,9 @@ impl DeliveryConfig {
                     .with_notice_template(a.notice_template_code.clone());
                     Arc::new(HttpGateway::with_wire(Box::new(wire), http.clone(), Arc::clone(&clock))?)
                 }
-                (DeliveryChannel::AlimTalk, None) => return Err("alimtalk is not configured".into()),
+                (DeliveryChannel::AlimTalk, _, None) => return Err("alimtalk is not configured".into()),
             };
-            channels.push((channel, gateway));
+            channels.push((route.channel, gateway));
         }
         Ok(channels)
     }
@@ -215,8 +263,24 @@ impl DeliverySettings {
             ttl: context.ttl,
             app_hash_line: context.app_hashes,
             allow_lms: self.allow_lms,
-            needs_auth_word: matches!(sms, GatewayConfig::NhnSms(_)),
+            needs_auth_word: false,
         };
+        let routes = self.routes(sms)?;
+        // Codes (and their attempts) are kept as long as the memory: bounded, so the tables stay bounded too.
+        if *self.route_memory > std::time::Duration::from_secs(30 * 86_400) {
+            return Err(("route-memory", "at most 30d: codes and their delivery attempts are kept this long".into()));
+        }
+        if *self.receipt_wait > std::time::Duration::from_secs(3600) {
+            return Err(("receipt-wait", "at most 1h".into()));
+        }
+        let in_use: Vec<&GatewayConfig> = routes
+            .iter()
+            .filter(|(route, _)| route.channel == DeliveryChannel::Sms)
+            .map(|(_, own)| own.as_ref().unwrap_or(sms))
+            .collect();
+        // NHN's authentication SMS API refuses a text without an authentication word: any route through it.
+        let needs_auth_word = in_use.iter().any(|g| matches!(g, GatewayConfig::NhnSms(_)));
+        let limits = TemplateLimits { needs_auth_word, ..limits };
         if let Some(domain) = &self.origin_domain {
             SmsTemplate::new("{code}", "", Some(domain), TemplateLimits { needs_auth_word: false, ..limits })
                 .map_err(|m| ("origin-domain", m))?;
@@ -224,33 +288,8 @@ impl DeliverySettings {
         let template = SmsTemplate::new(&self.sms_template, &self.brand, self.origin_domain.as_deref(), limits)
             .map_err(|m| ("sms-template", m))?;
         let mut credentials = Credentials::default();
-        match sms {
-            GatewayConfig::NhnSms(_) => {
-                let app_key = required("nhn-sms-app-key", &self.nhn_sms_app_key)?;
-                let secret = secret(
-                    ("nhn-sms-secret-key", &self.nhn_sms_secret_key),
-                    ("nhn-sms-secret-key-file", &self.nhn_sms_secret_key_file),
-                )?;
-                credentials.nhn_sms = Some((app_key, secret));
-            }
-            GatewayConfig::Sens(_) => {
-                let service_id = required("sens-service-id", &self.sens_service_id)?;
-                let access_key = required("sens-access-key", &self.sens_access_key)?;
-                let secret = secret(
-                    ("sens-secret-key", &self.sens_secret_key),
-                    ("sens-secret-key-file", &self.sens_secret_key_file),
-                )?;
-                credentials.sens = Some((service_id, access_key, secret));
-            }
-            GatewayConfig::Solapi(_) => {
-                let api_key = required("solapi-api-key", &self.solapi_api_key)?;
-                let secret = secret(
-                    ("solapi-api-secret", &self.solapi_api_secret),
-                    ("solapi-api-secret-file", &self.solapi_api_secret_file),
-                )?;
-                credentials.solapi = Some((api_key, secret));
-            }
-            GatewayConfig::Log | GatewayConfig::File(_) | GatewayConfig::Http(_) => {}
+        for gateway in in_use {
+            self.credentials_for(gateway, &mut credentials)?;
         }
         let alimtalk = if self.delivery.contains(DeliveryChannel::AlimTalk) { Some(self.alimtalk()?) } else { None };
         let receipt_keys = crate::receipts::ReceiptKeys {
@@ -290,11 +329,90 @@ impl DeliverySettings {
         Ok(DeliveryConfig {
             template,
             credentials,
-            channels: self.delivery.clone(),
+            routes,
+            route_memory: chrono::TimeDelta::from_std(*self.route_memory)
+                .map_err(|_| ("route-memory", "is too long".to_owned()))?,
+            receipt_wait: chrono::TimeDelta::from_std(*self.receipt_wait)
+                .map_err(|_| ("receipt-wait", "is too long".to_owned()))?,
             alimtalk,
             webhook_listen: self.webhook_listen,
             receipt_keys,
         })
+    }
+
+    /// Reads the credentials `gateway` needs into `credentials`.
+    fn credentials_for(&self, gateway: &GatewayConfig, credentials: &mut Credentials) -> Result<(), SettingError> {
+        match gateway {
+            GatewayConfig::NhnSms(_) => {
+                let app_key = required("nhn-sms-app-key", &self.nhn_sms_app_key)?;
+                let secret = secret(
+                    ("nhn-sms-secret-key", &self.nhn_sms_secret_key),
+                    ("nhn-sms-secret-key-file", &self.nhn_sms_secret_key_file),
+                )?;
+                credentials.nhn_sms = Some((app_key, secret));
+            }
+            GatewayConfig::Sens(_) => {
+                let service_id = required("sens-service-id", &self.sens_service_id)?;
+                let access_key = required("sens-access-key", &self.sens_access_key)?;
+                let secret = secret(
+                    ("sens-secret-key", &self.sens_secret_key),
+                    ("sens-secret-key-file", &self.sens_secret_key_file),
+                )?;
+                credentials.sens = Some((service_id, access_key, secret));
+            }
+            GatewayConfig::Solapi(_) => {
+                let api_key = required("solapi-api-key", &self.solapi_api_key)?;
+                let secret = secret(
+                    ("solapi-api-secret", &self.solapi_api_secret),
+                    ("solapi-api-secret-file", &self.solapi_api_secret_file),
+                )?;
+                credentials.solapi = Some((api_key, secret));
+            }
+            GatewayConfig::Log | GatewayConfig::File(_) | GatewayConfig::Http(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Each route of `--delivery` with the gateway it uses: None for the `--sms-gateway` one (`sms`, or `sms@P`
+    /// when `--sms-gateway` is provider P's), else provider P at `--P-url` (default: its public API).
+    fn routes(&self, sms: &GatewayConfig) -> Result<Vec<(DeliveryRoute, Option<GatewayConfig>)>, SettingError> {
+        let mut routes = Vec::new();
+        for route in self.delivery.iter() {
+            let own = match (route.channel, route.provider) {
+                (DeliveryChannel::AlimTalk, _) | (DeliveryChannel::Sms, RouteProvider::SmsGateway) => None,
+                (DeliveryChannel::Sms, provider) => {
+                    let (name, setting, url) = match provider {
+                        RouteProvider::Sens => ("sens", "sens-url", &self.sens_url),
+                        RouteProvider::Solapi => ("solapi", "solapi-url", &self.solapi_url),
+                        RouteProvider::Nhn | RouteProvider::SmsGateway => ("nhn-sms", "nhn-sms-url", &self.nhn_sms_url),
+                    };
+                    let spec = match url {
+                        Some(url) => format!("{name}:{}", url.trim()),
+                        None => name.to_owned(),
+                    };
+                    let gateway: GatewayConfig = spec.parse().map_err(|m| (setting, m))?;
+                    let same_provider = std::mem::discriminant(&gateway) == std::mem::discriminant(sms);
+                    match (same_provider, url) {
+                        (true, None) => None,
+                        (true, Some(_)) if gateway == *sms => None,
+                        (true, Some(_)) => {
+                            return Err((setting, format!("--sms-gateway is {name} already: give its URL once")));
+                        }
+                        (false, _) => Some(gateway),
+                    }
+                }
+            };
+            if own.is_none()
+                && route.channel == DeliveryChannel::Sms
+                && routes.iter().any(|(r, o): &(DeliveryRoute, Option<GatewayConfig>)| {
+                    r.channel == DeliveryChannel::Sms && o.is_none()
+                })
+            {
+                return Err(("delivery", format!("`{route}` is the --sms-gateway route, listed twice")));
+            }
+            routes.push((route, own));
+        }
+        Ok(routes)
     }
 
     fn alimtalk(&self) -> Result<AlimTalkConfig, SettingError> {

@@ -136,6 +136,22 @@ impl Store for Metered {
     async fn record_notice(&self, phone: &PhoneNumber, notice: &super::NoticeStatus) -> StoreResult<()> {
         self.seen(Op::RecordNotice, self.verification.record_notice(phone, notice).await)
     }
+
+    async fn route_history(
+        &self,
+        phone: &PhoneNumber,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::domain::PastAttempt>> {
+        self.seen(Op::RouteHistory, self.verification.route_history(phone, since).await)
+    }
+
+    async fn delivery_outcomes(
+        &self,
+        since: DateTime<Utc>,
+        recent: DateTime<Utc>,
+    ) -> StoreResult<Vec<super::RouteOutcomes>> {
+        self.seen(Op::DeliveryOutcomes, self.verification.delivery_outcomes(since, recent).await)
+    }
 }
 
 #[async_trait::async_trait]

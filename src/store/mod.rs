@@ -45,8 +45,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AttemptOutcome, AttemptReason, AttemptStatus, Channel, DeliveryAttempt, DeliveryChannel, PhoneNumber, Policy,
-    Purpose, Receipt, ReceiptOutcome, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
+    AttemptOutcome, AttemptReason, AttemptStatus, Channel, DeliveryAttempt, DeliveryChannel, PastAttempt, PhoneNumber,
+    Policy, Purpose, Receipt, ReceiptOutcome, SendAllowance, SendHistory, SendRefusal, SentSms, VerificationId,
 };
 use crate::hashing::{CodeHash, CodeSalt};
 
@@ -394,6 +394,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a lookup notice sent to `phone` (for the status view).
     async fn record_notice(&self, phone: &PhoneNumber, notice: &NoticeStatus) -> StoreResult<()>;
+
+    /// Every delivery attempt of the SMS codes sent to `phone` since `since`, oldest first: what the route choice
+    /// learns from (a failed receipt, a refusal, a receipt that never came).
+    async fn route_history(&self, phone: &PhoneNumber, since: DateTime<Utc>) -> StoreResult<Vec<PastAttempt>>;
+
+    /// Delivery attempts of every number since `since`, per route and outcome, with how many of them were made
+    /// since `recent` too (`otpd doctor`: the last 15 and 5 minutes, across replicas).
+    async fn delivery_outcomes(&self, since: DateTime<Utc>, recent: DateTime<Utc>) -> StoreResult<Vec<RouteOutcomes>>;
+}
+
+/// How many attempts one route had with one outcome in a window, and in its recent part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOutcomes {
+    /// The route's label (`sms@nhn`).
+    pub route: String,
+    /// `accepted`, `refused`, `failed`, `unconfirmed`; for an accepted one with a receipt, `delivered` or
+    /// `undelivered` (the carrier's receipt) instead.
+    pub outcome: String,
+    /// Attempts in the whole window.
+    pub count: i64,
+    /// Attempts in its recent part.
+    pub recent: i64,
 }
 
 /// Phone states forgotten per statement: small, so a purge never holds many row locks or the SQLite write lock
@@ -444,6 +466,25 @@ fn channel(s: &str) -> StoreResult<Channel> {
 
 /// The gateway names attempts are stored under: every gateway's name for itself.
 const GATEWAYS: [&str; 8] = ["nhn-alimtalk", "nhn-sms", "sens", "solapi", "http", "file", "log", "sms"];
+
+/// One row of [`Store::route_history`]: the code's id, then an attempt row.
+pub(crate) type PastAttemptRow<T> =
+    (i64, String, String, T, String, Option<String>, Option<String>, Option<T>, Option<String>, Option<String>);
+
+/// Reads back a [`PastAttemptRow`].
+fn past_attempt<T>(row: PastAttemptRow<T>, time: impl Fn(T) -> StoreResult<DateTime<Utc>>) -> StoreResult<PastAttempt> {
+    let (code_id, channel, gateway, at, outcome, provider_id, receipt, receipt_at, receipt_code, reason) = row;
+    let status =
+        attempt_status((channel, gateway, at, outcome, provider_id, receipt, receipt_at, receipt_code, reason), time)?;
+    Ok(PastAttempt {
+        code_id,
+        route: crate::domain::route_label(status.attempt.channel, status.attempt.gateway),
+        at: status.attempt.at,
+        outcome: status.attempt.outcome,
+        delivered: status.receipt.as_ref().map(|r| r.delivered),
+        receipt_code: status.receipt.and_then(|r| r.code),
+    })
+}
 
 /// One `delivery_attempts` row as read back, whatever the backend's time type.
 pub(crate) type AttemptRow<T> =

@@ -2,6 +2,7 @@
 //! status, unlock and the audit log. Every call by an authenticated supervisor is audited, granted or denied;
 //! a code leaves the service only after its granted event is stored in the same transaction as the code.
 
+pub mod checklist;
 pub mod token;
 
 use std::sync::Arc;

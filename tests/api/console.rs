@@ -233,7 +233,15 @@ async fn console_roles_see_only_their_screens_and_an_admin_unlocks_after_confirm
 async fn console_who_am_i_matches_what_each_role_may_call() {
     let app = spawn_app(Backend::Sqlite).await;
     app.send(PHONE, Purpose::Login).await.unwrap();
-    let all = ["LookupCode", "GetPhoneStatus", "UnlockPhone", "ListAuditEvents", "VerifyAuditChain", "LiftSignInLock"];
+    let all = [
+        "LookupCode",
+        "GetPhoneStatus",
+        "UnlockPhone",
+        "ListAuditEvents",
+        "VerifyAuditChain",
+        "LiftSignInLock",
+        "Diagnose",
+    ];
     for (name, role, expected) in [
         ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus"]),
         ("lee", "auditor", vec!["ListAuditEvents", "VerifyAuditChain"]),
@@ -295,6 +303,7 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
             let req = pb::LiftSignInLockRequest { supervisor: "nobody".into(), ..Default::default() };
             sup.lift_sign_in_lock(authed(req, token)).await.map(drop)
         }
+        "Diagnose" => sup.diagnose(authed(pb::DiagnoseRequest {}, token)).await.map(drop),
         other => panic!("unknown method {other}"),
     }
 }
@@ -487,9 +496,9 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     // The refusal says why (issue 21, section 5).
     let refused = "거절 / refused — 발송 실패: 발송 업체가 거절 / send failed: refused by the provider";
-    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "nhn-alimtalk", refused], "{attempts:?}");
+    assert_eq!(attempts[0][..4], ["1", "알림톡 / AlimTalk", "alimtalk@nhn", refused], "{attempts:?}");
     assert_eq!(attempts[0][5], "-", "a refused AlimTalk reached no carrier");
-    assert_eq!(attempts[1][..4], ["2", "SMS", "nhn-sms", "접수 / accepted"], "{attempts:?}");
+    assert_eq!(attempts[1][..4], ["2", "SMS", "sms@nhn", "접수 / accepted"], "{attempts:?}");
     assert!(attempts.iter().all(|a| a[4].ends_with(" KST")), "{attempts:?}");
     let receipt = &attempts[1][5];
     assert!(receipt.starts_with("실패 / failed ") && receipt.contains(" KST: "), "{receipt}");
@@ -498,6 +507,16 @@ async fn console_status_shows_each_delivery_attempt_and_the_carriers_reason() {
         "{receipt}"
     );
     assert_eq!(saw["receipt_class"], "receipt bad");
+    // The checklist (issue 22, section 5): the carrier's spam block is the check to act on.
+    let checklist: Vec<Vec<String>> =
+        saw["checklist"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(cell).collect()).collect();
+    let kinds: Vec<&str> = checklist.iter().map(|c| c[0].as_str()).collect();
+    assert_eq!(kinds, ["number", "mobile_data", "spam_filter", "carrier_block"], "{checklist:?}");
+    assert_eq!(
+        checklist[3][1..],
+        ["check act", "통신사 스팸 차단으로 실패 (3012): 1800-3400 수신 차단 해제를 안내하세요"],
+        "{checklist:?}"
+    );
 
     // The browser's read is audited like otpctl's.
     let events = console_events(&app).await;

@@ -26,6 +26,7 @@ mod postgres_tls;
 mod proto_contract;
 mod provider;
 mod receipts;
+mod routes;
 mod secrets;
 mod send_verify;
 mod service_surface;

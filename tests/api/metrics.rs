@@ -107,6 +107,9 @@ fn allowed_label_values() -> BTreeMap<&'static str, HashSet<String>> {
     add("operation", strs(HashOperation::ALL, HashOperation::as_str));
     add("operation", strs(StoreOperation::ALL, StoreOperation::as_str));
     add("reason", strs(HashRefusal::ALL, HashRefusal::as_str));
+    add("route", strs(Route::ALL, Route::as_str));
+    add("outcome", strs(RouteOutcome::ALL, RouteOutcome::as_str));
+    add("why", strs(RouteDemotion::ALL, RouteDemotion::as_str));
     allowed
 }
 
@@ -295,6 +298,11 @@ async fn a_scripted_run_has_exactly_the_counts_it_implies(backend: Backend) {
     assert_eq!(scrape.value("otpd_hash_queue_depth"), 0.0);
     assert!(scrape.value("otpd_hash_queue_limit") >= 1.0);
     assert_eq!(scrape.value("otpd_sms_delivery_duration_seconds_count"), 3.0);
+    // Each route's attempts: the one route here (`sms`, the file gateway) took the three SMS and the lookup's notice.
+    assert_eq!(
+        scrape.family("otpd_delivery_route_attempts_total"),
+        expect(&[(&[("route", "sms@file"), ("outcome", "accepted")], 4.0)])
+    );
     assert_eq!(scrape.family("otpd_sms_gateway_failures_total"), expect(&[]));
     assert_eq!(scrape.value("otpd_sms_breaker_state"), 0.0);
 

@@ -454,6 +454,12 @@ async function receipts(page) {
   // The receipt cell is marked as bad news, not only worded as it.
   result.receipt_class = await attempts.last().locator('td.receipt').getAttribute('class');
   await page.screenshot({ path: join(screenshots, 'status-receipts.png'), fullPage: true });
+  // The manual's checklist, answered from the record (issue 22, section 5).
+  const checklist = page.locator('#status-result ol.checklist');
+  result.checklist = await checklist.locator('li').evaluateAll((items) =>
+    items.map((li) => [li.dataset.check, li.className, li.querySelector('strong').textContent + li.querySelector('span').textContent]),
+  );
+  await checklist.screenshot({ path: join(screenshots, 'status-checklist.png') });
 
   // The served codec reads the new fields and steps over fields it does not know (a newer server's), of every wire
   // type, at each level.

@@ -501,6 +501,17 @@ function renderStatus(r, out = $('status-result')) {
   fact('SMS 24시간', 'last day', text.ofCap(r.sms_last_day, r.sms_day_cap));
   fact('감사 기록', 'audit', r.audit_event_id);
   const parts = [facts];
+  // The manual's checklist ("인증번호가 안와요"), answered from the record: what it shows, what to tell the driver.
+  if (r.checklist.length > 0) {
+    const list = el('ol', null, { class: 'checklist', 'aria-label': '확인 사항 / checklist' });
+    for (const c of r.checklist) {
+      const item = el('li', null, { class: `check ${c.state}`, 'data-check': c.check });
+      item.append(el('strong', `${c.finding_ko}: `), el('span', c.next_step_ko));
+      item.append(el('br'), el('small', `${c.finding_en}: ${c.next_step_en}`, { lang: 'en' }));
+      list.append(item);
+    }
+    parts.push(el('h3', '확인 사항 / checklist'), list);
+  }
   if (r.pending.length === 0) {
     parts.push(el('p', '대기 중인 인증 없음 / no pending verification', { class: 'notice' }));
   }
@@ -540,14 +551,14 @@ function attemptsRow(attempts, span) {
   t.append(el('caption', '전송 시도 / delivery attempts'));
   const thead = el('thead');
   thead.append(
-    row(['#', '경로 / channel', '게이트웨이 / gateway', '결과 / outcome', '시각 / time', '수신 결과 / receipt'], true),
+    row(['#', '경로 / channel', '발송 경로 / route', '결과 / outcome', '시각 / time', '수신 결과 / receipt'], true),
   );
   const tbody = el('tbody');
   attempts.forEach((a, i) => {
     const r = row([
       String(i + 1),
       text.attemptChannel(a),
-      a.gateway || '-',
+      a.route || a.gateway || '-',
       text.outcome(a),
       text.kst(text.millis(a.attempted_at)),
     ]);

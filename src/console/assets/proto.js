@@ -192,6 +192,16 @@ const DeliveryAttempt = {
   10: ['reason_en', 'string'],
   12: ['failure_ko', 'string'],
   13: ['failure_en', 'string'],
+  30: ['route', 'string'],
+};
+
+const StatusCheck = {
+  1: ['check', 'string'],
+  2: ['state', 'string'],
+  3: ['finding_ko', 'string'],
+  4: ['finding_en', 'string'],
+  5: ['next_step_ko', 'string'],
+  6: ['next_step_en', 'string'],
 };
 
 const CodeSend = {
@@ -282,6 +292,7 @@ export const responses = {
     9: ['notices', LookupNotice, true],
     10: ['sms_hour_cap', 'int'],
     11: ['sms_day_cap', 'int'],
+    30: ['checklist', StatusCheck, true],
   },
   UnlockPhone: {
     1: ['masked_phone_number', 'string'],

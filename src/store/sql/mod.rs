@@ -13,9 +13,10 @@ use super::{
     Approval, CheckRow, CheckState, CodeId, DeliveryOutcome, IssuedCode, NewCode, Reservation, SendState, Store,
     StoreResult, carried_by, count_u32,
 };
+use super::{PastAttemptRow, RouteOutcomes, past_attempt};
 use crate::domain::{
-    DeliveryAttempt, PhoneNumber, Policy, Purpose, RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome, SendHistory,
-    SendRefusal, VerificationId,
+    DeliveryAttempt, PastAttempt, PhoneNumber, Policy, Purpose, RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome,
+    SendHistory, SendRefusal, VerificationId,
 };
 
 /// The [`Store`] and [`super::SupervisionStore`] on a pool of `DB`: [`super::PgStore`] or [`super::SqliteStore`].
@@ -489,5 +490,50 @@ where
         .fetch_optional(self.pool())
         .await?;
         Ok(if known.is_some() { ReceiptOutcome::Superseded } else { ReceiptOutcome::Unknown })
+    }
+
+    #[tracing::instrument(skip_all, fields(phone = %phone))]
+    async fn route_history(&self, phone: &PhoneNumber, since: DateTime<Utc>) -> StoreResult<Vec<PastAttempt>> {
+        // The number's SMS codes by their index (phone, created_at), then each one's attempts by theirs.
+        let rows: Vec<PastAttemptRow<Ts>> = sqlx::query_as(
+            "SELECT a.code_id, a.channel, a.gateway, a.attempted_at, a.outcome, a.provider_id, a.receipt,
+                    a.receipt_at, a.receipt_code, a.reason
+             FROM codes c JOIN delivery_attempts a ON a.code_id = c.id
+             WHERE c.phone = $1 AND c.channel = 'sms' AND c.created_at > $2
+             ORDER BY a.id",
+        )
+        .bind(phone.e164())
+        .bind(Db(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|row| past_attempt(row, |at: Ts| Ok(at.0))).collect()
+    }
+
+    async fn delivery_outcomes(&self, since: DateTime<Utc>, recent: DateTime<Utc>) -> StoreResult<Vec<RouteOutcomes>> {
+        let rows: Vec<(String, String, String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT channel, gateway, outcome, receipt, COUNT(*), SUM(CASE WHEN attempted_at > $2 THEN 1 ELSE 0 END)
+             FROM delivery_attempts WHERE attempted_at > $1
+             GROUP BY channel, gateway, outcome, receipt ORDER BY channel, gateway, outcome, receipt",
+        )
+        .bind(Db(since))
+        .bind(Db(recent))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(channel, gateway, outcome, receipt, count, recent)| RouteOutcomes {
+                route: match crate::domain::DeliveryChannel::from_db(&channel) {
+                    Some(channel) => crate::domain::route_label(channel, &gateway),
+                    None => format!("{channel}@{gateway}"),
+                },
+                outcome: match receipt.as_deref() {
+                    Some("delivered") => "delivered".into(),
+                    Some(_) => "undelivered".into(),
+                    None => outcome,
+                },
+                count,
+                recent,
+            })
+            .collect())
     }
 }
