@@ -69,6 +69,8 @@ pub struct Application {
     tls: crate::tls::Loaded,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    /// Each delivery channel as `channel:gateway@host:port` (never a path or a key), for the start-up line.
+    routes: String,
 }
 
 impl Application {
@@ -112,6 +114,13 @@ impl Application {
             .delivery
             .channels(Arc::clone(&gateway), &config.http, Arc::clone(&clock))
             .map_err(|e| anyhow::anyhow!("opening the delivery channels: {e}"))?;
+        let routes = channels
+            .iter()
+            .map(|(channel, gateway)| {
+                format!("{channel}:{}@{}", gateway.name(), gateway.endpoint().unwrap_or_else(|| "-".into()))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
@@ -184,6 +193,7 @@ impl Application {
             metrics,
             metrics_listener,
             receipts,
+            routes,
         })
     }
 
@@ -363,6 +373,17 @@ impl Application {
                 })
             }
         };
+        // Receipts from the providers that post none (SENS, Solapi) are polled for.
+        let polled: Vec<_> =
+            self.config.sms_gateway.result_query(&self.config.delivery.credentials).into_iter().collect();
+        let polled_gateways: Vec<&str> = polled.iter().map(|q| q.gateway()).collect();
+        let poller = tokio::spawn(crate::receipts::poll(
+            Arc::clone(&self.stores.verification),
+            polled,
+            Arc::clone(&self.clock),
+            crate::receipts::PollSettings { interval: self.config.delivery.receipt_poll_interval },
+            token.clone(),
+        ));
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
             self.clock,
@@ -371,7 +392,8 @@ impl Application {
             token.clone(),
         ));
         tracing::info!(%public_addr, %admin_addr, ?metrics_addr, database = backend(&self.config.database_url),
-            sms_gateway = %self.config.sms_gateway, sender = %self.config.sms_sender, "otpd listening");
+            sms_gateway = %self.config.sms_gateway, routes = %self.routes, receipts_polled = ?polled_gateways,
+            sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -396,6 +418,7 @@ impl Application {
         let (public, admin, scrape) = tokio::join!(public, admin, scrape);
         token.cancel();
         let _ = background.await;
+        let _ = poller.await;
         if let Some(tls_watch) = tls_watch {
             let _ = tls_watch.await;
         }

@@ -3,9 +3,10 @@
 //! `accepted` to `delivered` or `failed` (with the carrier's result code and time). A request that fails its
 //! authentication, names no attempt otpd knows, or is malformed is refused with a 4xx and changes nothing.
 //!
-//! - `POST /receipts/nhn`: NHN Cloud SMS `MESSAGE_RESULT_UPDATE` webhooks, authenticated by the header
-//!   `X-Toast-Webhook-Signature`, which carries the signature entered when the webhook was configured (a shared
-//!   secret, compared in constant time).
+//! - `POST /receipts/nhn`: NHN Cloud `MESSAGE_RESULT_UPDATE` webhooks of both products (SMS, and KakaoTalk
+//!   Bizmessage for AlimTalk, whose provider-side SMS fallback becomes an attempt of its own), authenticated by
+//!   the header `X-Toast-Webhook-Signature`, which carries the signature entered when the webhook was configured
+//!   (a shared secret, compared in constant time).
 //! - `POST /receipts/http`: the generic form for the `http:` protocol (docs/sms-gateway.md), authenticated by
 //!   `X-Otpd-Signature: sha256=hex(HMAC-SHA256(key, "{X-Otpd-Timestamp}.{body}"))` with a timestamp within five
 //!   minutes; a `(timestamp, signature)` seen before is answered without being applied again.
@@ -16,6 +17,9 @@
 
 mod generic;
 mod nhn;
+mod poll;
+
+pub use poll::{PollSettings, Polled, ResultQuery, poll};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{AllowedCountries, CallEvent};
-use crate::domain::{RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome};
+use crate::domain::{
+    AttemptOutcome, AttemptReason, DeliveryAttempt, DeliveryChannel, RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome,
+};
 use crate::store::{Store, SupervisionStore};
 
 /// The largest receipt body accepted.
@@ -131,8 +137,30 @@ async fn nhn_receipt(
         tracing::warn!("NHN receipt with a bad signature refused");
         return Err(Refusal::Forged);
     }
-    let receipts = nhn::parse(&body).map_err(Refusal::Malformed)?;
-    apply(&r, "nhn-sms", receipts).await
+    let hooks = nhn::parse(&body).map_err(Refusal::Malformed)?;
+    let receipts = hooks.iter().map(|h| (h.gateway, h.request_id.clone(), h.receipt.clone())).collect();
+    let status = apply(&r, receipts).await?;
+    for hook in hooks {
+        let Some(fallback) = hook.fallback else { continue };
+        // NHN sent an SMS itself for an AlimTalk it could not deliver: an attempt of its own, whose carrier
+        // result arrives as an SMS webhook under its request id.
+        let attempt = DeliveryAttempt {
+            channel: DeliveryChannel::Sms,
+            gateway: "nhn-sms",
+            at: hook.receipt.at,
+            outcome: if fallback.failed { AttemptOutcome::Failed } else { AttemptOutcome::Accepted },
+            provider_id: Some(fallback.request_id),
+            reason: fallback.failed.then_some(AttemptReason::ProviderRefused),
+        };
+        match r.store.record_fallback(hook.gateway, &hook.request_id, &attempt).await {
+            Ok(recorded) => tracing::info!(gateway = hook.gateway, recorded, "provider-side SMS fallback"),
+            Err(error) => {
+                tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a fallback failed");
+                return Err(Refusal::Store);
+            }
+        }
+    }
+    Ok(status)
 }
 
 async fn generic_receipt(
@@ -146,13 +174,13 @@ async fn generic_receipt(
         tracing::warn!("receipt with a bad signature refused");
         return Err(Refusal::Forged);
     }
-    let receipt = generic::parse(&body).map_err(Refusal::Malformed)?;
+    let (id, receipt) = generic::parse(&body).map_err(Refusal::Malformed)?;
     if !r.seen.first_time(header("x-otpd-timestamp"), header("x-otpd-signature"), r.clock.now()) {
         // The sender may be retrying a receipt whose answer it missed: it was taken, so say so.
         tracing::info!("receipt replayed: already taken, not applied again");
         return Ok(StatusCode::OK);
     }
-    apply(&r, "http", vec![receipt]).await
+    apply(&r, vec![("http", id, receipt)]).await
 }
 
 /// A call event from the phone system (docs/cti.md): 204 applied (or a repeat, which changes nothing), 401 bad or
@@ -195,13 +223,13 @@ async fn call_event(
 
 /// Applies each receipt, once all are known to be well dated; 404 when none named a known attempt (so nothing
 /// changed).
-async fn apply(r: &Receiver, gateway: &str, receipts: Vec<(String, Receipt)>) -> Result<StatusCode, Refusal> {
+async fn apply(r: &Receiver, receipts: Vec<(&'static str, String, Receipt)>) -> Result<StatusCode, Refusal> {
     let latest = r.clock.now() + RECEIPT_CLOCK_SKEW;
-    if receipts.iter().any(|(_, receipt)| receipt.at > latest) {
+    if receipts.iter().any(|(_, _, receipt)| receipt.at > latest) {
         return Err(Refusal::Malformed("dated in the future".into()));
     }
     let (mut known, mut superseded) = (0, 0);
-    for (provider_id, receipt) in &receipts {
+    for (gateway, provider_id, receipt) in &receipts {
         match r.store.record_receipt(gateway, provider_id, receipt).await {
             Ok(ReceiptOutcome::Recorded) => known += 1,
             Ok(ReceiptOutcome::Superseded) => superseded += 1,
@@ -215,7 +243,7 @@ async fn apply(r: &Receiver, gateway: &str, receipts: Vec<(String, Receipt)>) ->
     if known == 0 && superseded == 0 {
         return Err(Refusal::Unknown);
     }
-    tracing::info!(gateway, receipts = known, superseded, "delivery receipts recorded");
+    tracing::info!(receipts = known, superseded, "delivery receipts recorded");
     Ok(StatusCode::OK)
 }
 

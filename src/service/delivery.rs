@@ -141,6 +141,7 @@ impl VerificationService {
                     // It may still arrive: a second channel now would only race it.
                     tracing::warn!(
                         %channel,
+                        gateway = gateway.name(),
                         provider = %endpoint,
                         reason = "no_answer",
                         error = %error,
@@ -156,6 +157,7 @@ impl VerificationService {
                     };
                     tracing::warn!(
                         %channel,
+                        gateway = gateway.name(),
                         provider = %endpoint,
                         reason = reason.as_str(),
                         error = %error,
@@ -166,7 +168,13 @@ impl VerificationService {
                 }
                 Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. })) => {
                     // Never reached the provider: an earlier channel's answer, if any, stays the one that counts.
-                    tracing::info!(%channel, provider = %endpoint, error = %error, "delivery channel not tried");
+                    tracing::info!(
+                        %channel,
+                        gateway = gateway.name(),
+                        provider = %endpoint,
+                        error = %error,
+                        "delivery channel not tried"
+                    );
                     last = last.or(Some(error));
                 }
             }
