@@ -50,8 +50,11 @@ const SENDER: Reason =
     reason("발신번호 미등록/변작 차단", "sender number not registered or flagged", FailureKind::Ours);
 const EXPIRED: Reason = reason("전송 시간 초과", "not delivered in time", FailureKind::Transient);
 const CARRIER: Reason = reason("통신사/발송 업체 오류", "carrier or provider error", FailureKind::Transient);
-const NOT_KAKAO: Reason =
-    reason("카카오톡 미사용/수신 불가", "no KakaoTalk on this number, or it cannot receive", FailureKind::Undeliverable);
+const NOT_KAKAO: Reason = reason(
+    "카카오톡 미사용/수신 불가",
+    "no KakaoTalk on this number, or it cannot receive",
+    FailureKind::Undeliverable,
+);
 const ALIMTALK_BLOCKED: Reason =
     reason("알림톡 수신 차단", "the recipient blocked AlimTalk messages", FailureKind::Blocked);
 const TEMPLATE: Reason =
@@ -115,8 +118,8 @@ fn nhn_alimtalk(code: &str) -> Reason {
         "3020" => ALIMTALK_BLOCKED,
         "3018" | "3019" | "3021" => NOT_KAKAO,
         "3008" | "1020" => NO_NUMBER,
-        "1002" | "1003" | "1006" | "1007" | "1011" | "1021" | "1022" | "1023" | "1024" | "1025" | "1027"
-        | "3015" | "3016" | "3013" | "3014" | "3025" | "3027" => TEMPLATE,
+        "1002" | "1003" | "1006" | "1007" | "1011" | "1021" | "1022" | "1023" | "1024" | "1025" | "1027" | "3015"
+        | "3016" | "3013" | "3014" | "3025" | "3027" => TEMPLATE,
         "2001" | "3000" | "3006" | "3010" | "3012" | "2005" => CARRIER,
         "3005" | "3022" => EXPIRED,
         _ => OTHER,

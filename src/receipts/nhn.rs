@@ -98,7 +98,12 @@ fn sms(hook: Hook) -> Result<NhnReceipt, String> {
     };
     let at = when(&[&hook.receive_date, &hook.request_date])?;
     let code = if delivered { None } else { Some(hook.result_code.unwrap_or(status)) };
-    Ok(NhnReceipt { gateway: "nhn-sms", request_id: hook.request_id, receipt: Receipt { delivered, at, code }, fallback: None })
+    Ok(NhnReceipt {
+        gateway: "nhn-sms",
+        request_id: hook.request_id,
+        receipt: Receipt { delivered, at, code },
+        fallback: None,
+    })
 }
 
 fn alimtalk(hook: Hook) -> Result<NhnReceipt, String> {

@@ -106,7 +106,8 @@ async fn round(store: &dyn Store, query: &dyn ResultQuery, client: &reqwest::Cli
         match query.poll(client, &id).await {
             Ok(Polled::Done(receipt)) => {
                 // The provider's clock may run ahead of ours by the skew a webhook is allowed.
-                let receipt = crate::domain::Receipt { at: receipt.at.min(clock.now() + RECEIPT_CLOCK_SKEW), ..receipt };
+                let receipt =
+                    crate::domain::Receipt { at: receipt.at.min(clock.now() + RECEIPT_CLOCK_SKEW), ..receipt };
                 match store.record_receipt(gateway, &id, &receipt).await {
                     Ok(ReceiptOutcome::Recorded) => recorded += 1,
                     Ok(_) => {}

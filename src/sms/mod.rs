@@ -272,12 +272,7 @@ impl fmt::Display for GatewayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The path and query may carry a provider key: show where (scheme, host and port), not what.
         let at = |url: &reqwest::Url| {
-            format!(
-                "{}://{}:{}",
-                url.scheme(),
-                url.host_str().unwrap_or("?"),
-                url.port_or_known_default().unwrap_or(0)
-            )
+            format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0))
         };
         match self {
             GatewayConfig::Log => f.write_str("log"),

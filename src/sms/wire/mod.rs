@@ -13,7 +13,9 @@ use sha2::Sha256;
 use super::SmsMessage;
 
 pub use generic::GenericHttp;
-pub use nhn::{Class as NhnClass, NHN_ALIMTALK_BASE, NHN_SMS_BASE, NhnAlimTalk, NhnSms, Product as NhnProduct, classify};
+pub use nhn::{
+    Class as NhnClass, NHN_ALIMTALK_BASE, NHN_SMS_BASE, NhnAlimTalk, NhnSms, Product as NhnProduct, classify,
+};
 pub use sens::{SENS_BASE, Sens};
 pub use solapi::{SOLAPI_BASE, Solapi};
 
