@@ -639,3 +639,48 @@ fn serve_help_lists_every_gateway_form() {
         assert!(help.contains(form), "{form} missing from otpd serve --help");
     }
 }
+
+/// Issue 22, section 6: a provider's trouble is logged with the gateway, its host:port and the cause (not only
+/// reqwest's "error sending request"), never the code, the key or the secret; the start-up line names every
+/// channel's gateway with host:port, and no secret (a real process, logging JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_trouble_is_logged_with_the_gateway_its_address_and_the_cause() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    let gateway = format!("nhn-sms:http://127.0.0.1:{port}/");
+    let args = [
+        "--database-url",
+        &db_url,
+        "--sms-gateway",
+        &gateway,
+        "--nhn-sms-app-key",
+        APP_KEY,
+        "--nhn-sms-secret-key",
+        SECRET_KEY,
+        "--log-format",
+        "json",
+        "--sms-http-max-attempts",
+        "1",
+    ];
+    let otpd = crate::helpers::OtpdProcess::start(dir.path(), "otpd", &args, &[]).await;
+    let err = otpd.otp().await.send_code(send_req(PHONE, Purpose::Login)).await.unwrap_err();
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    let (_, stderr) = otpd.terminate().await;
+    let lines: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let field = |line: &serde_json::Value, name: &str| {
+        line.get(name).or_else(|| line["fields"].get(name)).and_then(|v| v.as_str()).unwrap_or("").to_owned()
+    };
+    let message = |line: &serde_json::Value| field(line, "message");
+    let failed = lines.iter().find(|l| message(l) == "delivery channel did not take the code").expect(&stderr);
+    assert_eq!(field(failed, "gateway"), "nhn-sms", "{failed}");
+    assert_eq!(field(failed, "provider"), format!("127.0.0.1:{port}"), "{failed}");
+    let cause = field(failed, "error");
+    assert!(cause.to_lowercase().contains("connection refused"), "the cause, not only the request: {cause}");
+    let listening = lines.iter().find(|l| message(l) == "otpd listening").expect(&stderr);
+    assert_eq!(field(listening, "routes"), format!("sms:nhn-sms@127.0.0.1:{port}"), "{listening}");
+    assert_eq!(field(listening, "sms_gateway"), format!("nhn-sms:http://127.0.0.1:{port}"), "{listening}");
+    assert!(!stderr.contains(SECRET_KEY) && !stderr.contains(APP_KEY), "no credential in the log");
+}
