@@ -50,6 +50,21 @@ pub struct ReceiptKeys {
     pub hmac_key: Option<SecretString>,
     /// The phone system's call-event HMAC key (POST /calls/events, docs/cti.md).
     pub call_events_key: Option<SecretString>,
+    /// Where AlimTalk messages are looked up (the provider's own SMS fallback of one that failed), when
+    /// `alimtalk` is a channel.
+    pub alimtalk: Option<AlimTalkQuery>,
+}
+
+/// The AlimTalk message query (API v2.3, 인증 메시지 > 메시지 단건 조회), for a hook that does not say whether NHN
+/// fell back to SMS.
+#[derive(Debug, Clone)]
+pub struct AlimTalkQuery {
+    /// The Bizmessage API's base URL.
+    pub base: reqwest::Url,
+    /// App key.
+    pub app_key: String,
+    /// Secret key.
+    pub secret_key: SecretString,
 }
 
 #[derive(Clone)]
@@ -60,6 +75,7 @@ struct Receiver {
     clock: Arc<dyn Clock>,
     keys: Arc<ReceiptKeys>,
     seen: Arc<generic::SeenSignatures>,
+    client: reqwest::Client,
 }
 
 /// Why a receipt request was refused.
@@ -110,7 +126,13 @@ where
     S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let receiver = Receiver { store, calls, countries, clock, keys: Arc::new(keys), seen: Arc::default() };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let receiver = Receiver { store, calls, countries, clock, keys: Arc::new(keys), seen: Arc::default(), client };
     let app = axum::Router::new()
         .route("/receipts/nhn", post(nhn_receipt))
         .route("/receipts/http", post(generic_receipt))
@@ -141,7 +163,25 @@ async fn nhn_receipt(
     let receipts = hooks.iter().map(|h| (h.gateway, h.request_id.clone(), h.receipt.clone())).collect();
     let status = apply(&r, receipts).await?;
     for hook in hooks {
-        let Some(fallback) = hook.fallback else { continue };
+        let fallback = match (&hook.fallback, &r.keys.alimtalk) {
+            (Some(fallback), _) => Some(fallback.clone()),
+            // The webhook guide lists no fallback fields: for an AlimTalk the phone did not take, the message
+            // query says whether NHN sent an SMS instead, and under which request id.
+            (None, Some(query)) if hook.gateway == "nhn-alimtalk" && !hook.receipt.delivered => {
+                match nhn::query_fallback(&r.client, query, &hook.request_id, hook.recipient_seq).await {
+                    Ok(fallback) => fallback,
+                    Err(why) => {
+                        let base = &query.base;
+                        let provider =
+                            format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0));
+                        tracing::warn!(gateway = hook.gateway, %provider, error = %why, "AlimTalk message query failed");
+                        None
+                    }
+                }
+            }
+            (None, _) => None,
+        };
+        let Some(fallback) = fallback else { continue };
         // NHN sent an SMS itself for an AlimTalk it could not deliver: an attempt of its own, whose carrier
         // result arrives as an SMS webhook under its request id.
         let attempt = DeliveryAttempt {

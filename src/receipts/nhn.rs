@@ -31,6 +31,8 @@ struct Webhook {
 #[serde(rename_all = "camelCase")]
 struct Hook {
     request_id: String,
+    /// A number (the guides' samples also show it quoted).
+    recipient_seq: Option<serde_json::Value>,
     message_status: Option<String>,
     kakao_message_type: Option<String>,
     result_code: Option<String>,
@@ -59,8 +61,10 @@ pub(super) struct NhnReceipt {
     pub request_id: String,
     /// What became of it.
     pub receipt: Receipt,
-    /// The provider's own SMS fallback (AlimTalk only).
+    /// The provider's own SMS fallback (AlimTalk only), when the hook says.
     pub fallback: Option<Fallback>,
+    /// The recipient's sequence number in the request (1 for otpd's one-recipient sends).
+    pub recipient_seq: i64,
 }
 
 /// The receipts a webhook body carries.
@@ -103,6 +107,7 @@ fn sms(hook: Hook) -> Result<NhnReceipt, String> {
         request_id: hook.request_id,
         receipt: Receipt { delivered, at, code },
         fallback: None,
+        recipient_seq: seq(&hook.recipient_seq),
     })
 }
 
@@ -113,14 +118,65 @@ fn alimtalk(hook: Hook) -> Result<NhnReceipt, String> {
     let code = hook.result_code.filter(|c| !c.is_empty()).ok_or("no resultCode")?;
     let delivered = code == "1000";
     let at = when(&[&hook.receive_date, &hook.create_date, &hook.request_date])?;
-    let fallback = match (hook.resend_status.as_deref(), hook.resend_request_id) {
+    let fallback = fallback(hook.resend_status.as_deref(), hook.resend_request_id);
+    let receipt = Receipt { delivered, at, code: (!delivered).then_some(code) };
+    let recipient_seq = seq(&hook.recipient_seq);
+    Ok(NhnReceipt { gateway: "nhn-alimtalk", request_id: hook.request_id, receipt, fallback, recipient_seq })
+}
+
+/// The recipient sequence number, 1 when absent or unreadable (otpd sends to one recipient per request).
+fn seq(value: &Option<serde_json::Value>) -> i64 {
+    match value {
+        Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(1),
+        Some(serde_json::Value::String(s)) => s.parse().unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// A fallback SMS NHN made or is making (RSC03 대체 발송 중, RSC04 성공, RSC05 실패), with its request id.
+fn fallback(status: Option<&str>, request_id: Option<String>) -> Option<Fallback> {
+    match (status, request_id) {
         (Some(status @ ("RSC03" | "RSC04" | "RSC05")), Some(id)) if !id.is_empty() => {
             Some(Fallback { request_id: id, failed: status == "RSC05" })
         }
         _ => None,
-    };
-    let receipt = Receipt { delivered, at, code: (!delivered).then_some(code) };
-    Ok(NhnReceipt { gateway: "nhn-alimtalk", request_id: hook.request_id, receipt, fallback })
+    }
+}
+
+/// Reads the provider's SMS fallback of one AlimTalk from the message query (API v2.3, 인증 메시지 > 메시지 단건
+/// 조회: `GET /alimtalk/v2.3/appkeys/{appkey}/auth/messages/{requestId}/{recipientSeq}`, header `X-Secret-Key`;
+/// `message.resendStatus`, `message.resendRequestId`). None: no fallback (RSC01), or none yet (RSC02).
+pub(super) async fn query_fallback(
+    client: &reqwest::Client,
+    query: &super::AlimTalkQuery,
+    request_id: &str,
+    recipient_seq: i64,
+) -> Result<Option<Fallback>, String> {
+    use secrecy::ExposeSecret;
+    let mut url = query.base.clone();
+    let path = format!(
+        "{}/alimtalk/v2.3/appkeys/{}/auth/messages/{request_id}/{recipient_seq}",
+        query.base.path().trim_end_matches('/'),
+        query.app_key
+    );
+    url.set_path(&path);
+    let response = client
+        .get(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json;charset=UTF-8")
+        .header("X-Secret-Key", query.secret_key.expose_secret())
+        .send()
+        .await
+        .map_err(|e| crate::telemetry::ErrorChain(&e.without_url()).to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("provider answered {}", response.status()));
+    }
+    let answer: serde_json::Value =
+        response.json().await.map_err(|e| crate::telemetry::ErrorChain(&e.without_url()).to_string())?;
+    if answer["header"]["isSuccessful"] != serde_json::json!(true) {
+        return Err(format!("resultCode {}", answer["header"]["resultCode"]));
+    }
+    let message = &answer["message"];
+    Ok(fallback(message["resendStatus"].as_str(), message["resendRequestId"].as_str().map(str::to_owned)))
 }
 
 /// The first of `dates` given, as a time.

@@ -285,6 +285,11 @@ impl DeliverySettings {
                 ("call-events-key", &self.call_events_key),
                 ("call-events-key-file", &self.call_events_key_file),
             )?,
+            alimtalk: alimtalk.as_ref().map(|a| crate::receipts::AlimTalkQuery {
+                base: a.base.clone(),
+                app_key: a.app_key.clone(),
+                secret_key: a.secret_key.clone(),
+            }),
         };
         if self.webhook_listen.is_some()
             && receipt_keys.nhn_signature.is_none()

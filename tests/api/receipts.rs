@@ -396,6 +396,18 @@ async fn alimtalk_receipts_are_taken_with_the_providers_own_sms_fallback(backend
     );
     let out = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     assert!(out.contains("알림톡 수신 차단") && out.contains("3020"), "{out}");
+
+    // A hook as the webhook guide lists it, without the fallback fields: the message query (메시지 단건 조회) says
+    // NHN sent an SMS instead, and under which request id.
+    app.advance(chrono::TimeDelta::seconds(31));
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    nhn.fall_back(&id, "RSC03", "20261129-fallback-2");
+    assert_eq!(post(&app, "/receipts/nhn", &signed, alimtalk_hook(&id, "3019", None, app.now())).await, 200);
+    assert!(nhn.queries().iter().any(|q| q.ends_with(&format!("/auth/messages/{id}/1"))), "{:?}", nhn.queries());
+    let send = status(&app, &kim).await;
+    let fallback = send.attempts.get(1).map(|a| (a.gateway.as_str(), a.provider_id.as_str(), a.outcome.as_str()));
+    assert_eq!(fallback, Some(("nhn-sms", "20261129-fallback-2", "accepted")));
 }
 
 crate::both_backends!(sens_and_solapi_results_are_polled);

@@ -79,6 +79,8 @@ struct Inner {
     taken: Vec<Value>,
     /// SENS: request id → message id.
     sens_messages: HashMap<String, String>,
+    /// AlimTalk: the provider's own SMS fallback per request id (resendStatus, resendRequestId).
+    fallbacks: HashMap<String, (String, String)>,
     /// Solapi: the message ids taken.
     solapi_messages: HashSet<String>,
     /// The carrier's result reported per provider id (SENS request id, Solapi message id): status code, time.
@@ -103,7 +105,8 @@ impl StandIn {
             axum::Router::new()
                 .route("/sms/v3.0/appKeys/{app_key}/sender/auth/sms", post(nhn_sms))
                 .route("/alimtalk/v2.3/appkeys/{app_key}/auth/messages", post(nhn_alimtalk))
-                .route("/alimtalk/v2.3/appkeys/{app_key}/messages", post(nhn_alimtalk_message)),
+                .route("/alimtalk/v2.3/appkeys/{app_key}/messages", post(nhn_alimtalk_message))
+                .route("/alimtalk/v2.3/appkeys/{app_key}/auth/messages/{request_id}/{seq}", get(nhn_alimtalk_get)),
         )
         .await
     }
@@ -165,6 +168,13 @@ impl StandIn {
     /// The next send requests meet these faults, in order.
     pub fn fail_next(&self, faults: &[Fault]) {
         self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// AlimTalk: NHN's own SMS fallback for the AlimTalk `request_id` (대체 발송 상태 `status`, RSC01–RSC05, and the
+    /// fallback SMS's request id), as the message query reports it. Until then it says RSC01 (대체 발송 미대상).
+    pub fn fall_back(&self, request_id: &str, status: &str, sms_request_id: &str) {
+        let fallback = (status.to_owned(), sms_request_id.to_owned());
+        self.inner.lock().unwrap().fallbacks.insert(request_id.to_owned(), fallback);
     }
 
     /// The carrier's result for the message the provider knows as `provider_id` (the id its send answer gave):
@@ -391,6 +401,39 @@ async fn alimtalk(
         }
     };
     answered(&inner, response)
+}
+
+/// NHN Cloud AlimTalk API v2.3, 인증 메시지 > 메시지 단건 조회
+/// (`GET /alimtalk/v2.3/appkeys/{appkey}/auth/messages/{requestId}/{recipientSeq}`, header `X-Secret-Key`): the
+/// message with `resendStatus` (대체 발송 상태 코드) and `resendRequestId` (대체 발송 SMS 요청 ID).
+async fn nhn_alimtalk_get(
+    State(inner): St,
+    Path((app_key, request_id, seq)): Path<(String, String, u32)>,
+    headers: HeaderMap,
+) -> Response {
+    inner.lock().unwrap().queries.push(format!("/alimtalk/v2.3/appkeys/{app_key}/auth/messages/{request_id}/{seq}"));
+    if app_key != APP_KEY {
+        return nhn_refusal(-1000, "Invalid appKey.");
+    }
+    if header(&headers, "x-secret-key") != SECRET_KEY {
+        return nhn_refusal(-1001, "Invalid secretKey.");
+    }
+    let inner = inner.lock().unwrap();
+    if seq != 1 || !inner.seen.iter().any(|s| s.path.contains("/auth/messages") && s.status == 200) {
+        // -1016 requestId 혹은 recipientSeq로 메시지를 찾을 수 없는 경우.
+        return nhn_refusal(-1016, "Not found message.");
+    }
+    let (status, resend_id) = inner.fallbacks.get(&request_id).cloned().unwrap_or(("RSC01".into(), String::new()));
+    Json(json!({
+        "header": nhn_header(true, 0, "success"),
+        "message": {
+            "requestId": request_id, "recipientSeq": seq, "senderKey": SENDER_KEY, "templateCode": TEMPLATE_CODE,
+            "recipientNo": "01012345678", "requestDate": "2026-11-29 18:00:00", "createDate": "2026-11-29 18:00:00",
+            "resendStatus": status, "resendStatusName": "", "resendRequestId": if resend_id.is_empty() { Value::Null } else { resend_id.into() },
+            "messageStatus": "FAILED", "resultCode": "3019"
+        }
+    }))
+    .into_response()
 }
 
 fn hmac_sha256(key: &str, message: &str) -> Vec<u8> {
