@@ -169,12 +169,17 @@ async fn nhn_receipt(
             // query says whether NHN sent an SMS instead, and under which request id.
             (None, Some(query)) if hook.gateway == "nhn-alimtalk" && !hook.receipt.delivered => {
                 match nhn::query_fallback(&r.client, query, &hook.request_id, hook.recipient_seq).await {
-                    Ok(fallback) => fallback,
+                    Ok(nhn::FallbackState::Made(fallback)) => Some(fallback),
+                    Ok(nhn::FallbackState::Pending) => {
+                        // RSC02: NHN will fall back, but has not yet: ask again a little later.
+                        let (r, query) = (r.clone(), query.clone());
+                        let (id, seq, at) = (hook.request_id.clone(), hook.recipient_seq, hook.receipt.at);
+                        tokio::spawn(async move { follow_fallback(r, query, id, seq, at).await });
+                        None
+                    }
+                    Ok(nhn::FallbackState::None) => None,
                     Err(why) => {
-                        let base = &query.base;
-                        let provider =
-                            format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0));
-                        tracing::warn!(gateway = hook.gateway, %provider, error = %why, "AlimTalk message query failed");
+                        tracing::warn!(provider = %host_port(&query.base), error = %why, "AlimTalk message query failed");
                         None
                     }
                 }
@@ -182,25 +187,69 @@ async fn nhn_receipt(
             (None, _) => None,
         };
         let Some(fallback) = fallback else { continue };
-        // NHN sent an SMS itself for an AlimTalk it could not deliver: an attempt of its own, whose carrier
-        // result arrives as an SMS webhook under its request id.
-        let attempt = DeliveryAttempt {
-            channel: DeliveryChannel::Sms,
-            gateway: "nhn-sms",
-            at: hook.receipt.at,
-            outcome: if fallback.failed { AttemptOutcome::Failed } else { AttemptOutcome::Accepted },
-            provider_id: Some(fallback.request_id),
-            reason: fallback.failed.then_some(AttemptReason::ProviderRefused),
-        };
-        match r.store.record_fallback(hook.gateway, &hook.request_id, &attempt).await {
-            Ok(recorded) => tracing::info!(gateway = hook.gateway, recorded, "provider-side SMS fallback"),
-            Err(error) => {
-                tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a fallback failed");
-                return Err(Refusal::Store);
-            }
+        if let Err(error) = store_fallback(&r, &hook.request_id, fallback, hook.receipt.at).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a fallback failed");
+            return Err(Refusal::Store);
         }
     }
     Ok(status)
+}
+
+/// When an AlimTalk's fallback is still to come (RSC02), the message query is asked again after these waits.
+const FOLLOW_FALLBACK: [std::time::Duration; 3] =
+    [std::time::Duration::from_secs(5), std::time::Duration::from_secs(30), std::time::Duration::from_secs(120)];
+
+/// Asks the message query again until NHN's fallback SMS for AlimTalk `request_id` has a request id (then records
+/// it), NHN says there will be none, or [`FOLLOW_FALLBACK`] runs out.
+async fn follow_fallback(
+    r: Receiver,
+    query: AlimTalkQuery,
+    request_id: String,
+    recipient_seq: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    for wait in FOLLOW_FALLBACK {
+        tokio::time::sleep(wait).await;
+        match nhn::query_fallback(&r.client, &query, &request_id, recipient_seq).await {
+            Ok(nhn::FallbackState::Made(fallback)) => {
+                if let Err(error) = store_fallback(&r, &request_id, fallback, at).await {
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a fallback failed");
+                }
+                return;
+            }
+            Ok(nhn::FallbackState::Pending) => {}
+            Ok(nhn::FallbackState::None) => return,
+            Err(why) => {
+                tracing::warn!(provider = %host_port(&query.base), error = %why, "AlimTalk message query failed");
+            }
+        }
+    }
+}
+
+/// Records the SMS NHN sent by itself for the AlimTalk `request_id` as an attempt of its own (once), whose carrier
+/// result then arrives as an SMS webhook under its request id.
+async fn store_fallback(
+    r: &Receiver,
+    request_id: &str,
+    fallback: nhn::Fallback,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let attempt = DeliveryAttempt {
+        channel: DeliveryChannel::Sms,
+        gateway: "nhn-sms",
+        at,
+        outcome: if fallback.failed { AttemptOutcome::Failed } else { AttemptOutcome::Accepted },
+        provider_id: Some(fallback.request_id),
+        reason: fallback.failed.then_some(AttemptReason::ProviderRefused),
+    };
+    let recorded = r.store.record_fallback("nhn-alimtalk", request_id, &attempt).await?;
+    tracing::info!(gateway = "nhn-alimtalk", recorded, "provider-side SMS fallback");
+    Ok(())
+}
+
+/// `host:port` of a provider's URL, for log lines (never its path, which may hold a key).
+fn host_port(url: &reqwest::Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0))
 }
 
 async fn generic_receipt(

@@ -133,6 +133,17 @@ fn seq(value: &Option<serde_json::Value>) -> i64 {
     }
 }
 
+/// What the message query says about NHN's own SMS fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FallbackState {
+    /// None will be made (RSC01 대체 발송 미대상, or no status).
+    None,
+    /// One will be made, not yet (RSC02 대체 발송 대상, or RSC03 without its request id yet).
+    Pending,
+    /// Made or being made, with its request id.
+    Made(Fallback),
+}
+
 /// A fallback SMS NHN made or is making (RSC03 대체 발송 중, RSC04 성공, RSC05 실패), with its request id.
 fn fallback(status: Option<&str>, request_id: Option<String>) -> Option<Fallback> {
     match (status, request_id) {
@@ -145,13 +156,13 @@ fn fallback(status: Option<&str>, request_id: Option<String>) -> Option<Fallback
 
 /// Reads the provider's SMS fallback of one AlimTalk from the message query (API v2.3, 인증 메시지 > 메시지 단건
 /// 조회: `GET /alimtalk/v2.3/appkeys/{appkey}/auth/messages/{requestId}/{recipientSeq}`, header `X-Secret-Key`;
-/// `message.resendStatus`, `message.resendRequestId`). None: no fallback (RSC01), or none yet (RSC02).
+/// `message.resendStatus`, `message.resendRequestId`).
 pub(super) async fn query_fallback(
     client: &reqwest::Client,
     query: &super::AlimTalkQuery,
     request_id: &str,
     recipient_seq: i64,
-) -> Result<Option<Fallback>, String> {
+) -> Result<FallbackState, String> {
     use secrecy::ExposeSecret;
     let mut url = query.base.clone();
     let path = format!(
@@ -176,7 +187,12 @@ pub(super) async fn query_fallback(
         return Err(format!("resultCode {}", answer["header"]["resultCode"]));
     }
     let message = &answer["message"];
-    Ok(fallback(message["resendStatus"].as_str(), message["resendRequestId"].as_str().map(str::to_owned)))
+    let status = message["resendStatus"].as_str();
+    Ok(match fallback(status, message["resendRequestId"].as_str().map(str::to_owned)) {
+        Some(fallback) => FallbackState::Made(fallback),
+        None if matches!(status, Some("RSC02" | "RSC03")) => FallbackState::Pending,
+        None => FallbackState::None,
+    })
 }
 
 /// The first of `dates` given, as a time.

@@ -456,3 +456,32 @@ async fn polled_receipt(app: &TestApp, kim: &str) -> pb::DeliveryAttempt {
     }
     panic!("no receipt polled in 10 s");
 }
+
+/// A failed AlimTalk whose fallback NHN has not started yet when its hook comes (RSC02 대체 발송 대상): the message
+/// query is asked again a little later, and the fallback SMS then recorded as its own attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alimtalk_fallback_still_to_come_is_asked_about_again() {
+    let nhn = StandIn::nhn().await;
+    let args = nhn_args(&nhn);
+    let app = spawn_app_with(Backend::Sqlite, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    nhn.fall_back(&id, "RSC02", "");
+    assert_eq!(post(&app, "/receipts/nhn", &signed, alimtalk_hook(&id, "3019", None, app.now())).await, 200);
+    assert_eq!(status(&app, &kim).await.attempts.len(), 1, "no fallback yet");
+    nhn.fall_back(&id, "RSC04", "20261129-fallback-3");
+    for _ in 0..300 {
+        let attempts = status(&app, &kim).await.attempts;
+        if attempts.len() == 2 {
+            assert_eq!(
+                (attempts[1].gateway.as_str(), attempts[1].provider_id.as_str()),
+                ("nhn-sms", "20261129-fallback-3")
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the fallback was not asked about again: {:?}", nhn.queries());
+}
