@@ -715,6 +715,14 @@ impl Settings {
                 };
                 let notice = crate::sms::LookupNotice::new(template, &self.delivery.brand, &support)
                     .map_err(|m| invalid("lookup-notice-template", m))?;
+                if matches!(sms_gateway, GatewayConfig::Solapi(_))
+                    && let Some(bad) = crate::sms::outside_ks_x_1001(notice.text())
+                {
+                    return Err(invalid(
+                        "lookup-notice-template",
+                        format!("{bad:?} (from the text or --brand) is outside EUC-KR 완성형, which solapi refuses"),
+                    ));
+                }
                 Some(notice)
             }
         };

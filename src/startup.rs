@@ -373,6 +373,16 @@ impl Application {
                 })
             }
         };
+        // Receipts from the providers that post none (SENS, Solapi) are polled for.
+        let polled = self.config.delivery.result_queries(&self.config.sms_gateway);
+        let polled_gateways: Vec<&str> = polled.iter().map(|q| q.gateway()).collect();
+        let poller = tokio::spawn(crate::receipts::poll(
+            Arc::clone(&self.stores.verification),
+            polled,
+            Arc::clone(&self.clock),
+            crate::receipts::PollSettings { interval: self.config.delivery.receipt_poll_interval },
+            token.clone(),
+        ));
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
             self.service.clone(),
@@ -384,6 +394,7 @@ impl Application {
         ));
         tracing::info!(%public_addr, %admin_addr, ?metrics_addr, database = backend(&self.config.database_url),
             sms_gateway = %self.config.sms_gateway, routes = %routes_line(&self.service),
+            receipts_polled = ?polled_gateways,
             sender = %self.config.sms_sender, "otpd listening");
         let stop = token.clone();
         tokio::spawn(async move {
@@ -409,6 +420,7 @@ impl Application {
         let (public, admin, scrape) = tokio::join!(public, admin, scrape);
         token.cancel();
         let _ = background.await;
+        let _ = poller.await;
         if let Some(tls_watch) = tls_watch {
             let _ = tls_watch.await;
         }

@@ -23,7 +23,9 @@ pub use delivery::{
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber};
 pub use policy::{Policy, SendAllowance, SendHistory, SendRefusal, SentSms};
 pub use purpose::Purpose;
-pub use receipt_reason::{GENERIC_REASONS, Reason as ReceiptReason, blocked_as_spam, receipt_reason};
+pub use receipt_reason::{
+    FailureKind, GENERIC_REASONS, Reason as ReceiptReason, blocked_as_spam, korean_time, receipt_reason, undeliverable,
+};
 pub use signin::{EmailAddress, SecondFactor, SignInPolicy, TokenKind};
 pub use supervision::{Actor, ContactChannel, DisabledActor, Reason, Role, SupervisorName, TicketId};
 pub use test_numbers::TestNumbers;

@@ -509,6 +509,10 @@ label_enum! {
         RecordAttempts = "record_attempts",
         /// Store::record_receipt.
         RecordReceipt = "record_receipt",
+        /// Store::record_fallback.
+        RecordFallback = "record_fallback",
+        /// Store::awaiting_receipts.
+        AwaitingReceipts = "awaiting_receipts",
         /// SupervisionStore::add_supervisor.
         AddSupervisor = "add_supervisor",
         /// SupervisionStore::list_supervisors.

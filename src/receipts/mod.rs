@@ -3,9 +3,10 @@
 //! `accepted` to `delivered` or `failed` (with the carrier's result code and time). A request that fails its
 //! authentication, names no attempt otpd knows, or is malformed is refused with a 4xx and changes nothing.
 //!
-//! - `POST /receipts/nhn`: NHN Cloud SMS `MESSAGE_RESULT_UPDATE` webhooks, authenticated by the header
-//!   `X-Toast-Webhook-Signature`, which carries the signature entered when the webhook was configured (a shared
-//!   secret, compared in constant time).
+//! - `POST /receipts/nhn`: NHN Cloud `MESSAGE_RESULT_UPDATE` webhooks of both products (SMS, and KakaoTalk
+//!   Bizmessage for AlimTalk, whose provider-side SMS fallback becomes an attempt of its own), authenticated by
+//!   the header `X-Toast-Webhook-Signature`, which carries the signature entered when the webhook was configured
+//!   (a shared secret, compared in constant time).
 //! - `POST /receipts/http`: the generic form for the `http:` protocol (docs/sms-gateway.md), authenticated by
 //!   `X-Otpd-Signature: sha256=hex(HMAC-SHA256(key, "{X-Otpd-Timestamp}.{body}"))` with a timestamp within five
 //!   minutes; a `(timestamp, signature)` seen before is answered without being applied again.
@@ -16,6 +17,9 @@
 
 mod generic;
 mod nhn;
+mod poll;
+
+pub use poll::{PollSettings, Polled, ResultQuery, poll};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{AllowedCountries, CallEvent};
-use crate::domain::{RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome};
+use crate::domain::{
+    AttemptOutcome, AttemptReason, DeliveryAttempt, DeliveryChannel, RECEIPT_CLOCK_SKEW, Receipt, ReceiptOutcome,
+};
 use crate::store::{Store, SupervisionStore};
 
 /// The largest receipt body accepted.
@@ -44,6 +50,21 @@ pub struct ReceiptKeys {
     pub hmac_key: Option<SecretString>,
     /// The phone system's call-event HMAC key (POST /calls/events, docs/cti.md).
     pub call_events_key: Option<SecretString>,
+    /// Where AlimTalk messages are looked up (the provider's own SMS fallback of one that failed), when
+    /// `alimtalk` is a channel.
+    pub alimtalk: Option<AlimTalkQuery>,
+}
+
+/// The AlimTalk message query (API v2.3, 인증 메시지 > 메시지 단건 조회), for a hook that does not say whether NHN
+/// fell back to SMS.
+#[derive(Debug, Clone)]
+pub struct AlimTalkQuery {
+    /// The Bizmessage API's base URL.
+    pub base: reqwest::Url,
+    /// App key.
+    pub app_key: String,
+    /// Secret key.
+    pub secret_key: SecretString,
 }
 
 #[derive(Clone)]
@@ -54,6 +75,7 @@ struct Receiver {
     clock: Arc<dyn Clock>,
     keys: Arc<ReceiptKeys>,
     seen: Arc<generic::SeenSignatures>,
+    client: reqwest::Client,
 }
 
 /// Why a receipt request was refused.
@@ -104,7 +126,13 @@ where
     S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let receiver = Receiver { store, calls, countries, clock, keys: Arc::new(keys), seen: Arc::default() };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let receiver = Receiver { store, calls, countries, clock, keys: Arc::new(keys), seen: Arc::default(), client };
     let app = axum::Router::new()
         .route("/receipts/nhn", post(nhn_receipt))
         .route("/receipts/http", post(generic_receipt))
@@ -131,8 +159,97 @@ async fn nhn_receipt(
         tracing::warn!("NHN receipt with a bad signature refused");
         return Err(Refusal::Forged);
     }
-    let receipts = nhn::parse(&body).map_err(Refusal::Malformed)?;
-    apply(&r, "nhn-sms", receipts).await
+    let hooks = nhn::parse(&body).map_err(Refusal::Malformed)?;
+    let receipts = hooks.iter().map(|h| (h.gateway, h.request_id.clone(), h.receipt.clone())).collect();
+    let status = apply(&r, receipts).await?;
+    for hook in hooks {
+        let fallback = match (&hook.fallback, &r.keys.alimtalk) {
+            (Some(fallback), _) => Some(fallback.clone()),
+            // The webhook guide lists no fallback fields: for an AlimTalk the phone did not take, the message
+            // query says whether NHN sent an SMS instead, and under which request id.
+            (None, Some(query)) if hook.gateway == "nhn-alimtalk" && !hook.receipt.delivered => {
+                match nhn::query_fallback(&r.client, query, &hook.request_id, hook.recipient_seq).await {
+                    Ok(nhn::FallbackState::Made(fallback)) => Some(fallback),
+                    Ok(nhn::FallbackState::Pending) => {
+                        // RSC02: NHN will fall back, but has not yet: ask again a little later.
+                        let (r, query) = (r.clone(), query.clone());
+                        let (id, seq, at) = (hook.request_id.clone(), hook.recipient_seq, hook.receipt.at);
+                        tokio::spawn(async move { follow_fallback(r, query, id, seq, at).await });
+                        None
+                    }
+                    Ok(nhn::FallbackState::None) => None,
+                    Err(why) => {
+                        tracing::warn!(provider = %host_port(&query.base), error = %why, "AlimTalk message query failed");
+                        None
+                    }
+                }
+            }
+            (None, _) => None,
+        };
+        let Some(fallback) = fallback else { continue };
+        if let Err(error) = store_fallback(&r, &hook.request_id, fallback, hook.receipt.at).await {
+            tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a fallback failed");
+            return Err(Refusal::Store);
+        }
+    }
+    Ok(status)
+}
+
+/// When an AlimTalk's fallback is still to come (RSC02), the message query is asked again after these waits.
+const FOLLOW_FALLBACK: [std::time::Duration; 3] =
+    [std::time::Duration::from_secs(5), std::time::Duration::from_secs(30), std::time::Duration::from_secs(120)];
+
+/// Asks the message query again until NHN's fallback SMS for AlimTalk `request_id` has a request id (then records
+/// it), NHN says there will be none, or [`FOLLOW_FALLBACK`] runs out.
+async fn follow_fallback(
+    r: Receiver,
+    query: AlimTalkQuery,
+    request_id: String,
+    recipient_seq: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    for wait in FOLLOW_FALLBACK {
+        tokio::time::sleep(wait).await;
+        match nhn::query_fallback(&r.client, &query, &request_id, recipient_seq).await {
+            Ok(nhn::FallbackState::Made(fallback)) => {
+                if let Err(error) = store_fallback(&r, &request_id, fallback, at).await {
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&error), "recording a fallback failed");
+                }
+                return;
+            }
+            Ok(nhn::FallbackState::Pending) => {}
+            Ok(nhn::FallbackState::None) => return,
+            Err(why) => {
+                tracing::warn!(provider = %host_port(&query.base), error = %why, "AlimTalk message query failed");
+            }
+        }
+    }
+}
+
+/// Records the SMS NHN sent by itself for the AlimTalk `request_id` as an attempt of its own (once), whose carrier
+/// result then arrives as an SMS webhook under its request id.
+async fn store_fallback(
+    r: &Receiver,
+    request_id: &str,
+    fallback: nhn::Fallback,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let attempt = DeliveryAttempt {
+        channel: DeliveryChannel::Sms,
+        gateway: "nhn-sms",
+        at,
+        outcome: if fallback.failed { AttemptOutcome::Failed } else { AttemptOutcome::Accepted },
+        provider_id: Some(fallback.request_id),
+        reason: fallback.failed.then_some(AttemptReason::ProviderRefused),
+    };
+    let recorded = r.store.record_fallback("nhn-alimtalk", request_id, &attempt).await?;
+    tracing::info!(gateway = "nhn-alimtalk", recorded, "provider-side SMS fallback");
+    Ok(())
+}
+
+/// `host:port` of a provider's URL, for log lines (never its path, which may hold a key).
+fn host_port(url: &reqwest::Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0))
 }
 
 async fn generic_receipt(
@@ -146,13 +263,13 @@ async fn generic_receipt(
         tracing::warn!("receipt with a bad signature refused");
         return Err(Refusal::Forged);
     }
-    let receipt = generic::parse(&body).map_err(Refusal::Malformed)?;
+    let (id, receipt) = generic::parse(&body).map_err(Refusal::Malformed)?;
     if !r.seen.first_time(header("x-otpd-timestamp"), header("x-otpd-signature"), r.clock.now()) {
         // The sender may be retrying a receipt whose answer it missed: it was taken, so say so.
         tracing::info!("receipt replayed: already taken, not applied again");
         return Ok(StatusCode::OK);
     }
-    apply(&r, "http", vec![receipt]).await
+    apply(&r, vec![("http", id, receipt)]).await
 }
 
 /// A call event from the phone system (docs/cti.md): 204 applied (or a repeat, which changes nothing), 401 bad or
@@ -195,13 +312,13 @@ async fn call_event(
 
 /// Applies each receipt, once all are known to be well dated; 404 when none named a known attempt (so nothing
 /// changed).
-async fn apply(r: &Receiver, gateway: &str, receipts: Vec<(String, Receipt)>) -> Result<StatusCode, Refusal> {
+async fn apply(r: &Receiver, receipts: Vec<(&'static str, String, Receipt)>) -> Result<StatusCode, Refusal> {
     let latest = r.clock.now() + RECEIPT_CLOCK_SKEW;
-    if receipts.iter().any(|(_, receipt)| receipt.at > latest) {
+    if receipts.iter().any(|(_, _, receipt)| receipt.at > latest) {
         return Err(Refusal::Malformed("dated in the future".into()));
     }
     let (mut known, mut superseded) = (0, 0);
-    for (provider_id, receipt) in &receipts {
+    for (gateway, provider_id, receipt) in &receipts {
         match r.store.record_receipt(gateway, provider_id, receipt).await {
             Ok(ReceiptOutcome::Recorded) => known += 1,
             Ok(ReceiptOutcome::Superseded) => superseded += 1,
@@ -215,7 +332,7 @@ async fn apply(r: &Receiver, gateway: &str, receipts: Vec<(String, Receipt)>) ->
     if known == 0 && superseded == 0 {
         return Err(Refusal::Unknown);
     }
-    tracing::info!(gateway, receipts = known, superseded, "delivery receipts recorded");
+    tracing::info!(receipts = known, superseded, "delivery receipts recorded");
     Ok(StatusCode::OK)
 }
 

@@ -293,6 +293,7 @@ impl VerificationService {
                     // It may still arrive: a second channel now would only race it.
                     tracing::warn!(
                         %route,
+                        gateway = gateway.name(),
                         provider = %endpoint,
                         reason = "no_answer",
                         error = %error,
@@ -308,6 +309,7 @@ impl VerificationService {
                     };
                     tracing::warn!(
                         %route,
+                        gateway = gateway.name(),
                         provider = %endpoint,
                         reason = reason.as_str(),
                         error = %error,
@@ -318,7 +320,13 @@ impl VerificationService {
                 }
                 Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. })) => {
                     // Never reached the provider: an earlier channel's answer, if any, stays the one that counts.
-                    tracing::info!(%route, provider = %endpoint, error = %error, "delivery channel not tried");
+                    tracing::info!(
+                        %route,
+                        gateway = gateway.name(),
+                        provider = %endpoint,
+                        error = %error,
+                        "delivery channel not tried"
+                    );
                     last = last.or(Some(error));
                 }
             }

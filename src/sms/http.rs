@@ -125,8 +125,10 @@ impl HttpGateway {
                 return Attempt::Transient { why: why.into(), retry_after: None, provider_failed: !cut_short };
             }
             Err(e) => {
+                // reqwest's own text is only "error sending request": the cause (refused, reset, DNS, TLS) is in
+                // its sources.
                 return Attempt::Transient {
-                    why: e.without_url().to_string(),
+                    why: crate::telemetry::ErrorChain(&e.without_url()).to_string(),
                     retry_after: None,
                     provider_failed: true,
                 };
@@ -174,8 +176,7 @@ impl SmsGateway for HttpGateway {
     }
 
     fn endpoint(&self) -> Option<String> {
-        let base = self.wire.base();
-        Some(format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0)))
+        Some(super::wire::host_port(self.wire.base()))
     }
 
     fn refusing_for(&self) -> Option<Duration> {
@@ -222,7 +223,13 @@ impl SmsGateway for HttpGateway {
                     return Err(SmsError::Rejected(why));
                 }
                 Attempt::Transient { why, retry_after, provider_failed: failed } => {
-                    tracing::debug!(attempt, %why, "SMS attempt failed");
+                    tracing::debug!(
+                        gateway = self.wire.name(),
+                        provider = %super::wire::host_port(self.wire.base()),
+                        attempt,
+                        %why,
+                        "SMS attempt failed"
+                    );
                     provider_failed |= failed;
                     last = Some(why);
                     retry_after

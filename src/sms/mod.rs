@@ -29,8 +29,11 @@ pub use settings::{
     AlimTalkConfig, Credentials, DeliveryConfig, DeliverySettings, SettingError, TemplateContext,
     optional_header_secret, optional_secret,
 };
-pub use template::{SmsTemplate, TemplateLimits, euc_kr_len, render_body};
-pub use wire::{Answer, GenericHttp, NHN_ALIMTALK_BASE, NhnAlimTalk, NhnSms, Sens, Solapi, Wire, sender_digits};
+pub use template::{SmsTemplate, TemplateLimits, euc_kr_len, outside_ks_x_1001, render_body};
+pub use wire::{
+    Answer, GenericHttp, NHN_ALIMTALK_BASE, NhnAlimTalk, NhnClass, NhnProduct, NhnSms, Sens, Solapi, Wire,
+    classify as classify_nhn_result, sender_digits,
+};
 
 /// What a message is: a code, or the notice after a lookup (no code; its own AlimTalk template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +181,22 @@ impl GatewayConfig {
         }
     }
 
+    /// The provider's result-query API, for the providers that post no webhook otpd can take (SENS, Solapi);
+    /// None for the others (NHN posts webhooks; the generic protocol has its signed receipt).
+    pub fn result_query(&self, credentials: &Credentials) -> Option<Arc<dyn crate::receipts::ResultQuery>> {
+        match self {
+            GatewayConfig::Sens(base) => {
+                let (service, access, secret) = credentials.sens.clone()?;
+                Some(Arc::new(Sens::new(base.clone(), service, access, secret)))
+            }
+            GatewayConfig::Solapi(base) => {
+                let (key, secret) = credentials.solapi.clone()?;
+                Some(Arc::new(Solapi::new(base.clone(), key, secret)))
+            }
+            GatewayConfig::Log | GatewayConfig::File(_) | GatewayConfig::Http(_) | GatewayConfig::NhnSms(_) => None,
+        }
+    }
+
     /// Opens the gateway; the HTTP ones with `http` options, `credentials` and their breaker on `clock`, counting
     /// into `metrics`.
     pub async fn build(
@@ -257,14 +276,17 @@ impl FromStr for GatewayConfig {
 
 impl fmt::Display for GatewayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The path and query may carry a provider key: show where (scheme, host and port), not what.
+        let at = |url: &reqwest::Url| {
+            format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0))
+        };
         match self {
             GatewayConfig::Log => f.write_str("log"),
             GatewayConfig::File(path) => write!(f, "file:{}", path.display()),
-            // The path and query may carry a provider key: show where, not what.
-            GatewayConfig::Http(url) => write!(f, "http:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
-            GatewayConfig::NhnSms(url) => write!(f, "nhn-sms:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
-            GatewayConfig::Sens(url) => write!(f, "sens:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
-            GatewayConfig::Solapi(url) => write!(f, "solapi:{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
+            GatewayConfig::Http(url) => write!(f, "http:{}", at(url)),
+            GatewayConfig::NhnSms(url) => write!(f, "nhn-sms:{}", at(url)),
+            GatewayConfig::Sens(url) => write!(f, "sens:{}", at(url)),
+            GatewayConfig::Solapi(url) => write!(f, "solapi:{}", at(url)),
         }
     }
 }
@@ -312,6 +334,9 @@ mod tests {
         assert_eq!("sens:http://127.0.0.1:9/".parse::<GatewayConfig>().unwrap(), GatewayConfig::Sens(local.clone()));
         assert_eq!("solapi:http://127.0.0.1:9/".parse::<GatewayConfig>().unwrap(), GatewayConfig::Solapi(local));
         assert!("sens:ftp://x".parse::<GatewayConfig>().is_err());
+        let with_port: GatewayConfig = "nhn-sms:http://127.0.0.1:9/key/in/path?k=secret".parse().unwrap();
+        assert_eq!(with_port.to_string(), "nhn-sms:http://127.0.0.1:9", "the port, never the path or query");
+        assert_eq!("solapi".parse::<GatewayConfig>().unwrap().to_string(), "solapi:https://api.solapi.com:443");
         assert!("sensible".parse::<GatewayConfig>().is_err());
     }
 }

@@ -18,14 +18,16 @@ use crate::domain::{DeliveryChannel, DeliveryRoute, DeliveryRoutes, RouteProvide
 pub struct DeliverySettings {
     /// The SMS text: `{code}` exactly once, `{minutes}` (the code's lifetime) and `{brand}`; `\n` is a line
     /// break. Checked at
-    /// start-up with the longest code: EUC-KR only, at most 90 bytes with the app-hash and origin lines unless
-    /// --allow-lms, and for nhn-sms an authentication word (인증, 비밀번호, auth, password, verif).
+    /// start-up with the longest code: EUC-KR only (for solapi EUC-KR 완성형, KS X 1001), at most 90 bytes with
+    /// the app-hash and origin lines unless --allow-lms, and for nhn-sms one of NHN's authentication words (auth,
+    /// password, verify, にんしょう, 認証, 비밀번호, 인증).
     #[arg(long, env = "OTPD_SMS_TEMPLATE", default_value = DEFAULT_TEMPLATE, global = true)]
     pub sms_template: String,
     /// What `{brand}` stands for in the template, e.g. 카카오T.
     #[arg(long, env = "OTPD_BRAND", default_value = "", global = true)]
     pub brand: String,
-    /// Let the text exceed one SMS (90 bytes) and go out as LMS (up to 2,000 bytes, billed higher).
+    /// Let the text exceed one SMS (90 bytes) and go out as LMS (up to 2,000 bytes, billed higher). Refused with
+    /// nhn-sms: NHN's authentication API sends SMS only.
     #[arg(long, env = "OTPD_ALLOW_LMS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub allow_lms: bool,
     /// Append `@DOMAIN #CODE` as the last line, so iOS and the Web OTP API offer the code only to that domain's
@@ -112,6 +114,10 @@ pub struct DeliverySettings {
     /// the status view says "not reported".
     #[arg(long, env = "OTPD_WEBHOOK_LISTEN", global = true)]
     pub webhook_listen: Option<std::net::SocketAddr>,
+    /// How often the providers without webhooks (sens, solapi) are asked for the results of sends that have no
+    /// receipt yet; 0s: never (the status view then says "not reported").
+    #[arg(long, env = "OTPD_RECEIPT_POLL_INTERVAL", default_value = "10s", global = true)]
+    pub receipt_poll_interval: humantime::Duration,
     /// The signature entered when the NHN Cloud SMS webhook was configured (sent back in
     /// X-Toast-Webhook-Signature); enables /receipts/nhn. Prefer --nhn-webhook-signature-file.
     #[arg(long, env = "OTPD_NHN_WEBHOOK_SIGNATURE", hide_env_values = true, global = true)]
@@ -154,6 +160,8 @@ pub struct DeliveryConfig {
     pub webhook_listen: Option<std::net::SocketAddr>,
     /// The receipt endpoints' secrets.
     pub receipt_keys: crate::receipts::ReceiptKeys,
+    /// How often providers without webhooks are polled for results; zero: never.
+    pub receipt_poll_interval: std::time::Duration,
 }
 
 /// Where and as whom AlimTalk messages are sent.
@@ -177,6 +185,22 @@ impl DeliveryConfig {
     /// Whether a route uses the `--sms-gateway` gateway (else it is built but carries nothing).
     pub fn uses_sms_gateway(&self) -> bool {
         self.routes.iter().any(|(route, own)| route.channel == DeliveryChannel::Sms && own.is_none())
+    }
+
+    /// What polls for the results of every route's provider that posts none (SENS, Solapi), one per provider.
+    pub fn result_queries(&self, sms: &GatewayConfig) -> Vec<Arc<dyn crate::receipts::ResultQuery>> {
+        let gateways = std::iter::once(sms).filter(|_| self.uses_sms_gateway());
+        let own = self
+            .routes
+            .iter()
+            .filter_map(|(route, own)| own.as_ref().filter(|_| route.channel == DeliveryChannel::Sms));
+        let mut queries: Vec<Arc<dyn crate::receipts::ResultQuery>> = Vec::new();
+        for query in gateways.chain(own).filter_map(|gateway| gateway.result_query(&self.credentials)) {
+            if !queries.iter().any(|q| q.gateway() == query.gateway()) {
+                queries.push(query);
+            }
+        }
+        queries
     }
 
     /// The provider URLs of the routes' own gateways (AlimTalk's included), with the setting that gives each, for
@@ -264,6 +288,7 @@ impl DeliverySettings {
             app_hash_line: context.app_hashes,
             allow_lms: self.allow_lms,
             needs_auth_word: false,
+            ks_x_1001_only: false,
         };
         let routes = self.routes(sms)?;
         // Codes (and their attempts) are kept as long as the memory: bounded, so the tables stay bounded too.
@@ -280,7 +305,19 @@ impl DeliverySettings {
             .collect();
         // NHN's authentication SMS API refuses a text without an authentication word: any route through it.
         let needs_auth_word = in_use.iter().any(|g| matches!(g, GatewayConfig::NhnSms(_)));
-        let limits = TemplateLimits { needs_auth_word, ..limits };
+        // Solapi takes only EUC-KR 완성형 (KS X 1001): any route through it.
+        let ks_x_1001_only = in_use.iter().any(|g| matches!(g, GatewayConfig::Solapi(_)));
+        let limits = TemplateLimits { needs_auth_word, ks_x_1001_only, ..limits };
+        if self.allow_lms && in_use.iter().any(|g| matches!(g, GatewayConfig::NhnSms(_))) {
+            // The authentication API (/sender/auth/sms) sends an SMS: 90 bytes is the standard, and text past it
+            // "may be cut" (SMS API v3.0 Guide, 주의 사항). LMS is another API, not an authentication one.
+            return Err((
+                "allow-lms",
+                "nhn-sms sends through NHN's authentication SMS API, which sends SMS only (90 bytes; longer text \
+                 may be cut): shorten --sms-template instead"
+                    .into(),
+            ));
+        }
         if let Some(domain) = &self.origin_domain {
             SmsTemplate::new("{code}", "", Some(domain), TemplateLimits { needs_auth_word: false, ..limits })
                 .map_err(|m| ("origin-domain", m))?;
@@ -305,6 +342,11 @@ impl DeliverySettings {
                 ("call-events-key", &self.call_events_key),
                 ("call-events-key-file", &self.call_events_key_file),
             )?,
+            alimtalk: alimtalk.as_ref().map(|a| crate::receipts::AlimTalkQuery {
+                base: a.base.clone(),
+                app_key: a.app_key.clone(),
+                secret_key: a.secret_key.clone(),
+            }),
         };
         if self.webhook_listen.is_some()
             && receipt_keys.nhn_signature.is_none()
@@ -337,6 +379,7 @@ impl DeliverySettings {
             alimtalk,
             webhook_listen: self.webhook_listen,
             receipt_keys,
+            receipt_poll_interval: *self.receipt_poll_interval,
         })
     }
 

@@ -14,8 +14,27 @@ pub const DEFAULT_TEMPLATE: &str = "[인증번호] {code}\n{minutes}분 안에 �
 pub const SMS_BYTES: usize = 90;
 /// The most an LMS holds, in EUC-KR bytes.
 pub const LMS_BYTES: usize = 2000;
-/// Words NHN Cloud requires in the body of an authentication SMS (English ones in any case).
-const AUTH_WORDS: [&str; 5] = ["인증", "비밀번호", "auth", "password", "verif"];
+/// Words NHN Cloud requires in the body of an authentication SMS, English ones in any case (SMS API v3.0 Guide,
+/// 인증용 SMS(긴급) > 인증용 SMS 발송: "auth, password, verify, にんしょう, 認証, 비밀번호, 인증"; without one NHN answers
+/// `-8000`). AlimTalk's own list (API v2.3, 인증 메시지) has `verif` instead of `verify`; its text is the approved
+/// template's, not ours, so only the SMS API's list is checked here.
+const AUTH_WORDS: [&str; 7] = ["auth", "password", "verify", "にんしょう", "認証", "비밀번호", "인증"];
+
+/// The first character of `text` outside EUC-KR 완성형 (KS X 1001: ASCII, or two bytes each in 0xA1–0xFE), which
+/// Solapi refuses (메시지 상태 코드 1029: "EUC-KR(완성형 한글) 범위 안에 있는 문자만"). `encoding_rs`'s EUC-KR is the
+/// WHATWG one, i.e. CP949, which also encodes the 8,822 extra Hangul syllables (똠, 꿍, …) outside that range.
+pub fn outside_ks_x_1001(text: &str) -> Option<char> {
+    text.chars().find(|c| {
+        let mut buffer = [0; 4];
+        let (bytes, _, unencodable) = encoding_rs::EUC_KR.encode(c.encode_utf8(&mut buffer));
+        unencodable
+            || match bytes.as_ref() {
+                [b] => !b.is_ascii(),
+                [lead, trail] => !((0xA1..=0xFE).contains(lead) && (0xA1..=0xFE).contains(trail)),
+                _ => true,
+            }
+    })
+}
 
 /// The length of `text` in EUC-KR, or None when EUC-KR cannot encode it (most emoji), which makes a send fail.
 pub fn euc_kr_len(text: &str) -> Option<usize> {
@@ -44,6 +63,8 @@ pub struct TemplateLimits {
     pub allow_lms: bool,
     /// Whether the provider requires an authentication word (`nhn-sms`).
     pub needs_auth_word: bool,
+    /// Whether the provider takes only EUC-KR 완성형 (KS X 1001), narrower than CP949 (`solapi`).
+    pub ks_x_1001_only: bool,
 }
 
 impl Default for SmsTemplate {
@@ -77,6 +98,14 @@ impl SmsTemplate {
         if let Some(bad) = rendered.chars().find(|c| euc_kr_len(c.encode_utf8(&mut [0; 4])).is_none()) {
             return Err(format!("{bad:?} cannot be encoded in EUC-KR, so the SMS would fail"));
         }
+        if limits.ks_x_1001_only
+            && let Some(bad) = outside_ks_x_1001(&rendered)
+        {
+            return Err(format!(
+                "{bad:?} (from the template or --brand) is outside EUC-KR 완성형 (KS X 1001), which solapi refuses \
+                 (status 1029)"
+            ));
+        }
         let bytes = euc_kr_len(&rendered).unwrap_or(usize::MAX);
         let lines = "with the app-hash and origin lines it carries";
         if bytes > SMS_BYTES && !limits.allow_lms {
@@ -92,7 +121,8 @@ impl SmsTemplate {
             let lower = rendered.to_lowercase();
             if !AUTH_WORDS.iter().any(|word| lower.contains(word)) {
                 return Err(format!(
-                    "nhn-sms refuses an authentication SMS without one of the words {}",
+                    "nhn-sms refuses an authentication SMS without one of the words {} (English in any case; \
+                     `verification` is not `verify`)",
                     AUTH_WORDS.join(", ")
                 ));
             }
@@ -159,6 +189,7 @@ mod tests {
             app_hash_line: true,
             allow_lms: false,
             needs_auth_word: true,
+            ks_x_1001_only: false,
         }
     }
 
@@ -210,7 +241,18 @@ mod tests {
         assert!(SmsTemplate::new("인증번호", "", None, no_hash).is_err());
         assert!(SmsTemplate::new("인증 {code} {name}", "", None, no_hash).is_err());
         assert!(SmsTemplate::new("코드 {code}", "", None, limits()).unwrap_err().contains("nhn-sms"));
-        assert!(SmsTemplate::new("Your verification code {code}", "", None, limits()).is_ok());
+        // NHN's SMS list has `verify`, not `verif` (that is AlimTalk's).
+        assert!(SmsTemplate::new("Your verification code {code}", "", None, limits()).is_err());
+        assert!(SmsTemplate::new("Code to verify: {code}", "", None, limits()).is_ok());
+        assert!(SmsTemplate::new("にんしょう {code}", "", None, limits()).is_ok());
+        assert!(SmsTemplate::new("AUTH {code}", "", None, limits()).is_ok());
+        let solapi = TemplateLimits { ks_x_1001_only: true, needs_auth_word: false, ..limits() };
+        assert!(SmsTemplate::new("[{brand}] 인증 {code}", "똠양꿍", None, solapi).unwrap_err().contains("1029"));
+        SmsTemplate::new("[{brand}] 인증 {code}", "똠양꿍", None, TemplateLimits { ks_x_1001_only: false, ..solapi })
+            .unwrap();
+        SmsTemplate::new("[{brand}] 인증 {code}", "카카오T", None, solapi).unwrap();
+        assert_eq!(outside_ks_x_1001("가나다 abc ①"), None);
+        assert_eq!(outside_ks_x_1001("똠"), Some('똠'));
         assert!(SmsTemplate::new("인증 {code}", "", Some("not a domain"), limits()).is_err());
         let two_lines = SmsTemplate::new("인증번호\\n{code}", "", None, limits()).unwrap();
         let code = OtpCode::parse("042917", CodeLength::default()).unwrap();

@@ -133,6 +133,20 @@ impl Store for Metered {
         self.seen(Op::RecordReceipt, self.verification.record_receipt(gateway, provider_id, receipt).await)
     }
 
+    async fn record_fallback(&self, gateway: &str, provider_id: &str, fallback: &DeliveryAttempt) -> StoreResult<bool> {
+        self.seen(Op::RecordFallback, self.verification.record_fallback(gateway, provider_id, fallback).await)
+    }
+
+    async fn awaiting_receipts(
+        &self,
+        gateway: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        self.seen(Op::AwaitingReceipts, self.verification.awaiting_receipts(gateway, since, until, limit).await)
+    }
+
     async fn record_notice(&self, phone: &PhoneNumber, notice: &super::NoticeStatus) -> StoreResult<()> {
         self.seen(Op::RecordNotice, self.verification.record_notice(phone, notice).await)
     }

@@ -392,6 +392,21 @@ pub trait Store: Send + Sync + 'static {
     /// [`RECEIPT_CLOCK_SKEW`]: crate::domain::RECEIPT_CLOCK_SKEW
     async fn record_receipt(&self, gateway: &str, provider_id: &str, receipt: &Receipt) -> StoreResult<ReceiptOutcome>;
 
+    /// Records `fallback`, a message the provider sent on its own for the code whose attempt `gateway` knows as
+    /// `provider_id` (AlimTalk's SMS fallback), as an attempt of that code, once: false when that attempt is
+    /// unknown or the fallback is already recorded (a repeated webhook).
+    async fn record_fallback(&self, gateway: &str, provider_id: &str, fallback: &DeliveryAttempt) -> StoreResult<bool>;
+
+    /// The provider ids of the attempts `gateway` took in `(since, until]` that have no receipt yet, oldest
+    /// first, at most `limit` (what a provider without webhooks is asked about).
+    async fn awaiting_receipts(
+        &self,
+        gateway: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+
     /// Records a lookup notice sent to `phone` (for the status view).
     async fn record_notice(&self, phone: &PhoneNumber, notice: &NoticeStatus) -> StoreResult<()>;
 

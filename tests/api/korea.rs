@@ -11,14 +11,14 @@ use crate::standins::*;
 const FAST_RETRIES: [&str; 4] = ["--sms-http-backoff", "10ms", "--sms-http-max-backoff", "50ms"];
 
 #[derive(Clone, Copy, Debug)]
-enum Provider {
+pub enum Provider {
     Nhn,
     Sens,
     Solapi,
 }
 
 impl Provider {
-    async fn stand_in(self) -> StandIn {
+    pub async fn stand_in(self) -> StandIn {
         match self {
             Provider::Nhn => StandIn::nhn().await,
             Provider::Sens => StandIn::sens().await,
@@ -27,7 +27,7 @@ impl Provider {
     }
 
     /// The settings that point otpd at `stand_in`, with `secret` as the secret key.
-    fn args(self, stand_in: &StandIn, secret: &str) -> Vec<String> {
+    pub fn args(self, stand_in: &StandIn, secret: &str) -> Vec<String> {
         let base = stand_in.base();
         let args: Vec<&str> = match self {
             Provider::Nhn => vec!["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", APP_KEY, "--nhn-sms-secret-key"],
@@ -308,8 +308,8 @@ async fn status(app: &TestApp) -> otpd::pb::otp::v1::GetPhoneStatusResponse {
 
 crate::both_backends!(a_refused_alimtalk_falls_back_to_sms_with_the_same_code);
 
-/// AlimTalk refused (the driver has no KakaoTalk): the SMS channel carries the same code, and the status view
-/// shows both attempts.
+/// AlimTalk refused (a documented refusal: the sender profile is blocked, -1027; a phone without KakaoTalk is no
+/// refusal, NHN falls back itself): the SMS channel carries the same code, and the status view shows both attempts.
 async fn a_refused_alimtalk_falls_back_to_sms_with_the_same_code(backend: Backend) {
     let nhn = StandIn::nhn().await;
     nhn.fail_next(&[Fault::Refuse]);
@@ -470,4 +470,217 @@ async fn an_alimtalk_redirect_is_refused_and_never_followed() {
     let code = seen[0].body["recipientList"][0]["templateParameter"]["code"].as_str().unwrap().to_owned();
     let check = app.verify(PHONE, Purpose::Login, &code).await;
     assert!(!check.is_ok_and(|r| r.result() == VerifyResult::Approved), "the redirected code must never approve");
+}
+
+/// Issue 22, section 1: NHN's own failures (`-2021` queue save failed, `-9999` system error, error-code.md "API 결과
+/// 코드") arrive as `isSuccessful: false` but are not refusals: they are retried, and a run of them opens the
+/// breaker, so the next send fails fast without calling NHN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nhn_system_errors_are_retried_and_open_the_breaker() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::QueueFailed]);
+    let mut args = Provider::Nhn.args(&nhn, SECRET_KEY);
+    args.extend(["--sms-breaker-threshold", "1", "--sms-http-max-attempts", "3"].map(str::to_owned));
+    let app = spawn_with(Backend::Sqlite, &args).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 2, "the -2021 was retried: {seen:?}");
+    let code = code_in(seen[1].body["body"].as_str().unwrap());
+    assert_eq!(app.verify(PHONE, Purpose::Login, &code).await.unwrap().result(), VerifyResult::Approved);
+
+    nhn.fail_next(&[Fault::SystemError; 3]);
+    let err = app.send("010-2222-3333", Purpose::Login).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "SMS_DELIVERY_FAILED"));
+    assert_eq!(nhn.seen().len(), 5, "three attempts at the -9999");
+    let err = app.send("010-4444-5555", Purpose::Login).await.unwrap_err();
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    assert_eq!(nhn.seen().len(), 5, "the breaker is open: NHN was not called");
+}
+
+/// Issue 22, section 1: NHN's authentication SMS words are its own (API v3.0 guide: auth, password, verify,
+/// にんしょう, 認証, 비밀번호, 인증; -8000 without one). "verification" is not "verify", so such a template must not
+/// start; one NHN takes starts and its SMS is taken by the stand-in, which checks the same list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nhn_sms_needs_one_of_nhns_own_authentication_words() {
+    let creds = ["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", APP_KEY, "--nhn-sms-secret-key", SECRET_KEY];
+    let with = |template: &'static str| {
+        let mut args = creds.to_vec();
+        args.extend(["--sms-template", template]);
+        args
+    };
+    let (code, stderr) = start_otpd(&with("Your verification code is {code}"));
+    assert!(code == Some(2) && stderr.contains("--sms-template") && stderr.contains("verify"), "{stderr}");
+    for template in ["Code to verify: {code}", "にんしょう {code}", "[AUTH] {code}", "비밀번호 {code}"] {
+        let (code, stderr) = start_otpd(&with(template));
+        assert_eq!(code, Some(0), "{template}: {stderr}");
+    }
+
+    let nhn = StandIn::nhn().await;
+    let mut args = Provider::Nhn.args(&nhn, SECRET_KEY);
+    args.extend(["--sms-template", "Code to verify: {code}"].map(str::to_owned));
+    let app = spawn_with(Backend::Sqlite, &args).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(nhn.taken().len(), 1, "the stand-in, from NHN's list, took it");
+}
+
+/// Issue 22, section 1: NHN's authentication API sends SMS only (90 bytes standard; longer text may be cut), so
+/// `--allow-lms` with `nhn-sms` is refused at start-up, naming the setting.
+#[test]
+fn allow_lms_is_refused_with_nhn_sms() {
+    let args = ["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", APP_KEY, "--nhn-sms-secret-key", SECRET_KEY];
+    let (code, stderr) = start_otpd(&[&args[..], &["--allow-lms", "true"]].concat());
+    assert!(code == Some(2) && stderr.contains("--allow-lms") && stderr.contains("SMS only"), "{stderr}");
+    let sens = ["--sms-gateway", "sens", "--sens-service-id", SERVICE_ID, "--sens-access-key", ACCESS_KEY];
+    let (code, stderr) = start_otpd(&[&sens[..], &["--sens-secret-key", SECRET_KEY, "--allow-lms", "true"]].concat());
+    assert_eq!(code, Some(0), "SENS sends LMS by its type: {stderr}");
+}
+
+/// Issue 22, section 1: Solapi takes only EUC-KR 완성형 (KS X 1001; 메시지 상태 코드 1029), narrower than the CP949
+/// otpd checks for the others: a brand such as 똠양꿍 starts with NHN but not with Solapi.
+#[test]
+fn solapi_templates_are_checked_against_ks_x_1001() {
+    let brand = ["--brand", "똠양꿍", "--sms-template", "[{brand}] 인증번호 {code}"];
+    let solapi = ["--sms-gateway", "solapi", "--solapi-api-key", ACCESS_KEY, "--solapi-api-secret", SECRET_KEY];
+    let (code, stderr) = start_otpd(&[&solapi[..], &brand[..]].concat());
+    assert!(code == Some(2) && stderr.contains("1029") && stderr.contains("'똠'"), "{stderr}");
+    let nhn = ["--sms-gateway", "nhn-sms", "--nhn-sms-app-key", APP_KEY, "--nhn-sms-secret-key", SECRET_KEY];
+    let (code, stderr) = start_otpd(&[&nhn[..], &brand[..], &["--lookup-notice-template", "off"]].concat());
+    assert_eq!(code, Some(0), "CP949 has 똠: {stderr}");
+}
+
+/// Issue 22, section 1: abroad, Solapi gets the national number and `country`; AlimTalk v2.3 has no countryCode
+/// field (so the number goes with its country code, at most 15 characters) and its fallback must be SMS ("국제 대체
+/// 발송은 SMS만 지원합니다"), even for a text that is an LMS at home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_abroad_go_as_each_provider_documents() {
+    const US: &str = "+1 650 253 0000";
+    let solapi = StandIn::solapi().await;
+    let mut args = Provider::Solapi.args(&solapi, SECRET_KEY);
+    args.extend(["--allowed-countries", "KR,US"].map(str::to_owned));
+    let app = spawn_with(Backend::Sqlite, &args).await;
+    app.send(US, Purpose::Login).await.unwrap();
+    let message = &solapi.seen()[0].body["message"];
+    assert_eq!((&message["to"], &message["country"]), (&"6502530000".into(), &"1".into()));
+
+    let nhn = StandIn::nhn().await;
+    let base = nhn.base();
+    let long = format!("[인증번호] {{code}} {}", "인증".repeat(40));
+    let args = [
+        "--delivery",
+        "alimtalk",
+        "--alimtalk-gateway",
+        &format!("nhn-alimtalk:{base}"),
+        "--alimtalk-app-key",
+        APP_KEY,
+        "--alimtalk-secret-key",
+        SECRET_KEY,
+        "--alimtalk-sender-key",
+        SENDER_KEY,
+        "--alimtalk-template-code",
+        TEMPLATE_CODE,
+        "--lookup-notice-template",
+        "off",
+        "--allow-lms",
+        "true",
+        "--sms-template",
+        &long,
+        "--allowed-countries",
+        "KR,US",
+    ];
+    let app = spawn_app_with(Backend::Sqlite, &args).await;
+    app.send(US, Purpose::Login).await.unwrap();
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let seen = nhn.seen();
+    let abroad = &seen[0].body["recipientList"][0];
+    assert_eq!(abroad["recipientNo"], "16502530000");
+    assert!(abroad.get("countryCode").is_none(), "API v2.3 has no countryCode: {abroad}");
+    assert_eq!(abroad["resendParameter"]["resendType"], "SMS", "an SMS fallback abroad");
+    let home = &seen[1].body["recipientList"][0];
+    assert_eq!((&home["recipientNo"], &home["resendParameter"]["resendType"]), (&"01012345678".into(), &"LMS".into()));
+}
+
+/// Issue 22, section 1: AlimTalk sends carry X-NC-API-IDEMPOTENCY-KEY, the same on a retry; NHN answers a repeat
+/// within 10 minutes `-1005`, which is "already accepted", so a retried timeout delivers once and the send succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_alimtalk_timeout_delivers_once() {
+    let nhn = StandIn::nhn().await;
+    nhn.fail_next(&[Fault::Slow(std::time::Duration::from_millis(1500))]);
+    let mut args = alimtalk_then_sms(&nhn);
+    args.extend(["--sms-http-attempt-timeout", "300ms"].map(str::to_owned));
+    let app = spawn_with(Backend::Sqlite, &args).await;
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let seen = nhn.seen();
+    assert_eq!(seen.len(), 2, "one timeout, one retry, no SMS: {seen:?}");
+    let key = |s: &Seen| s.headers.get("x-nc-api-idempotency-key").map(|v| v.to_str().unwrap().to_owned());
+    assert!(key(&seen[0]).is_some_and(|k| !k.is_empty()));
+    assert_eq!(key(&seen[0]), key(&seen[1]), "the same key on the retry");
+    assert_eq!(nhn.taken().len(), 1, "delivered once");
+    let status = status(&app).await;
+    assert_eq!(status.pending[0].sends[0].delivered_by, "alimtalk");
+    let code = seen[0].body["recipientList"][0]["templateParameter"]["code"].as_str().unwrap().to_owned();
+    assert_eq!(app.verify(PHONE, Purpose::Login, &code).await.unwrap().result(), VerifyResult::Approved);
+}
+
+/// `otpd serve --help` lists every form --sms-gateway and --alimtalk-gateway take.
+#[test]
+fn serve_help_lists_every_gateway_form() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpd")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for form in [
+        "`log`",
+        "`file:PATH`",
+        "`http:URL`",
+        "`nhn-sms`",
+        "`sens`",
+        "`solapi`",
+        "`:BASE_URL`",
+        "nhn-alimtalk:BASE_URL",
+    ] {
+        assert!(help.contains(form), "{form} missing from otpd serve --help");
+    }
+}
+
+/// Issue 22, section 6: a provider's trouble is logged with the gateway, its host:port and the cause (not only
+/// reqwest's "error sending request"), never the code, the key or the secret; the start-up line names every
+/// channel's gateway with host:port, and no secret (a real process, logging JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_trouble_is_logged_with_the_gateway_its_address_and_the_cause() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("otpd.db").display());
+    let gateway = format!("nhn-sms:http://127.0.0.1:{port}/");
+    let args = [
+        "--database-url",
+        &db_url,
+        "--sms-gateway",
+        &gateway,
+        "--nhn-sms-app-key",
+        APP_KEY,
+        "--nhn-sms-secret-key",
+        SECRET_KEY,
+        "--log-format",
+        "json",
+        "--sms-http-max-attempts",
+        "1",
+    ];
+    let otpd = crate::helpers::OtpdProcess::start(dir.path(), "otpd", &args, &[]).await;
+    let err = otpd.otp().await.send_code(send_req(PHONE, Purpose::Login)).await.unwrap_err();
+    assert_eq!(reason(&err), "SMS_DELIVERY_FAILED");
+    let (_, stderr) = otpd.terminate().await;
+    let lines: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let field = |line: &serde_json::Value, name: &str| {
+        line.get(name).or_else(|| line["fields"].get(name)).and_then(|v| v.as_str()).unwrap_or("").to_owned()
+    };
+    let message = |line: &serde_json::Value| field(line, "message");
+    let failed = lines.iter().find(|l| message(l) == "delivery channel did not take the code").expect(&stderr);
+    assert_eq!(field(failed, "gateway"), "nhn-sms", "{failed}");
+    assert_eq!(field(failed, "provider"), format!("127.0.0.1:{port}"), "{failed}");
+    let cause = field(failed, "error");
+    assert!(cause.to_lowercase().contains("connection refused"), "the cause, not only the request: {cause}");
+    let listening = lines.iter().find(|l| message(l) == "otpd listening").expect(&stderr);
+    assert_eq!(field(listening, "routes"), format!("sms@nhn (127.0.0.1:{port})"), "{listening}");
+    assert_eq!(field(listening, "sms_gateway"), format!("nhn-sms:http://127.0.0.1:{port}"), "{listening}");
+    assert!(!stderr.contains(SECRET_KEY) && !stderr.contains(APP_KEY), "no credential in the log");
 }

@@ -69,7 +69,8 @@ pub fn nhn_args(nhn: &StandIn) -> Vec<String> {
     args
 }
 
-/// The driver's AlimTalk failed over to an SMS, which the carrier then blocked as spam: the team lead sees why.
+/// The driver's AlimTalk was refused and otpd sent an SMS, which the carrier then blocked as spam: the team lead
+/// sees why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_sms_shows_its_reason_after_an_alimtalk_fallback() {
     let nhn = StandIn::nhn().await;
@@ -307,4 +308,186 @@ async fn a_receipt_posted_over_tls_is_recorded() {
         assert_eq!(response.status(), 200, "over TLS to {host}");
     }
     assert_eq!(status(&app, &kim).await.attempts[0].receipt, "delivered");
+}
+
+/// A KakaoTalk Bizmessage webhook for one AlimTalk, as its guide gives it (TOAST-DOCS/Alimtalk
+/// `ko/webhook-api-guide.md`, 메시지 발송 결과 코드 업데이트: the SMS envelope and header, hooks with
+/// `kakaoMessageType`, `requestId`, `recipientSeq`, `resultCode` and dates, no `messageStatus`), with the
+/// provider's own SMS fallback when given (`resendStatus`, `resendRequestId`: the fields the message query API of
+/// `alimtalk-api-guide.md` reports for it).
+pub fn alimtalk_hook(
+    request_id: &str,
+    result_code: &str,
+    fallback: Option<(&str, &str)>,
+    at: chrono::DateTime<Utc>,
+) -> String {
+    let kst = (at + chrono::TimeDelta::hours(9)).format("%Y-%m-%d %H:%M:%S").to_string();
+    let mut hook = json!({
+        "kakaoMessageType": "ALIMTALK_AUTH", "requestId": request_id, "recipientSeq": 1, "requestDate": kst,
+        "createDate": kst, "receiveDate": kst, "recipientNo": "01012345678", "resultCode": result_code,
+        "senderGroupingKey": null, "recipientGroupingKey": null, "isAddedChannel": null,
+        "_links": { "self": { "href": format!("/alimtalk/v2.3/appkeys/{APP_KEY}/messages/{request_id}/1") } },
+        "hookId": "hook-at-1"
+    });
+    if let Some((status, id)) = fallback {
+        hook["resendStatus"] = status.into();
+        hook["resendRequestId"] = id.into();
+    }
+    json!({
+        "hooksId": "hooks-at-1", "webhookConfigId": "config-1", "productName": "KakaoTalk Bizmessage",
+        "appKey": APP_KEY, "event": "MESSAGE_RESULT_UPDATE", "hooks": [hook]
+    })
+    .to_string()
+}
+
+crate::both_backends!(alimtalk_receipts_are_taken_with_the_providers_own_sms_fallback);
+
+/// Issue 22, sections 1 and 2: /receipts/nhn takes KakaoTalk Bizmessage's hooks too. An AlimTalk delivered; one
+/// the phone could not take (3019, not a KakaoTalk user) that NHN fell back to SMS for itself (RSC04), whose SMS is
+/// recorded as an attempt of its own and then gets its own carrier receipt; one blocked by the recipient (3020).
+async fn alimtalk_receipts_are_taken_with_the_providers_own_sms_fallback(backend: Backend) {
+    let nhn = StandIn::nhn().await;
+    let args = nhn_args(&nhn);
+    let app = spawn_app_with(backend, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    assert_eq!(post(&app, "/receipts/nhn", &signed, alimtalk_hook(&id, "1000", None, app.now())).await, 200);
+    let attempt = status(&app, &kim).await.attempts[0].clone();
+    assert_eq!((attempt.gateway.as_str(), attempt.receipt.as_str()), ("nhn-alimtalk", "delivered"));
+
+    app.advance(chrono::TimeDelta::seconds(31));
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    let no_kakao = alimtalk_hook(&id, "3019", Some(("RSC04", "20261129-fallback-1")), app.now());
+    assert_eq!(post(&app, "/receipts/nhn", &signed, no_kakao.clone()).await, 200);
+    assert_eq!(post(&app, "/receipts/nhn", &signed, no_kakao).await, 200, "a repeated hook");
+    let send = status(&app, &kim).await;
+    let attempts: Vec<(&str, &str, &str, &str)> = send
+        .attempts
+        .iter()
+        .map(|a| (a.channel.as_str(), a.gateway.as_str(), a.outcome.as_str(), a.provider_id.as_str()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [("alimtalk", "nhn-alimtalk", "accepted", id.as_str()), ("sms", "nhn-sms", "accepted", "20261129-fallback-1")],
+        "the provider's own SMS fallback is an attempt of its own, recorded once"
+    );
+    assert_eq!((send.attempts[0].receipt.as_str(), send.attempts[0].receipt_code.as_str()), ("failed", "3019"));
+    assert_eq!(send.attempts[0].reason_ko, "카카오톡 미사용/수신 불가");
+    let sms = nhn_hook_at("20261129-fallback-1", "COMPLETED", "1000", app.now() + chrono::TimeDelta::seconds(2));
+    assert_eq!(post(&app, "/receipts/nhn", &signed, sms).await, 200);
+    assert_eq!(status(&app, &kim).await.attempts[1].receipt, "delivered", "the fallback SMS reached the phone");
+
+    // The number has no KakaoTalk: its next code starts with SMS (route learning, --route-memory).
+    app.advance(chrono::TimeDelta::seconds(31));
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    assert_eq!(status(&app, &kim).await.attempts[0].channel, "sms", "AlimTalk goes last for this number");
+
+    // Past the route memory (7 days), AlimTalk is tried first again.
+    app.advance(chrono::TimeDelta::days(8));
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    assert_eq!(
+        post(&app, "/receipts/nhn", &signed, alimtalk_hook(&id, "3020", Some(("RSC01", "")), app.now())).await,
+        200
+    );
+    let send = status(&app, &kim).await;
+    assert_eq!(send.attempts.len(), 1, "no fallback was made");
+    assert_eq!(
+        (send.attempts[0].receipt.as_str(), send.attempts[0].reason_ko.as_str()),
+        ("failed", "알림톡 수신 차단")
+    );
+    let out = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    assert!(out.contains("알림톡 수신 차단") && out.contains("3020"), "{out}");
+
+    // A hook as the webhook guide lists it, without the fallback fields: the message query (메시지 단건 조회) says
+    // NHN sent an SMS instead, and under which request id. (Past the route memory again: AlimTalk first.)
+    app.advance(chrono::TimeDelta::days(8));
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    nhn.fall_back(&id, "RSC03", "20261129-fallback-2");
+    assert_eq!(post(&app, "/receipts/nhn", &signed, alimtalk_hook(&id, "3019", None, app.now())).await, 200);
+    assert!(nhn.queries().iter().any(|q| q.ends_with(&format!("/auth/messages/{id}/1"))), "{:?}", nhn.queries());
+    let send = status(&app, &kim).await;
+    let fallback = send.attempts.get(1).map(|a| (a.gateway.as_str(), a.provider_id.as_str(), a.outcome.as_str()));
+    assert_eq!(fallback, Some(("nhn-sms", "20261129-fallback-2", "accepted")));
+}
+
+crate::both_backends!(sens_and_solapi_results_are_polled);
+
+/// Issue 22, section 2: SENS and Solapi post no webhook otpd can take; their result-query APIs are polled
+/// (`--receipt-poll-interval`), and what the carrier reported shows in the status view with its code and reason.
+async fn sens_and_solapi_results_are_polled(backend: Backend) {
+    use crate::korea::Provider;
+    for (provider, failure, reason_ko, delivered) in
+        [(Provider::Sens, "3018", "기타 실패", "0"), (Provider::Solapi, "3054", "수신 거부/스팸 차단", "4000")]
+    {
+        let stand_in = provider.stand_in().await;
+        let mut args = provider.args(&stand_in, SECRET_KEY);
+        args.extend(["--receipt-poll-interval", "100ms"].map(str::to_owned));
+        let app = spawn_app_with(backend, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let kim = app.add_supervisor("kim.minji", "supervisor").await;
+        app.send(PHONE, Purpose::Login).await.unwrap();
+        let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(status(&app, &kim).await.attempts[0].receipt, "", "{provider:?}: still on its way");
+        assert!(!stand_in.queries().is_empty(), "{provider:?}: asked");
+        stand_in.report(&id, failure);
+        let attempt = polled_receipt(&app, &kim).await;
+        assert_eq!(
+            (attempt.receipt.as_str(), attempt.receipt_code.as_str(), attempt.reason_ko.as_str()),
+            ("failed", failure, reason_ko),
+            "{provider:?}"
+        );
+
+        app.advance(chrono::TimeDelta::seconds(31));
+        app.send(PHONE, Purpose::Login).await.unwrap();
+        let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+        stand_in.report(&id, delivered);
+        assert_eq!(polled_receipt(&app, &kim).await.receipt, "delivered", "{provider:?}");
+    }
+}
+
+/// The first attempt of the last send once a receipt is recorded for it (the poller runs in the background).
+async fn polled_receipt(app: &TestApp, kim: &str) -> pb::DeliveryAttempt {
+    for _ in 0..200 {
+        let attempt = status(app, kim).await.attempts[0].clone();
+        if !attempt.receipt.is_empty() {
+            return attempt;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no receipt polled in 10 s");
+}
+
+/// A failed AlimTalk whose fallback NHN has not started yet when its hook comes (RSC02 대체 발송 대상): the message
+/// query is asked again a little later, and the fallback SMS then recorded as its own attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alimtalk_fallback_still_to_come_is_asked_about_again() {
+    let nhn = StandIn::nhn().await;
+    let args = nhn_args(&nhn);
+    let app = spawn_app_with(Backend::Sqlite, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let kim = app.add_supervisor("kim.minji", "supervisor").await;
+    let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
+    app.send(PHONE, Purpose::Login).await.unwrap();
+    let id = status(&app, &kim).await.attempts[0].provider_id.clone();
+    nhn.fall_back(&id, "RSC02", "");
+    assert_eq!(post(&app, "/receipts/nhn", &signed, alimtalk_hook(&id, "3019", None, app.now())).await, 200);
+    assert_eq!(status(&app, &kim).await.attempts.len(), 1, "no fallback yet");
+    nhn.fall_back(&id, "RSC04", "20261129-fallback-3");
+    for _ in 0..300 {
+        let attempts = status(&app, &kim).await.attempts;
+        if attempts.len() == 2 {
+            assert_eq!(
+                (attempts[1].gateway.as_str(), attempts[1].provider_id.as_str()),
+                ("nhn-sms", "20261129-fallback-3")
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the fallback was not asked about again: {:?}", nhn.queries());
 }

@@ -3,6 +3,7 @@
 
 mod generic;
 mod nhn;
+mod nhn_codes;
 mod sens;
 mod solapi;
 
@@ -12,7 +13,9 @@ use sha2::Sha256;
 use super::SmsMessage;
 
 pub use generic::GenericHttp;
-pub use nhn::{NHN_ALIMTALK_BASE, NHN_SMS_BASE, NhnAlimTalk, NhnSms};
+pub use nhn::{
+    Class as NhnClass, NHN_ALIMTALK_BASE, NHN_SMS_BASE, NhnAlimTalk, NhnSms, Product as NhnProduct, classify,
+};
 pub use sens::{SENS_BASE, Sens};
 pub use solapi::{SOLAPI_BASE, Solapi};
 
@@ -50,6 +53,11 @@ pub trait Wire: Send + Sync + 'static {
 
     /// What the answer `status` with `body` (already known not to be a 5xx or 429) means.
     fn answer(&self, status: reqwest::StatusCode, body: &[u8]) -> Answer;
+}
+
+/// `host:port` of a provider's URL.
+pub fn host_port(url: &reqwest::Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0))
 }
 
 /// The digits of a sender number: providers take the registered number as digits (`1800-3400` → `18003400`).

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{Answer, Wire, hmac_sha256, join, sender_digits, sms_or_lms};
+use crate::receipts::{Polled, ResultQuery};
 use crate::sms::SmsMessage;
 
 /// The public SENS API.
@@ -26,9 +27,9 @@ impl Sens {
         Self { base, service_id, access_key, secret_key }
     }
 
-    /// The signature v2 of a `POST` to `path` at `timestamp`.
-    fn signature(&self, path: &str, timestamp: &str) -> String {
-        let string_to_sign = format!("POST {path}\n{timestamp}\n{}", self.access_key);
+    /// The signature v2 of a `method` request to `uri` (path and query) at `timestamp`.
+    fn signature(&self, method: &str, uri: &str, timestamp: &str) -> String {
+        let string_to_sign = format!("{method} {uri}\n{timestamp}\n{}", self.access_key);
         let mac = hmac_sha256(self.secret_key.expose_secret().as_bytes(), string_to_sign.as_bytes());
         base64::engine::general_purpose::STANDARD.encode(mac)
     }
@@ -61,7 +62,7 @@ impl Wire for Sens {
             .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
             .header("x-ncp-apigw-timestamp", &timestamp)
             .header("x-ncp-iam-access-key", &self.access_key)
-            .header("x-ncp-apigw-signature-v2", self.signature(&path, &timestamp))
+            .header("x-ncp-apigw-signature-v2", self.signature("POST", &path, &timestamp))
             .body(body.to_string())
     }
 
@@ -74,5 +75,78 @@ impl Wire for Sens {
             Some("202") | None => Answer::Accepted { provider_id: answer["requestId"].as_str().map(str::to_owned) },
             Some(other) => Answer::Refused(format!("statusCode {other}")),
         }
+    }
+}
+
+impl Sens {
+    /// A signed `GET` of `path` with `query`, read as JSON (Err: the query failed; None: 404, no such id).
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<serde_json::Value>, String> {
+        let mut url = join(&self.base, path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let uri = match url.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        };
+        let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+        let response = client
+            .get(url)
+            .header("x-ncp-apigw-timestamp", &timestamp)
+            .header("x-ncp-iam-access-key", &self.access_key)
+            .header("x-ncp-apigw-signature-v2", self.signature("GET", &uri, &timestamp))
+            .send()
+            .await
+            .map_err(|e| crate::telemetry::ErrorChain(&e.without_url()).to_string())?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(format!("provider answered {}", response.status()));
+        }
+        response.json().await.map(Some).map_err(|e| crate::telemetry::ErrorChain(&e.without_url()).to_string())
+    }
+}
+
+/// SENS gives no webhook for SMS: results are read back with 메시지 발송 요청 조회 (`GET
+/// /sms/v2/services/{serviceId}/messages?requestId=…`, the message ids of a request) and 메시지 발송 결과 조회 (`GET
+/// /sms/v2/services/{serviceId}/messages/{messageId}`: `status` READY / PROCESSING / COMPLETED, `statusCode` "0"
+/// for delivered, else the carrier's failure code, `completeTime` in Korean time), signed as sends are.
+#[async_trait::async_trait]
+impl ResultQuery for Sens {
+    fn gateway(&self) -> &'static str {
+        "sens"
+    }
+
+    fn endpoint(&self) -> String {
+        super::host_port(&self.base)
+    }
+
+    async fn poll(&self, client: &reqwest::Client, provider_id: &str) -> Result<Polled, String> {
+        let path = format!("/sms/v2/services/{}/messages", self.service_id);
+        let Some(request) = self.get(client, &path, &[("requestId", provider_id)]).await? else {
+            return Ok(Polled::Unknown);
+        };
+        let Some(message_id) = request["messages"][0]["messageId"].as_str() else {
+            return Ok(Polled::Unknown);
+        };
+        let Some(result) = self.get(client, &format!("{path}/{message_id}"), &[]).await? else {
+            return Ok(Polled::Unknown);
+        };
+        let message = &result["messages"][0];
+        if message["status"].as_str() != Some("COMPLETED") {
+            return Ok(Polled::Pending);
+        }
+        let code = message["statusCode"].as_str().unwrap_or("");
+        let at = message["completeTime"].as_str().ok_or("a completed message without completeTime")?;
+        let at = crate::domain::korean_time(at)?;
+        let delivered = code == "0";
+        let code = (!delivered).then(|| if code.is_empty() { "fail".to_owned() } else { code.to_owned() });
+        Ok(Polled::Done(crate::domain::Receipt { delivered, at, code }))
     }
 }

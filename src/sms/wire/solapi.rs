@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{Answer, Wire, hmac_sha256, join, sender_digits, sms_or_lms};
+use crate::receipts::{Polled, ResultQuery};
 use crate::sms::SmsMessage;
 
 /// The public Solapi API.
@@ -73,9 +74,62 @@ impl Wire for Solapi {
         let answer = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
         match answer["statusCode"].as_str() {
             Some("2000") | None => Answer::Accepted { provider_id: answer["messageId"].as_str().map(str::to_owned) },
+            // 메시지 상태 코드 (docs.solapi.com, api-reference/message-status-codes): 1024 and 2024 are "서버 오류",
+            // Solapi's own failure; every other code is a refusal of this message (1029: a character outside
+            // EUC-KR 완성형, 1062: an unregistered sender, …).
+            Some(code @ ("1024" | "2024")) => {
+                Answer::Failed(format!("statusCode {code}: {}", answer["statusMessage"].as_str().unwrap_or("")))
+            }
             Some(other) => {
                 Answer::Refused(format!("statusCode {other}: {}", answer["statusMessage"].as_str().unwrap_or("")))
             }
         }
+    }
+}
+
+/// Solapi's results are read back with 메시지 조회 (`GET /messages/v4/list?messageId=…`, api-reference/messages/
+/// getMessageList): `messageList.{id}.statusCode` 4000 is delivered ("발송 처리 완료"), 2000 and 3000 are still on
+/// their way (accepted, with the carrier), any other code is the failure (message-status-codes); the time is
+/// `dateReceived`, else `dateReported`, else `dateUpdated` (ISO 8601).
+#[async_trait::async_trait]
+impl ResultQuery for Solapi {
+    fn gateway(&self) -> &'static str {
+        "solapi"
+    }
+
+    fn endpoint(&self) -> String {
+        super::host_port(&self.base)
+    }
+
+    async fn poll(&self, client: &reqwest::Client, provider_id: &str) -> Result<Polled, String> {
+        let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let salt = hex::encode(rand::rng().random::<[u8; 16]>());
+        let mut url = join(&self.base, "/messages/v4/list");
+        url.query_pairs_mut().append_pair("messageId", provider_id);
+        let response = client
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, self.authorization(&date, &salt))
+            .send()
+            .await
+            .map_err(|e| crate::telemetry::ErrorChain(&e.without_url()).to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("provider answered {}", response.status()));
+        }
+        let list: serde_json::Value =
+            response.json().await.map_err(|e| crate::telemetry::ErrorChain(&e.without_url()).to_string())?;
+        let message = &list["messageList"][provider_id];
+        let Some(code) = message["statusCode"].as_str() else {
+            return Ok(Polled::Unknown);
+        };
+        if matches!(code, "2000" | "3000") {
+            return Ok(Polled::Pending);
+        }
+        let at = ["dateReceived", "dateReported", "dateUpdated"]
+            .iter()
+            .find_map(|field| message[*field].as_str())
+            .ok_or("a final message without a date")?;
+        let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| format!("`{at}` is not ISO 8601"))?.to_utc();
+        let delivered = code == "4000";
+        Ok(Polled::Done(crate::domain::Receipt { delivered, at, code: (!delivered).then(|| code.to_owned()) }))
     }
 }

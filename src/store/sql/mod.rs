@@ -536,4 +536,51 @@ where
             })
             .collect())
     }
+
+    #[tracing::instrument(skip_all, fields(gateway))]
+    async fn record_fallback(&self, gateway: &str, provider_id: &str, fallback: &DeliveryAttempt) -> StoreResult<bool> {
+        // One statement: the code is the one the provider's own attempt belongs to, and a repeated webhook finds
+        // the fallback already there.
+        let inserted = sqlx::query(
+            "INSERT INTO delivery_attempts (code_id, channel, gateway, attempted_at, outcome, provider_id, reason)
+             SELECT a.code_id, $3, $4, $5, $6, $7, $8 FROM delivery_attempts a
+             WHERE a.gateway = $1 AND a.provider_id = $2
+               AND NOT EXISTS (SELECT 1 FROM delivery_attempts f WHERE f.gateway = $4 AND f.provider_id = $7)
+             LIMIT 1",
+        )
+        .bind(gateway)
+        .bind(provider_id)
+        .bind(fallback.channel.as_str())
+        .bind(fallback.gateway)
+        .bind(Db(fallback.at))
+        .bind(fallback.outcome.as_str())
+        .bind(fallback.provider_id.as_deref())
+        .bind(fallback.reason.map(|r| r.as_str()))
+        .execute(self.pool())
+        .await?;
+        Ok(DB::rows_affected(&inserted) > 0)
+    }
+
+    #[tracing::instrument(skip_all, fields(gateway))]
+    async fn awaiting_receipts(
+        &self,
+        gateway: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT provider_id FROM delivery_attempts
+             WHERE gateway = $1 AND receipt IS NULL AND provider_id IS NOT NULL
+               AND outcome IN ('accepted', 'unconfirmed') AND attempted_at > $2 AND attempted_at <= $3
+             ORDER BY attempted_at LIMIT $4",
+        )
+        .bind(gateway)
+        .bind(Db(since))
+        .bind(Db(until))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(ids)
+    }
 }
