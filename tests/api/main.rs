@@ -12,6 +12,7 @@ mod deployment;
 mod drills;
 mod grpcurl;
 mod hostile_input;
+mod idempotency;
 mod korea;
 mod kubernetes;
 mod listeners;
