@@ -37,4 +37,5 @@ mod store_conformance;
 mod supervisor;
 mod tls;
 mod traces;
+mod upgrade;
 mod validation;
