@@ -148,8 +148,10 @@ impl IdempotencyKeys {
                 }
                 let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
                 if left.is_zero() {
+                    // Soon: a live first call is usually done within a second; a dead one's lease runs out in
+                    // at most this long, and each retry says again how long is left.
                     let lease_left = (lease_until - now).to_std().unwrap_or(Duration::ZERO);
-                    let retry_after = lease_left.clamp(Duration::from_millis(100), self.lease);
+                    let retry_after = lease_left.clamp(Duration::from_millis(100), Duration::from_secs(1));
                     return Err(ServiceError::IdempotencyKeyInUse { retry_after }.into());
                 }
                 tokio::time::sleep(poll.min(left)).await;
