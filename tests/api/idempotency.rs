@@ -12,6 +12,7 @@ use crate::helpers::*;
 use crate::provider::{FakeProvider, Reply};
 
 both_backends!(
+    key_claims_are_exclusive_and_a_takeover_fences_the_old_owner,
     a_repeated_send_answers_the_first_and_sends_nothing,
     a_retried_wrong_code_counts_once_and_a_right_one_approves_once,
     refusals_that_a_retry_may_change_free_the_key
@@ -299,4 +300,71 @@ fn the_header_is_named_in_the_proto_and_the_docs() {
     assert!(read("proto/otp/v1/otp.proto").contains("`idempotency-key`"));
     assert!(read("docs/integration.md").contains("idempotency-key"));
     assert!(pb::ErrorReason::from_str_name("ERROR_REASON_IDEMPOTENCY_KEY_REUSED").is_some());
+}
+
+/// The store's contract for keys, on both backends: of 30 concurrent claims one wins; a takeover is possible only
+/// once the lease has run out, happens once however many try, and fences every later write of the old owner.
+async fn key_claims_are_exclusive_and_a_takeover_fences_the_old_owner(backend: Backend) {
+    use otpd::store::idempotency::{Claimed, KeyClaim, KeyOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let stores = otpd::store::connect(&db.url).await.unwrap();
+    stores.verification.migrate().await.unwrap();
+    let keys = stores.keys;
+    let t0 = chrono::Utc::now();
+    let claim = |now: chrono::DateTime<chrono::Utc>| KeyClaim {
+        scope: "SendCode@127.0.0.1".into(),
+        key: "k".into(),
+        fingerprint: "f".into(),
+        token: uuid::Uuid::new_v4(),
+        now,
+        lease_until: now + chrono::TimeDelta::seconds(10),
+        expires_at: now + chrono::TimeDelta::hours(24),
+    };
+    let mut racing = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let (keys, claim) = (std::sync::Arc::clone(&keys), claim(t0));
+        racing.spawn(async move { (keys.claim_key(&claim).await.unwrap(), claim.token) });
+    }
+    let mut owners = Vec::new();
+    while let Some(done) = racing.join_next().await {
+        match done.unwrap() {
+            (Claimed::Mine, token) => owners.push(token),
+            (Claimed::Taken(record), _) => {
+                assert_eq!((record.fingerprint.as_str(), record.outcome.is_none()), ("f", true));
+            }
+        }
+    }
+    assert_eq!(owners.len(), 1, "one claim wins");
+    let first = owners[0];
+    let scope = "SendCode@127.0.0.1";
+    assert!(keys.renew_key(scope, "k", first, t0 + chrono::TimeDelta::seconds(20)).await.unwrap());
+
+    // Within the lease no one takes over; past it, exactly one of several does.
+    assert!(!keys.take_over_key(&claim(t0 + chrono::TimeDelta::seconds(15))).await.unwrap());
+    let later = t0 + chrono::TimeDelta::seconds(21);
+    let (a, b) = (claim(later), claim(later));
+    let (took_a, took_b) = tokio::join!(keys.take_over_key(&a), keys.take_over_key(&b));
+    let (took_a, took_b) = (took_a.unwrap(), took_b.unwrap());
+    assert!(took_a ^ took_b, "one takeover");
+    let other_fingerprint = KeyClaim { fingerprint: "g".into(), ..claim(later + chrono::TimeDelta::hours(1)) };
+    assert!(!keys.take_over_key(&other_fingerprint).await.unwrap(), "never for another request");
+
+    // The old owner is fenced: it can neither renew, nor record its code before a hand-over, nor finish.
+    let outcome = KeyOutcome { code: 0, message: String::new(), body: vec![1, 2, 3] };
+    assert!(!keys.renew_key(scope, "k", first, later).await.unwrap());
+    assert!(!keys.key_progress(scope, "k", first, otpd::store::CodeId(1), b"answer").await.unwrap());
+    assert!(!keys.finish_key(scope, "k", first, &outcome).await.unwrap());
+    keys.release_key(scope, "k", first).await.unwrap();
+    let owner = if took_a { a.token } else { b.token };
+    assert!(keys.finish_key(scope, "k", owner, &outcome).await.unwrap());
+    let record = keys.key_record(scope, "k").await.unwrap().unwrap();
+    assert_eq!(record.outcome, Some(outcome.clone()));
+    // A kept outcome is never freed, and stays until the row expires; then the key is claimed afresh.
+    keys.release_key(scope, "k", owner).await.unwrap();
+    assert!(
+        matches!(keys.claim_key(&claim(later)).await.unwrap(), Claimed::Taken(r) if r.outcome == Some(outcome.clone()))
+    );
+    let next_day = t0 + chrono::TimeDelta::hours(25);
+    assert_eq!(keys.claim_key(&claim(next_day)).await.unwrap(), Claimed::Mine);
 }
