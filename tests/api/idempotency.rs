@@ -271,7 +271,8 @@ async fn a_replica_killed_mid_send_is_taken_over_without_a_second_sms() {
 /// short for that is told ABORTED with RetryInfo, and gets the outcome when it retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeat_waits_for_the_first_or_is_aborted_with_retry_info() {
-    let provider = FakeProvider::start(vec![Reply::Slow(Duration::from_millis(1500))], Reply::Accept("ok")).await;
+    // Slower than the short repeat's deadline, within one HTTP attempt (3 s by default).
+    let provider = FakeProvider::start(vec![Reply::Slow(Duration::from_millis(2500))], Reply::Accept("ok")).await;
     let app = spawn_app_with(Backend::Postgres, &["--sms-gateway", &provider.gateway()]).await;
     let mut otp = app.otp.clone();
     let first = {
@@ -282,7 +283,7 @@ async fn a_repeat_waits_for_the_first_or_is_aborted_with_retry_info() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut short = keyed(send_req(PHONE, Purpose::Login), "k");
-    short.set_timeout(Duration::from_millis(500));
+    short.set_timeout(Duration::from_millis(1200));
     let err = otp.send_code(short).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).as_str()), (Code::Aborted, "IDEMPOTENCY_KEY_IN_USE"));
     assert!(retry_delay(&err) > Duration::ZERO);
