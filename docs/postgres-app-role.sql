@@ -11,3 +11,6 @@ GRANT SELECT ON supervisors TO otpd_app;
 GRANT SELECT, INSERT ON audit_events TO otpd_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO otpd_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON supervisor_sessions, sign_in_challenges, passkeys, sign_in_guards TO otpd_app;
+-- Idempotency keys of SendCode and VerifyCode (migration 0011). On an upgrade, run this line alone, as the owner,
+-- after `otpd migrate` (docs/operations.md, "Upgrading").
+GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO otpd_app;

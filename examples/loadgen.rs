@@ -23,6 +23,13 @@
 //! immediate`: the storm a proxy, mesh or impatient backend makes: every refused call is made again at once, and in
 //! `verify-right` a refused check is retried at once until it is answered or the run ends.
 //!
+//! Several replicas: `--target` takes a comma-separated list (or is given again); the connections and calls are
+//! spread over every target in turn, and `--server-pid` takes every replica's process id. `--idempotency-keys`
+//! sends a fresh `idempotency-key` with every SendCode and VerifyCode (what a key costs per call); with
+//! `--repeat-keyed` each keyed call is then repeated with its key on the next target, as a backend's retry after a
+//! timeout would be, and the repeat must come back replayed and equal to the first answer: the report counts the
+//! repeats as `REPEAT replayed` or `REPEAT BROKEN …` (the keys did not hold).
+//!
 //! The server must let the load through: front-line limits off; for the verify scenarios `--max-failed-attempts
 //! 100`; for `verify-wrong-resent` `--resend-cooldown 0s`. `scripts/perf` starts it so.
 
@@ -68,9 +75,9 @@ struct Args {
     /// What to call.
     #[arg(long, value_enum)]
     scenario: Scenario,
-    /// The public listener.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    target: String,
+    /// The public listeners: one, or several replicas' (comma-separated, or the flag again).
+    #[arg(long = "target", default_value = "http://127.0.0.1:50051", value_delimiter = ',')]
+    targets: Vec<String>,
     /// Calls in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -83,9 +90,15 @@ struct Args {
     /// Where this run's numbers start (010-1000-0000 + N), so that runs on one database do not meet.
     #[arg(long, default_value_t = 0)]
     first_number: u32,
-    /// HTTP/2 connections the calls spread over.
+    /// HTTP/2 connections per target the calls spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// A fresh `idempotency-key` on every SendCode and VerifyCode.
+    #[arg(long)]
+    idempotency_keys: bool,
+    /// With `--idempotency-keys`: repeat each call with its key on the next target and check the answer.
+    #[arg(long, requires = "idempotency_keys")]
+    repeat_keyed: bool,
     /// The `file:` gateway's path, for `verify-right`.
     #[arg(long)]
     sms_file: Option<PathBuf>,
@@ -99,10 +112,10 @@ struct Args {
     /// Threads for the ceiling: as many as the server hashes on (default: this machine's cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// The server's process id: the report then splits the machine's CPU time between the server, the load
-    /// generator and the rest (Linux `/proc`).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The servers' process ids (comma-separated): the report then splits the machine's CPU time between the
+    /// servers, the load generator and the rest (Linux `/proc`).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
     /// What a refused call does: wait as RetryInfo says, or call again at once.
     #[arg(long, value_enum, default_value = "retry-info")]
     retry: Retry,
@@ -134,6 +147,35 @@ fn outcome<T>(result: Result<T, tonic::Status>, ok: impl FnOnce(T) -> String) ->
 
 fn verify_outcome(r: Result<tonic::Response<pb::VerifyCodeResponse>, tonic::Status>) -> Answer {
     outcome(r, |r| format!("OK {}", r.into_inner().result().as_str_name()))
+}
+
+/// `message` with `key` as its `idempotency-key`, if any.
+fn keyed<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        request.metadata_mut().insert("idempotency-key", key.parse().expect("a UUID is a header value"));
+    }
+    request
+}
+
+/// Whether a keyed call's repeat came back as the key promises: replayed, and the first call's answer.
+fn repeated<T: PartialEq + std::fmt::Debug>(
+    first: &Result<tonic::Response<T>, tonic::Status>,
+    again: &Result<tonic::Response<T>, tonic::Status>,
+) -> String {
+    let replayed = |m: &tonic::metadata::MetadataMap| m.get("otp-idempotent-replay").is_some();
+    match (first, again) {
+        (Ok(a), Ok(b)) if a.get_ref() == b.get_ref() && replayed(b.metadata()) => "REPEAT replayed".into(),
+        (Err(a), Err(b)) if a.code() == b.code() && replayed(b.metadata()) => "REPEAT replayed".into(),
+        // A refusal that frees the key (OVERLOADED, …) is judged afresh: not a broken key.
+        (Err(a), _) if a.get_error_details().retry_info().is_some() => "REPEAT after a freeing refusal".into(),
+        (_, Err(b)) if b.code() == tonic::Code::Aborted || b.get_error_details().retry_info().is_some() => {
+            format!("REPEAT refused {:?}", b.code())
+        }
+        (a, b) => {
+            format!("REPEAT BROKEN {:?} / {:?}", a.as_ref().map(|r| r.get_ref()), b.as_ref().map(|r| r.get_ref()))
+        }
+    }
 }
 
 /// Codes the `file:` gateway wrote, by E.164 number, read as the file grows.
@@ -228,7 +270,7 @@ struct CpuTicks {
 }
 
 impl CpuTicks {
-    fn read(server: Option<u32>) -> Option<Self> {
+    fn read(servers: &[u32]) -> Option<Self> {
         // `cpu  user nice system idle iowait irq softirq steal …`: idle and iowait are the idle part.
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
@@ -242,10 +284,7 @@ impl CpuTicks {
             let fields: Vec<&str> = after.split_whitespace().collect();
             Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
         };
-        let server = match server {
-            Some(pid) => process(&pid.to_string())?,
-            None => 0,
-        };
+        let server = servers.iter().map(|pid| process(&pid.to_string())).sum::<Option<u64>>()?;
         Some(Self { machine_busy, machine_steal, machine_all, loadgen: process("self")?, server })
     }
 }
@@ -295,10 +334,13 @@ async fn main() {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let params = Params::new(args.argon2_memory_kib, args.argon2_iterations, args.argon2_parallelism, None)
         .expect("valid argon2 parameters");
+    // Interleaved, so that consecutive workers (and a call and its repeat) go to different targets.
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let endpoint = Channel::from_shared(args.target.clone()).expect("a URL");
-        channels.push(endpoint.connect().await.expect("the server answers"));
+        for target in &args.targets {
+            let endpoint = Channel::from_shared(target.clone()).expect("a URL");
+            channels.push(endpoint.connect().await.expect("the server answers"));
+        }
     }
     let otp = |i: usize| OtpServiceClient::new(channels[i % channels.len()].clone());
 
@@ -350,12 +392,15 @@ async fn main() {
 
     let next = Arc::new(AtomicU64::new(0));
     let span = *args.duration;
-    let cpu_before = CpuTicks::read(args.server_pid);
+    let cpu_before = CpuTicks::read(&args.server_pids);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..args.concurrency {
         let (mut client, channel) = (otp(w), channels[w % channels.len()].clone());
+        // The repeat of a keyed call goes to the next target.
+        let mut other = otp(w + 1);
         let (next, sms, scenario, retry) = (Arc::clone(&next), sms.clone(), args.scenario, args.retry);
+        let (keys, repeat) = (args.idempotency_keys, args.repeat_keyed);
         let (numbers, first) = (args.numbers.max(1), args.first_number);
         workers.spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
@@ -374,13 +419,25 @@ async fn main() {
                     Scenario::Send => {
                         let (phone, _) = number(first + u32::try_from(i).unwrap_or(u32::MAX));
                         let request = pb::SendCodeRequest { phone_number: phone, purpose: login, ..Default::default() };
-                        outcome(client.send_code(request).await, |_| "OK".into())
+                        let key = keys.then(|| uuid::Uuid::new_v4().to_string());
+                        let first = client.send_code(keyed(request.clone(), key.as_deref())).await;
+                        if let (true, Some(key)) = (repeat, &key) {
+                            let again = other.send_code(keyed(request, Some(key))).await;
+                            *outcomes.entry(repeated(&first, &again)).or_default() += 1;
+                        }
+                        outcome(first, |_| "OK".into())
                     }
                     Scenario::VerifyWrong | Scenario::VerifyWrongResent | Scenario::Rejected => {
                         let (phone, _) = number(first + u32::try_from(i % u64::from(numbers)).unwrap_or(0));
                         let request =
                             pb::VerifyCodeRequest { phone_number: phone, purpose: login, code: "000000".into() };
-                        verify_outcome(client.verify_code(request).await)
+                        let key = keys.then(|| uuid::Uuid::new_v4().to_string());
+                        let first = client.verify_code(keyed(request.clone(), key.as_deref())).await;
+                        if let (true, Some(key)) = (repeat, &key) {
+                            let again = other.verify_code(keyed(request, Some(key))).await;
+                            *outcomes.entry(repeated(&first, &again)).or_default() += 1;
+                        }
+                        verify_outcome(first)
                     }
                     Scenario::VerifyRight => {
                         let (phone, e164) = number(first + u32::try_from(i).unwrap_or(u32::MAX));
@@ -444,7 +501,7 @@ async fn main() {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = CpuTicks::read(args.server_pid);
+    let cpu_after = CpuTicks::read(&args.server_pids);
     let argon2_after = argon2_rate(&params, threads, Duration::from_secs(2));
     let argon2_per_second = (argon2_before + argon2_after) / 2.0;
     let requests = latency.len();
@@ -464,7 +521,7 @@ async fn main() {
     let cpu = cpu_before.zip(cpu_after).map(|(before, after)| {
         let all = (after.machine_all - before.machine_all).max(1) as f64;
         let share = |a: u64, b: u64| (a - b) as f64 / all;
-        let server = args.server_pid.map(|_| share(after.server, before.server));
+        let server = (!args.server_pids.is_empty()).then(|| share(after.server, before.server));
         let load_generator = share(after.loadgen, before.loadgen);
         let busy = share(after.machine_busy, before.machine_busy);
         // The ceiling ran on `threads` threads; the machine's time is counted over all its cores.

@@ -263,6 +263,10 @@ pub struct Settings {
     /// a shorter deadline is refused DEADLINE_EXCEEDED before anything is hashed, stored or counted.
     #[arg(long, env = "OTPD_MIN_SEND_DEADLINE", default_value = "500ms", global = true)]
     pub min_send_deadline: humantime::Duration,
+    /// How long a claimed idempotency key holds without renewal (its owner renews it every third of this while it
+    /// works): when a replica dies mid-call, a retry with the same key takes the call over this long after.
+    #[arg(long, env = "OTPD_IDEMPOTENCY_LEASE", default_value = "10s", global = true)]
+    pub idempotency_lease: humantime::Duration,
     /// dev or prod.
     #[arg(long, env = "OTPD_MODE", value_enum, default_value = "dev", global = true)]
     pub mode: Mode,
@@ -446,6 +450,8 @@ pub struct Config {
     pub sms_timeout: std::time::Duration,
     /// The least caller deadline SendCode accepts.
     pub min_send_deadline: std::time::Duration,
+    /// How long an idempotency key's claim holds without renewal.
+    pub idempotency_lease: std::time::Duration,
     /// Pepper source.
     pub pepper: PepperSource,
     /// The audit key's file; None: derived from the pepper.
@@ -636,6 +642,11 @@ impl Settings {
         if *self.min_send_deadline > *self.sms_timeout {
             return Err(invalid("min-send-deadline", "must not exceed --sms-timeout"));
         }
+        if !(std::time::Duration::from_millis(300)..=std::time::Duration::from_secs(600))
+            .contains(&*self.idempotency_lease)
+        {
+            return Err(invalid("idempotency-lease", "must be between 300ms and 10m"));
+        }
         let test_numbers = TestNumbers::parse(&self.test_numbers, &self.allowed_countries, code_length)
             .map_err(|m| invalid("test-numbers", m))?;
         if self.mode == Mode::Prod && !test_numbers.is_empty() {
@@ -768,6 +779,7 @@ impl Settings {
             sms_sender: sender.to_owned(),
             sms_timeout: *self.sms_timeout,
             min_send_deadline: *self.min_send_deadline,
+            idempotency_lease: *self.idempotency_lease,
             pepper,
             audit_key_file: self.audit_key_file.clone(),
             allowed_countries: self.allowed_countries.clone(),

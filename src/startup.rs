@@ -74,6 +74,7 @@ pub struct Application {
     tls: crate::tls::Loaded,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    keys: crate::grpc::IdempotencyKeys,
 }
 
 impl Application {
@@ -97,6 +98,12 @@ impl Application {
             .with_admission_wait(config.hash_admission_wait)
             .with_metrics(Arc::clone(&metrics));
         let pepper_for_sign_in = pepper.clone();
+        let keys = crate::grpc::IdempotencyKeys::new(
+            Arc::clone(&stores.keys),
+            pepper.clone(),
+            Arc::clone(&clock),
+            config.idempotency_lease,
+        );
         let audit = AuditLog::new(Arc::clone(&stores.supervision), pepper, audit_key, Arc::clone(&clock));
         let audit_for_sign_in = audit.clone();
         let supervision = SupervisionService::new(
@@ -194,6 +201,7 @@ impl Application {
             metrics,
             metrics_listener,
             receipts,
+            keys,
         })
     }
 
@@ -255,7 +263,8 @@ impl Application {
             Arc::clone(&self.limits),
             self.config.trusted_proxies.clone(),
             self.config.app_hashes.clone(),
-        );
+        )
+        .with_idempotency(self.keys.clone());
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();

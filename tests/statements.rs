@@ -85,6 +85,15 @@ async fn statements_per_rpc_on_both_backends() {
         let status =
             pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
         let (_, status) = counted(&statements, sup.get_phone_status(authed(status, &kim))).await;
+        // With an idempotency key (issue 18 §3): the claim, the send's code recorded before the hand-over, the
+        // outcome; a repeat reads the key's row instead of acting.
+        let mut otp = app.otp.clone();
+        let (_, keyed_send) =
+            counted(&statements, otp.send_code(keyed(send_req("010-4444-5555", Purpose::Login), "k1"))).await;
+        let (_, keyed_repeat) =
+            counted(&statements, otp.send_code(keyed(send_req("010-4444-5555", Purpose::Login), "k1"))).await;
+        let guess = verify_req("010-4444-5555", Purpose::Login, &wrong_code(&app.last_code()));
+        let (_, keyed_wrong) = counted(&statements, otp.verify_code(keyed(guess, "k2"))).await;
         for (rpc, ran) in [
             ("SendCode (new verification)", send),
             ("SendCode (resend)", resend),
@@ -92,6 +101,9 @@ async fn statements_per_rpc_on_both_backends() {
             ("VerifyCode (right code)", right),
             ("LookupCode (granted)", lookup),
             ("GetPhoneStatus", status),
+            ("SendCode (keyed)", keyed_send),
+            ("SendCode (keyed, repeated)", keyed_repeat),
+            ("VerifyCode (wrong code, keyed)", keyed_wrong),
         ] {
             table.push((backend, rpc, ran));
         }
@@ -121,6 +133,13 @@ async fn statements_per_rpc_on_both_backends() {
     assert_eq!(counts, EXPECTED, "docs/performance.md states these counts: update both");
 }
 
+/// `message` with an `idempotency-key`.
+fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
 /// Statements per call (as sqlx logs them: PostgreSQL's COMMIT but not BEGIN, SQLite neither), as
 /// docs/performance.md states them.
 const EXPECTED: &[(Backend, &str, usize)] = &[
@@ -130,10 +149,16 @@ const EXPECTED: &[(Backend, &str, usize)] = &[
     (Backend::Sqlite, "VerifyCode (right code)", 4),
     (Backend::Sqlite, "LookupCode (granted)", 10),
     (Backend::Sqlite, "GetPhoneStatus", 10),
+    (Backend::Sqlite, "SendCode (keyed)", 12),
+    (Backend::Sqlite, "SendCode (keyed, repeated)", 2),
+    (Backend::Sqlite, "VerifyCode (wrong code, keyed)", 4),
     (Backend::Postgres, "SendCode (new verification)", 11),
     (Backend::Postgres, "SendCode (resend)", 11),
     (Backend::Postgres, "VerifyCode (wrong code)", 2),
     (Backend::Postgres, "VerifyCode (right code)", 6),
     (Backend::Postgres, "LookupCode (granted)", 12),
     (Backend::Postgres, "GetPhoneStatus", 12),
+    (Backend::Postgres, "SendCode (keyed)", 14),
+    (Backend::Postgres, "SendCode (keyed, repeated)", 2),
+    (Backend::Postgres, "VerifyCode (wrong code, keyed)", 4),
 ];

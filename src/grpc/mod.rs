@@ -4,6 +4,7 @@ pub mod access;
 mod auth;
 pub mod client_ip;
 pub mod convert;
+pub mod idempotency;
 mod malformed;
 mod otp;
 mod signin;
@@ -12,6 +13,7 @@ mod supervisor;
 mod violations;
 
 pub use auth::AuthLayer;
+pub use idempotency::IdempotencyKeys;
 pub use malformed::MalformedIsInvalidArgument;
 pub use otp::OtpApi;
 pub use signin::SignInApi;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::client_ip::{self, TrustedProxies};
+use super::idempotency::{self, IdempotencyKeys};
 use super::violations::Violations;
 use super::{deadline, detached, timestamp};
 use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, OtpCode, PhoneNumber, Purpose};
@@ -20,6 +21,7 @@ pub struct OtpApi {
     requests: OtpRequests,
     limits: Arc<FrontLimits>,
     trusted_proxies: TrustedProxies,
+    keys: Option<IdempotencyKeys>,
 }
 
 /// What the public API accepts: its requests' parsing into commands, collecting every bad field. Public (not an
@@ -46,7 +48,14 @@ impl OtpApi {
         app_hashes: AllowedAppHashes,
     ) -> Self {
         let code_length = service.policy().code_length;
-        Self { service, requests: OtpRequests { countries, code_length, app_hashes }, limits, trusted_proxies }
+        let requests = OtpRequests { countries, code_length, app_hashes };
+        Self { service, requests, limits, trusted_proxies, keys: None }
+    }
+
+    /// Honours the `idempotency-key` header with `keys`.
+    pub fn with_idempotency(mut self, keys: IdempotencyKeys) -> Self {
+        self.keys = Some(keys);
+        self
     }
 }
 
@@ -72,7 +81,7 @@ impl OtpRequests {
         };
         match (phone, purpose, v.into_error()) {
             (Some(phone), Some(purpose), None) => {
-                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None, client: None })
+                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None, client: None, hand_over: None })
             }
             (_, _, error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
@@ -101,13 +110,30 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
+        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
+        let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_send(request.into_inner())?;
         (cmd.deadline, cmd.client) = (deadline, client);
         record_span(&cmd.phone, cmd.purpose);
         self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
-        let outcome = detached(async move { service.send_code(cmd).await }).await?;
-        Ok(Response::new(outcome.into()))
+        let (Some(keys), Some(key)) = (&self.keys, key) else {
+            let outcome = detached(async move { service.send_code(cmd).await }).await?;
+            return Ok(Response::new(outcome.into()));
+        };
+        let sim = cmd.sim_phone.as_ref().map_or("", |p| p.e164());
+        let app_hash = cmd.app_hash.as_ref().map_or("", |h| h.as_str());
+        let keyed = keys.keyed(key, "SendCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), sim, app_hash]);
+        let keys = keys.clone();
+        let answer = idempotent(async move {
+            let work = move |hand_over| async move {
+                cmd.hand_over = Some(hand_over);
+                service.send_code(cmd).await.map(pb::SendCodeResponse::from)
+            };
+            keys.run(keyed, deadline, idempotency::recovered_send, work).await
+        })
+        .await?;
+        Ok(respond(answer))
     }
 
     #[tracing::instrument(name = "VerifyCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
@@ -118,13 +144,43 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_verify(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
+        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
+        let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_verify(request.into_inner())?;
         (cmd.deadline, cmd.client) = (deadline, client);
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
-        let outcome = detached(async move { service.verify_code(cmd).await }).await?;
-        Ok(Response::new(outcome.into()))
+        let (Some(keys), Some(key)) = (&self.keys, key) else {
+            let outcome = detached(async move { service.verify_code(cmd).await }).await?;
+            return Ok(Response::new(outcome.into()));
+        };
+        let keyed = keys.keyed(key, "VerifyCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), cmd.code.expose()]);
+        let keys = keys.clone();
+        let answer = idempotent(async move {
+            let work = move |_| async move { service.verify_code(cmd).await.map(pb::VerifyCodeResponse::from) };
+            keys.run(keyed, deadline, |_| None, work).await
+        })
+        .await?;
+        Ok(respond(answer))
     }
+}
+
+/// Runs a keyed call on its own task, as [`detached`] runs an unkeyed one: a client hanging up cannot leave its
+/// claim running (it would hold the key until its lease ran out) or its work half done.
+async fn idempotent<M: Send + 'static>(
+    flow: impl std::future::Future<Output = Result<idempotency::Answer<M>, Status>> + Send + 'static,
+) -> Result<idempotency::Answer<M>, Status> {
+    use tracing::Instrument;
+    tokio::spawn(flow.in_current_span()).await.map_err(|error| Status::from(ServiceError::Task(error)))?
+}
+
+/// The answer, marked when it was replayed from the key's record.
+fn respond<M>(answer: idempotency::Answer<M>) -> Response<M> {
+    let mut response = Response::new(answer.message);
+    if answer.replayed {
+        response.metadata_mut().insert(idempotency::REPLAY_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+    }
+    response
 }
 
 fn record_span(phone: &PhoneNumber, purpose: Purpose) {
@@ -142,6 +198,7 @@ impl From<SendOutcome> for pb::SendCodeResponse {
             sends_remaining: i32::try_from(o.sends_remaining).unwrap_or(i32::MAX),
             sender: o.sender,
             masked_phone_number: o.masked_phone,
+            delivery_unconfirmed: false,
         }
     }
 }

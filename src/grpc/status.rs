@@ -242,6 +242,24 @@ impl From<ServiceError> for Status {
                 (Code::Unauthenticated, "the passkey's answer was refused: sign in again".into())
             }
             error @ ServiceError::PasskeyFailed(_) => return internal(&error),
+            ServiceError::IdempotencyKeyReused => {
+                info(&mut details, "IDEMPOTENCY_KEY_REUSED", HashMap::new());
+                (
+                    Code::FailedPrecondition,
+                    "this idempotency-key was first used with another request; use a new key for a new action".into(),
+                )
+            }
+            ServiceError::IdempotencyKeyInUse { retry_after } => {
+                info(&mut details, "IDEMPOTENCY_KEY_IN_USE", HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                (
+                    Code::Aborted,
+                    format!(
+                        "a call with this idempotency-key is still running; retry with the same key in {}s",
+                        secs(retry_after)
+                    ),
+                )
+            }
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %ErrorChain(&cause), "database unavailable");
                 details.set_retry_info(Some(Duration::from_secs(1)));

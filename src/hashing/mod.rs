@@ -134,6 +134,24 @@ impl Pepper {
 }
 
 impl Pepper {
+    /// The fingerprint an idempotency key is stored with: an HMAC-SHA256 under the pepper of the method and the
+    /// parsed request's fields, each length-prefixed. Keyed, because a VerifyCode's fields hold a code, which a
+    /// plain hash of six digits would give away to whoever reads the table.
+    pub fn request_fingerprint(&self, method: &str, fields: &[&str]) -> String {
+        use hmac::Mac;
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose_secret()) else {
+            unreachable!("HMAC accepts keys of any length");
+        };
+        mac.update(b"otpd-idempotency-v1:");
+        for part in std::iter::once(method).chain(fields.iter().copied()) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl Pepper {
     /// The audit chain's key when no `--audit-key-file` is given: an HMAC of a fixed label under the pepper, so
     /// it is as secret as the pepper but never equal to it. Rotating the pepper then changes the audit key, which
     /// is why production should give the chain a key file of its own.

@@ -581,6 +581,20 @@ label_enum! {
         AddPasskey = "add_passkey",
         /// SignInStore::passkey_used.
         PasskeyUsed = "passkey_used",
+        /// KeyStore::claim_key.
+        ClaimKey = "claim_key",
+        /// KeyStore::key_record.
+        KeyRecord = "key_record",
+        /// KeyStore::take_over_key.
+        TakeOverKey = "take_over_key",
+        /// KeyStore::renew_key.
+        RenewKey = "renew_key",
+        /// KeyStore::key_progress.
+        KeyProgress = "key_progress",
+        /// KeyStore::finish_key.
+        FinishKey = "finish_key",
+        /// KeyStore::release_key.
+        ReleaseKey = "release_key",
     }
 }
 

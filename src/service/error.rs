@@ -125,6 +125,12 @@ pub enum ServiceError {
     /// A passkey ceremony failed on the server's side (a stored state or passkey that does not read back).
     #[error("passkey ceremony failed: {0}")]
     PasskeyFailed(String),
+    /// The idempotency key was first used with another request.
+    #[error("idempotency key reused for another request")]
+    IdempotencyKeyReused,
+    /// A call with the same idempotency key is still running (or was taken over by another replica).
+    #[error("idempotency key in use")]
+    IdempotencyKeyInUse { retry_after: Duration },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -46,6 +46,17 @@ pub struct SendCommand {
     pub deadline: Option<tokio::time::Instant>,
     /// The client's address as the front-line limits see it: whose turn it is when the hashing queue is full.
     pub client: Option<std::net::IpAddr>,
+    /// Told of the code and the answer it will give before the SMS is handed over (an idempotency key's claim
+    /// records them there); an error stops the send before the provider sees it.
+    pub hand_over: Option<Arc<dyn HandOver>>,
+}
+
+/// What must happen between issuing a code and handing its SMS to the provider.
+#[async_trait::async_trait]
+pub trait HandOver: Send + Sync + std::fmt::Debug {
+    /// The code `code` was issued and the send will answer `outcome` if delivered. An error withdraws the code
+    /// and is the send's answer: nothing reaches the provider.
+    async fn issued(&self, code: CodeId, outcome: &SendOutcome) -> Result<(), ServiceError>;
 }
 
 /// A code was sent.
@@ -209,6 +220,21 @@ impl VerificationService {
             idempotency_key: format!("{}-{}", issued.verification_id, issued.code_id.0),
         };
         drop(code);
+        if let Some(hand_over) = &cmd.hand_over {
+            let outcome = SendOutcome {
+                verification_id: issued.verification_id,
+                expires_at: issued.expires_at,
+                resend_available_at: issued.allowance.resend_available_at,
+                sends_remaining: issued.allowance.sends_remaining,
+                sender: this.sender.clone(),
+                masked_phone: cmd.phone.masked().to_owned(),
+            };
+            if let Err(error) = hand_over.issued(issued.code_id, &outcome).await {
+                self.withdraw(issued.code_id).await?;
+                *verdict = Some(SendResult::NotSent);
+                return Err(error);
+            }
+        }
         if let Some(retry_after) = breaker_open {
             return Err(self.refused_by_breaker(issued.code_id, retry_after, verdict).await);
         }

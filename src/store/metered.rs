@@ -28,15 +28,17 @@ pub fn metered(stores: Stores, metrics: Arc<Metrics>) -> Stores {
         verification: stores.verification,
         supervision: stores.supervision,
         sign_in: stores.sign_in,
+        keys: stores.keys,
         metrics,
     });
-    Stores { verification: metered.clone(), supervision: metered.clone(), sign_in: metered }
+    Stores { verification: metered.clone(), supervision: metered.clone(), sign_in: metered.clone(), keys: metered }
 }
 
 struct Metered {
     verification: Arc<dyn Store>,
     supervision: Arc<dyn SupervisionStore>,
     sign_in: Arc<dyn SignInStore>,
+    keys: Arc<dyn super::KeyStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -408,5 +410,49 @@ impl SignInStore for Metered {
 
     async fn passkey_used(&self, credential_id: &str, passkey: Option<&str>, now: DateTime<Utc>) -> StoreResult<()> {
         self.seen(Op::PasskeyUsed, self.sign_in.passkey_used(credential_id, passkey, now).await)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::KeyStore for Metered {
+    async fn claim_key(&self, claim: &super::idempotency::KeyClaim) -> StoreResult<super::idempotency::Claimed> {
+        self.seen(Op::ClaimKey, self.keys.claim_key(claim).await)
+    }
+
+    async fn key_record(&self, scope: &str, key: &str) -> StoreResult<Option<super::idempotency::KeyRecord>> {
+        self.seen(Op::KeyRecord, self.keys.key_record(scope, key).await)
+    }
+
+    async fn take_over_key(&self, claim: &super::idempotency::KeyClaim) -> StoreResult<bool> {
+        self.seen(Op::TakeOverKey, self.keys.take_over_key(claim).await)
+    }
+
+    async fn renew_key(&self, scope: &str, key: &str, token: uuid::Uuid, until: DateTime<Utc>) -> StoreResult<bool> {
+        self.seen(Op::RenewKey, self.keys.renew_key(scope, key, token, until).await)
+    }
+
+    async fn key_progress(
+        &self,
+        scope: &str,
+        key: &str,
+        token: uuid::Uuid,
+        code: CodeId,
+        provisional: &[u8],
+    ) -> StoreResult<bool> {
+        self.seen(Op::KeyProgress, self.keys.key_progress(scope, key, token, code, provisional).await)
+    }
+
+    async fn finish_key(
+        &self,
+        scope: &str,
+        key: &str,
+        token: uuid::Uuid,
+        outcome: &super::idempotency::KeyOutcome,
+    ) -> StoreResult<bool> {
+        self.seen(Op::FinishKey, self.keys.finish_key(scope, key, token, outcome).await)
+    }
+
+    async fn release_key(&self, scope: &str, key: &str, token: uuid::Uuid) -> StoreResult<()> {
+        self.seen(Op::ReleaseKey, self.keys.release_key(scope, key, token).await)
     }
 }

@@ -15,7 +15,10 @@ use sqlx::postgres::{PgConnectOptions, PgQueryResult};
 use super::dialect::{CorruptValue, Dialect, Statements};
 use super::{SqlStore, StoreResult};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+/// This release's migrations. Migrations a newer release applied are ignored, not refused: during a rolling upgrade
+/// (and a rollback) this release starts, and runs `otpd migrate`, on a database the next one has expanded.
+static MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate::Migrator { ignore_missing: true, ..sqlx::migrate!("migrations/postgres") };
 
 /// PostgreSQL-backed [`super::Store`].
 pub type PgStore = SqlStore<Postgres>;

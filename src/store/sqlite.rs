@@ -14,7 +14,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, S
 use super::dialect::{CorruptValue, Dialect, Statements};
 use super::{SqlStore, StoreResult};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+/// This release's migrations. Migrations a newer release applied are ignored, not refused: during a rolling upgrade
+/// (and a rollback) this release starts, and runs `otpd migrate`, on a database the next one has expanded.
+static MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate::Migrator { ignore_missing: true, ..sqlx::migrate!("migrations/sqlite") };
 
 /// SQLite-backed [`super::Store`].
 pub type SqliteStore = SqlStore<Sqlite>;

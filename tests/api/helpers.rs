@@ -525,12 +525,32 @@ impl OtpdProcess {
         env: &[(&str, &str)],
         descriptors: Option<u32>,
     ) -> Self {
+        Self::start_program(None, dir, name, args, env, descriptors).await
+    }
+
+    /// As [`Self::start`], running another build of otpd (the previous release's binary).
+    pub async fn start_binary(binary: &Path, dir: &Path, name: &str, args: &[&str]) -> Self {
+        Self::start_program(Some(binary), dir, name, args, &[], None).await
+    }
+
+    async fn start_program(
+        binary: Option<&Path>,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        descriptors: Option<u32>,
+    ) -> Self {
         for _ in 0..5 {
             let public_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let stdout = dir.join(format!("{name}.stdout"));
             let stderr = dir.join(format!("{name}.stderr"));
-            let child = otpd_command(descriptors)
+            let mut command = match binary {
+                Some(binary) => tokio::process::Command::new(binary),
+                None => otpd_command(descriptors),
+            };
+            let child = command
                 .args(["--listen", &public_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
                 .args(args)
                 .envs(env.iter().copied())

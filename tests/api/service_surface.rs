@@ -112,6 +112,7 @@ async fn migrate_subcommand_creates_the_schema() {
             "calls",
             "codes",
             "delivery_attempts",
+            "idempotency_keys",
             "lookup_notices",
             "passkeys",
             "phone_state",

@@ -1,6 +1,7 @@
 //! The store's operations, written once for both backends: generic over the sqlx [`Database`], with what differs
 //! taken from its [`Dialect`] (see `store/mod.rs`).
 
+mod idempotency;
 mod signin;
 mod steps;
 mod supervision;
@@ -420,6 +421,9 @@ where
             .bind(Db(now - chrono::TimeDelta::days(1)))
             .execute(&mut *tx)
             .await?;
+        // Idempotency keys a day after their claim (issue 18 §3): a retry later than that is a new request.
+        let keys =
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1").bind(Db(now)).execute(&mut *tx).await?;
         tx.commit().await?;
         let forgotten = self.forget_idle_numbers(before, now).await?;
         Ok(DB::rows_affected(&codes)
@@ -428,6 +432,7 @@ where
             + DB::rows_affected(&notices)
             + DB::rows_affected(&challenges)
             + DB::rows_affected(&sessions)
+            + DB::rows_affected(&keys)
             + forgotten)
     }
 
