@@ -113,6 +113,14 @@ impl Application {
             .channels(Arc::clone(&gateway), &config.http, Arc::clone(&clock))
             .map_err(|e| anyhow::anyhow!("opening the delivery channels: {e}"))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
+        let guard = Arc::new(crate::service::SendGuard::new(
+            Arc::clone(&stores.guard),
+            config.guard,
+            config.limits.sms_per_prefix,
+            config.limits.global_sms,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        ));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
@@ -128,6 +136,7 @@ impl Application {
             audit,
             limits: Arc::clone(&limits),
             metrics: Arc::clone(&metrics),
+            guard: Arc::clone(&guard),
         });
         let supervision = match &config.lookup_notice {
             Some(notice) => {
@@ -135,6 +144,7 @@ impl Application {
             }
             None => supervision,
         };
+        let supervision = supervision.guarding(Arc::clone(&guard));
         let mut sign_in = crate::signin::SignInService::new(
             Arc::clone(&stores.sign_in),
             audit_for_sign_in,
@@ -365,6 +375,7 @@ impl Application {
         };
         let background = tokio::spawn(maintain(
             Arc::clone(&self.stores.verification),
+            (Arc::clone(&self.stores.guard), self.config.guard),
             self.clock,
             self.limits,
             reporter,
@@ -437,6 +448,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// Keeps the health status in step with the database, purges old rows, and keeps the limiters' memory bounded.
 async fn maintain(
     store: Arc<dyn Store>,
+    (guard, guard_policy): (Arc<dyn crate::store::GuardStore>, crate::domain::guard::GuardPolicy),
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
     reporter: HealthReporter,
@@ -463,10 +475,18 @@ async fn maintain(
                 }
             }
             _ = limiter_cleanup.tick() => limits.cleanup(),
-            _ = purge.tick() => match store.purge(clock.now() - RETENTION, clock.now()).await {
-                Ok(n) => tracing::debug!(rows = n, "purged old codes"),
-                Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
-            },
+            _ = purge.tick() => {
+                match store.purge(clock.now() - RETENTION, clock.now()).await {
+                    Ok(n) => tracing::debug!(rows = n, "purged old codes"),
+                    Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
+                }
+                // The pumping guard's buckets past its long window, ended overrides, budgets at rest.
+                let now = clock.now();
+                let before = guard_policy.window_start(guard_policy.long.length, now);
+                if let Err(error) = guard.purge_guard(before, now).await {
+                    tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "pumping guard purge failed");
+                }
+            }
         }
     }
     set_health(&reporter, ServingStatus::NotServing).await;

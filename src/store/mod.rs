@@ -33,6 +33,7 @@
 //! `Statements` only where a dialect needs its own.
 
 mod dialect;
+pub mod guard;
 mod metered;
 mod postgres;
 pub mod signin;
@@ -51,6 +52,7 @@ use crate::domain::{
 use crate::hashing::{CodeHash, CodeSalt};
 
 pub use dialect::{Dialect, Statements};
+pub use guard::GuardStore;
 pub use metered::metered;
 pub use postgres::PgStore;
 pub use signin::SignInStore;
@@ -409,13 +411,15 @@ pub struct Stores {
     pub supervision: Arc<dyn SupervisionStore>,
     /// Team leads' sign-in and sessions.
     pub sign_in: Arc<dyn SignInStore>,
+    /// The shared SMS budgets and the pumping guard's figures.
+    pub guard: Arc<dyn GuardStore>,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
 pub async fn connect(url: &str) -> StoreResult<Stores> {
-    fn both<T: Store + SupervisionStore + SignInStore>(store: T) -> Stores {
+    fn both<T: Store + SupervisionStore + SignInStore + GuardStore>(store: T) -> Stores {
         let store = Arc::new(store);
-        Stores { verification: store.clone(), supervision: store.clone(), sign_in: store }
+        Stores { verification: store.clone(), supervision: store.clone(), sign_in: store.clone(), guard: store }
     }
     if url.starts_with("sqlite:") {
         Ok(both(SqliteStore::connect(url).await?))
