@@ -11,3 +11,5 @@ GRANT SELECT ON supervisors TO otpd_app;
 GRANT SELECT, INSERT ON audit_events TO otpd_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO otpd_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON supervisor_sessions, sign_in_challenges, passkeys, sign_in_guards TO otpd_app;
+-- Issue 18 §1–2: the shared SMS budgets, the pumping guard's counts and admins' overrides of a prefix.
+GRANT SELECT, INSERT, UPDATE, DELETE ON sms_budgets, guard_counts, guard_overrides TO otpd_app;

@@ -107,6 +107,9 @@ fn allowed_label_values() -> BTreeMap<&'static str, HashSet<String>> {
     add("operation", strs(HashOperation::ALL, HashOperation::as_str));
     add("operation", strs(StoreOperation::ALL, StoreOperation::as_str));
     add("reason", strs(HashRefusal::ALL, HashRefusal::as_str));
+    add("mode", strs(GuardModeLabel::ALL, GuardModeLabel::as_str));
+    add("decision", strs(GuardDecision::ALL, GuardDecision::as_str));
+    add("budget", strs(SharedBudget::ALL, SharedBudget::as_str));
     allowed
 }
 
