@@ -198,7 +198,7 @@ pub struct Counts {
 impl Counts {
     /// Approvals ÷ sends, in whole percent (100 with no sends).
     pub fn conversion_pct(&self) -> u64 {
-        if self.sends == 0 { 100 } else { self.approvals * 100 / self.sends }
+        (self.approvals * 100).checked_div(self.sends).unwrap_or(100)
     }
 }
 
