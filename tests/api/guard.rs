@@ -411,3 +411,45 @@ async fn otpctl_guard_status_block_and_clear() {
     assert_eq!(code, Some(0), "{err}");
     app.send("010-5550-1234", Purpose::Login).await.unwrap();
 }
+
+/// The shared budget's one statement under concurrency, on both backends: 60 concurrent charges against a burst
+/// of 20 grant exactly 20, with the time the next one passes; a budget that passed is given its charge back when
+/// the other refuses.
+async fn one_statement_holds_a_budget_under_concurrency(backend: Backend) {
+    use otpd::store::guard::Budget;
+    let app = spawn_app(backend).await;
+    let now = app.now();
+    let hour_ms = 3_600_000;
+    let prefix = Budget { key: "prefix:8210123".into(), interval_ms: hour_ms / 100, burst: 20 };
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let (store, budget) = (Arc::clone(&app.stores.guard), prefix.clone());
+        tasks.spawn(async move { store.charge_budgets(&[budget], now).await.unwrap() });
+    }
+    let mut granted = 0;
+    let mut retry_at = Vec::new();
+    while let Some(refused) = tasks.join_next().await {
+        match refused.unwrap().as_slice() {
+            [] => granted += 1,
+            [r] => retry_at.push(r.retry_at),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(granted, 20);
+    // The 21st passes one interval (36 s) after the burst.
+    assert!(retry_at.iter().all(|at| *at == now + TimeDelta::seconds(36)), "{retry_at:?}");
+    let later = now + TimeDelta::seconds(36);
+    assert!(app.stores.guard.charge_budgets(&[prefix.clone()], later).await.unwrap().is_empty());
+
+    // A service budget that refuses: the other prefix's charge is given back, so it still has its whole burst.
+    let other = Budget { key: "prefix:8210456".into(), interval_ms: hour_ms / 100, burst: 1 };
+    let service = Budget { key: "service".into(), interval_ms: 1_000, burst: 1 };
+    let store = &app.stores.guard;
+    assert!(store.charge_budgets(&[service.clone()], later).await.unwrap().is_empty());
+    let refused = store.charge_budgets(&[other.clone(), service.clone()], later).await.unwrap();
+    assert_eq!(refused.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["service"]);
+    let after = later + TimeDelta::seconds(1);
+    assert!(store.charge_budgets(&[other, service], after).await.unwrap().is_empty(), "the prefix's burst was kept");
+}
+
+crate::both_backends!(one_statement_holds_a_budget_under_concurrency);
