@@ -439,13 +439,13 @@ async fn one_statement_holds_a_budget_under_concurrency(backend: Backend) {
     // The 21st passes one interval (36 s) after the burst.
     assert!(retry_at.iter().all(|at| *at == now + TimeDelta::seconds(36)), "{retry_at:?}");
     let later = now + TimeDelta::seconds(36);
-    assert!(app.stores.guard.charge_budgets(&[prefix.clone()], later).await.unwrap().is_empty());
+    assert!(app.stores.guard.charge_budgets(std::slice::from_ref(&prefix), later).await.unwrap().is_empty());
 
     // A service budget that refuses: the other prefix's charge is given back, so it still has its whole burst.
     let other = Budget { key: "prefix:8210456".into(), interval_ms: hour_ms / 100, burst: 1 };
     let service = Budget { key: "service".into(), interval_ms: 1_000, burst: 1 };
     let store = &app.stores.guard;
-    assert!(store.charge_budgets(&[service.clone()], later).await.unwrap().is_empty());
+    assert!(store.charge_budgets(std::slice::from_ref(&service), later).await.unwrap().is_empty());
     let refused = store.charge_budgets(&[other.clone(), service.clone()], later).await.unwrap();
     assert_eq!(refused.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["service"]);
     let after = later + TimeDelta::seconds(1);
