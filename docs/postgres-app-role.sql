@@ -14,3 +14,5 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON supervisor_sessions, sign_in_challenges,
 -- Idempotency keys of SendCode and VerifyCode (migration 0011). On an upgrade, run this line alone, as the owner,
 -- after `otpd migrate` (docs/operations.md, "Upgrading").
 GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO otpd_app;
+-- Issue 18 §1–2: the shared SMS budgets, the pumping guard's counts and admins' overrides of a prefix.
+GRANT SELECT, INSERT, UPDATE, DELETE ON sms_budgets, guard_counts, guard_overrides TO otpd_app;

@@ -243,6 +243,19 @@ pub struct Settings {
     /// SMS burst for this whole replica.
     #[arg(long, env = "OTPD_GLOBAL_SMS_BURST", default_value_t = 50, global = true)]
     pub global_sms_burst: u32,
+    /// The pumping guard (docs/operations.md, "The pumping guard"): `off`, `shadow` (decides, records, refuses
+    /// nothing) or `enforce` (refuses sends to a guarded prefix or country).
+    #[arg(long, env = "OTPD_PUMPING_GUARD", default_value = "shadow", global = true)]
+    pub pumping_guard: crate::domain::guard::GuardMode,
+    /// The guard's short window and the sends it needs before its conversion counts (DURATION:SENDS).
+    #[arg(long, env = "OTPD_PUMPING_GUARD_SHORT", default_value = "1h:50", global = true)]
+    pub pumping_guard_short: crate::domain::guard::GuardWindow,
+    /// The guard's long window and its sends (DURATION:SENDS).
+    #[arg(long, env = "OTPD_PUMPING_GUARD_LONG", default_value = "24h:200", global = true)]
+    pub pumping_guard_long: crate::domain::guard::GuardWindow,
+    /// The conversion (approvals ÷ sends, percent) below which a window with enough sends guards its prefix.
+    #[arg(long, env = "OTPD_PUMPING_GUARD_CONVERSION", default_value_t = 35, global = true)]
+    pub pumping_guard_conversion: u32,
     /// Proxies whose `x-forwarded-for` is believed (comma-separated CIDRs); empty: the TCP peer is the client.
     #[arg(long, env = "OTPD_TRUSTED_PROXIES", default_value = "", global = true)]
     pub trusted_proxies: TrustedProxies,
@@ -478,6 +491,8 @@ pub struct Config {
     pub http: HttpOptions,
     /// Front-line limits.
     pub limits: LimitSettings,
+    /// The pumping guard.
+    pub guard: crate::domain::guard::GuardPolicy,
     /// Proxies whose `x-forwarded-for` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Staging numbers with fixed codes.
@@ -764,6 +779,16 @@ impl Settings {
                 return Err(invalid(setting, "must be at least 1"));
             }
         }
+        let guard = crate::domain::guard::GuardPolicy {
+            mode: self.pumping_guard,
+            short: self.pumping_guard_short,
+            long: self.pumping_guard_long,
+            min_conversion_pct: self.pumping_guard_conversion,
+            prefix_digits: self.prefix_digits,
+        };
+        if let Err(why) = guard.validate() {
+            return Err(invalid("pumping-guard-long", &why));
+        }
         let passkeys = self.passkeys.validate()?;
         let hash_workers = match self.hash_workers {
             0 => crate::hashing::sizing::from_container(argon2.memory_kib),
@@ -819,6 +844,7 @@ impl Settings {
                 prefix_digits: self.prefix_digits,
                 global_sms: Limit { rate: self.global_sms_limit.0, burst: self.global_sms_burst },
             },
+            guard,
             trusted_proxies: self.trusted_proxies.clone(),
             test_numbers,
             app_hashes: self.app_hashes.clone(),

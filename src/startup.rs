@@ -126,6 +126,14 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("opening the delivery routes: {e}"))?;
         let limits = Arc::new(FrontLimits::new(&config.limits, Arc::clone(&clock)).with_metrics(Arc::clone(&metrics)));
+        let guard = Arc::new(crate::service::SendGuard::new(
+            Arc::clone(&stores.guard),
+            config.guard,
+            config.limits.sms_per_prefix,
+            config.limits.global_sms,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        ));
         let service = VerificationService::new(ServiceParts {
             store: Arc::clone(&stores.verification),
             hasher: hasher.clone(),
@@ -145,6 +153,7 @@ impl Application {
             audit,
             limits: Arc::clone(&limits),
             metrics: Arc::clone(&metrics),
+            guard: Arc::clone(&guard),
         });
         let supervision = match &config.lookup_notice {
             Some(notice) => {
@@ -152,6 +161,7 @@ impl Application {
             }
             None => supervision,
         };
+        let supervision = supervision.guarding(Arc::clone(&guard));
         let mut sign_in = crate::signin::SignInService::new(
             Arc::clone(&stores.sign_in),
             audit_for_sign_in,
@@ -396,6 +406,7 @@ impl Application {
             Arc::clone(&self.stores.verification),
             self.service.clone(),
             retention(self.config.delivery.route_memory),
+            (Arc::clone(&self.stores.guard), self.config.guard),
             self.clock,
             self.limits,
             reporter,
@@ -496,6 +507,7 @@ async fn maintain(
     store: Arc<dyn Store>,
     service: VerificationService,
     retention: TimeDelta,
+    (guard, guard_policy): (Arc<dyn crate::store::GuardStore>, crate::domain::guard::GuardPolicy),
     clock: Arc<dyn Clock>,
     limits: Arc<FrontLimits>,
     reporter: HealthReporter,
@@ -537,10 +549,18 @@ async fn maintain(
                     last_delivery = status;
                 }
             }
-            _ = purge.tick() => match store.purge(clock.now() - retention, clock.now()).await {
-                Ok(n) => tracing::debug!(rows = n, "purged old codes"),
-                Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
-            },
+            _ = purge.tick() => {
+                match store.purge(clock.now() - retention, clock.now()).await {
+                    Ok(n) => tracing::debug!(rows = n, "purged old codes"),
+                    Err(error) => tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "purge failed"),
+                }
+                // The pumping guard's buckets past its long window, ended overrides, budgets at rest.
+                let now = clock.now();
+                let before = guard_policy.window_start(guard_policy.long.length, now);
+                if let Err(error) = guard.purge_guard(before, now).await {
+                    tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "pumping guard purge failed");
+                }
+            }
         }
     }
     set_health(&reporter, ServingStatus::NotServing).await;

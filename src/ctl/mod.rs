@@ -106,6 +106,12 @@ pub enum CtlCommand {
         #[arg(long)]
         reason: String,
     },
+    /// The pumping guard's view of a destination prefix, and admins' exemptions and blocks.
+    Guard {
+        /// What to do.
+        #[command(subcommand)]
+        action: GuardCommand,
+    },
     /// Read the audit log, newest first (auditors and admins).
     Audit {
         /// From this time: RFC 3339, or a duration ago such as `2h`.
@@ -128,6 +134,72 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+/// `otpctl guard …`: a prefix is its first --prefix-digits E.164 digits (e.g. 8210123), or a whole number.
+#[derive(Debug, Subcommand)]
+pub enum GuardCommand {
+    /// Whether the prefix is guarded, and the figures why.
+    Status {
+        /// The prefix, or a number of it.
+        prefix: String,
+    },
+    /// Exempt the prefix from the guard until a time (admins).
+    Exempt {
+        /// The prefix, or a number of it.
+        prefix: String,
+        /// Until: RFC 3339, or a duration from now such as `2h` (at most 30 days).
+        #[arg(long)]
+        until: String,
+        /// The ticket.
+        #[arg(long)]
+        ticket: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Refuse every send to the prefix until a time (admins).
+    Block {
+        /// The prefix, or a number of it.
+        prefix: String,
+        /// Until: RFC 3339, or a duration from now such as `7d` (at most 30 days).
+        #[arg(long)]
+        until: String,
+        /// The ticket.
+        #[arg(long)]
+        ticket: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove an exemption or block: the figures decide again (admins).
+    Clear {
+        /// The prefix, or a number of it.
+        prefix: String,
+        /// The ticket.
+        #[arg(long)]
+        ticket: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `2026-11-21T10:00:00Z`, or a duration from now (`2h`, `7d`).
+fn parse_until(value: &str) -> Result<prost_types::Timestamp, Refusal> {
+    let at = chrono::DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&chrono::Utc)).or_else(|_| {
+        humantime::parse_duration(value)
+            .ok()
+            .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+            .map(|d| chrono::Utc::now() + d)
+            .ok_or(())
+    });
+    let at = at.map_err(|()| {
+        Refusal::Usage(
+            "--until: RFC 3339 시각 또는 기간(예: 2h) / an RFC 3339 time or a duration from now (e.g. 2h)".into(),
+        )
+    })?;
+    Ok(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 })
 }
 
 /// The second factors `otpctl login` can use (a passkey needs a browser: use the console).
@@ -380,6 +452,27 @@ async fn call(
             let request = pb::UnlockPhoneRequest { phone_number: phone, ticket_id: ticket, reason };
             let response = client.unlock_phone(authed(request, token)?).await?.into_inner();
             Ok(render::unlock(&response))
+        }
+        CtlCommand::Guard { action } => {
+            let (prefix, action, until, ticket, reason) = match action {
+                GuardCommand::Status { prefix } => {
+                    let request = pb::GetPrefixGuardRequest { prefix };
+                    let response = client.get_prefix_guard(authed(request, token)?).await?.into_inner();
+                    return Ok(render::guard(response.guard.as_ref(), None));
+                }
+                GuardCommand::Exempt { prefix, until, ticket, reason } => {
+                    (prefix, pb::PrefixGuardAction::Exempt, Some(parse_until(&until)?), ticket, reason)
+                }
+                GuardCommand::Block { prefix, until, ticket, reason } => {
+                    (prefix, pb::PrefixGuardAction::Block, Some(parse_until(&until)?), ticket, reason)
+                }
+                GuardCommand::Clear { prefix, ticket, reason } => {
+                    (prefix, pb::PrefixGuardAction::Clear, None, ticket, reason)
+                }
+            };
+            let request = pb::SetPrefixGuardRequest { prefix, action: action.into(), until, ticket_id: ticket, reason };
+            let response = client.set_prefix_guard(authed(request, token)?).await?.into_inner();
+            Ok(render::guard(response.guard.as_ref(), Some(&response.audit_event_id)))
         }
         CtlCommand::Audit { since, until, actor, phone, action, limit } => {
             let mut events = Vec::new();

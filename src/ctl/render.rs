@@ -107,6 +107,9 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
     }
     let _ = writeln!(text, "SMS 1시간 / last hour          {}", of_cap(r.sms_last_hour, r.sms_hour_cap));
     let _ = writeln!(text, "SMS 24시간 / last day          {}", of_cap(r.sms_last_day, r.sms_day_cap));
+    if let Some(g) = r.prefix_guard.as_ref().filter(|g| g.guarded) {
+        let _ = writeln!(text, "번호 대역 발송 제한 / prefix guarded ({}): {}", g.mode, g.explanation);
+    }
     if !r.checklist.is_empty() {
         let _ = writeln!(text, "\n확인 사항 / checklist");
     }
@@ -201,6 +204,67 @@ pub fn status(r: &pb::GetPhoneStatusResponse) -> Output {
             "next_step_en": c.next_step_en,
         })).collect::<Vec<_>>(),
         "audit_event_id": r.audit_event_id,
+    });
+    Output { text, json }
+}
+
+/// `otpctl guard`: a prefix as the pumping guard sees it (and, after a change, its audit event).
+pub fn guard(g: Option<&pb::PrefixGuard>, audit_event_id: Option<&str>) -> Output {
+    let Some(g) = g else {
+        return Output { text: "-\n".into(), json: json!(null) };
+    };
+    let mut text = String::new();
+    let state = if g.guarded { "제한 중 / guarded" } else { "제한 없음 / not guarded" };
+    let _ = writeln!(text, "번호 대역 / prefix   {} (국가 / country +{}), 모드 / mode {}", g.prefix, g.country, g.mode);
+    let _ = writeln!(text, "상태 / state         {state}: {}", g.explanation);
+    let figures = |scope: &str, text: &mut String, rows: &[pb::GuardWindowFigures]| {
+        for f in rows {
+            let _ = writeln!(
+                text,
+                "  {scope} {:>4}  발송 / sends {:>6} (기준 / V {:>5})  인증 / approved {:>6}  전환 / conversion {:>3}%",
+                f.window, f.sends, f.min_sends, f.approvals, f.conversion_pct
+            );
+        }
+    };
+    figures("prefix ", &mut text, &g.prefix_figures);
+    figures("country", &mut text, &g.country_figures);
+    let _ = writeln!(text, "기준 전환율 / C      {}%", g.min_conversion_pct);
+    if let Some(at) = time(g.next_evaluation.as_ref()) {
+        let _ = writeln!(text, "다음 재평가 / next   {}", clock(at));
+    }
+    if !g.override_action.is_empty() {
+        let until = time(g.override_until.as_ref()).map(clock).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "관리자 / admin       {} until {until} by {} (ticket {}): {}",
+            g.override_action, g.override_set_by, g.override_ticket_id, g.override_reason
+        );
+    }
+    if let Some(id) = audit_event_id {
+        let _ = writeln!(text, "감사 기록 / audit    {id}");
+    }
+    let rows = |rows: &[pb::GuardWindowFigures]| {
+        rows.iter()
+            .map(|f| json!({"window": f.window, "sends": f.sends, "approvals": f.approvals, "conversion_pct": f.conversion_pct, "min_sends": f.min_sends}))
+            .collect::<Vec<_>>()
+    };
+    let json = json!({
+        "prefix": g.prefix,
+        "country": g.country,
+        "mode": g.mode,
+        "guarded": g.guarded,
+        "decision": g.decision,
+        "explanation": g.explanation,
+        "prefix_figures": rows(&g.prefix_figures),
+        "country_figures": rows(&g.country_figures),
+        "min_conversion_pct": g.min_conversion_pct,
+        "next_evaluation": rfc3339(g.next_evaluation.as_ref()),
+        "override_action": g.override_action,
+        "override_until": rfc3339(g.override_until.as_ref()),
+        "override_ticket_id": g.override_ticket_id,
+        "override_reason": g.override_reason,
+        "override_set_by": g.override_set_by,
+        "audit_event_id": audit_event_id,
     });
     Output { text, json }
 }

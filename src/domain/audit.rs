@@ -65,11 +65,13 @@ pub enum AuditAction {
     PasskeyEnrolled,
     /// An operator issued a one-time passkey enrolment code.
     PasskeyEnrolmentCodeIssued,
+    /// An admin exempted or blocked a destination prefix from the pumping guard, or cleared that.
+    PrefixGuardSet,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 15] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::LookupCode,
         AuditAction::GetPhoneStatus,
         AuditAction::UnlockPhone,
@@ -85,6 +87,7 @@ impl AuditAction {
         AuditAction::SignInLockLifted,
         AuditAction::PasskeyEnrolled,
         AuditAction::PasskeyEnrolmentCodeIssued,
+        AuditAction::PrefixGuardSet,
     ];
 
     /// The name stored in the database.
@@ -105,6 +108,7 @@ impl AuditAction {
             AuditAction::SignInLockLifted => "sign_in_lock_lifted",
             AuditAction::PasskeyEnrolled => "passkey_enrolled",
             AuditAction::PasskeyEnrolmentCodeIssued => "passkey_enrolment_code_issued",
+            AuditAction::PrefixGuardSet => "prefix_guard_set",
         }
     }
 

@@ -4,6 +4,7 @@ pub mod audit;
 mod call;
 mod code;
 mod delivery;
+pub mod guard;
 mod phone;
 mod policy;
 mod purpose;

@@ -51,6 +51,11 @@ impl AllowedCountries {
         &self.regions
     }
 
+    /// The calling code of an allowed country that `digits` (E.164 digits, no `+`) starts with.
+    pub fn calling_code_of(&self, digits: &str) -> Option<u16> {
+        self.calling_codes.iter().copied().find(|code| digits.starts_with(&code.to_string()))
+    }
+
     fn default_region_id(&self) -> Option<phonenumber::country::Id> {
         phonenumber::country::Id::from_str(self.default_region()).ok()
     }

@@ -103,6 +103,7 @@ fn action_of(path: &str) -> Option<AuditAction> {
         "ListAuditEvents" => Some(AuditAction::ListAuditEvents),
         "VerifyAuditChain" => Some(AuditAction::VerifyAuditChain),
         "LiftSignInLock" => Some(AuditAction::SignInLockLifted),
+        "SetPrefixGuard" => Some(AuditAction::PrefixGuardSet),
         _ => None,
     }
 }

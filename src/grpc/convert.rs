@@ -44,6 +44,7 @@ pub fn action_to_pb(action: AuditAction) -> pb::AuditAction {
         AuditAction::SignInLockLifted => pb::AuditAction::SignInLockLifted,
         AuditAction::PasskeyEnrolled => pb::AuditAction::PasskeyEnrolled,
         AuditAction::PasskeyEnrolmentCodeIssued => pb::AuditAction::PasskeyEnrolmentCodeIssued,
+        AuditAction::PrefixGuardSet => pb::AuditAction::PrefixGuardSet,
     }
 }
 
@@ -66,5 +67,6 @@ pub fn action_from_pb(value: i32) -> Result<Option<AuditAction>, String> {
         pb::AuditAction::SignInLockLifted => Some(AuditAction::SignInLockLifted),
         pb::AuditAction::PasskeyEnrolled => Some(AuditAction::PasskeyEnrolled),
         pb::AuditAction::PasskeyEnrolmentCodeIssued => Some(AuditAction::PasskeyEnrolmentCodeIssued),
+        pb::AuditAction::PrefixGuardSet => Some(AuditAction::PrefixGuardSet),
     })
 }

@@ -323,6 +323,7 @@ fn stands(error: &ServiceError) -> bool {
         | ServiceError::ResendCooldown { .. }
         | ServiceError::SendLimit { .. }
         | ServiceError::RateLimited { .. }
+        | ServiceError::PumpingGuard(_)
         | ServiceError::SmsDeliveryFailed { .. }
         | ServiceError::DeadlineTooShort { .. }
         | ServiceError::IdempotencyKeyReused

@@ -35,6 +35,45 @@ const PASSKEY_REJECTED_KO: &str = "passkey 확인에 실패했습니다. 다시 
 const SESSION_EXPIRED_KO: &str = "로그인 시간이 만료되었습니다. 다시 로그인해 주세요.";
 const SIM_MISMATCH_KO: &str = "유심의 전화번호가 기존에 인증된 전화번호와 다릅니다. 다시 한 번 인증해주세요.";
 
+const PUMPING_GUARD_KO: &str = "이 번호 대역으로 요청된 인증번호가 비정상적으로 많아 문자 발송이 잠시 제한되었습니다. \
+     잠시 후 다시 시도하시거나 고객센터로 문의해 주세요.";
+
+/// The pumping guard's refusal as `ErrorInfo.metadata` (`limit=pumping_guard` and the figures that tripped it, or
+/// the admin's block) and the status message.
+fn guard_metadata(refusal: &crate::service::GuardRefusal) -> (HashMap<String, String>, String) {
+    use crate::domain::guard::{Counts, Verdict};
+    let retry_at = refusal.retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut metadata = HashMap::from([("limit".to_owned(), "pumping_guard".to_owned()), ("retry_at".into(), retry_at)]);
+    let message = match &refusal.verdict {
+        Verdict::Guarded(trip) => {
+            let window = humantime::format_duration(trip.window.to_std().unwrap_or_default()).to_string();
+            let conversion = Counts { sends: trip.sends, approvals: trip.approvals }.conversion_pct();
+            metadata.extend([
+                ("scope".to_owned(), trip.scope.as_str().to_owned()),
+                ("key".into(), trip.key.clone()),
+                ("window".into(), window),
+                ("sends".into(), trip.sends.to_string()),
+                ("approvals".into(), trip.approvals.to_string()),
+                ("conversion_pct".into(), conversion.to_string()),
+                ("min_sends".into(), trip.min_sends.to_string()),
+                ("min_conversion_pct".into(), trip.min_conversion_pct.to_string()),
+            ]);
+            format!("pumping guard: {}; re-evaluated at the latest in {}s", trip.explain(), secs(refusal.retry_after))
+        }
+        Verdict::Blocked(o) => {
+            let until = o.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            metadata.extend([
+                ("scope".to_owned(), "prefix".to_owned()),
+                ("override".into(), "block".into()),
+                ("until".into(), until.clone()),
+            ]);
+            format!("pumping guard: this destination prefix is blocked by an administrator until {until}")
+        }
+        Verdict::Clear | Verdict::Exempt(_) => "pumping guard".to_owned(),
+    };
+    (metadata, message)
+}
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let mut details = ErrorDetails::new();
@@ -96,6 +135,13 @@ impl From<ServiceError> for Status {
                 info(&mut details, "RATE_LIMITED", HashMap::from([("limit".into(), limit.into())]));
                 details.set_retry_info(Some(retry_after));
                 (Code::ResourceExhausted, format!("too many requests ({limit}); retry in {}s", secs(retry_after)))
+            }
+            ServiceError::PumpingGuard(refusal) => {
+                let (metadata, message) = guard_metadata(&refusal);
+                info(&mut details, "RATE_LIMITED", metadata);
+                details.set_retry_info(Some(refusal.retry_after));
+                details.set_localized_message("ko-KR", PUMPING_GUARD_KO);
+                (Code::ResourceExhausted, message)
             }
             ServiceError::SmsDeliveryFailed { retry_after } => {
                 info(&mut details, "SMS_DELIVERY_FAILED", HashMap::new());

@@ -226,6 +226,58 @@ impl SupervisorRequests {
         Ok((phone, ticket, reason))
     }
 
+    /// A destination prefix as a SetPrefixGuard or GetPrefixGuard names it: a whole number (its prefix is taken),
+    /// or exactly `digits` E.164 digits of an allowed country (a leading `+` allowed). Returns the prefix and its
+    /// country calling code.
+    pub fn parse_prefix(&self, raw: &str, digits: usize) -> Result<(String, String), String> {
+        if let Ok(phone) = PhoneNumber::parse(raw, &self.countries) {
+            let prefix: String = phone.e164().chars().filter(char::is_ascii_digit).take(digits).collect();
+            return Ok((prefix, phone.calling_code().to_string()));
+        }
+        let bare = raw.trim().trim_start_matches('+');
+        if bare.len() != digits || !bare.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("give a phone number or the first {digits} digits of one in E.164 (e.g. 8210123)"));
+        }
+        match self.countries.calling_code_of(bare) {
+            Some(code) => Ok((bare.to_owned(), code.to_string())),
+            None => Err("not a prefix of an allowed country".into()),
+        }
+    }
+
+    /// A SetPrefixGuard request.
+    pub fn parse_set_prefix_guard(
+        &self,
+        req: pb::SetPrefixGuardRequest,
+        digits: usize,
+    ) -> Result<((String, String), crate::supervision::GuardChange, TicketId, Reason), Refusal> {
+        use crate::domain::guard::OverrideAction;
+        use crate::supervision::GuardChange;
+        let mut v = Violations::default();
+        let prefix = v.check("prefix", "INVALID_ARGUMENT", self.parse_prefix(&req.prefix, digits));
+        let ticket = v.ticket(&req.ticket_id);
+        let reason = v.check("reason", "INVALID_REASON", Reason::parse(&req.reason));
+        let until = req.until.as_ref().map(to_datetime);
+        let change = match pb::PrefixGuardAction::try_from(req.action) {
+            Ok(pb::PrefixGuardAction::Clear) => Some(GuardChange::Clear),
+            Ok(action @ (pb::PrefixGuardAction::Exempt | pb::PrefixGuardAction::Block)) => {
+                let action = if action == pb::PrefixGuardAction::Exempt {
+                    OverrideAction::Exempt
+                } else {
+                    OverrideAction::Block
+                };
+                let until = v.check("until", "INVALID_ARGUMENT", until.unwrap_or(Err("required to exempt or block")));
+                until.map(|until| GuardChange::Set(action, until))
+            }
+            _ => v.check("action", "INVALID_ARGUMENT", Err::<GuardChange, _>("must be EXEMPT, BLOCK or CLEAR")),
+        };
+        let (Some(prefix), Some(change), Some(ticket), Some(reason), true) =
+            (prefix, change, ticket.clone(), reason, v.is_empty())
+        else {
+            return Err(Refusal { phone: None, ticket, violations: v.0 });
+        };
+        Ok((prefix, change, ticket, reason))
+    }
+
     /// A VerifyAuditChain request: it takes nothing from the caller. How far unkeyed links are accepted is the
     /// operator's setting (`--accept-unkeyed-through`), so the field must be left at 0.
     pub fn parse_verify_chain(
@@ -423,10 +475,26 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         };
         let service = self.service.clone();
         let policy = service.policy().clone();
-        let (status, event, phone) =
-            detached(async move { service.phone_status(&actor, target, &ticket).await }).await?;
-        let mut response = status_to_pb(&status, &event, phone.masked().to_owned(), &policy);
-        response.checklist = crate::supervision::checklist::checklist(&status, event.event.at, &self.sender)
+        let (status, event, phone, guard) = detached(async move {
+            let (status, event, phone) = service.phone_status(&actor, target, &ticket).await?;
+            // The guard's view of the number's prefix: a read more, whose failure costs the status nothing.
+            let guard = match service.prefix_of(&phone) {
+                Some(prefix) => match service.guard_view(&prefix, &phone.calling_code().to_string()).await {
+                    Ok(view) => Some(view),
+                    Err(error) => {
+                        tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "reading the pumping guard failed");
+                        None
+                    }
+                },
+                None => None,
+            };
+            Ok::<_, ServiceError>((status, event, phone, guard))
+        })
+        .await?;
+        let mut answer = status_to_pb(&status, &event, phone.masked().to_owned(), &policy);
+        answer.prefix_guard =
+            guard.filter(|g| g.policy.mode != crate::domain::guard::GuardMode::Off).map(|g| guard_to_pb(&g));
+        answer.checklist = crate::supervision::checklist::checklist(&status, event.event.at, &self.sender)
             .into_iter()
             .map(|c| pb::StatusCheck {
                 check: c.kind.as_str().into(),
@@ -437,7 +505,7 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
                 next_step_en: c.next_en,
             })
             .collect();
-        Ok(Response::new(response))
+        Ok(Response::new(answer))
     }
 
     #[tracing::instrument(name = "UnlockPhone", skip_all)]
@@ -490,6 +558,52 @@ impl pb::supervisor_service_server::SupervisorService for SupervisorApi {
         let sign_in = self.sign_in.clone();
         let (was_locked, event) = detached(async move { sign_in.lift_lock_as(&actor, &subject).await }).await?;
         Ok(Response::new(pb::LiftSignInLockResponse { was_locked, audit_event_id: event.event.id.to_string() }))
+    }
+
+    #[tracing::instrument(name = "SetPrefixGuard", skip_all)]
+    async fn set_prefix_guard(
+        &self,
+        request: Request<pb::SetPrefixGuardRequest>,
+    ) -> Result<Response<pb::SetPrefixGuardResponse>, Status> {
+        if let Some(disabled) = disabled(&request) {
+            return Err(self.refuse_disabled(disabled, AuditAction::PrefixGuardSet, None, None).await);
+        }
+        let actor = actor(&request)?;
+        let Some(digits) = self.service.prefix_digits() else {
+            return Err(ServiceError::FactorUnavailable("the pumping guard is not configured").into());
+        };
+        let (prefix, change, ticket, reason) = match self.requests.parse_set_prefix_guard(request.into_inner(), digits)
+        {
+            Ok(parsed) => parsed,
+            Err(refusal) => return Err(self.refuse(&actor, AuditAction::PrefixGuardSet, refusal).await),
+        };
+        let service = self.service.clone();
+        let (view, event) = detached(async move {
+            service.set_prefix_guard(&actor, (&prefix.0, &prefix.1), change, &ticket, &reason).await
+        })
+        .await?;
+        Ok(Response::new(pb::SetPrefixGuardResponse {
+            guard: Some(guard_to_pb(&view)),
+            audit_event_id: event.event.id.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(name = "GetPrefixGuard", skip_all)]
+    async fn get_prefix_guard(
+        &self,
+        request: Request<pb::GetPrefixGuardRequest>,
+    ) -> Result<Response<pb::GetPrefixGuardResponse>, Status> {
+        let actor = actor(&request)?;
+        let Some(digits) = self.service.prefix_digits() else {
+            return Err(ServiceError::FactorUnavailable("the pumping guard is not configured").into());
+        };
+        let (prefix, country) = self
+            .requests
+            .parse_prefix(&request.into_inner().prefix, digits)
+            .map_err(|e| Status::from(lift_invalid("prefix", &e)))?;
+        let service = self.service.clone();
+        let view = detached(async move { service.prefix_guard(&actor, &prefix, &country).await }).await?;
+        Ok(Response::new(pb::GetPrefixGuardResponse { guard: Some(guard_to_pb(&view)) }))
     }
 
     #[tracing::instrument(name = "ListAuditEvents", skip_all)]
@@ -649,6 +763,8 @@ fn allowed_methods(actor: &Actor) -> Vec<&'static str> {
         ("VerifyAuditChain", Role::Auditor),
         ("LiftSignInLock", Role::Admin),
         ("Diagnose", Role::Admin),
+        ("GetPrefixGuard", Role::Supervisor),
+        ("SetPrefixGuard", Role::Admin),
     ]
     .into_iter()
     .filter(|(_, role)| actor.has_any(&[*role]))
@@ -786,6 +902,7 @@ fn status_to_pb(
         sms_last_day: count(status.sms_last_day),
         sms_hour_cap: count(policy.max_sends_per_hour),
         sms_day_cap: count(policy.max_sends_per_day),
+        prefix_guard: None,
         audit_event_id: event.event.id.to_string(),
         notices: status
             .notices
@@ -799,6 +916,55 @@ fn status_to_pb(
             .collect(),
         // Filled by the caller, which knows the sender.
         checklist: Vec::new(),
+    }
+}
+
+/// The pumping guard's view of a prefix, as the API shows it.
+fn guard_to_pb(view: &crate::supervision::PrefixGuardView) -> pb::PrefixGuard {
+    use crate::domain::guard::{COUNTRY_FACTOR, Counts, Verdict};
+    let window = |length: chrono::TimeDelta, counts: Counts, factor: u32, min: u32| pb::GuardWindowFigures {
+        window: humantime::format_duration(length.to_std().unwrap_or_default()).to_string(),
+        sends: i64::try_from(counts.sends).unwrap_or(i64::MAX),
+        approvals: i64::try_from(counts.approvals).unwrap_or(i64::MAX),
+        conversion_pct: i32::try_from(counts.conversion_pct()).unwrap_or(100),
+        min_sends: i64::from(min.saturating_mul(factor)),
+    };
+    let p = &view.policy;
+    let scope = |counts: &crate::domain::guard::ScopeCounts, factor: u32| {
+        vec![
+            window(p.short.length, counts.short, factor, p.short.min_sends),
+            window(p.long.length, counts.long, factor, p.long.min_sends),
+        ]
+    };
+    let explanation = match &view.verdict {
+        Verdict::Clear => "no window has enough sends converting too little".to_owned(),
+        Verdict::Guarded(trip) => trip.explain(),
+        Verdict::Blocked(o) | Verdict::Exempt(o) => format!(
+            "{} by {} until {} (ticket {}): {}",
+            if matches!(view.verdict, Verdict::Blocked(_)) { "blocked" } else { "exempted" },
+            o.set_by,
+            o.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            o.ticket_id,
+            o.reason
+        ),
+    };
+    let live = view.figures.override_.as_ref().filter(|o| o.until > view.now);
+    pb::PrefixGuard {
+        prefix: view.figures.prefix.key.clone(),
+        country: view.figures.country.key.clone(),
+        mode: p.mode.as_str().to_owned(),
+        guarded: view.verdict.refuses(),
+        decision: view.verdict.as_str().to_owned(),
+        explanation,
+        prefix_figures: scope(&view.figures.prefix, 1),
+        country_figures: scope(&view.figures.country, COUNTRY_FACTOR),
+        min_conversion_pct: i32::try_from(p.min_conversion_pct).unwrap_or(0),
+        next_evaluation: Some(timestamp(view.next_evaluation)),
+        override_action: live.map(|o| o.action.as_str().to_owned()).unwrap_or_default(),
+        override_until: live.map(|o| timestamp(o.until)),
+        override_ticket_id: live.map(|o| o.ticket_id.clone()).unwrap_or_default(),
+        override_reason: live.map(|o| o.reason.clone()).unwrap_or_default(),
+        override_set_by: live.map(|o| o.set_by.clone()).unwrap_or_default(),
     }
 }
 

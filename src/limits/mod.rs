@@ -40,6 +40,11 @@ impl Rate {
         NonZeroU32::new(count).filter(|_| !per.is_zero()).map(|count| Self { count, per })
     }
 
+    /// The time one unit of the rate takes: the GCRA emission interval.
+    pub fn interval(self) -> Duration {
+        (self.per / self.count.get()).max(Duration::from_millis(1))
+    }
+
     fn quota(self, burst: u32) -> Quota {
         let period = self.per / self.count.get();
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);

@@ -84,6 +84,10 @@ label_enum! {
         LiftSignInLock = "otp.v1.SupervisorService/LiftSignInLock",
         /// otp.v1.SupervisorService/Diagnose.
         Diagnose = "otp.v1.SupervisorService/Diagnose",
+        /// otp.v1.SupervisorService/SetPrefixGuard.
+        SetPrefixGuard = "otp.v1.SupervisorService/SetPrefixGuard",
+        /// otp.v1.SupervisorService/GetPrefixGuard.
+        GetPrefixGuard = "otp.v1.SupervisorService/GetPrefixGuard",
         /// otp.v1.SignInService/ListSignInFactors.
         ListSignInFactors = "otp.v1.SignInService/ListSignInFactors",
         /// otp.v1.SignInService/StartSignIn.
@@ -231,6 +235,8 @@ label_enum! {
         ListAuditEvents = "list_audit_events",
         /// VerifyAuditChain.
         VerifyAuditChain = "verify_audit_chain",
+        /// SetPrefixGuard.
+        SetPrefixGuard = "set_prefix_guard",
         /// A path that is none of them.
         Other = "other",
     }
@@ -244,6 +250,7 @@ impl From<Option<AuditAction>> for SupervisorAction {
             Some(AuditAction::UnlockPhone) => Self::UnlockPhone,
             Some(AuditAction::ListAuditEvents) => Self::ListAuditEvents,
             Some(AuditAction::VerifyAuditChain) => Self::VerifyAuditChain,
+            Some(AuditAction::PrefixGuardSet) => Self::SetPrefixGuard,
             Some(
                 AuditAction::PhoneLocked
                 | AuditAction::SupervisorAdded
@@ -595,6 +602,16 @@ label_enum! {
         FinishKey = "finish_key",
         /// KeyStore::release_key.
         ReleaseKey = "release_key",
+        /// GuardStore::charge_budgets.
+        ChargeBudgets = "charge_budgets",
+        /// GuardStore::guard_figures.
+        GuardFigures = "guard_figures",
+        /// GuardStore::count_guard.
+        CountGuard = "count_guard",
+        /// GuardStore::set_guard_override.
+        SetGuardOverride = "set_guard_override",
+        /// GuardStore::purge_guard.
+        PurgeGuard = "purge_guard",
     }
 }
 
@@ -682,6 +699,56 @@ pub struct RouteDemotionLabels {
     pub route: Route,
     /// Why.
     pub why: RouteDemotion,
+}
+
+label_enum! {
+    /// `--pumping-guard` as a label (off never decides).
+    pub enum GuardModeLabel {
+        /// Decides and records, refuses nothing.
+        Shadow = "shadow",
+        /// Refuses what it guards.
+        Enforce = "enforce",
+    }
+}
+
+label_enum! {
+    /// The pumping guard's decision for one send.
+    pub enum GuardDecision {
+        /// Nothing tripped.
+        Clear = "clear",
+        /// An admin exempted the prefix.
+        Exempt = "exempt",
+        /// The prefix's or country's conversion tripped the guard.
+        Guarded = "guarded",
+        /// An admin blocked the prefix.
+        Blocked = "blocked",
+    }
+}
+
+label_enum! {
+    /// An SMS budget shared across replicas.
+    pub enum SharedBudget {
+        /// Per destination prefix (`--sms-limit-per-prefix`).
+        Prefix = "prefix",
+        /// For the whole service (`--global-sms-limit`).
+        Service = "service",
+    }
+}
+
+/// `otpd_pumping_guard_decisions_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GuardLabels {
+    /// Shadow or enforce.
+    pub mode: GuardModeLabel,
+    /// What it decided.
+    pub decision: GuardDecision,
+}
+
+/// `otpd_shared_budget_refusals_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// Which budget.
+    pub budget: SharedBudget,
 }
 
 /// `otpd_front_line_refusals_total`.

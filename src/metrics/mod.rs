@@ -70,6 +70,8 @@ pub struct Metrics {
     db_errors: Family<DbErrorLabels, Counter>,
     audit_appends: Family<AuditLabels, Counter>,
     connections_closed: Family<ConnectionLabels, Counter>,
+    guard_decisions: Family<GuardLabels, Counter>,
+    budget_refusals: Family<BudgetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +115,8 @@ impl Metrics {
             db_errors: Family::default(),
             audit_appends: Family::default(),
             connections_closed: Family::default(),
+            guard_decisions: Family::default(),
+            budget_refusals: Family::default(),
         };
         metrics.register();
         // The two sides of the conversion exist from the start, so that a ratio is defined at the first scrape.
@@ -194,6 +198,16 @@ impl Metrics {
             "delivery_route_demotions",
             "Sends that tried a route after the others because of the number's history, by why",
             self.route_demotions.clone(),
+        );
+        r.register(
+            "pumping_guard_decisions",
+            "The pumping guard's decision for each send it judged, by mode and decision",
+            self.guard_decisions.clone(),
+        );
+        r.register(
+            "shared_budget_refusals",
+            "Sends refused by an SMS budget shared across replicas, by budget",
+            self.budget_refusals.clone(),
         );
         r.register(
             "front_line_refusals",
@@ -322,6 +336,16 @@ impl Metrics {
         self.refusals.get_or_create(&LimitLabels { limit }).inc();
     }
 
+    /// The pumping guard judged a send.
+    pub fn guard_decision(&self, mode: GuardModeLabel, decision: GuardDecision) {
+        self.guard_decisions.get_or_create(&GuardLabels { mode, decision }).inc();
+    }
+
+    /// A shared SMS budget refused a send.
+    pub fn budget_refused(&self, budget: SharedBudget) {
+        self.budget_refusals.get_or_create(&BudgetLabels { budget }).inc();
+    }
+
     /// The hashing queue's bound.
     pub fn hash_queue_limit(&self, limit: usize) {
         self.hash_queue_limit.set(i64::try_from(limit).unwrap_or(i64::MAX));
@@ -400,6 +424,8 @@ mod tests {
         m.route_breaker(Route::SmsNhn, BreakerState::Open);
         m.route_demoted(Route::SmsNhn, RouteDemotion::FailedForNumber);
         m.refused(FrontLimit::GlobalSms);
+        m.guard_decision(GuardModeLabel::Shadow, GuardDecision::Guarded);
+        m.budget_refused(SharedBudget::Prefix);
         m.hash_queue_limit(8);
         m.hash_queue_place(true);
         m.hash_queue_wait(second);
@@ -438,7 +464,7 @@ mod tests {
             }
             exposed.insert(queried);
         }
-        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 29);
+        assert_eq!(exposed.iter().filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum")).count(), 31);
         let names = regex::Regex::new(r"\b(?:otpd|rpc_server)_[a-z_]+\b").unwrap();
         for name in names.find_iter(docs).map(|m| m.as_str()) {
             assert!(exposed.contains(name), "docs/operations.md uses {name}, which is not a metric");

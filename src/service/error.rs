@@ -46,6 +46,10 @@ pub enum ServiceError {
     /// A front-line limit (per client IP, per destination prefix, per replica) refused the call.
     #[error("rate limited")]
     RateLimited { limit: &'static str, retry_after: Duration },
+    /// The pumping guard refused the send: its destination prefix (or country) converts too little for its
+    /// volume, or an admin blocked the prefix. Nothing was hashed, stored or sent.
+    #[error("pumping guard")]
+    PumpingGuard(Box<GuardRefusal>),
     /// The gateway did not take the SMS; the code was revoked.
     #[error("SMS delivery failed")]
     SmsDeliveryFailed { retry_after: Duration },
@@ -140,6 +144,17 @@ pub enum ServiceError {
     /// The flow's task died.
     #[error("flow task failed")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Why the pumping guard refused a send, with the figures that tripped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardRefusal {
+    /// `Guarded` (the figures) or `Blocked` (an admin's block).
+    pub verdict: crate::domain::guard::Verdict,
+    /// When the guard next decides otherwise at the earliest: the next bucket boundary, or the block's end.
+    pub retry_at: DateTime<Utc>,
+    /// How long from now until then.
+    pub retry_after: Duration,
 }
 
 impl From<crate::limits::Limited> for ServiceError {

@@ -3,6 +3,7 @@
 
 mod delivery;
 mod error;
+mod guard;
 mod labels;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use crate::store::{Approval, CodeId, DeliveryOutcome, NewCode, Reservation, Stor
 
 pub use delivery::{Channels, DOCTOR_WINDOWS, Diagnosis, RouteBook, RouteLearning, RouteReport};
 pub(crate) use error::until;
-pub use error::{FieldViolation, ServiceError};
+pub use error::{FieldViolation, GuardRefusal, ServiceError};
+pub use guard::SendGuard;
 
 /// How long a caller should wait before retrying after the gateway failed.
 const DELIVERY_RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -141,6 +143,8 @@ pub struct ServiceParts {
     pub limits: Arc<FrontLimits>,
     /// Where sends, checks, lockouts and deliveries are counted.
     pub metrics: Arc<Metrics>,
+    /// The shared SMS budgets and the pumping guard.
+    pub guard: Arc<SendGuard>,
 }
 
 impl VerificationService {
@@ -194,6 +198,8 @@ impl VerificationService {
         if !is_test_number && breaker_open.is_none() {
             // Charged only for a send the store would allow, so refused resends cannot drain a prefix's budget.
             this.limits.check_send_destination(&cmd.phone)?;
+            // Then the shared store: the pumping guard's decision and one charge against the shared budgets.
+            this.guard.admit(&cmd.phone).await?;
         }
 
         let code = test_code.unwrap_or_else(|| OtpCode::generate(this.policy.code_length));
@@ -256,6 +262,7 @@ impl VerificationService {
                     // Handed over: it may arrive, so its code stays and the send counts, as any other.
                     tracing::warn!(%why, "SMS not confirmed before the caller's deadline; code kept");
                     self.record_attempts(issued.code_id, &attempts).await;
+                    this.guard.count_send(&cmd.phone).await;
                     return Err(ServiceError::DeliveryUnconfirmed);
                 }
                 Err(error @ (SmsError::NotSent(_) | SmsError::CircuitOpen { .. })) => {
@@ -295,6 +302,8 @@ impl VerificationService {
         }
         if is_test_number {
             *verdict = Some(SendResult::TestNumber);
+        } else {
+            this.guard.count_send(&cmd.phone).await;
         }
         tracing::info!(verification_id = %issued.verification_id, "code sent");
         Ok(SendOutcome {
@@ -447,6 +456,7 @@ impl VerificationService {
             };
             if approval == Approval::Approved {
                 tracing::info!(%verification_id, "verification approved");
+                this.guard.count_approval(&cmd.phone).await;
                 return Ok(VerifyOutcome::Approved { verification_id });
             }
             this.store.release_attempt(&cmd.phone, reservation, this.clock.now()).await?;

@@ -726,6 +726,7 @@ fn needs_session(action: AuditAction) -> bool {
             | AuditAction::GetPhoneStatus
             | AuditAction::UnlockPhone
             | AuditAction::SignInLockLifted
+            | AuditAction::PrefixGuardSet
     )
 }
 

@@ -29,9 +29,16 @@ pub fn metered(stores: Stores, metrics: Arc<Metrics>) -> Stores {
         supervision: stores.supervision,
         sign_in: stores.sign_in,
         keys: stores.keys,
+        guard: stores.guard,
         metrics,
     });
-    Stores { verification: metered.clone(), supervision: metered.clone(), sign_in: metered.clone(), keys: metered }
+    Stores {
+        verification: metered.clone(),
+        supervision: metered.clone(),
+        sign_in: metered.clone(),
+        keys: metered.clone(),
+        guard: metered,
+    }
 }
 
 struct Metered {
@@ -39,6 +46,7 @@ struct Metered {
     supervision: Arc<dyn SupervisionStore>,
     sign_in: Arc<dyn SignInStore>,
     keys: Arc<dyn super::KeyStore>,
+    guard: Arc<dyn super::GuardStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -454,5 +462,47 @@ impl super::KeyStore for Metered {
 
     async fn release_key(&self, scope: &str, key: &str, token: uuid::Uuid) -> StoreResult<()> {
         self.seen(Op::ReleaseKey, self.keys.release_key(scope, key, token).await)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::GuardStore for Metered {
+    async fn charge_budgets(
+        &self,
+        budgets: &[super::guard::Budget],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<super::guard::BudgetRefusal>> {
+        self.seen(Op::ChargeBudgets, self.guard.charge_budgets(budgets, now).await)
+    }
+
+    async fn guard_figures(&self, query: &super::guard::GuardQuery) -> StoreResult<crate::domain::guard::GuardFigures> {
+        self.seen(Op::GuardFigures, self.guard.guard_figures(query).await)
+    }
+
+    async fn count_guard(
+        &self,
+        prefix: &str,
+        country: &str,
+        bucket_ms: i64,
+        sends: u32,
+        approvals: u32,
+    ) -> StoreResult<()> {
+        self.seen(Op::CountGuard, self.guard.count_guard(prefix, country, bucket_ms, sends, approvals).await)
+    }
+
+    async fn set_guard_override(
+        &self,
+        prefix: &str,
+        value: Option<&crate::domain::guard::Override>,
+        event: NewAuditEvent,
+        key: &AuditKey,
+    ) -> StoreResult<(Option<crate::domain::guard::Override>, AuditEvent)> {
+        let set = self.seen(Op::SetGuardOverride, self.guard.set_guard_override(prefix, value, event, key).await)?;
+        self.appended(&set.1);
+        Ok(set)
+    }
+
+    async fn purge_guard(&self, before_ms: i64, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.seen(Op::PurgeGuard, self.guard.purge_guard(before_ms, now).await)
     }
 }

@@ -33,6 +33,7 @@
 //! `Statements` only where a dialect needs its own.
 
 mod dialect;
+pub mod guard;
 pub mod idempotency;
 mod metered;
 mod postgres;
@@ -52,6 +53,7 @@ use crate::domain::{
 use crate::hashing::{CodeHash, CodeSalt};
 
 pub use dialect::{Dialect, Statements};
+pub use guard::GuardStore;
 pub use idempotency::KeyStore;
 pub use metered::metered;
 pub use postgres::PgStore;
@@ -450,13 +452,21 @@ pub struct Stores {
     pub sign_in: Arc<dyn SignInStore>,
     /// Idempotency keys of SendCode and VerifyCode.
     pub keys: Arc<dyn KeyStore>,
+    /// The shared SMS budgets and the pumping guard's figures.
+    pub guard: Arc<dyn GuardStore>,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
 pub async fn connect(url: &str) -> StoreResult<Stores> {
-    fn both<T: Store + SupervisionStore + SignInStore + KeyStore>(store: T) -> Stores {
+    fn both<T: Store + SupervisionStore + SignInStore + KeyStore + GuardStore>(store: T) -> Stores {
         let store = Arc::new(store);
-        Stores { verification: store.clone(), supervision: store.clone(), sign_in: store.clone(), keys: store }
+        Stores {
+            verification: store.clone(),
+            supervision: store.clone(),
+            sign_in: store.clone(),
+            keys: store.clone(),
+            guard: store,
+        }
     }
     if url.starts_with("sqlite:") {
         Ok(both(SqliteStore::connect(url).await?))

@@ -3,6 +3,7 @@
 //! a code leaves the service only after its granted event is stored in the same transaction as the code.
 
 pub mod checklist;
+mod guard;
 pub mod token;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::service::ServiceError;
 use crate::store::{AuditFilter, LookupIssue, LookupQuota, NewCode, PhoneStatus, SupervisionStore, Unlocked};
 
 pub use crate::audit::{AuditLog, trace};
+pub use guard::{GuardChange, MAX_OVERRIDE, PrefixGuardView};
 
 /// What a lookup is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,8 @@ pub struct SupervisionService {
     unkeyed_through: i64,
     /// The lookup notice; None: off.
     notifier: Option<Arc<dyn LookupNotifier>>,
+    /// The pumping guard, for its view of a prefix and admins' overrides.
+    guard: Option<Arc<crate::service::SendGuard>>,
 }
 
 const LOOKUP_REASON: &str = "strong_complaint";
@@ -146,7 +150,7 @@ impl SupervisionService {
         lookup: LookupPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0, notifier: None }
+        Self { audit, hasher, clock, policy, lookup, metrics, unkeyed_through: 0, notifier: None, guard: None }
     }
 
     /// Sends `notifier`'s notice after every granted lookup.

@@ -241,9 +241,11 @@ async fn console_who_am_i_matches_what_each_role_may_call() {
         "VerifyAuditChain",
         "LiftSignInLock",
         "Diagnose",
+        "GetPrefixGuard",
+        "SetPrefixGuard",
     ];
     for (name, role, expected) in [
-        ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus"]),
+        ("kim", "supervisor", vec!["LookupCode", "GetPhoneStatus", "GetPrefixGuard"]),
         ("lee", "auditor", vec!["ListAuditEvents", "VerifyAuditChain"]),
         ("park", "admin", all.to_vec()),
     ] {
@@ -304,6 +306,20 @@ async fn call(app: &TestApp, method: &str, token: &str) -> Result<(), tonic::Sta
             sup.lift_sign_in_lock(authed(req, token)).await.map(drop)
         }
         "Diagnose" => sup.diagnose(authed(pb::DiagnoseRequest {}, token)).await.map(drop),
+        "GetPrefixGuard" => {
+            sup.get_prefix_guard(authed(pb::GetPrefixGuardRequest { prefix: PHONE.into() }, token)).await.map(drop)
+        }
+        "SetPrefixGuard" => {
+            let until = app.now() + chrono::TimeDelta::hours(1);
+            let req = pb::SetPrefixGuardRequest {
+                prefix: PHONE.into(),
+                action: pb::PrefixGuardAction::Exempt.into(),
+                until: Some(prost_types::Timestamp { seconds: until.timestamp(), nanos: 0 }),
+                ticket_id: "CS-1".into(),
+                reason: "test".into(),
+            };
+            sup.set_prefix_guard(authed(req, token)).await.map(drop)
+        }
         other => panic!("unknown method {other}"),
     }
 }

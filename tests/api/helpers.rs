@@ -228,10 +228,14 @@ pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
 
 /// Spawns the application on an existing database.
 pub async fn spawn_app_at(db: TestDb, dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
+    spawn_app_on(db, dir, extra, Arc::new(ManualClock::new(Utc::now()))).await
+}
+
+/// Spawns the application on an existing database and `clock` (several replicas of one deployment share one).
+pub async fn spawn_app_on(db: TestDb, dir: tempfile::TempDir, extra: &[&str], clock: Arc<ManualClock>) -> TestApp {
     init_test_log();
     let sms_path = dir.path().join("sms.jsonl");
     let config = test_config(&db.url, &sms_path, extra);
-    let clock = Arc::new(ManualClock::new(Utc::now()));
     let app = Application::build_with_clock(config, clock.clone()).await.unwrap();
     let (public_addr, admin_addr, metrics_addr) = (app.public_addr(), app.admin_addr(), app.metrics_addr());
     let webhook_addr = app.webhook_addr();

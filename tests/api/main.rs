@@ -11,6 +11,7 @@ mod console;
 mod deployment;
 mod drills;
 mod grpcurl;
+mod guard;
 mod hostile_input;
 mod idempotency;
 mod korea;

@@ -110,6 +110,9 @@ fn allowed_label_values() -> BTreeMap<&'static str, HashSet<String>> {
     add("route", strs(Route::ALL, Route::as_str));
     add("outcome", strs(RouteOutcome::ALL, RouteOutcome::as_str));
     add("why", strs(RouteDemotion::ALL, RouteDemotion::as_str));
+    add("mode", strs(GuardModeLabel::ALL, GuardModeLabel::as_str));
+    add("decision", strs(GuardDecision::ALL, GuardDecision::as_str));
+    add("budget", strs(SharedBudget::ALL, SharedBudget::as_str));
     allowed
 }
 

@@ -1,6 +1,7 @@
 //! The store's operations, written once for both backends: generic over the sqlx [`Database`], with what differs
 //! taken from its [`Dialect`] (see `store/mod.rs`).
 
+mod guard;
 mod idempotency;
 mod signin;
 mod steps;
