@@ -403,12 +403,15 @@ impl Application {
             token.clone(),
         ));
         let background = tokio::spawn(maintain(
-            Arc::clone(&self.stores.verification),
-            self.service.clone(),
-            retention(self.config.delivery.route_memory),
-            (Arc::clone(&self.stores.guard), self.config.guard),
-            self.clock,
-            self.limits,
+            Upkeep {
+                store: Arc::clone(&self.stores.verification),
+                service: self.service.clone(),
+                retention: retention(self.config.delivery.route_memory),
+                guard: Arc::clone(&self.stores.guard),
+                guard_policy: self.config.guard,
+                clock: self.clock,
+                limits: self.limits,
+            },
             reporter,
             token.clone(),
         ));
@@ -503,16 +506,26 @@ fn delivery_status(service: &VerificationService) -> ServingStatus {
     if service.delivery_serving() { ServingStatus::Serving } else { ServingStatus::NotServing }
 }
 
-async fn maintain(
+/// What the background upkeep looks after.
+struct Upkeep {
+    /// Pinged for health, purged of old rows.
     store: Arc<dyn Store>,
+    /// Its routes' breakers make the delivery health.
     service: VerificationService,
+    /// How long codes and their attempts are kept.
     retention: TimeDelta,
-    (guard, guard_policy): (Arc<dyn crate::store::GuardStore>, crate::domain::guard::GuardPolicy),
+    /// The pumping guard's buckets and overrides, purged past its long window.
+    guard: Arc<dyn crate::store::GuardStore>,
+    /// The guard's windows.
+    guard_policy: crate::domain::guard::GuardPolicy,
+    /// Time.
     clock: Arc<dyn Clock>,
+    /// The front-line limiters, cleaned of idle keys.
     limits: Arc<FrontLimits>,
-    reporter: HealthReporter,
-    token: CancellationToken,
-) {
+}
+
+async fn maintain(upkeep: Upkeep, reporter: HealthReporter, token: CancellationToken) {
+    let Upkeep { store, service, retention, guard, guard_policy, clock, limits } = upkeep;
     let mut health = tokio::time::interval(HEALTH_INTERVAL);
     let mut purge = tokio::time::interval(PURGE_INTERVAL);
     let mut limiter_cleanup = tokio::time::interval(LIMITER_CLEANUP_INTERVAL);

@@ -1,11 +1,10 @@
 //! Rolling upgrades (issue 18 §4): the previous release, built from git history by `scripts/previous-release`
-//! (cached outside the checkout), and this one run side by side on one PostgreSQL, before and after this release's
-//! migrations, through both services: codes sent by one are checked, wrong and right, by the other; lookups on
-//! each release issue codes the other approves, and their audit events form one chain that verifies. After the
-//! migration the previous release keeps serving, and restarts when it does not migrate at start-up
-//! (`--migrate-on-start=false`, as production runs it); its own migrator refuses the newer schema, which
-//! docs/operations.md says.
-
+//! (cached outside the checkout), serves before this release's migrations and while they run; then this release
+//! runs beside it on one PostgreSQL (docs/operations.md, "Upgrading", in that order), through both services: codes
+//! sent by one are checked, wrong and right, by the other; lookups on each release issue codes the other approves,
+//! and their audit events form one chain that verifies. After the migration the previous release keeps serving, and
+//! restarts when it does not migrate at start-up (`--migrate-on-start=false`, as production runs it); its own
+//! migrator refuses the newer schema, which docs/operations.md says.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,6 +119,21 @@ async fn side_by_side(old: &mut Release, new: &mut Release, token: &str, n: usiz
     4
 }
 
+/// One release alone: a code sent, checked wrong then right; a lookup's code approved; a status read. Returns the
+/// audit events it should have appended (a lookup, a status read).
+async fn alone(release: &mut Release, token: &str, n: usize) -> usize {
+    let phone = |i: usize| format!("010-7{:03}-{:04}", n, i);
+    release.send(&phone(0)).await;
+    let code = release.code_for(&phone(0));
+    assert_eq!(release.verify(&phone(0), &wrong_code(&code)).await.result(), VerifyResult::WrongCode);
+    assert_eq!(release.verify(&phone(0), &code).await.result(), VerifyResult::Approved);
+    release.send(&phone(1)).await;
+    let looked_up = release.lookup(&phone(1), token).await;
+    assert_eq!(release.verify(&phone(1), &looked_up).await.result(), VerifyResult::Approved);
+    assert_eq!(release.status(&phone(0), token).await.failed_attempts, 0);
+    2
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_previous_release_and_this_one_side_by_side_before_and_after_migration() {
     let previous = previous_release();
@@ -134,16 +148,19 @@ async fn the_previous_release_and_this_one_side_by_side_before_and_after_migrati
     let token = String::from_utf8(added.stdout).unwrap().trim().to_owned();
     let mut events = 1;
 
-    // Before this release's migrations: this release beside it, not migrating (an operator who starts it first).
-    let mut new = Release::start(None, dir.path(), "new", &db, &["--migrate-on-start=false"]).await;
-    events += side_by_side(&mut old, &mut new, &token, 1).await;
+    // Before this release's migrations: the previous release serves alone.
+    events += alone(&mut old, &token, 1).await;
 
-    // The upgrade's first step: this release's migrations, while the previous release serves.
+    // The upgrade's first step: this release's migrations, while the previous release serves; then it serves on.
     let migrated = operator(None, dir.path(), &db, &["migrate"]);
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
-    events += side_by_side(&mut old, &mut new, &token, 2).await;
+    events += alone(&mut old, &token, 2).await;
+
+    // The rollout: a replica of this release beside the previous one (not migrating at start-up, as production runs).
+    let mut new = Release::start(None, dir.path(), "new", &db, &["--migrate-on-start=false"]).await;
+    events += side_by_side(&mut old, &mut new, &token, 3).await;
     // This release's keys work beside the previous release.
-    let mut keyed = tonic::Request::new(send_req("010-7003-0000", Purpose::Login));
+    let mut keyed = tonic::Request::new(send_req("010-7009-0000", Purpose::Login));
     keyed.metadata_mut().insert("idempotency-key", "upgrade-1".parse().unwrap());
     new.otp.send_code(keyed).await.unwrap();
 
