@@ -377,37 +377,19 @@ async fn otpctl_guard_status_block_and_clear() {
     let app = spawn_app_with(Backend::Sqlite, &["--pumping-guard", "enforce"]).await;
     let admin = app.add_supervisor("park", "admin").await;
     let lead = app.add_supervisor("kim", "supervisor").await;
-    let otpctl = |token: String, args: Vec<&'static str>| {
-        let server = format!("http://{}", app.admin_addr);
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
-                .args(["--server", &server])
-                .args(args)
-                .env("OTPCTL_TOKEN", token)
-                .output()
-                .await
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-    };
-    let block =
-        vec!["guard", "block", "010-5550-0000", "--until", "2h", "--ticket", "INC-8", "--reason", "premium-rate"];
-    let (code, _, err) = otpctl(lead.clone(), block.clone()).await;
+    let block = ["guard", "block", "010-5550-0000", "--until", "2h", "--ticket", "INC-8", "--reason", "premium-rate"];
+    let (code, _, err) = otpctl(&app, &lead, &block).await;
     assert_ne!(code, Some(0), "a team lead may not block: {err}");
-    let (code, out, err) = otpctl(admin.clone(), block).await;
+    let (code, out, err) = otpctl(&app, &admin, &block).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("8210555") && out.contains("block") && out.contains("INC-8"), "{out}");
     assert_eq!(metadata(&app.send("010-5550-1234", Purpose::Login).await.unwrap_err())["override"], "block");
-    let (code, out, err) = otpctl(lead.clone(), vec!["--json", "guard", "status", "8210555"]).await;
+    let (code, out, err) = otpctl(&app, &lead, &["--json", "guard", "status", "8210555"]).await;
     assert_eq!(code, Some(0), "{err}");
     let view: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!((view["guarded"].as_bool(), view["decision"].as_str()), (Some(true), Some("blocked")));
-    let clear = vec!["guard", "clear", "8210555", "--ticket", "INC-9", "--reason", "false alarm"];
-    let (code, _, err) = otpctl(admin, clear).await;
+    let clear = ["guard", "clear", "8210555", "--ticket", "INC-9", "--reason", "false alarm"];
+    let (code, _, err) = otpctl(&app, &admin, &clear).await;
     assert_eq!(code, Some(0), "{err}");
     app.send("010-5550-1234", Purpose::Login).await.unwrap();
 }

@@ -611,3 +611,26 @@ impl OtpdProcess {
         (std::fs::read_to_string(&self.stdout).unwrap(), std::fs::read_to_string(&self.stderr).unwrap())
     }
 }
+
+/// Runs `otpctl` against `app`'s admin listener with `token`: its exit code, standard output and standard error.
+pub async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
+        .args(["--server", &format!("http://{}", app.admin_addr)])
+        .args(args)
+        .env("OTPCTL_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`otpctl`] that must succeed: its standard output.
+pub async fn otpctl_ok(app: &TestApp, token: &str, args: &[&str]) -> String {
+    let (code, out, err) = otpctl(app, token, args).await;
+    assert_eq!(code, Some(0), "otpctl {args:?}: {err}");
+    out
+}

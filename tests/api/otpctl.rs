@@ -4,22 +4,6 @@ use otpd::pb::otp::v1::{Purpose, VerifyResult};
 
 use crate::helpers::*;
 
-async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let server = format!("http://{}", app.admin_addr);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
-        .args(["--server", &server])
-        .args(args)
-        .env("OTPCTL_TOKEN", token)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }

@@ -15,19 +15,6 @@ use crate::standins::*;
 pub const NHN_SIGNATURE: &str = "webhook-signature-entered-in-the-console";
 const HMAC_KEY: &str = "receipt-hmac-key-0123456789";
 
-async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> String {
-    let server = format!("http://{}", app.admin_addr);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
-        .args(["--server", &server])
-        .args(args)
-        .env("OTPCTL_TOKEN", token)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 pub async fn status(app: &TestApp, token: &str) -> pb::CodeSend {
     let req = pb::GetPhoneStatusRequest { phone_number: PHONE.into(), ticket_id: "CS-1".into(), ..Default::default() };
     let status = app.sup.clone().get_phone_status(authed(req, token)).await.unwrap().into_inner();
@@ -82,7 +69,7 @@ async fn a_blocked_sms_shows_its_reason_after_an_alimtalk_fallback() {
     let sms_id = status(&app, &kim).await.attempts[1].provider_id.clone();
     assert_eq!(sms_id, "20261129-nhn-0002");
 
-    let before = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    let before = otpctl_ok(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     assert!(before.contains("결과 미수신 / not reported"), "{before}");
 
     let signed = [("x-toast-webhook-signature", NHN_SIGNATURE.to_owned())];
@@ -96,7 +83,7 @@ async fn a_blocked_sms_shows_its_reason_after_an_alimtalk_fallback() {
         ("수신 거부/스팸 차단", "refused by the recipient or blocked as spam")
     );
     assert!(sms.receipt_at.is_some());
-    let out = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    let out = otpctl_ok(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     println!("$ otpctl status --phone {PHONE} --ticket CS-1\n{out}");
     assert!(out.contains("수신 거부/스팸 차단") && out.contains("3012"), "{out}");
     assert!(out.contains("알림톡 / AlimTalk (nhn-alimtalk): 거절 / refused"), "{out}");
@@ -191,7 +178,7 @@ async fn without_receipts_the_status_says_not_reported() {
     assert!(app.webhook_addr.is_none());
     let kim = app.add_supervisor("kim.minji", "supervisor").await;
     app.send(PHONE, Purpose::Login).await.unwrap();
-    let out = otpctl(&app, &kim, &["--json", "status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    let out = otpctl_ok(&app, &kim, &["--json", "status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["pending"][0]["sends"][0]["attempts"][0]["receipt"], "not reported", "{out}");
 }
@@ -400,7 +387,7 @@ async fn alimtalk_receipts_are_taken_with_the_providers_own_sms_fallback(backend
         (send.attempts[0].receipt.as_str(), send.attempts[0].reason_ko.as_str()),
         ("failed", "알림톡 수신 차단")
     );
-    let out = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    let out = otpctl_ok(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     assert!(out.contains("알림톡 수신 차단") && out.contains("3020"), "{out}");
 
     // A hook as the webhook guide lists it, without the fallback fields: the message query (메시지 단건 조회) says

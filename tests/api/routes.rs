@@ -73,18 +73,6 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
 }
 
-async fn otpctl(app: &TestApp, token: &str, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpctl"))
-        .args(["--server", &format!("http://{}", app.admin_addr)])
-        .args(args)
-        .env("OTPCTL_TOKEN", token)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 crate::both_backends!(
     nhn_refuses_and_sens_delivers_the_same_code,
     a_3012_receipt_makes_the_next_send_start_with_alimtalk
@@ -172,7 +160,7 @@ async fn breakers_are_per_route_and_delivery_health_follows_them() {
     assert!(doctor.findings_en.iter().any(|f| f.contains("every route's breaker is open")), "{doctor:?}");
     let sens_accepted = doctor.outcomes.iter().find(|o| o.route == "sms@sens" && o.outcome == "accepted").unwrap();
     assert_eq!((sens_accepted.last_5m, sens_accepted.last_15m), (2, 2));
-    let out = otpctl(&app, &admin, &["doctor"]).await;
+    let out = otpctl_ok(&app, &admin, &["doctor"]).await;
     println!("$ otpctl doctor\n{out}");
     assert!(out.contains("otp.v1.Delivery   NOT_SERVING") && out.contains("sms@sens"), "{out}");
 
@@ -272,7 +260,7 @@ async fn the_checklist_says_to_unblock_the_sender_after_a_spam_block() {
     assert_eq!(check(&status, "number").state, "ok");
 
     let kim = app.add_supervisor("lee.lead", "supervisor").await;
-    let out = otpctl(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
+    let out = otpctl_ok(&app, &kim, &["status", "--phone", PHONE, "--ticket", "CS-1"]).await;
     println!("$ otpctl status --phone {PHONE} --ticket CS-1\n{out}");
     assert!(out.contains("▶ 통신사 스팸 차단으로 실패 (3012): 1800-3400 수신 차단 해제를 안내하세요"), "{out}");
     assert!(out.contains("[sms@nhn]"), "each attempt names its route: {out}");
