@@ -16,7 +16,8 @@
 //! histogram. Before and after the load, with the server idle, it measures the argon2 ceiling: hashes and checks per
 //! second with the server's parameters on `--threads` threads. Each rate is printed as a ratio to the mean of the
 //! two. With `--server-pid` it also splits the machine's CPU time during the load between the server, itself and
-//! the rest, and estimates argon2's share of the server's time. `--json` prints the same as one JSON object.
+//! the rest, and estimates argon2's share of the server's time; it also splits the server's time between its
+//! hashing threads and the rest, and gives the rest per call made (what a refusal or a health check costs it). `--json` prints the same as one JSON object.
 //!
 //! `--retry retry-info` (the default): refused calls (`OVERLOADED`) wait as `RetryInfo` says, as a well-behaved
 //! client does; in `verify-right` the check is then tried again (the driver still has the code). `--retry
@@ -84,6 +85,11 @@ struct Args {
     /// How long to load (after the set-up).
     #[arg(long, default_value = "8s")]
     duration: humantime::Duration,
+    /// After each call every worker waits this long (a client's think time): the calls then come at about
+    /// concurrency ÷ pause a second, so that two kinds of call can be compared at one rate (`health` beside a
+    /// refusal storm, whose calls the admission wait paces).
+    #[arg(long, default_value = "0s")]
+    pause: humantime::Duration,
     /// Numbers the verify scenarios spread their guesses over.
     #[arg(long, default_value_t = 200)]
     numbers: u32,
@@ -267,7 +273,12 @@ struct CpuTicks {
     machine_all: u64,
     loadgen: u64,
     server: u64,
+    /// The servers' hashing threads (named `otpd-argon2-N`), part of `server`.
+    server_hashing: u64,
 }
+
+/// The kernel's clock ticks per second in `/proc` (`USER_HZ`, 100 on every Linux architecture that reports it).
+const USER_HZ: f64 = 100.0;
 
 impl CpuTicks {
     fn read(servers: &[u32]) -> Option<Self> {
@@ -285,7 +296,19 @@ impl CpuTicks {
             Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
         };
         let server = servers.iter().map(|pid| process(&pid.to_string())).sum::<Option<u64>>()?;
-        Some(Self { machine_busy, machine_steal, machine_all, loadgen: process("self")?, server })
+        // The hashing threads live as long as the server, so their ticks are never lost to a thread's exit.
+        let hashing = |pid: &u32| -> u64 {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+            tasks
+                .filter_map(Result::ok)
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with("otpd-argon2"))
+                })
+                .filter_map(|task| process(&format!("{pid}/task/{}", task.file_name().to_string_lossy())))
+                .sum()
+        };
+        let server_hashing = servers.iter().map(hashing).sum();
+        Some(Self { machine_busy, machine_steal, machine_all, loadgen: process("self")?, server, server_hashing })
     }
 }
 
@@ -299,6 +322,12 @@ struct CpuShare {
     /// Taken by the hypervisor for other guests (part of `other`): a machine that is slower than it looks.
     steal: f64,
     idle: f64,
+    /// The part of `server` spent on the hashing threads.
+    server_hashing: Option<f64>,
+    /// The rest of the server's CPU time (reactor, parsing, store, answers) per call made, in microseconds: with
+    /// the queue full and almost every call refused, what a refusal costs; in `health`, what a health check costs
+    /// (a `verify-right` journey counts as one call however often its check was retried).
+    server_rest_us_per_call: Option<f64>,
     /// The share of the server's CPU time that the argon2 work it did would take at the ceiling's rate: the
     /// part of its time that went into hashing, the rest being what it adds around the hash.
     argon2_share_of_server: Option<f64>,
@@ -402,6 +431,7 @@ async fn main() {
         let (next, sms, scenario, retry) = (Arc::clone(&next), sms.clone(), args.scenario, args.retry);
         let (keys, repeat) = (args.idempotency_keys, args.repeat_keyed);
         let (numbers, first) = (args.numbers.max(1), args.first_number);
+        let pause = *args.pause;
         workers.spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let (mut shed_latency, mut served_latency) = (latency.clone(), latency.clone());
@@ -484,6 +514,9 @@ async fn main() {
                 if let (true, Some(wait), Retry::RetryInfo) = (shed, answer.1, retry) {
                     tokio::time::sleep(wait.mul_f64(0.75 + (i % 11) as f64 / 20.0)).await;
                 }
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             (latency, shed_latency, served_latency, outcomes)
         });
@@ -533,6 +566,11 @@ async fn main() {
             other: (busy - load_generator - server.unwrap_or(0.0)).max(0.0),
             steal: share(after.machine_steal, before.machine_steal),
             idle: 1.0 - busy,
+            server_hashing: server.map(|_| share(after.server_hashing, before.server_hashing)),
+            server_rest_us_per_call: (!args.server_pids.is_empty()).then(|| {
+                let rest = (after.server - before.server).saturating_sub(after.server_hashing - before.server_hashing);
+                rest as f64 / USER_HZ * 1e6 / requests.max(1) as f64
+            }),
             argon2_share_of_server: server.zip(argon2).map(|(s, a)| a / s.max(f64::EPSILON)),
         }
     });
@@ -592,6 +630,9 @@ async fn main() {
             "  CPU share: {server}load generator {:.2}, other {:.2} (steal {:.2}), idle {:.2}",
             cpu.load_generator, cpu.other, cpu.steal, cpu.idle
         );
+        if let (Some(hashing), Some(rest)) = (cpu.server_hashing, cpu.server_rest_us_per_call) {
+            println!("  server: hashing threads {hashing:.2} of the machine; the rest {rest:.1} µs of CPU per call");
+        }
         if let Some(argon2) = cpu.argon2_share_of_server {
             println!("  argon2's share of the server's CPU time: {argon2:.2}");
         }
