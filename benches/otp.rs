@@ -21,7 +21,7 @@ const PEPPER: &[u8] = b"benchmark-pepper-0123456789";
 
 fn hasher(memory_kib: u32) -> CodeHasher {
     let params = Argon2Params { memory_kib, ..Argon2Params::default() };
-    CodeHasher::new(Pepper::new(PEPPER.to_vec()).unwrap(), params, 1, QueueLimit::Fixed(64)).unwrap()
+    CodeHasher::new(Pepper::new(PEPPER.to_vec()).unwrap(), params, 1, 0, QueueLimit::Fixed(64)).unwrap()
 }
 
 fn small(c: &mut Criterion) {

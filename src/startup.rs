@@ -93,10 +93,16 @@ impl Application {
         }
         let Keys { pepper, audit_key } = load_keys(&config).await?;
         tracing::info!(workers = config.hash_workers.workers, reason = %config.hash_workers.reason, "hashing workers chosen");
-        let hasher = CodeHasher::new(pepper.clone(), config.argon2, config.hash_workers.workers, config.hash_queue)
-            .map_err(anyhow::Error::msg)?
-            .with_admission_wait(config.hash_admission_wait)
-            .with_metrics(Arc::clone(&metrics));
+        let hasher = CodeHasher::new(
+            pepper.clone(),
+            config.argon2,
+            config.hash_workers.workers,
+            config.hash_nice,
+            config.hash_queue,
+        )
+        .map_err(anyhow::Error::msg)?
+        .with_admission_wait(config.hash_admission_wait)
+        .with_metrics(Arc::clone(&metrics));
         let pepper_for_sign_in = pepper.clone();
         let keys = crate::grpc::IdempotencyKeys::new(
             Arc::clone(&stores.keys),

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -107,9 +108,11 @@ impl State {
     }
 }
 
-/// The places of the hashing queue.
+/// The places of the hashing queue. Their number may change while calls hold them (the queue is sized from what
+/// the workers actually finish): past a lowered limit, places given back go to the pool until the calls that hold
+/// them fit; below a raised one, waiting calls get the new places at once.
 pub(super) struct Places {
-    limit: usize,
+    limit: AtomicUsize,
     wait: Duration,
     state: Mutex<State>,
 }
@@ -124,11 +127,24 @@ pub(super) enum NoPlace {
 impl Places {
     /// `limit` places; a call waits at most `wait` for one.
     pub(super) fn new(limit: usize, wait: Duration) -> Self {
-        Self { limit: limit.max(1), wait, state: Mutex::default() }
+        Self { limit: AtomicUsize::new(limit.max(1)), wait, state: Mutex::default() }
     }
 
     pub(super) fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of places (at least 1).
+    pub(super) fn set_limit(&self, limit: usize) {
+        let limit = limit.max(1);
+        let mut state = self.lock();
+        self.limit.store(limit, Ordering::Relaxed);
+        while state.taken < limit {
+            let Some(waiter) = state.checks.pop().or_else(|| state.sends.pop()) else { break };
+            if waiter.handover.send(()).is_ok() {
+                state.taken += 1;
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -145,7 +161,7 @@ impl Places {
         let (id, handed_over) = {
             let mut state = self.lock();
             let nobody_waits = state.checks.turn.is_empty() && state.sends.turn.is_empty();
-            if state.taken < self.limit && nobody_waits {
+            if state.taken < self.limit() && nobody_waits {
                 state.taken += 1;
                 return Ok(());
             }
@@ -178,9 +194,14 @@ impl Places {
         }
     }
 
-    /// Gives a place back: to the next waiting call (checks first, clients in turn), or to the pool.
+    /// Gives a place back: to the next waiting call (checks first, clients in turn), or to the pool (always, while
+    /// more are taken than the limit allows).
     pub(super) fn give_back(&self) {
         let mut state = self.lock();
+        if state.taken > self.limit() {
+            state.taken -= 1;
+            return;
+        }
         loop {
             let next = state.checks.pop().or_else(|| state.sends.pop());
             match next {
@@ -287,6 +308,34 @@ mod tests {
         // A storm of sends from one address, then a send from another, then a check.
         let calls = [(Send, ip(1)), (Send, ip(1)), (Send, ip(1)), (Send, ip(2)), (Send, ip(1)), (Check, ip(1))];
         assert_eq!(served_order(&calls).await, [5, 0, 3, 1, 2, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_limit_hands_new_places_to_waiters_and_shrinks_as_places_come_back() {
+        let places = Arc::new(Places::new(2, Duration::from_secs(60)));
+        places.take(Work::Send, ip(1), None).await.unwrap();
+        places.take(Work::Send, ip(1), None).await.unwrap();
+        let waiting: Vec<_> = (0..3)
+            .map(|n| {
+                let places = Arc::clone(&places);
+                tokio::spawn(async move { places.take(Work::Check, ip(n), None).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(places.counts(), (2, 3));
+        places.set_limit(4);
+        assert_eq!(places.counts(), (4, 1), "two waiters got the two new places at once");
+        places.set_limit(1);
+        places.give_back();
+        places.give_back();
+        assert_eq!(places.counts(), (2, 1), "over the limit, places go back to the pool, not to the waiter");
+        places.give_back();
+        assert_eq!(places.counts(), (1, 1));
+        places.give_back();
+        assert_eq!(places.counts(), (1, 0), "at the limit, a place given back is handed over");
+        for task in waiting {
+            assert!(task.await.unwrap().is_ok());
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,11 +31,13 @@ use crate::domain::OtpCode;
 use crate::metrics::{HashOperation, HashRefusal, Metrics};
 
 mod admission;
+mod queue_size;
 pub mod sizing;
 mod workers;
 
 pub use admission::Work;
 use admission::{Places, client_key};
+use queue_size::QueueSize;
 
 /// The admission wait when none is configured: how long a call that finds the queue full waits for a place.
 pub const DEFAULT_ADMISSION_WAIT: Duration = Duration::from_millis(50);
@@ -224,7 +226,8 @@ pub enum HashError {
 pub enum QueueLimit {
     /// At most this many computations queued or running.
     Fixed(usize),
-    /// As many as the workers finish within this delay, from one hash timed at start-up.
+    /// As many as the workers finish within this delay: from one hash timed at start-up, then from how long the
+    /// workers' computations take.
     Delay(Duration),
 }
 
@@ -258,32 +261,40 @@ pub struct CodeHasher {
     threads: Arc<workers::Workers>,
     hashes: Arc<AtomicU64>,
     places: Arc<Places>,
+    /// The automatic bound, when the queue is sized from a delay.
+    size: Option<Arc<QueueSize>>,
     metrics: Arc<Metrics>,
 }
 
 impl CodeHasher {
-    /// A hasher that runs at most `workers` argon2 computations at once, with a queue of at most `limit`.
-    pub fn new(pepper: Pepper, params: Argon2Params, workers: usize, limit: QueueLimit) -> Result<Self, String> {
+    /// A hasher that runs at most `workers` argon2 computations at once, on threads `nice` steps below the rest of
+    /// the process in CPU priority, with a queue of at most `limit`.
+    pub fn new(
+        pepper: Pepper,
+        params: Argon2Params,
+        workers: usize,
+        nice: u8,
+        limit: QueueLimit,
+    ) -> Result<Self, String> {
         params.validate()?;
         let workers = workers.max(1);
         let mut hasher = Self {
             pepper,
             params,
             permits: Arc::new(Semaphore::new(workers)),
-            threads: Arc::new(workers::Workers::start(workers).map_err(|e| format!("hashing threads: {e}"))?),
+            threads: Arc::new(workers::Workers::start(workers, nice).map_err(|e| format!("hashing threads: {e}"))?),
             hashes: Arc::new(AtomicU64::new(0)),
             places: Arc::new(Places::new(usize::MAX, DEFAULT_ADMISSION_WAIT)),
+            size: None,
             metrics: Arc::default(),
         };
         let queue_limit = match limit {
             QueueLimit::Fixed(n) => n.max(1),
             QueueLimit::Delay(delay) => {
-                let one = hasher.time_one_hash()?;
-                let per_worker = delay.as_secs_f64() / one.as_secs_f64().max(1e-6);
-                // Truncation is the point: whole hashes per worker within the delay, at least one.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let per_worker = (per_worker as usize).max(1);
-                workers.saturating_mul(per_worker)
+                let size = QueueSize::new(delay, workers, hasher.time_one_hash()?);
+                let limit = size.limit();
+                hasher.size = Some(Arc::new(size));
+                limit
             }
         };
         hasher.places = Arc::new(Places::new(queue_limit, DEFAULT_ADMISSION_WAIT));
@@ -456,6 +467,7 @@ impl CodeHasher {
         let params = self.params;
         let span = tracing::Span::current();
         let metrics = Arc::clone(&self.metrics);
+        let size = self.size.clone();
         let (answer, result) = tokio::sync::oneshot::channel();
         let job: workers::Job = Box::new(move || {
             let _entered = span.enter();
@@ -467,7 +479,12 @@ impl CodeHasher {
                         .map_err(|e| HashError::Argon2(e.to_string()))?;
                 f(&argon2)
             });
-            metrics.hash_duration(operation, started.elapsed());
+            let took = started.elapsed();
+            metrics.hash_duration(operation, took);
+            if let Some(limit) = size.map(|size| size.observe(took)).filter(|limit| *limit != slot.places.limit()) {
+                slot.places.set_limit(limit);
+                metrics.hash_queue_limit(limit);
+            }
             let _ = answer.send(computed);
             Box::new((permit, slot))
         });
@@ -542,7 +559,7 @@ mod tests {
 
     fn hasher(pepper: Pepper) -> CodeHasher {
         let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
-        CodeHasher::new(pepper, params, 2, QueueLimit::Fixed(64)).unwrap()
+        CodeHasher::new(pepper, params, 2, 0, QueueLimit::Fixed(64)).unwrap()
     }
 
     /// Hashes outside any flow: a slot with no deadline.
@@ -556,16 +573,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_refuses_past_its_bound_and_frees_places() {
-        let h = CodeHasher::new(fresh(), Argon2Params::default(), 1, QueueLimit::Fixed(2)).unwrap();
+        let h = CodeHasher::new(fresh(), Argon2Params::default(), 1, 0, QueueLimit::Fixed(2)).unwrap();
         let h = h.with_admission_wait(Duration::ZERO);
         let a = h.admit(Work::Send, None, None).await.unwrap();
         let _b = h.admit(Work::Send, None, None).await.unwrap();
         assert!(matches!(h.admit(Work::Check, None, None).await, Err(HashError::Overloaded)));
         drop(a);
         assert!(h.admit(Work::Send, None, None).await.is_ok());
-        let sized = CodeHasher::new(fresh(), Argon2Params::default(), 2, QueueLimit::Delay(Duration::from_secs(1)));
+        let sized = CodeHasher::new(fresh(), Argon2Params::default(), 2, 0, QueueLimit::Delay(Duration::from_secs(1)));
         let limit = sized.unwrap().queue_limit();
         assert!(limit >= 2 && limit % 2 == 0, "whole hashes per worker: {limit}");
+    }
+
+    #[tokio::test]
+    async fn an_automatic_queue_follows_how_long_the_workers_take() {
+        let cheap = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let h = CodeHasher::new(fresh(), cheap, 2, 0, QueueLimit::Delay(Duration::from_secs(1))).unwrap();
+        assert!(h.queue_limit() > 2, "a cheap hash: many per second");
+        // As if the workers had slowed to 10 s a hash (a machine taken by something else): the next computation
+        // brings the bound down to one a worker.
+        let size = Arc::clone(h.size.as_ref().unwrap());
+        for _ in 0..64 {
+            size.observe(Duration::from_secs(10));
+        }
+        assert!(h.queue_limit() > 2, "the places change when a worker reports, not before");
+        hash(&h, &OtpCode::parse("123456", CodeLength::default()).unwrap(), None).await;
+        assert_eq!(h.queue_limit(), 2);
     }
 
     #[tokio::test]
@@ -660,7 +693,7 @@ mod tests {
         let pepper = Pepper::new(b"metrics-test-pepper-0123".to_vec()).unwrap();
         let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
         let hasher =
-            CodeHasher::new(pepper, params, 1, QueueLimit::Fixed(2)).unwrap().with_metrics(Arc::clone(&metrics));
+            CodeHasher::new(pepper, params, 1, 0, QueueLimit::Fixed(2)).unwrap().with_metrics(Arc::clone(&metrics));
         let hasher = hasher.with_admission_wait(Duration::ZERO);
         let admit = |deadline| hasher.admit(Work::Send, None, deadline);
         assert_eq!(metrics.sample("otpd_hash_queue_limit"), Some(2.0));
