@@ -35,10 +35,16 @@ use crate::service::ServiceError;
 
 /// Runs a flow on its own task, so that a client hanging up mid-call cannot leave it half done (an attempt
 /// reserved but not judged, a code issued but its delivery not recorded).
-async fn detached<T: Send + 'static>(
+///
+/// The task starts here, not when the answer is first awaited, so the handler awaiting it holds only the task's
+/// handle: a flow's state is tens of kilobytes, and a handler that held it would be that large, and copied that
+/// much, on every call, including the refusals that never get that far (docs/performance.md, "Clients that
+/// retry at once").
+fn detached<T: Send + 'static>(
     flow: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
-) -> Result<T, ServiceError> {
-    tokio::spawn(flow.in_current_span()).await?
+) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static {
+    let task = tokio::spawn(flow.in_current_span());
+    async move { task.await? }
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`\d{1,8}[HMSmun]`), as an instant.

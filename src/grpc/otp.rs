@@ -6,10 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::client_ip::{self, TrustedProxies};
+use super::convert::optional_purpose;
 use super::idempotency::{self, IdempotencyKeys};
 use super::violations::Violations;
 use super::{deadline, detached, timestamp};
 use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, OtpCode, PhoneNumber, Purpose};
+use crate::hashing::{Slot, Work};
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1 as pb;
 use crate::service::{SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome};
@@ -81,7 +83,7 @@ impl OtpRequests {
         };
         match (phone, purpose, v.into_error()) {
             (Some(phone), Some(purpose), None) => {
-                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None, client: None, hand_over: None })
+                Ok(SendCommand { phone, purpose, sim_phone, app_hash, deadline: None, hand_over: None })
             }
             (_, _, error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
@@ -95,7 +97,7 @@ impl OtpRequests {
         let code = v.check("code", "INVALID_CODE", OtpCode::parse(&req.code, self.code_length));
         match (phone, purpose, code, v.into_error()) {
             (Some(phone), Some(purpose), Some(code), None) => {
-                Ok(VerifyCommand { phone, purpose, code, deadline: None, client: None })
+                Ok(VerifyCommand { phone, purpose, code, deadline: None })
             }
             (.., error) => Err(error.unwrap_or_else(|| ServiceError::InvalidArgument(vec![]))),
         }
@@ -104,21 +106,51 @@ impl OtpRequests {
 
 #[tonic::async_trait]
 impl pb::otp_service_server::OtpService for OtpApi {
-    #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
     async fn send_code(&self, request: Request<pb::SendCodeRequest>) -> Result<Response<pb::SendCodeResponse>, Status> {
         // Front-line limits come before any database work or hashing.
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
+        // A place in the hashing queue before the request is parsed or anything is read, and before the call's
+        // own span: a refusal costs what a health check costs, however many a client that retries at once makes.
+        let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
+        let slot = self.service.admit(Work::Send, purpose, client, deadline).await?;
+        self.send_admitted(request, client, deadline, slot).await
+    }
+
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let client = client_ip::of(&request, &self.trusted_proxies);
+        self.limits.check_verify(client).map_err(ServiceError::from)?;
+        let deadline = deadline(request.metadata());
+        // As in SendCode: the place first, so that a refusal costs what a health check costs.
+        let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
+        let slot = self.service.admit(Work::Check, purpose, client, deadline).await?;
+        self.verify_admitted(request, deadline, slot).await
+    }
+}
+
+impl OtpApi {
+    /// SendCode once its place in the hashing queue is held.
+    #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
+    async fn send_admitted(
+        &self,
+        request: Request<pb::SendCodeRequest>,
+        client: Option<std::net::IpAddr>,
+        deadline: Option<tokio::time::Instant>,
+        slot: Slot,
+    ) -> Result<Response<pb::SendCodeResponse>, Status> {
         let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
         let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_send(request.into_inner())?;
-        (cmd.deadline, cmd.client) = (deadline, client);
+        cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
         let (Some(keys), Some(key)) = (&self.keys, key) else {
-            let outcome = detached(async move { service.send_code(cmd).await }).await?;
+            let outcome = detached(async move { service.send_code(cmd, slot).await }).await?;
             return Ok(Response::new(outcome.into()));
         };
         let sim = cmd.sim_phone.as_ref().map_or("", |p| p.e164());
@@ -128,7 +160,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let answer = idempotent(async move {
             let work = move |hand_over| async move {
                 cmd.hand_over = Some(hand_over);
-                service.send_code(cmd).await.map(pb::SendCodeResponse::from)
+                service.send_code(cmd, slot).await.map(pb::SendCodeResponse::from)
             };
             keys.run(keyed, deadline, idempotency::recovered_send, work).await
         })
@@ -136,28 +168,28 @@ impl pb::otp_service_server::OtpService for OtpApi {
         Ok(respond(answer))
     }
 
+    /// VerifyCode once its place in the hashing queue is held.
     #[tracing::instrument(name = "VerifyCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
-    async fn verify_code(
+    async fn verify_admitted(
         &self,
         request: Request<pb::VerifyCodeRequest>,
+        deadline: Option<tokio::time::Instant>,
+        slot: Slot,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
-        let client = client_ip::of(&request, &self.trusted_proxies);
-        self.limits.check_verify(client).map_err(ServiceError::from)?;
-        let deadline = deadline(request.metadata());
         let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
         let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_verify(request.into_inner())?;
-        (cmd.deadline, cmd.client) = (deadline, client);
+        cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
         let (Some(keys), Some(key)) = (&self.keys, key) else {
-            let outcome = detached(async move { service.verify_code(cmd).await }).await?;
+            let outcome = detached(async move { service.verify_code(cmd, slot).await }).await?;
             return Ok(Response::new(outcome.into()));
         };
         let keyed = keys.keyed(key, "VerifyCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), cmd.code.expose()]);
         let keys = keys.clone();
         let answer = idempotent(async move {
-            let work = move |_| async move { service.verify_code(cmd).await.map(pb::VerifyCodeResponse::from) };
+            let work = move |_| async move { service.verify_code(cmd, slot).await.map(pb::VerifyCodeResponse::from) };
             keys.run(keyed, deadline, |_| None, work).await
         })
         .await?;
@@ -165,13 +197,15 @@ impl pb::otp_service_server::OtpService for OtpApi {
     }
 }
 
-/// Runs a keyed call on its own task, as [`detached`] runs an unkeyed one: a client hanging up cannot leave its
-/// claim running (it would hold the key until its lease ran out) or its work half done.
-async fn idempotent<M: Send + 'static>(
+/// Runs a keyed call on its own task, as [`detached`] runs an unkeyed one (and, like it, starts the task at once,
+/// so the handler holds only its handle): a client hanging up cannot leave its claim running (it would hold the
+/// key until its lease ran out) or its work half done.
+fn idempotent<M: Send + 'static>(
     flow: impl std::future::Future<Output = Result<idempotency::Answer<M>, Status>> + Send + 'static,
-) -> Result<idempotency::Answer<M>, Status> {
+) -> impl std::future::Future<Output = Result<idempotency::Answer<M>, Status>> + Send + 'static {
     use tracing::Instrument;
-    tokio::spawn(flow.in_current_span()).await.map_err(|error| Status::from(ServiceError::Task(error)))?
+    let task = tokio::spawn(flow.in_current_span());
+    async move { task.await.map_err(|error| Status::from(ServiceError::Task(error)))? }
 }
 
 /// The answer, marked when it was replayed from the key's record.

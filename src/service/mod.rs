@@ -17,7 +17,7 @@ use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::{
     AppHash, Channel, OtpCode, PhoneNumber, Policy, Purpose, SendRefusal, TestNumbers, VerificationId,
 };
-use crate::hashing::{CodeHasher, Work};
+use crate::hashing::{CodeHasher, Slot, Work};
 use crate::limits::FrontLimits;
 use crate::metrics::{GatewayFailure, Metrics, SendResult, VerifyResult};
 use crate::sms::{Deadline, SmsError, SmsGateway, SmsMessage, SmsTemplate};
@@ -46,8 +46,6 @@ pub struct SendCommand {
     pub app_hash: Option<AppHash>,
     /// When the caller stops waiting (its gRPC deadline), if it set one.
     pub deadline: Option<tokio::time::Instant>,
-    /// The client's address as the front-line limits see it: whose turn it is when the hashing queue is full.
-    pub client: Option<std::net::IpAddr>,
     /// Told of the code and the answer it will give before the SMS is handed over (an idempotency key's claim
     /// records them there); an error stops the send before the provider sees it.
     pub hand_over: Option<Arc<dyn HandOver>>,
@@ -89,8 +87,6 @@ pub struct VerifyCommand {
     pub code: OtpCode,
     /// When the caller stops waiting (its gRPC deadline), if it set one.
     pub deadline: Option<tokio::time::Instant>,
-    /// The client's address as the front-line limits see it: whose turn it is when the hashing queue is full.
-    pub client: Option<std::net::IpAddr>,
 }
 
 /// The expected outcomes of a check.
@@ -158,19 +154,46 @@ impl VerificationService {
         &self.inner.policy
     }
 
-    /// SendCode: checks the SIM, the lock, the cooldown and the caps; issues a code, records it and hands the
-    /// SMS to the gateway. A failed delivery revokes the code.
-    pub async fn send_code(&self, cmd: SendCommand) -> Result<SendOutcome, ServiceError> {
+    /// A place in the hashing queue for a SendCode ([`Work::Send`]) or a VerifyCode ([`Work::Check`]) of `client`,
+    /// taken before the request is parsed, counted or stored: past a full queue a call waits at most the admission
+    /// wait (never past `deadline`) and is refused `OVERLOADED`, having cost what a health check costs
+    /// (docs/performance.md, "Clients that retry at once"). A refusal counts as the flow's `overloaded` outcome
+    /// under `purpose`, when the request names a valid one.
+    pub async fn admit(
+        &self,
+        work: Work,
+        purpose: Option<Purpose>,
+        client: Option<std::net::IpAddr>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Slot, ServiceError> {
+        let admitted = self.inner.hasher.admit(work, client, deadline).await;
+        if let (Err(_), Some(purpose)) = (&admitted, purpose) {
+            match work {
+                Work::Send => self.inner.metrics.send(purpose, Channel::Sms, SendResult::Overloaded),
+                Work::Check => self.inner.metrics.verification(purpose, VerifyResult::Overloaded),
+            }
+        }
+        Ok(admitted?)
+    }
+
+    /// SendCode, holding its place in the hashing queue ([`Self::admit`]): checks the SIM, the lock, the cooldown
+    /// and the caps; issues a code, records it and hands the SMS to the gateway. A failed delivery revokes the code.
+    pub async fn send_code(&self, cmd: SendCommand, slot: Slot) -> Result<SendOutcome, ServiceError> {
         let purpose = cmd.purpose;
         // Set where the error alone does not tell what became of the send (a failed SMS, or one never sent).
         let mut verdict = None;
-        let result = self.send(cmd, &mut verdict).await;
+        let result = self.send(cmd, slot, &mut verdict).await;
         self.inner.metrics.send(purpose, Channel::Sms, verdict.unwrap_or_else(|| SendResult::of(&result)));
         result
     }
 
     #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
-    async fn send(&self, cmd: SendCommand, verdict: &mut Option<SendResult>) -> Result<SendOutcome, ServiceError> {
+    async fn send(
+        &self,
+        cmd: SendCommand,
+        slot: Slot,
+        verdict: &mut Option<SendResult>,
+    ) -> Result<SendOutcome, ServiceError> {
         let this = &self.inner;
         if cmd.sim_phone.as_ref().is_some_and(|sim| *sim != cmd.phone) {
             return Err(ServiceError::SimMismatch);
@@ -183,9 +206,6 @@ impl VerificationService {
         if too_short {
             return Err(ServiceError::DeadlineTooShort { needed: this.min_send_deadline });
         }
-        // A place in the hashing queue first: an overloaded server refuses before any other work, so that
-        // refusals stay cheap however many there are.
-        let slot = this.hasher.admit(Work::Send, cmd.client, cmd.deadline).await?;
         // Cheap pre-check so that refused sends cost no hash; the transaction below decides.
         let now = this.clock.now();
         let state = this.store.send_history(&cmd.phone, cmd.purpose, now).await?;
@@ -394,21 +414,18 @@ impl VerificationService {
         }
     }
 
-    /// VerifyCode: refuses while locked, reserves the attempt in the store before any hash is checked, then
-    /// approves exactly once or counts the failure.
-    pub async fn verify_code(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, ServiceError> {
+    /// VerifyCode, holding its place in the hashing queue ([`Self::admit`]): refuses while locked, reserves the
+    /// attempt in the store before any hash is checked, then approves exactly once or counts the failure.
+    pub async fn verify_code(&self, cmd: VerifyCommand, slot: Slot) -> Result<VerifyOutcome, ServiceError> {
         let purpose = cmd.purpose;
-        let result = self.verify(cmd).await;
+        let result = self.verify(cmd, slot).await;
         self.inner.metrics.verification(purpose, VerifyResult::of(&result));
         result
     }
 
     #[tracing::instrument(skip_all, fields(phone = %cmd.phone, purpose = %cmd.purpose))]
-    async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, ServiceError> {
+    async fn verify(&self, cmd: VerifyCommand, slot: Slot) -> Result<VerifyOutcome, ServiceError> {
         let this = &self.inner;
-        // A place in the hashing queue before any other work (and so before the attempt is counted): an
-        // overloaded server refuses at once, and refusals stay cheap however many there are.
-        let slot = this.hasher.admit(Work::Check, cmd.client, cmd.deadline).await?;
         let now = this.clock.now();
         let state = this.store.check_state(&cmd.phone, cmd.purpose, now).await?;
         if let Some(until) = state.locked_until {
