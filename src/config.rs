@@ -334,8 +334,9 @@ pub struct Settings {
     /// the workers' hashes take.
     #[arg(long, env = "OTPD_HASH_QUEUE", default_value_t = 0, global = true)]
     pub hash_queue: usize,
-    /// The queueing delay the automatic --hash-queue aims at.
-    #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "250ms", global = true)]
+    /// The queueing delay the automatic --hash-queue aims at. With the admission wait and the hash itself, a
+    /// served call under any overload then waits about ten hashes at the default cost.
+    #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "100ms", global = true)]
     pub hash_queue_delay: humantime::Duration,
     /// How long a call that finds the hashing queue full waits for a place before it is refused OVERLOADED (never
     /// past its deadline); checks of codes already sent are served before new sends, clients in turn. Bounds how

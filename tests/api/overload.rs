@@ -155,3 +155,67 @@ async fn a_storm_from_one_client_does_not_starve_another(backend: Backend) {
         "the other client got {served} of 10 checks served ({refused} refused) during a storm of {storm_answers} answers"
     );
 }
+
+/// A refusal is decided before the request is read: the place in the hashing queue is the first thing a SendCode
+/// or VerifyCode asks for, so under a full queue even a request that would be invalid is answered `OVERLOADED`
+/// (nothing parsed, spanned or spawned: what keeps a refusal as cheap as a health check). Once there is room the
+/// same request gets its field violations.
+#[tokio::test]
+async fn a_refusal_is_decided_before_the_request_is_read() {
+    let args = [
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "1",
+        "--hash-admission-wait",
+        "0s",
+        "--argon2-memory-kib",
+        "262144",
+        "--argon2-iterations",
+        "3",
+    ];
+    let app = Arc::new(spawn_app_with(Backend::Sqlite, &args).await);
+    let code = app.send_and_read(&number(1), Purpose::Login).await;
+    let before = app.hasher.computations();
+    // A place is given back just after its answer, when the hashing thread is idle again: on a busy machine the
+    // next call can still find the queue full (there is no admission wait here), so this check is tried until it
+    // gets its place.
+    let busy = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            loop {
+                match app.verify(&number(1), Purpose::Login, &wrong_code(&code)).await {
+                    Err(status) if reason(&status) == "OVERLOADED" => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    answer => return answer,
+                }
+            }
+        })
+    };
+    while app.hasher.computations() == before {
+        assert!(!busy.is_finished(), "the check ended without being hashed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let invalid_send = send_req("not a number", Purpose::Unspecified);
+    let invalid_check = verify_req("not a number", Purpose::Login, "12");
+    let refused = app.otp.clone().send_code(invalid_send.clone()).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::ResourceExhausted, "OVERLOADED"));
+    let refused = app.otp.clone().verify_code(invalid_check.clone()).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::ResourceExhausted, "OVERLOADED"));
+
+    assert_eq!(busy.await.unwrap().unwrap().result(), VerifyResult::WrongCode);
+    // Once there is room (again tried until the place is back), the same requests get their field violations.
+    for _ in 0..100 {
+        let invalid = app.otp.clone().send_code(invalid_send.clone()).await.unwrap_err();
+        if reason(&invalid) == "OVERLOADED" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+        let invalid = app.otp.clone().verify_code(invalid_check).await.unwrap_err();
+        assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+        return;
+    }
+    panic!("the queue never had room again");
+}
