@@ -37,14 +37,13 @@ use crate::service::ServiceError;
 /// reserved but not judged, a code issued but its delivery not recorded).
 ///
 /// The task starts here, not when the answer is first awaited, so the handler awaiting it holds only the task's
-/// handle: a flow's state is tens of kilobytes, and a handler that held it would be that large, and copied that
-/// much, on every call, including the refusals that never get that far (docs/performance.md, "Clients that
-/// retry at once").
-fn detached<T: Send + 'static>(
-    flow: impl Future<Output = Result<T, ServiceError>> + Send + 'static,
-) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static {
+/// handle: a flow's state holds every nested call it awaits, and a handler that held it would be that large, and
+/// move that much, on every call, including the refusals that never get that far.
+fn detached<T: Send + 'static, E: From<ServiceError> + Send + 'static>(
+    flow: impl Future<Output = Result<T, E>> + Send + 'static,
+) -> impl Future<Output = Result<T, E>> + Send + 'static {
     let task = tokio::spawn(flow.in_current_span());
-    async move { task.await? }
+    async move { task.await.map_err(|error| E::from(ServiceError::Task(error)))? }
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`\d{1,8}[HMSmun]`), as an instant.

@@ -111,11 +111,17 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
-        // A place in the hashing queue before the request is parsed or anything is read, and before the call's
-        // own span: a refusal costs what a health check costs, however many a client that retries at once makes.
+        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
+        // An unkeyed call takes its place in the hashing queue before the request is parsed or anything is read,
+        // and before the call's own span: a refusal costs little more than a health check (docs/performance.md),
+        // however many a client that retries at once makes. A keyed call takes it once its key is claimed, so that repeats waiting for the
+        // first attempt's answer hold no place.
         let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
-        let slot = self.service.admit(Work::Send, purpose, client, deadline).await?;
-        self.send_admitted(request, client, deadline, slot).await
+        let slot = match key {
+            None => Some(self.service.admit(Work::Send, purpose, client, deadline).await?),
+            Some(_) => None,
+        };
+        self.send_flow(request, client, deadline, key, slot).await
     }
 
     async fn verify_code(
@@ -125,24 +131,28 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_verify(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
-        // As in SendCode: the place first, so that a refusal costs what a health check costs.
+        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
+        // As in SendCode: an unkeyed call's place first, a keyed call's once its key is claimed.
         let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
-        let slot = self.service.admit(Work::Check, purpose, client, deadline).await?;
-        self.verify_admitted(request, deadline, slot).await
+        let slot = match key {
+            None => Some(self.service.admit(Work::Check, purpose, client, deadline).await?),
+            Some(_) => None,
+        };
+        self.verify_flow(request, client, deadline, key, slot).await
     }
 }
 
 impl OtpApi {
-    /// SendCode once its place in the hashing queue is held.
+    /// SendCode past its front-line checks, holding its place in the hashing queue (`slot`) unless it is keyed.
     #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
-    async fn send_admitted(
+    async fn send_flow(
         &self,
         request: Request<pb::SendCodeRequest>,
         client: Option<std::net::IpAddr>,
         deadline: Option<tokio::time::Instant>,
-        slot: Slot,
+        key: Option<String>,
+        slot: Option<Slot>,
     ) -> Result<Response<pb::SendCodeResponse>, Status> {
-        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
         let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_send(request.into_inner())?;
         cmd.deadline = deadline;
@@ -150,6 +160,10 @@ impl OtpApi {
         self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
         let (Some(keys), Some(key)) = (&self.keys, key) else {
+            let slot = match slot {
+                Some(slot) => slot,
+                None => service.admit(Work::Send, Some(cmd.purpose), client, deadline).await?,
+            };
             let outcome = detached(async move { service.send_code(cmd, slot).await }).await?;
             return Ok(Response::new(outcome.into()));
         };
@@ -157,9 +171,10 @@ impl OtpApi {
         let app_hash = cmd.app_hash.as_ref().map_or("", |h| h.as_str());
         let keyed = keys.keyed(key, "SendCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), sim, app_hash]);
         let keys = keys.clone();
-        let answer = idempotent(async move {
+        let answer = detached(async move {
             let work = move |hand_over| async move {
                 cmd.hand_over = Some(hand_over);
+                let slot = service.admit(Work::Send, Some(cmd.purpose), client, deadline).await?;
                 service.send_code(cmd, slot).await.map(pb::SendCodeResponse::from)
             };
             keys.run(keyed, deadline, idempotency::recovered_send, work).await
@@ -168,44 +183,41 @@ impl OtpApi {
         Ok(respond(answer))
     }
 
-    /// VerifyCode once its place in the hashing queue is held.
+    /// VerifyCode past its front-line checks, holding its place in the hashing queue (`slot`) unless it is keyed.
     #[tracing::instrument(name = "VerifyCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
-    async fn verify_admitted(
+    async fn verify_flow(
         &self,
         request: Request<pb::VerifyCodeRequest>,
+        client: Option<std::net::IpAddr>,
         deadline: Option<tokio::time::Instant>,
-        slot: Slot,
+        key: Option<String>,
+        slot: Option<Slot>,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
-        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
         let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_verify(request.into_inner())?;
         cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
         let (Some(keys), Some(key)) = (&self.keys, key) else {
+            let slot = match slot {
+                Some(slot) => slot,
+                None => service.admit(Work::Check, Some(cmd.purpose), client, deadline).await?,
+            };
             let outcome = detached(async move { service.verify_code(cmd, slot).await }).await?;
             return Ok(Response::new(outcome.into()));
         };
         let keyed = keys.keyed(key, "VerifyCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), cmd.code.expose()]);
         let keys = keys.clone();
-        let answer = idempotent(async move {
-            let work = move |_| async move { service.verify_code(cmd, slot).await.map(pb::VerifyCodeResponse::from) };
+        let answer = detached(async move {
+            let work = move |_| async move {
+                let slot = service.admit(Work::Check, Some(cmd.purpose), client, deadline).await?;
+                service.verify_code(cmd, slot).await.map(pb::VerifyCodeResponse::from)
+            };
             keys.run(keyed, deadline, |_| None, work).await
         })
         .await?;
         Ok(respond(answer))
     }
-}
-
-/// Runs a keyed call on its own task, as [`detached`] runs an unkeyed one (and, like it, starts the task at once,
-/// so the handler holds only its handle): a client hanging up cannot leave its claim running (it would hold the
-/// key until its lease ran out) or its work half done.
-fn idempotent<M: Send + 'static>(
-    flow: impl std::future::Future<Output = Result<idempotency::Answer<M>, Status>> + Send + 'static,
-) -> impl std::future::Future<Output = Result<idempotency::Answer<M>, Status>> + Send + 'static {
-    use tracing::Instrument;
-    let task = tokio::spawn(flow.in_current_span());
-    async move { task.await.map_err(|error| Status::from(ServiceError::Task(error)))? }
 }
 
 /// The answer, marked when it was replayed from the key's record.
