@@ -2,8 +2,8 @@
 //! within the delay, from how long a computation takes on them now.
 //!
 //! One hash timed at start-up gives the first bound, but it runs alone on an idle machine: with every worker busy,
-//! and the reactor, the database and whatever else shares the cores, a hash took 1.3 to 1.7 times as long, and a
-//! queue sized at start-up for 250 ms held 330 to 450 ms of work (docs/performance.md, "512 in flight"). So every
+//! and the reactor, the database and whatever else shares the cores, a hash takes longer, and a queue sized at
+//! start-up for 250 ms kept served calls waiting 423 to 455 ms (p99; docs/performance.md, "512 in flight"). So every
 //! computation's duration feeds a moving average (weight 1/8: a change of load shows within a few dozen hashes),
 //! and the bound follows it.
 
