@@ -111,6 +111,28 @@ mod tests {
         }
     }
 
+    /// Every form sits in a section the page serves hidden, shown only by app.js once it has taken the forms over:
+    /// a token typed and entered before the script ran would otherwise be submitted by the browser itself, as a
+    /// GET with the token in the address (and the test typing it fast would see a navigation, not the factors).
+    #[test]
+    fn no_form_shows_before_the_script_takes_it_over() {
+        let page = find("/console/").unwrap().served();
+        let mut open_sections = Vec::new();
+        for line in page.lines() {
+            if line.starts_with("<section") {
+                open_sections.push(line);
+            }
+            if line.starts_with("<form") {
+                let section = open_sections.last().expect("a form outside any section");
+                assert!(section.contains(" hidden>"), "a form shown before the script runs: {section}");
+            }
+            if line.starts_with("</section") {
+                open_sections.pop();
+            }
+        }
+        assert!(page.contains("<form id=\"sign-in-form\""));
+    }
+
     /// The console's page budget is 64 KiB over the wire (tests/api/console.rs measures it in Chromium, about
     /// 4 KiB of it response headers); this catches the bodies outgrowing it without a browser. Over the wire a
     /// browser gets them gzip-encoded (every browser sends `Accept-Encoding: gzip`), so that is what is counted.
