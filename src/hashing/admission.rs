@@ -11,6 +11,16 @@
 //! - **Fair between clients.** Within a class, waiting calls are served round-robin by client address (keyed as
 //!   the front-line limits key it: IPv6 by its /64), so one connection or address retrying at once cannot take every place:
 //!   each other client waiting gets a place between two of its.
+//! - **A client's newest call first once the line stops draining** (adaptive LIFO, as in Maurer, "Fail at Scale",
+//!   ACM Queue 13(8), 2015). While every waiter of a class gets a place within its wait, a client's calls are served
+//!   in arrival order. Once one has been refused at the end of its wait within the last wait, the line is longer
+//!   than the workers clear within a wait: under a sustained storm some waiters are refused whatever the order, and
+//!   a place handed to the oldest serves a call that has already spent its wait. So each client's newest call goes
+//!   first instead, and a served call waits briefly instead of a whole wait. The round between clients still goes
+//!   forward, so the order between clients (each waiting with one call, say) stays arrival order.
+//! - **Refusals in batches.** A wait ends on a grid of an eighth of the wait (never later than the wait, nor than
+//!   the caller's deadline), so the calls refused within one step are answered in one wake-up of the runtime
+//!   instead of one each: a client that retries at once costs the server less per refusal.
 //!
 //! The lock is held only to count and to queue, never across an await.
 
@@ -49,6 +59,8 @@ struct Waiter {
 struct Waiting {
     turn: VecDeque<ClientKey>,
     by_client: HashMap<ClientKey, VecDeque<Waiter>>,
+    /// When a waiter of this class last went without a place.
+    refused_at: Option<tokio::time::Instant>,
 }
 
 impl Waiting {
@@ -60,11 +72,12 @@ impl Waiting {
         queue.push_back(waiter);
     }
 
-    /// The next client's oldest waiter; the client goes to the back of the round if it has more.
-    fn pop(&mut self) -> Option<Waiter> {
+    /// The next client's oldest waiter, or (`newest`) its newest; the client goes to the back of the round if it
+    /// has more.
+    fn pop(&mut self, newest: bool) -> Option<Waiter> {
         let client = self.turn.pop_front()?;
         let queue = self.by_client.get_mut(&client)?;
-        let waiter = queue.pop_front();
+        let waiter = if newest { queue.pop_back() } else { queue.pop_front() };
         if queue.is_empty() {
             self.by_client.remove(&client);
         } else {
@@ -106,6 +119,15 @@ impl State {
             Work::Send => &mut self.sends,
         }
     }
+
+    /// Who gets a freed place: checks before sends; in a class, in arrival order, or newest first while one of its
+    /// waiters has been refused within the last `wait`.
+    fn next(&mut self, wait: Duration) -> Option<Waiter> {
+        let now = tokio::time::Instant::now();
+        let waiting = if self.checks.turn.is_empty() { &mut self.sends } else { &mut self.checks };
+        let newest = waiting.refused_at.is_some_and(|at| now.saturating_duration_since(at) < wait);
+        waiting.pop(newest)
+    }
 }
 
 /// The places of the hashing queue. Their number may change while calls hold them (the queue is sized from what
@@ -114,6 +136,9 @@ impl State {
 pub(super) struct Places {
     limit: AtomicUsize,
     wait: Duration,
+    /// The grid waits end on (an eighth of the wait), counted from `epoch`.
+    step: Duration,
+    epoch: tokio::time::Instant,
     state: Mutex<State>,
 }
 
@@ -127,7 +152,33 @@ pub(super) enum NoPlace {
 impl Places {
     /// `limit` places; a call waits at most `wait` for one.
     pub(super) fn new(limit: usize, wait: Duration) -> Self {
-        Self { limit: AtomicUsize::new(limit.max(1)), wait, state: Mutex::default() }
+        let step = wait / 8;
+        Self {
+            limit: AtomicUsize::new(limit.max(1)),
+            wait,
+            step,
+            epoch: tokio::time::Instant::now(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// When a wait that starts `now` ends: the last step of the grid within the wait (so refusals due within one step
+    /// are answered together), or the caller's `deadline` if that comes first (then true).
+    fn wait_ends(
+        &self,
+        now: tokio::time::Instant,
+        deadline: Option<tokio::time::Instant>,
+    ) -> (tokio::time::Instant, bool) {
+        let end = now + self.wait;
+        let since_epoch = end.saturating_duration_since(self.epoch);
+        let step = self.step.as_nanos().max(1);
+        // Less than a step, and a step is less than the wait: never before `now`.
+        let past_grid = Duration::from_nanos(u64::try_from(since_epoch.as_nanos() % step).unwrap_or(0));
+        let end = end - past_grid;
+        match deadline {
+            Some(deadline) if deadline < end => (deadline, true),
+            _ => (end, false),
+        }
     }
 
     pub(super) fn limit(&self) -> usize {
@@ -140,7 +191,7 @@ impl Places {
         let mut state = self.lock();
         self.limit.store(limit, Ordering::Relaxed);
         while state.taken < limit {
-            let Some(waiter) = state.checks.pop().or_else(|| state.sends.pop()) else { break };
+            let Some(waiter) = state.next(self.wait) else { break };
             if waiter.handover.send(()).is_ok() {
                 state.taken += 1;
             }
@@ -174,18 +225,26 @@ impl Places {
             state.waiting(work).push(client, Waiter { id, handover });
             (id, handed_over)
         };
-        // Until it resolves, a cancelled call (its client gone) must not leave its waiter behind.
+        let mut handed_over = handed_over;
+        // Until it resolves, a cancelled call (its client gone) must not leave its waiter behind. Declared after the
+        // receiver, so dropped before it: a place handed over at the last moment reached a live receiver, and is
+        // given back.
         let mut guard = Leave { places: self, work, client, id, armed: true };
-        let until = tokio::time::Instant::now() + self.wait;
-        let until = deadline.map_or(until, |deadline| deadline.min(until));
-        let outcome = tokio::time::timeout_at(until, handed_over).await;
+        let (until, by_deadline) = self.wait_ends(tokio::time::Instant::now(), deadline);
+        let outcome = tokio::time::timeout_at(until, &mut handed_over).await;
         guard.armed = false;
         match outcome {
             Ok(Ok(())) => Ok(()),
             // Timed out (or the sender vanished, which only happens with the waiter taken out): leave the queue,
-            // unless a place was handed over meanwhile, which is then ours.
+            // unless a place was handed over meanwhile (the receiver is still alive, so it was), which is then ours.
             _ => {
-                if self.lock().waiting(work).remove(client, id) {
+                let mut state = self.lock();
+                let waiting = state.waiting(work);
+                if waiting.remove(client, id) {
+                    // A caller's own short deadline says nothing of how the line drains.
+                    if !by_deadline {
+                        waiting.refused_at = Some(tokio::time::Instant::now());
+                    }
                     Err(NoPlace::Full)
                 } else {
                     Ok(())
@@ -203,8 +262,7 @@ impl Places {
             return;
         }
         loop {
-            let next = state.checks.pop().or_else(|| state.sends.pop());
-            match next {
+            match state.next(self.wait) {
                 // The place passes on, still taken. A waiter whose call has gone cannot take it: try the next.
                 Some(waiter) => {
                     if waiter.handover.send(()).is_ok() {
@@ -336,6 +394,86 @@ mod tests {
         for task in waiting {
             assert!(task.await.unwrap().is_ok());
         }
+    }
+
+    /// Starts a call that waits for a place of `places` (a Send of client `n`), returning when it got or lost it.
+    fn waiting(places: &Arc<Places>, n: u8) -> tokio::task::JoinHandle<(Result<(), NoPlace>, tokio::time::Instant)> {
+        let places = Arc::clone(places);
+        tokio::spawn(async move { (places.take(Work::Send, ip(n), None).await, tokio::time::Instant::now()) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_end_on_a_grid_so_refusals_due_within_a_step_go_out_together() {
+        let start = tokio::time::Instant::now();
+        let places = Arc::new(Places::new(1, Duration::from_millis(80)));
+        places.take(Work::Send, None, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let first = waiting(&places, 1);
+        tokio::time::sleep(Duration::from_millis(6)).await;
+        let second = waiting(&places, 2);
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert_eq!((first.0, second.0), (Err(NoPlace::Full), Err(NoPlace::Full)));
+        assert_eq!(first.1, second.1, "answered in one go");
+        assert_eq!(first.1 - start, Duration::from_millis(80), "the last step of the grid within both waits");
+        assert!(second.1 - start - Duration::from_millis(7) > Duration::from_millis(70), "at most a step short");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_line_stops_draining_the_newest_waiter_goes_first() {
+        // A wait of 100 ms ends on a grid of 12.5 ms from the start.
+        let places = Arc::new(Places::new(1, Duration::from_millis(100)));
+        places.take(Work::Send, None, None).await.unwrap();
+        let served =
+            |handles: &[&tokio::task::JoinHandle<_>]| handles.iter().map(|h| h.is_finished()).collect::<Vec<_>>();
+        let give_back = || async {
+            places.give_back();
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+        };
+        let at = |ms| tokio::time::sleep_until(places.epoch + Duration::from_millis(ms));
+        let one = waiting(&places, 1);
+        at(20).await;
+        let two = waiting(&places, 1);
+        at(30).await;
+        give_back().await;
+        assert_eq!(served(&[&one, &two]), [true, false], "nobody refused yet: arrival order");
+        at(40).await;
+        let three = waiting(&places, 1);
+        // `two` is refused at 112.5 ms, the line has stopped draining.
+        at(115).await;
+        assert!(two.is_finished());
+        let four = waiting(&places, 1);
+        let other = waiting(&places, 2);
+        at(120).await;
+        give_back().await;
+        assert_eq!(served(&[&three, &four, &other]), [false, true, false], "one refused within the wait: newest first");
+        give_back().await;
+        assert_eq!(served(&[&three, &other]), [false, true], "the round between clients still goes forward");
+        assert_eq!(two.await.unwrap().0, Err(NoPlace::Full));
+        assert_eq!(three.await.unwrap().0, Err(NoPlace::Full), "the oldest is refused at the end of its wait");
+        for served in [one, four, other] {
+            assert_eq!(served.await.unwrap().0, Ok(()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_whose_own_deadline_ran_out_does_not_turn_the_line_around() {
+        let places = Arc::new(Places::new(1, Duration::from_millis(100)));
+        places.take(Work::Send, None, None).await.unwrap();
+        let one = waiting(&places, 1);
+        let hurried = {
+            let places = Arc::clone(&places);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(10);
+            tokio::spawn(async move { places.take(Work::Send, ip(1), Some(deadline)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(hurried.await.unwrap(), Err(NoPlace::Full));
+        let three = waiting(&places, 1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        places.give_back();
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert_eq!((one.is_finished(), three.is_finished()), (true, false), "still arrival order");
     }
 
     #[tokio::test(start_paused = true)]
