@@ -121,7 +121,9 @@ impl pb::otp_service_server::OtpService for OtpApi {
             None => Some(self.service.admit(Work::Send, purpose, client, deadline).await?),
             Some(_) => None,
         };
-        self.send_flow(request, client, deadline, key, slot).await
+        // Boxed: the flow's state (kilobytes of nested futures) is made only for a call that goes on, instead of
+        // being part of every call's future, which the server copies when it spawns the call.
+        Box::pin(self.send_flow(request, client, deadline, key, slot)).await
     }
 
     async fn verify_code(
@@ -138,7 +140,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
             None => Some(self.service.admit(Work::Check, purpose, client, deadline).await?),
             Some(_) => None,
         };
-        self.verify_flow(request, client, deadline, key, slot).await
+        Box::pin(self.verify_flow(request, client, deadline, key, slot)).await
     }
 }
 

@@ -74,6 +74,18 @@ fn guard_metadata(refusal: &crate::service::GuardRefusal) -> (HashMap<String, St
     (metadata, message)
 }
 
+/// `OVERLOADED`: nothing was done; retry in a second.
+static OVERLOADED: std::sync::LazyLock<Status> = std::sync::LazyLock::new(|| {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "the server is overloaded; nothing was done; retry shortly",
+        details,
+    )
+});
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let mut details = ErrorDetails::new();
@@ -314,11 +326,8 @@ impl From<ServiceError> for Status {
             ServiceError::Store(error @ (StoreError::Query(_) | StoreError::Migrate(_) | StoreError::Corrupt(_))) => {
                 return internal(&error);
             }
-            ServiceError::Hash(HashError::Overloaded) => {
-                info(&mut details, "OVERLOADED", HashMap::new());
-                details.set_retry_info(Some(Duration::from_secs(1)));
-                (Code::ResourceExhausted, "the server is overloaded; nothing was done; retry shortly".into())
-            }
+            // The one answer a storm of retries gets thousands of times a second: built once.
+            ServiceError::Hash(HashError::Overloaded) => return OVERLOADED.clone(),
             ServiceError::Hash(HashError::CallerGone) => {
                 info(&mut details, "DEADLINE_PASSED_IN_QUEUE", HashMap::new());
                 (
