@@ -65,8 +65,8 @@ impl SendGuard {
         Ok(self.store.guard_figures(&query).await?)
     }
 
-    /// The decision for `phone`'s prefix at `now` (whatever the mode: the status view shows it too).
-    pub async fn verdict(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> Result<Verdict, ServiceError> {
+    /// The decision for `phone`'s prefix at `now`, for a send (the status view decides from `figures` itself).
+    async fn verdict(&self, phone: &PhoneNumber, now: DateTime<Utc>) -> Result<Verdict, ServiceError> {
         let prefix = self.policy.prefix_of(phone.e164());
         let figures = self.figures(&prefix, &phone.calling_code().to_string(), now).await?;
         Ok(self.policy.decide(&figures, now))
@@ -106,7 +106,6 @@ impl SendGuard {
             Verdict::Blocked(_) => GuardDecision::Blocked,
         };
         self.metrics.guard_decision(mode, decision);
-        let retry_at = self.policy.next_evaluation(now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         match verdict {
             Verdict::Guarded(trip) => tracing::warn!(
                 parent: None,
@@ -115,7 +114,7 @@ impl SendGuard {
                 key = %trip.key,
                 sends = trip.sends,
                 approvals = trip.approvals,
-                next_evaluation = %retry_at,
+                next_evaluation = %self.policy.next_evaluation(now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "pumping guard: {}{}",
                 trip.explain(),
                 if mode == GuardModeLabel::Shadow { " (shadow: sent anyway)" } else { "; send refused" }
