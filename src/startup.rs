@@ -279,8 +279,8 @@ impl Application {
             Arc::clone(&self.limits),
             self.config.trusted_proxies.clone(),
             self.config.app_hashes.clone(),
-        )
-        .with_idempotency(self.keys.clone());
+            self.keys.clone(),
+        );
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();

@@ -23,7 +23,7 @@ pub struct OtpApi {
     requests: OtpRequests,
     limits: Arc<FrontLimits>,
     trusted_proxies: TrustedProxies,
-    keys: Option<IdempotencyKeys>,
+    keys: IdempotencyKeys,
 }
 
 /// What the public API accepts: its requests' parsing into commands, collecting every bad field. Public (not an
@@ -41,23 +41,18 @@ pub struct OtpRequests {
 
 impl OtpApi {
     /// Serves `service` for numbers of `countries`, behind the front-line `limits`, appending only the
-    /// `app_hashes` of the company's own apps.
+    /// `app_hashes` of the company's own apps, and honouring the `idempotency-key` header with `keys`.
     pub fn new(
         service: VerificationService,
         countries: AllowedCountries,
         limits: Arc<FrontLimits>,
         trusted_proxies: TrustedProxies,
         app_hashes: AllowedAppHashes,
+        keys: IdempotencyKeys,
     ) -> Self {
         let code_length = service.policy().code_length;
         let requests = OtpRequests { countries, code_length, app_hashes };
-        Self { service, requests, limits, trusted_proxies, keys: None }
-    }
-
-    /// Honours the `idempotency-key` header with `keys`.
-    pub fn with_idempotency(mut self, keys: IdempotencyKeys) -> Self {
-        self.keys = Some(keys);
-        self
+        Self { service, requests, limits, trusted_proxies, keys }
     }
 }
 
@@ -111,7 +106,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
-        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
+        let key = idempotency::key_of(request.metadata())?;
         // An unkeyed call takes its place in the hashing queue before the request is parsed or anything is read,
         // and before the call's own span: a refusal costs little more than a health check (docs/performance.md),
         // however many a client that retries at once makes. A keyed call takes it once its key is claimed, so that repeats waiting for the
@@ -133,7 +128,7 @@ impl pb::otp_service_server::OtpService for OtpApi {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_verify(client).map_err(ServiceError::from)?;
         let deadline = deadline(request.metadata());
-        let key = self.keys.as_ref().map(|_| idempotency::key_of(request.metadata())).transpose()?.flatten();
+        let key = idempotency::key_of(request.metadata())?;
         // As in SendCode: an unkeyed call's place first, a keyed call's once its key is claimed.
         let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
         let slot = match key {
@@ -161,7 +156,7 @@ impl OtpApi {
         record_span(&cmd.phone, cmd.purpose);
         self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
-        let (Some(keys), Some(key)) = (&self.keys, key) else {
+        let Some(key) = key else {
             let slot = match slot {
                 Some(slot) => slot,
                 None => service.admit(Work::Send, Some(cmd.purpose), client, deadline).await?,
@@ -171,8 +166,8 @@ impl OtpApi {
         };
         let sim = cmd.sim_phone.as_ref().map_or("", |p| p.e164());
         let app_hash = cmd.app_hash.as_ref().map_or("", |h| h.as_str());
-        let keyed = keys.keyed(key, "SendCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), sim, app_hash]);
-        let keys = keys.clone();
+        let keyed = self.keys.keyed(key, "SendCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), sim, app_hash]);
+        let keys = self.keys.clone();
         let answer = detached(async move {
             let work = move |hand_over| async move {
                 cmd.hand_over = Some(hand_over);
@@ -200,7 +195,7 @@ impl OtpApi {
         cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
-        let (Some(keys), Some(key)) = (&self.keys, key) else {
+        let Some(key) = key else {
             let slot = match slot {
                 Some(slot) => slot,
                 None => service.admit(Work::Check, Some(cmd.purpose), client, deadline).await?,
@@ -208,8 +203,9 @@ impl OtpApi {
             let outcome = detached(async move { service.verify_code(cmd, slot).await }).await?;
             return Ok(Response::new(outcome.into()));
         };
-        let keyed = keys.keyed(key, "VerifyCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), cmd.code.expose()]);
-        let keys = keys.clone();
+        let keyed =
+            self.keys.keyed(key, "VerifyCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), cmd.code.expose()]);
+        let keys = self.keys.clone();
         let answer = detached(async move {
             let work = move |_| async move {
                 let slot = service.admit(Work::Check, Some(cmd.purpose), client, deadline).await?;
