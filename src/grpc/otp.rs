@@ -105,20 +105,9 @@ impl pb::otp_service_server::OtpService for OtpApi {
         // Front-line limits come before any database work or hashing.
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_send_client(client).map_err(ServiceError::from)?;
-        let deadline = deadline(request.metadata());
-        let key = idempotency::key_of(request.metadata())?;
-        // An unkeyed call takes its place in the hashing queue before the request is parsed or anything is read,
-        // and before the call's own span: a refusal costs little more than a health check (docs/performance.md),
-        // however many a client that retries at once makes. A keyed call takes it once its key is claimed, so that repeats waiting for the
-        // first attempt's answer hold no place.
-        let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
-        let slot = match key {
-            None => Some(self.service.admit(Work::Send, purpose, client, deadline).await?),
-            Some(_) => None,
-        };
-        // Boxed: the flow's state (kilobytes of nested futures) is made only for a call that goes on, instead of
-        // being part of every call's future, which the server copies when it spawns the call.
-        Box::pin(self.send_flow(request, client, deadline, key, slot)).await
+        let call = self.enter(&request, client, Work::Send, request.get_ref().purpose).await?;
+        // Boxed: the flow's state is made only for a call that goes on, not as part of every call's future.
+        Box::pin(self.send_flow(request, call)).await
     }
 
     async fn verify_code(
@@ -127,28 +116,56 @@ impl pb::otp_service_server::OtpService for OtpApi {
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let client = client_ip::of(&request, &self.trusted_proxies);
         self.limits.check_verify(client).map_err(ServiceError::from)?;
-        let deadline = deadline(request.metadata());
-        let key = idempotency::key_of(request.metadata())?;
-        // As in SendCode: an unkeyed call's place first, a keyed call's once its key is claimed.
-        let purpose = optional_purpose(request.get_ref().purpose).ok().flatten();
-        let slot = match key {
-            None => Some(self.service.admit(Work::Check, purpose, client, deadline).await?),
-            Some(_) => None,
-        };
-        Box::pin(self.verify_flow(request, client, deadline, key, slot)).await
+        let call = self.enter(&request, client, Work::Check, request.get_ref().purpose).await?;
+        Box::pin(self.verify_flow(request, call)).await
     }
 }
 
+/// A SendCode or VerifyCode past its front-line limit.
+struct Call {
+    client: Option<std::net::IpAddr>,
+    deadline: Option<tokio::time::Instant>,
+    entry: Entry,
+}
+
+/// How a call holds its place in the hashing queue.
+enum Entry {
+    /// Taken already: an unkeyed call.
+    Admitted(Slot),
+    /// Taken once the call's `idempotency-key` is claimed, so that repeats waiting for the first attempt's answer
+    /// hold no place.
+    Keyed(String),
+}
+
 impl OtpApi {
-    /// SendCode past its front-line checks, holding its place in the hashing queue (`slot`) unless it is keyed.
+    /// Reads the call's deadline and key; an unkeyed call then takes its place in the hashing queue for `work`,
+    /// before the request is parsed or anything is read, and before the call's own span, so that a refusal stays
+    /// cheap however many a client that retries at once makes (docs/performance.md). A refusal counts under the
+    /// `purpose` the raw request names, when it is a valid one.
+    async fn enter<M>(
+        &self,
+        request: &Request<M>,
+        client: Option<std::net::IpAddr>,
+        work: Work,
+        purpose: i32,
+    ) -> Result<Call, Status> {
+        let deadline = deadline(request.metadata());
+        let entry = match idempotency::key_of(request.metadata())? {
+            Some(key) => Entry::Keyed(key),
+            None => {
+                let purpose = optional_purpose(purpose).ok().flatten();
+                Entry::Admitted(self.service.admit(work, purpose, client, deadline).await?)
+            }
+        };
+        Ok(Call { client, deadline, entry })
+    }
+
+    /// SendCode past its front-line checks.
     #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
     async fn send_flow(
         &self,
         request: Request<pb::SendCodeRequest>,
-        client: Option<std::net::IpAddr>,
-        deadline: Option<tokio::time::Instant>,
-        key: Option<String>,
-        slot: Option<Slot>,
+        Call { client, deadline, entry }: Call,
     ) -> Result<Response<pb::SendCodeResponse>, Status> {
         let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_send(request.into_inner())?;
@@ -156,13 +173,12 @@ impl OtpApi {
         record_span(&cmd.phone, cmd.purpose);
         self.limits.note_send(client, &cmd.phone);
         let service = self.service.clone();
-        let Some(key) = key else {
-            let slot = match slot {
-                Some(slot) => slot,
-                None => service.admit(Work::Send, Some(cmd.purpose), client, deadline).await?,
-            };
-            let outcome = detached(async move { service.send_code(cmd, slot).await }).await?;
-            return Ok(Response::new(outcome.into()));
+        let key = match entry {
+            Entry::Admitted(slot) => {
+                let outcome = detached(async move { service.send_code(cmd, slot).await }).await?;
+                return Ok(Response::new(outcome.into()));
+            }
+            Entry::Keyed(key) => key,
         };
         let sim = cmd.sim_phone.as_ref().map_or("", |p| p.e164());
         let app_hash = cmd.app_hash.as_ref().map_or("", |h| h.as_str());
@@ -180,28 +196,24 @@ impl OtpApi {
         Ok(respond(answer))
     }
 
-    /// VerifyCode past its front-line checks, holding its place in the hashing queue (`slot`) unless it is keyed.
+    /// VerifyCode past its front-line checks.
     #[tracing::instrument(name = "VerifyCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
     async fn verify_flow(
         &self,
         request: Request<pb::VerifyCodeRequest>,
-        client: Option<std::net::IpAddr>,
-        deadline: Option<tokio::time::Instant>,
-        key: Option<String>,
-        slot: Option<Slot>,
+        Call { client, deadline, entry }: Call,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let peer = request.remote_addr().map(|addr| addr.ip());
         let mut cmd = self.requests.parse_verify(request.into_inner())?;
         cmd.deadline = deadline;
         record_span(&cmd.phone, cmd.purpose);
         let service = self.service.clone();
-        let Some(key) = key else {
-            let slot = match slot {
-                Some(slot) => slot,
-                None => service.admit(Work::Check, Some(cmd.purpose), client, deadline).await?,
-            };
-            let outcome = detached(async move { service.verify_code(cmd, slot).await }).await?;
-            return Ok(Response::new(outcome.into()));
+        let key = match entry {
+            Entry::Admitted(slot) => {
+                let outcome = detached(async move { service.verify_code(cmd, slot).await }).await?;
+                return Ok(Response::new(outcome.into()));
+            }
+            Entry::Keyed(key) => key,
         };
         let keyed =
             self.keys.keyed(key, "VerifyCode", peer, &[cmd.phone.e164(), cmd.purpose.as_str(), cmd.code.expose()]);
