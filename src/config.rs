@@ -340,8 +340,8 @@ pub struct Settings {
     pub hash_queue_delay: humantime::Duration,
     /// How long at most a call that finds the hashing queue full waits for a place before it is refused OVERLOADED
     /// (never past its deadline; waits end on a grid of an eighth of it); checks of codes already sent are served
-    /// before new sends, clients in turn, each client's newest first once waiters are being refused. Bounds how often a client
-    /// that retries at once can come back; 0: refused at once.
+    /// before new sends, clients in turn, each client's newest first once waiters are being refused. Bounds how
+    /// often a client that retries at once can come back; 0: refused at once.
     #[arg(long, env = "OTPD_HASH_ADMISSION_WAIT", default_value = "50ms", global = true)]
     pub hash_admission_wait: humantime::Duration,
     /// Calls in flight per client connection on each listener; more wait for a place.
