@@ -335,7 +335,7 @@ pub struct Settings {
     #[arg(long, env = "OTPD_HASH_QUEUE", default_value_t = 0, global = true)]
     pub hash_queue: usize,
     /// The queueing delay the automatic --hash-queue aims at. With the admission wait and the hash itself, a
-    /// served call under any overload then waits about ten hashes at the default cost.
+    /// served call waited about ten hashes at p99 at the default cost, with up to 512 calls in flight.
     #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "100ms", global = true)]
     pub hash_queue_delay: humantime::Duration,
     /// How long at most a call that finds the hashing queue full waits for a place before it is refused OVERLOADED

@@ -158,7 +158,7 @@ async fn a_storm_from_one_client_does_not_starve_another(backend: Backend) {
 
 /// A refusal is decided before the request is read: the place in the hashing queue is the first thing a SendCode
 /// or VerifyCode without an idempotency key asks for, so under a full queue even a request that would be invalid is answered `OVERLOADED`
-/// (nothing parsed, spanned or spawned: what keeps a refusal as cheap as a health check). Once there is room the
+/// (nothing parsed, spanned or spawned: what keeps a refusal cheap). Once there is room the
 /// same request gets its field violations.
 #[tokio::test]
 async fn a_refusal_is_decided_before_the_request_is_read() {
