@@ -18,16 +18,18 @@
 //!   a place handed to the oldest serves a call that has already spent its wait. So each client's newest call goes
 //!   first instead, and a served call waits briefly instead of a whole wait. The round between clients still goes
 //!   forward, so the order between clients (each waiting with one call, say) stays arrival order.
-//! - **Refusals in batches.** A wait ends on a grid of an eighth of the wait (never later than the wait, nor than
-//!   the caller's deadline), so the calls refused within one step are answered in one wake-up of the runtime
-//!   instead of one each: a client that retries at once costs the server less per refusal.
+//! - **Refusals in batches, by one sweeper.** A wait ends on a grid of an eighth of the wait (never later than the
+//!   wait), and one task, the sweeper, ends every wait due at a step in one pass: a waiting call holds no timer of
+//!   its own, and the calls refused within one step are answered in one wake-up of the runtime instead of one each.
+//!   A client that retries at once so costs the server less per refusal. A call whose caller's deadline comes
+//!   before its wait's end keeps a timer of its own for that deadline (rare: a deadline shorter than the wait).
 //!
 //! The lock is held only to count and to queue, never across an await.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -51,7 +53,8 @@ pub fn client_key(client: Option<IpAddr>) -> ClientKey {
 
 struct Waiter {
     id: u64,
-    handover: oneshot::Sender<()>,
+    /// True: a place is handed over; false: the wait ended without one (the sweeper's answer).
+    handover: oneshot::Sender<bool>,
 }
 
 /// The waiting calls of one class, by client, with the clients in round-robin order.
@@ -86,16 +89,17 @@ impl Waiting {
         waiter
     }
 
-    /// Takes a waiter out (it gave up); false if it is no longer here (it was handed a place).
-    fn remove(&mut self, client: ClientKey, id: u64) -> bool {
-        let Some(queue) = self.by_client.get_mut(&client) else { return false };
-        let Some(at) = queue.iter().position(|w| w.id == id) else { return false };
-        queue.remove(at);
+    /// Takes a waiter out (its wait ended, or its call went); None if it is no longer here (it was handed a place,
+    /// or its wait was ended already). A client's waiters are in the order of their ids.
+    fn remove(&mut self, client: ClientKey, id: u64) -> Option<Waiter> {
+        let queue = self.by_client.get_mut(&client)?;
+        let at = queue.binary_search_by_key(&id, |w| w.id).ok()?;
+        let waiter = queue.remove(at);
         if queue.is_empty() {
             self.by_client.remove(&client);
             self.turn.retain(|c| *c != client);
         }
-        true
+        waiter
     }
 
     #[cfg(test)]
@@ -110,6 +114,19 @@ struct State {
     next_id: u64,
     checks: Waiting,
     sends: Waiting,
+    /// When each wait the sweeper ends is due, in order (the grid's steps only move forward). A waiter handed a
+    /// place before its end stays listed until then, and is then passed over.
+    ends: VecDeque<End>,
+    /// Whether the sweeper runs (it stops when `ends` is empty).
+    sweeping: bool,
+}
+
+/// A wait the sweeper ends.
+struct End {
+    at: tokio::time::Instant,
+    work: Work,
+    client: ClientKey,
+    id: u64,
 }
 
 impl State {
@@ -162,23 +179,34 @@ impl Places {
         }
     }
 
-    /// When a wait that starts `now` ends: the last step of the grid within the wait (so refusals due within one step
-    /// are answered together), or the caller's `deadline` if that comes first (then true).
-    fn wait_ends(
-        &self,
-        now: tokio::time::Instant,
-        deadline: Option<tokio::time::Instant>,
-    ) -> (tokio::time::Instant, bool) {
+    /// When a wait that starts `now` ends: the last step of the grid within the wait, so that refusals due within
+    /// one step are answered together.
+    fn wait_ends(&self, now: tokio::time::Instant) -> tokio::time::Instant {
         let end = now + self.wait;
         let since_epoch = end.saturating_duration_since(self.epoch);
         let step = self.step.as_nanos().max(1);
         // Less than a step, and a step is less than the wait: never before `now`.
         let past_grid = Duration::from_nanos(u64::try_from(since_epoch.as_nanos() % step).unwrap_or(0));
-        let end = end - past_grid;
-        match deadline {
-            Some(deadline) if deadline < end => (deadline, true),
-            _ => (end, false),
+        end - past_grid
+    }
+
+    /// Ends the waits due by `now` (the sweeper's pass): each waiter still waiting is told it has no place. Returns
+    /// when the next wait ends, or None (and the sweeper stops) when none is left.
+    fn end_waits(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let mut state = self.lock();
+        while let Some(end) = state.ends.front() {
+            if end.at > now {
+                return Some(end.at);
+            }
+            let End { work, client, id, .. } = state.ends.pop_front()?;
+            let waiting = state.waiting(work);
+            if let Some(waiter) = waiting.remove(client, id) {
+                waiting.refused_at = Some(now);
+                let _ = waiter.handover.send(false);
+            }
         }
+        state.sweeping = false;
+        None
     }
 
     pub(super) fn limit(&self) -> usize {
@@ -192,7 +220,7 @@ impl Places {
         self.limit.store(limit, Ordering::Relaxed);
         while state.taken < limit {
             let Some(waiter) = state.next(self.wait) else { break };
-            if waiter.handover.send(()).is_ok() {
+            if waiter.handover.send(true).is_ok() {
                 state.taken += 1;
             }
         }
@@ -204,12 +232,12 @@ impl Places {
 
     /// Takes a place for `work` of `client`, waiting at most the admission wait and never past `deadline`.
     pub(super) async fn take(
-        &self,
+        self: &Arc<Self>,
         work: Work,
         client: ClientKey,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), NoPlace> {
-        let (id, handed_over) = {
+        let (id, handed_over, own_deadline) = {
             let mut state = self.lock();
             let nobody_waits = state.checks.turn.is_empty() && state.sends.turn.is_empty();
             if state.taken < self.limit() && nobody_waits {
@@ -223,34 +251,30 @@ impl Places {
             let id = state.next_id;
             let (handover, handed_over) = oneshot::channel();
             state.waiting(work).push(client, Waiter { id, handover });
-            (id, handed_over)
-        };
-        let mut handed_over = handed_over;
-        // Until it resolves, a cancelled call (its client gone) must not leave its waiter behind. Declared after the
-        // receiver, so dropped before it: a place handed over at the last moment reached a live receiver, and is
-        // given back.
-        let mut guard = Leave { places: self, work, client, id, armed: true };
-        let (until, by_deadline) = self.wait_ends(tokio::time::Instant::now(), deadline);
-        let outcome = tokio::time::timeout_at(until, &mut handed_over).await;
-        guard.armed = false;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            // Timed out (or the sender vanished, which only happens with the waiter taken out): leave the queue,
-            // unless a place was handed over meanwhile (the receiver is still alive, so it was), which is then ours.
-            _ => {
-                let mut state = self.lock();
-                let waiting = state.waiting(work);
-                if waiting.remove(client, id) {
-                    // A caller's own short deadline says nothing of how the line drains.
-                    if !by_deadline {
-                        waiting.refused_at = Some(tokio::time::Instant::now());
-                    }
-                    Err(NoPlace::Full)
-                } else {
-                    Ok(())
+            let now = tokio::time::Instant::now();
+            let end = self.wait_ends(now);
+            let own_deadline = deadline.filter(|deadline| *deadline < end);
+            if own_deadline.is_none() {
+                state.ends.push_back(End { at: end, work, client, id });
+                if !state.sweeping {
+                    state.sweeping = true;
+                    tokio::spawn(sweep(Arc::downgrade(self)));
                 }
             }
-        }
+            (id, handed_over, own_deadline)
+        };
+        // Until it resolves, a cancelled call (its client gone) must not leave its waiter behind, nor a place handed
+        // over to it.
+        let mut waiting = Wait { places: self, work, client, id, handed_over: Some(handed_over) };
+        let answer = match own_deadline {
+            None => waiting.answer().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, waiting.answer()).await {
+                Ok(answer) => answer,
+                // The caller's deadline: a short deadline says nothing of how the line drains.
+                Err(_) => waiting.leave(),
+            },
+        };
+        if answer { Ok(()) } else { Err(NoPlace::Full) }
     }
 
     /// Gives a place back: to the next waiting call (checks first, clients in turn), or to the pool (always, while
@@ -265,7 +289,7 @@ impl Places {
             match state.next(self.wait) {
                 // The place passes on, still taken. A waiter whose call has gone cannot take it: try the next.
                 Some(waiter) => {
-                    if waiter.handover.send(()).is_ok() {
+                    if waiter.handover.send(true).is_ok() {
                         return;
                     }
                 }
@@ -285,23 +309,55 @@ impl Places {
     }
 }
 
-/// Takes a waiter out of the queue if its call is dropped while it waits; if a place was handed to it meanwhile,
-/// gives that back.
-struct Leave<'a> {
+/// The sweeper: ends the waits as they come due, one pass per step of the grid, while any is left.
+async fn sweep(places: Weak<Places>) {
+    loop {
+        let next = match places.upgrade() {
+            Some(places) => places.end_waits(tokio::time::Instant::now()),
+            None => None,
+        };
+        let Some(next) = next else { return };
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// A call waiting for a place. Dropped before its answer (the call cancelled, its client gone), it takes its waiter
+/// out of the queue, or gives back a place handed over meanwhile.
+struct Wait<'a> {
     places: &'a Places,
     work: Work,
     client: ClientKey,
     id: u64,
-    armed: bool,
+    /// Taken once the answer is read.
+    handed_over: Option<oneshot::Receiver<bool>>,
 }
 
-impl Drop for Leave<'_> {
+impl Wait<'_> {
+    /// Whether a place was handed over (or the wait ended without one).
+    async fn answer(&mut self) -> bool {
+        let Some(handed_over) = self.handed_over.as_mut() else { return false };
+        // The sender gone unsent only with the waiter taken out of the queue unanswered: no place.
+        let answer = handed_over.await.unwrap_or(false);
+        self.handed_over = None;
+        answer
+    }
+
+    /// Leaves the queue before an answer came; true if a place was handed over meanwhile (it is then the call's).
+    fn leave(&mut self) -> bool {
+        let Some(mut handed_over) = self.handed_over.take() else { return false };
+        let mut state = self.places.lock();
+        if state.waiting(self.work).remove(self.client, self.id).is_some() {
+            return false;
+        }
+        // Taken out under the lock, which is held while it is answered: the answer is here.
+        handed_over.try_recv().unwrap_or(false)
+    }
+}
+
+impl Drop for Wait<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            let removed = self.places.lock().waiting(self.work).remove(self.client, self.id);
-            if !removed {
-                self.places.give_back();
-            }
+        if self.leave() {
+            self.places.give_back();
         }
     }
 }
@@ -318,7 +374,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_refuses_after_the_wait_and_never_past_the_deadline() {
-        let places = Places::new(1, Duration::from_millis(50));
+        let places = Arc::new(Places::new(1, Duration::from_millis(50)));
         places.take(Work::Send, ip(1), None).await.unwrap();
         let started = tokio::time::Instant::now();
         assert_eq!(places.take(Work::Send, ip(1), None).await, Err(NoPlace::Full));
@@ -328,7 +384,7 @@ mod tests {
         assert_eq!(places.take(Work::Check, ip(2), Some(deadline)).await, Err(NoPlace::Full));
         assert_eq!(started.elapsed(), Duration::from_millis(20), "the caller's deadline comes first");
         assert_eq!(places.counts(), (1, 0), "nobody left waiting");
-        let none = Places::new(1, Duration::ZERO);
+        let none = Arc::new(Places::new(1, Duration::ZERO));
         none.take(Work::Send, None, None).await.unwrap();
         assert_eq!(none.take(Work::Send, None, None).await, Err(NoPlace::Full), "no wait: refused at once");
     }
@@ -478,12 +534,31 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_dropped_while_waiting_leaves_no_trace() {
-        let places = Places::new(1, Duration::from_secs(60));
+        let places = Arc::new(Places::new(1, Duration::from_secs(60)));
         places.take(Work::Send, None, None).await.unwrap();
         let waiting = places.take(Work::Send, ip(1), None);
         assert!(tokio::time::timeout(Duration::from_millis(10), waiting).await.is_err());
         assert_eq!(places.counts(), (1, 0));
         places.give_back();
         assert_eq!(places.counts(), (0, 0), "the place went back to the pool, not to the gone call");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_handed_to_a_call_that_then_goes_comes_back() {
+        let places = Arc::new(Places::new(1, Duration::from_millis(50)));
+        places.take(Work::Send, None, None).await.unwrap();
+        let mut waiting = Box::pin(places.take(Work::Send, ip(1), None));
+        assert!(tokio::time::timeout(Duration::from_millis(1), &mut waiting).await.is_err(), "it waits");
+        places.give_back();
+        assert_eq!(places.counts(), (1, 0), "handed over, not yet seen by the call");
+        drop(waiting);
+        assert_eq!(places.counts(), (0, 0), "the call went: its place went back to the pool");
+        // The sweeper stopped with nobody left to refuse, and starts again for the next wait.
+        places.take(Work::Send, None, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = tokio::time::Instant::now();
+        assert_eq!(places.take(Work::Send, ip(1), None).await, Err(NoPlace::Full));
+        assert!(started.elapsed() <= Duration::from_millis(50) && started.elapsed() > Duration::from_millis(43));
+        assert_eq!(places.counts(), (1, 0));
     }
 }
