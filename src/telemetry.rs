@@ -59,6 +59,7 @@ pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<(), S
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER));
     let resource = opentelemetry_sdk::Resource::builder().with_service_name("otpd").build();
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    let exporting = otlp_endpoint.is_some();
     if let Some(endpoint) = otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -69,7 +70,16 @@ pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<(), S
     }
     // Without an exporter spans are still made (and dropped when they end): they give log lines their ids.
     let provider = provider.build();
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("otpd"));
+    // Nothing in otpd reads OpenTelemetry's active context (the provider's request takes its trace context from the
+    // span itself), so entering a span does not activate one. What only an exported span shows (busy and idle
+    // time, source location, thread) is recorded only when spans are exported: each costs every call, and every
+    // poll of a call that waits, such as a refusal after its admission wait.
+    let otel = tracing_opentelemetry::layer()
+        .with_context_activation(false)
+        .with_tracked_inactivity(exporting)
+        .with_location(exporting)
+        .with_threads(exporting)
+        .with_tracer(provider.tracer("otpd"));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match format {
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
