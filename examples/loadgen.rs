@@ -275,10 +275,12 @@ struct CpuTicks {
     server: u64,
     /// The servers' hashing threads (named `otpd-argon2-N`), part of `server`.
     server_hashing: u64,
+    /// The servers' other threads (runtime, database driver, …) in nanoseconds, from the scheduler's own count of
+    /// each thread's time on a CPU (`/proc/…/task/…/schedstat`): exact, where the ticks above are a sample taken
+    /// 100 times a second, too coarse for a short run's few hundred milliseconds of runtime work. A thread that
+    /// ends during the run takes its time with it.
+    server_rest_ns: u64,
 }
-
-/// The kernel's clock ticks per second in `/proc` (`USER_HZ`, 100 on every Linux architecture that reports it).
-const USER_HZ: f64 = 100.0;
 
 impl CpuTicks {
     fn read(servers: &[u32]) -> Option<Self> {
@@ -308,7 +310,28 @@ impl CpuTicks {
                 .sum()
         };
         let server_hashing = servers.iter().map(hashing).sum();
-        Some(Self { machine_busy, machine_steal, machine_all, loadgen: process("self")?, server, server_hashing })
+        let rest_ns = |pid: &u32| -> u64 {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+            tasks
+                .filter_map(Result::ok)
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| !c.starts_with("otpd-argon2"))
+                })
+                // `time on a CPU (ns)  time waiting to run (ns)  time slices`
+                .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+                .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let server_rest_ns = servers.iter().map(rest_ns).sum();
+        Some(Self {
+            machine_busy,
+            machine_steal,
+            machine_all,
+            loadgen: process("self")?,
+            server,
+            server_hashing,
+            server_rest_ns,
+        })
     }
 }
 
@@ -568,8 +591,7 @@ async fn main() {
             idle: 1.0 - busy,
             server_hashing: server.map(|_| share(after.server_hashing, before.server_hashing)),
             server_rest_us_per_call: (!args.server_pids.is_empty()).then(|| {
-                let rest = (after.server - before.server).saturating_sub(after.server_hashing - before.server_hashing);
-                rest as f64 / USER_HZ * 1e6 / requests.max(1) as f64
+                after.server_rest_ns.saturating_sub(before.server_rest_ns) as f64 / 1e3 / requests.max(1) as f64
             }),
             argon2_share_of_server: server.zip(argon2).map(|(s, a)| a / s.max(f64::EPSILON)),
         }
