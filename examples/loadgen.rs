@@ -266,7 +266,7 @@ fn argon2_rate(params: &Params, threads: usize, span: Duration) -> f64 {
 
 /// CPU time in the kernel's clock ticks, read from Linux's `/proc`: the whole machine's (busy and all), this
 /// process's and the server's. Only ratios of ticks are reported, so the tick rate does not matter.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct CpuTicks {
     machine_busy: u64,
     machine_steal: u64,
@@ -275,11 +275,11 @@ struct CpuTicks {
     server: u64,
     /// The servers' hashing threads (named `otpd-argon2-N`), part of `server`.
     server_hashing: u64,
-    /// The servers' other threads (runtime, database driver, …) in nanoseconds, from the scheduler's own count of
-    /// each thread's time on a CPU (`/proc/…/task/…/schedstat`): exact, where the ticks above are a sample taken
-    /// 100 times a second, too coarse for a short run's few hundred milliseconds of runtime work. A thread that
-    /// ends during the run takes its time with it.
-    server_rest_ns: u64,
+    /// The servers' other threads (runtime, database driver, …), each thread's time on a CPU in nanoseconds by
+    /// the scheduler's own count (`/proc/…/task/…/schedstat`): exact, where the ticks above are a sample taken
+    /// 100 times a second, too coarse for a short run's few hundred milliseconds of runtime work. Kept per
+    /// thread, so that a thread that ends during the run loses only its time within the run.
+    server_rest_ns: BTreeMap<(u32, String), u64>,
 }
 
 impl CpuTicks {
@@ -310,19 +310,20 @@ impl CpuTicks {
                 .sum()
         };
         let server_hashing = servers.iter().map(hashing).sum();
-        let rest_ns = |pid: &u32| -> u64 {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-            tasks
-                .filter_map(Result::ok)
-                .filter(|task| {
-                    std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| !c.starts_with("otpd-argon2"))
-                })
+        let mut server_rest_ns = BTreeMap::new();
+        for pid in servers {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for task in tasks.filter_map(Result::ok) {
+                if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with("otpd-argon2")) {
+                    continue;
+                }
                 // `time on a CPU (ns)  time waiting to run (ns)  time slices`
-                .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-                .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        };
-        let server_rest_ns = servers.iter().map(rest_ns).sum();
+                let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+                if let Some(ns) = stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()) {
+                    server_rest_ns.insert((*pid, task.file_name().to_string_lossy().into_owned()), ns);
+                }
+            }
+        }
         Some(Self {
             machine_busy,
             machine_steal,
@@ -590,9 +591,16 @@ async fn main() {
             steal: share(after.machine_steal, before.machine_steal),
             idle: 1.0 - busy,
             server_hashing: server.map(|_| share(after.server_hashing, before.server_hashing)),
-            server_rest_us_per_call: (!args.server_pids.is_empty()).then(|| {
-                after.server_rest_ns.saturating_sub(before.server_rest_ns) as f64 / 1e3 / requests.max(1) as f64
-            }),
+            // Threads born during the run count from zero. A kernel without scheduler statistics reads 0: no figure.
+            server_rest_us_per_call: (!args.server_pids.is_empty() && after.server_rest_ns.values().any(|ns| *ns > 0))
+                .then(|| {
+                    let ns: u64 = after
+                        .server_rest_ns
+                        .iter()
+                        .map(|(task, ns)| ns.saturating_sub(before.server_rest_ns.get(task).copied().unwrap_or(0)))
+                        .sum();
+                    ns as f64 / 1e3 / requests.max(1) as f64
+                }),
             argon2_share_of_server: server.zip(argon2).map(|(s, a)| a / s.max(f64::EPSILON)),
         }
     });

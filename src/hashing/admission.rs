@@ -311,13 +311,32 @@ impl Places {
 
 /// The sweeper: ends the waits as they come due, one pass per step of the grid, while any is left.
 async fn sweep(places: Weak<Places>) {
+    let mut running = Sweeping { places: places.clone(), done: false };
     loop {
         let next = match places.upgrade() {
             Some(places) => places.end_waits(tokio::time::Instant::now()),
             None => None,
         };
-        let Some(next) = next else { return };
+        let Some(next) = next else {
+            running.done = true;
+            return;
+        };
         tokio::time::sleep_until(next).await;
+    }
+}
+
+/// Dropped with the sweeper's task before it finished (its runtime shut down while the places live on), lets the
+/// next waiter start another: else no wait would ever be ended again.
+struct Sweeping {
+    places: Weak<Places>,
+    done: bool,
+}
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if let Some(places) = self.places.upgrade().filter(|_| !self.done) {
+            places.lock().sweeping = false;
+        }
     }
 }
 
@@ -541,6 +560,28 @@ mod tests {
         assert_eq!(places.counts(), (1, 0));
         places.give_back();
         assert_eq!(places.counts(), (0, 0), "the place went back to the pool, not to the gone call");
+    }
+
+    #[test]
+    fn a_sweeper_gone_with_its_runtime_is_started_again() {
+        let runtime =
+            || tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let places = runtime().block_on(async {
+            let places = Arc::new(Places::new(1, Duration::from_millis(50)));
+            places.take(Work::Send, None, None).await.unwrap();
+            let mut waiting = Box::pin(places.take(Work::Send, ip(1), None));
+            assert!(tokio::time::timeout(Duration::from_millis(1), &mut waiting).await.is_err(), "it waits");
+            drop(waiting);
+            places
+        });
+        // That runtime, and its sweeper with it, are gone; the call went too.
+        assert_eq!(places.counts(), (1, 0));
+        runtime().block_on(async {
+            let started = tokio::time::Instant::now();
+            let refused = tokio::time::timeout(Duration::from_secs(1), places.take(Work::Send, ip(2), None)).await;
+            assert_eq!(refused, Ok(Err(NoPlace::Full)), "a new sweeper ends the wait");
+            assert!(started.elapsed() <= Duration::from_millis(50));
+        });
     }
 
     #[tokio::test(start_paused = true)]
