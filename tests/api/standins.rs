@@ -81,6 +81,8 @@ struct Inner {
     sens_messages: HashMap<String, String>,
     /// AlimTalk: the provider's own SMS fallback per request id (resendStatus, resendRequestId).
     fallbacks: HashMap<String, (String, String)>,
+    /// AlimTalk: the request ids of the authentication messages taken, which 메시지 단건 조회 finds.
+    alimtalk_auth_ids: HashSet<String>,
     /// Solapi: the message ids taken.
     solapi_messages: HashSet<String>,
     /// The carrier's result reported per provider id (SENS request id, Solapi message id): status code, time.
@@ -341,6 +343,7 @@ async fn alimtalk(
     template: &str,
     parameters_fit: impl Fn(&Value) -> bool,
 ) -> Response {
+    let auth = path.ends_with("/auth/messages");
     let (fault, id) = record(&inner, path, &headers, &body);
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let recipient = &body["recipientList"][0];
@@ -387,10 +390,14 @@ async fn alimtalk(
                 Some((code, message)) => nhn_refusal(code, message),
                 None => {
                     take(&inner, &body);
+                    let request_id = format!("at-{id}");
+                    if auth {
+                        inner.lock().unwrap().alimtalk_auth_ids.insert(request_id.clone());
+                    }
                     slow(fault).await;
                     Json(json!({
                         "header": nhn_header(true, 0, "success"),
-                        "message": { "requestId": format!("at-{id}"), "sendResults": [{
+                        "message": { "requestId": request_id, "sendResults": [{
                             "recipientSeq": 1, "recipientNo": recipient["recipientNo"], "resultCode": 0,
                             "resultMessage": "success"
                         }]}
@@ -419,7 +426,7 @@ async fn nhn_alimtalk_get(
         return nhn_refusal(-1001, "Invalid secretKey.");
     }
     let inner = inner.lock().unwrap();
-    if seq != 1 || !inner.seen.iter().any(|s| s.path.contains("/auth/messages") && s.status == 200) {
+    if seq != 1 || !inner.alimtalk_auth_ids.contains(&request_id) {
         // -1016 requestId 혹은 recipientSeq로 메시지를 찾을 수 없는 경우.
         return nhn_refusal(-1016, "Not found message.");
     }
