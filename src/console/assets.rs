@@ -118,6 +118,7 @@ mod tests {
     fn no_form_shows_before_the_script_takes_it_over() {
         let page = find("/console/").unwrap().served();
         let mut open_sections = Vec::new();
+        let mut forms = 0;
         for line in page.lines() {
             if line.starts_with("<section") {
                 open_sections.push(line);
@@ -125,12 +126,14 @@ mod tests {
             if line.starts_with("<form") {
                 let section = open_sections.last().expect("a form outside any section");
                 assert!(section.contains(" hidden>"), "a form shown before the script runs: {section}");
+                forms += 1;
             }
             if line.starts_with("</section") {
                 open_sections.pop();
             }
         }
         assert!(page.contains("<form id=\"sign-in-form\""));
+        assert!(forms >= 4, "the served page's lines were not read as tags ({forms} forms seen)");
     }
 
     /// The console's page budget is 64 KiB over the wire (tests/api/console.rs measures it in Chromium, about

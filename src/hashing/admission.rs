@@ -311,9 +311,9 @@ impl Places {
 
 /// The sweeper: ends the waits as they come due, one pass per step of the grid, while any is left.
 async fn sweep(places: Weak<Places>) {
-    let mut running = Sweeping { places: places.clone(), done: false };
+    let mut running = Sweeping { places, done: false };
     loop {
-        let next = match places.upgrade() {
+        let next = match running.places.upgrade() {
             Some(places) => places.end_waits(tokio::time::Instant::now()),
             None => None,
         };
