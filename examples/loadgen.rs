@@ -298,29 +298,22 @@ impl CpuTicks {
             Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
         };
         let server = servers.iter().map(|pid| process(&pid.to_string())).sum::<Option<u64>>()?;
-        // The hashing threads live as long as the server, so their ticks are never lost to a thread's exit.
-        let hashing = |pid: &u32| -> u64 {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-            tasks
-                .filter_map(Result::ok)
-                .filter(|task| {
-                    std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with("otpd-argon2"))
-                })
-                .filter_map(|task| process(&format!("{pid}/task/{}", task.file_name().to_string_lossy())))
-                .sum()
-        };
-        let server_hashing = servers.iter().map(hashing).sum();
+        // One pass over the servers' threads: the hashing threads' ticks (they live as long as the server, so their
+        // ticks are never lost to a thread's exit), and every other thread's time on a CPU.
+        let mut server_hashing = 0;
         let mut server_rest_ns = BTreeMap::new();
         for pid in servers {
             let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
             for task in tasks.filter_map(Result::ok) {
+                let tid = task.file_name().to_string_lossy().into_owned();
                 if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with("otpd-argon2")) {
+                    server_hashing += process(&format!("{pid}/task/{tid}")).unwrap_or(0);
                     continue;
                 }
                 // `time on a CPU (ns)  time waiting to run (ns)  time slices`
                 let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
                 if let Some(ns) = stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()) {
-                    server_rest_ns.insert((*pid, task.file_name().to_string_lossy().into_owned()), ns);
+                    server_rest_ns.insert((*pid, tid), ns);
                 }
             }
         }
