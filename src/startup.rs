@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PepperSource};
 use crate::domain::audit::AuditKey;
 use crate::drain::close_on_shutdown;
-use crate::grpc::{AuthLayer, MalformedIsInvalidArgument, OtpApi, SignInApi, SupervisorApi};
+use crate::grpc::{AdmitFirstLayer, AuthLayer, MalformedIsInvalidArgument, OtpApi, SignInApi, SupervisorApi};
 use crate::hashing::{CodeHasher, Pepper};
 use crate::limits::FrontLimits;
 use crate::listen::{Admission, AllowedHosts, HostCheckLayer, Incoming, StreamListener};
@@ -277,11 +277,12 @@ impl Application {
             self.service.clone(),
             self.config.allowed_countries.clone(),
             Arc::clone(&self.limits),
-            self.config.trusted_proxies.clone(),
             self.config.app_hashes.clone(),
             self.keys.clone(),
         );
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
+        let admit_first =
+            AdmitFirstLayer::new(self.service.clone(), Arc::clone(&self.limits), self.config.trusted_proxies.clone());
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
         let metrics_addr = self.metrics_addr();
@@ -300,8 +301,11 @@ impl Application {
             .http2_keepalive_interval(Some(connections.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(connections.http2_keepalive_timeout))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
-            .layer(crate::telemetry::TraceContextLayer)
+            // Outermost first: every call is timed and counted; a SendCode or VerifyCode is then admitted (or
+            // refused) before it gets a span or tonic reads it.
             .layer(rpc_metrics.clone())
+            .layer(admit_first)
+            .layer(crate::telemetry::TraceContextLayer)
             .layer(MalformedIsInvalidArgument)
             .add_service(health.clone())
             .add_service(reflection_v1.clone())

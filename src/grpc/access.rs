@@ -15,12 +15,7 @@ use crate::domain::audit::{AccessContext, ClientCertificate};
 pub fn context<B>(request: &Request<B>, trusted: &TrustedProxies) -> AccessContext {
     let extensions = request.extensions();
     let tls = extensions.get::<TlsConnectInfo<TcpConnectInfo>>();
-    let tcp = tls.map(TlsConnectInfo::get_ref).or_else(|| extensions.get::<TcpConnectInfo>());
-    let forwarded: Vec<&str> =
-        request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    let address =
-        tcp.and_then(TcpConnectInfo::remote_addr).map(|peer| trusted.client_ip(peer.ip(), forwarded.into_iter()));
-    let mut context = AccessContext::from_address(address);
+    let mut context = AccessContext::from_address(super::client_ip::of(request, trusted));
     // The end-entity certificate comes first; rustls has verified the chain before any request is read.
     if let Some(der) = tls.and_then(TlsConnectInfo::peer_certs).and_then(|certs| certs.first().cloned()) {
         context = context.with_certificate(ClientCertificate::new(&subject(&der), &der));

@@ -57,12 +57,17 @@ impl FromStr for TrustedProxies {
     }
 }
 
-/// The client address of a gRPC request.
-pub fn of<T>(request: &tonic::Request<T>, trusted: &TrustedProxies) -> Option<IpAddr> {
-    let peer = request.remote_addr()?.ip();
-    let headers = request.metadata().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-    let values: Vec<&str> = headers.collect();
-    Some(trusted.client_ip(peer, values.into_iter()))
+/// The client address of an HTTP request as the server received it: the TCP peer (under TLS too), read through
+/// the trusted proxies' `x-forwarded-for`.
+pub fn of<B>(request: &tonic::codegen::http::Request<B>, trusted: &TrustedProxies) -> Option<IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    let tcp = extensions
+        .get::<TcpConnectInfo>()
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().map(TlsConnectInfo::get_ref));
+    let peer = tcp.and_then(TcpConnectInfo::remote_addr)?.ip();
+    let forwarded = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    Some(trusted.client_ip(peer, forwarded))
 }
 
 #[cfg(test)]

@@ -294,8 +294,8 @@ impl HandOver for Fence {
 
 /// The key of a request: None without the header; a header that is not 1-255 printable ASCII characters is
 /// `INVALID_ARGUMENT`.
-pub(super) fn key_of(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>, ServiceError> {
-    let mut values = metadata.get_all(HEADER).iter();
+pub(super) fn key_of(headers: &tonic::codegen::http::HeaderMap) -> Result<Option<String>, ServiceError> {
+    let mut values = headers.get_all(HEADER).iter();
     let Some(value) = values.next() else { return Ok(None) };
     let key = value.to_str().ok().filter(|k| {
         (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && values.next().is_none()

@@ -1,6 +1,7 @@
 //! The gRPC edge: request parsing into domain types, the service implementations, and the error mapping.
 
 pub mod access;
+mod admit;
 mod auth;
 pub mod client_ip;
 pub mod convert;
@@ -12,6 +13,7 @@ mod status;
 mod supervisor;
 mod violations;
 
+pub use admit::AdmitFirstLayer;
 pub use auth::AuthLayer;
 pub use idempotency::IdempotencyKeys;
 pub use malformed::MalformedIsInvalidArgument;
@@ -47,8 +49,8 @@ fn detached<T: Send + 'static, E: From<ServiceError> + Send + 'static>(
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`\d{1,8}[HMSmun]`), as an instant.
-fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+fn deadline(headers: &tonic::codegen::http::HeaderMap) -> Option<tokio::time::Instant> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;
     let timeout = match unit {

@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::client_ip::{self, TrustedProxies};
-use super::convert::optional_purpose;
+use super::admit::{Call, Entry};
 use super::idempotency::{self, IdempotencyKeys};
 use super::violations::Violations;
-use super::{deadline, detached, timestamp};
+use super::{detached, timestamp};
 use crate::domain::{AllowedAppHashes, AllowedCountries, CodeLength, OtpCode, PhoneNumber, Purpose};
-use crate::hashing::{Slot, Work};
+use crate::hashing::Work;
 use crate::limits::FrontLimits;
 use crate::pb::otp::v1 as pb;
 use crate::service::{SendCommand, SendOutcome, ServiceError, VerificationService, VerifyCommand, VerifyOutcome};
@@ -22,7 +21,6 @@ pub struct OtpApi {
     service: VerificationService,
     requests: OtpRequests,
     limits: Arc<FrontLimits>,
-    trusted_proxies: TrustedProxies,
     keys: IdempotencyKeys,
 }
 
@@ -40,19 +38,19 @@ pub struct OtpRequests {
 }
 
 impl OtpApi {
-    /// Serves `service` for numbers of `countries`, behind the front-line `limits`, appending only the
-    /// `app_hashes` of the company's own apps, and honouring the `idempotency-key` header with `keys`.
+    /// Serves `service` for numbers of `countries`, noting sends in the front-line `limits`, appending only the
+    /// `app_hashes` of the company's own apps, and honouring the `idempotency-key` header with `keys`. Served
+    /// behind [`super::AdmitFirstLayer`], whose decisions its handlers take.
     pub fn new(
         service: VerificationService,
         countries: AllowedCountries,
         limits: Arc<FrontLimits>,
-        trusted_proxies: TrustedProxies,
         app_hashes: AllowedAppHashes,
         keys: IdempotencyKeys,
     ) -> Self {
         let code_length = service.policy().code_length;
         let requests = OtpRequests { countries, code_length, app_hashes };
-        Self { service, requests, limits, trusted_proxies, keys }
+        Self { service, requests, limits, keys }
     }
 }
 
@@ -102,10 +100,8 @@ impl OtpRequests {
 #[tonic::async_trait]
 impl pb::otp_service_server::OtpService for OtpApi {
     async fn send_code(&self, request: Request<pb::SendCodeRequest>) -> Result<Response<pb::SendCodeResponse>, Status> {
-        // Front-line limits come before any database work or hashing.
-        let client = client_ip::of(&request, &self.trusted_proxies);
-        self.limits.check_send_client(client).map_err(ServiceError::from)?;
-        let call = self.enter(&request, client, Work::Send, request.get_ref().purpose).await?;
+        // Its per-address limit and its place in the hashing queue were decided before tonic read the request.
+        let call = Call::of(&request)?;
         // Boxed: the flow's state is made only for a call that goes on, not as part of every call's future.
         Box::pin(self.send_flow(request, call)).await
     }
@@ -114,52 +110,12 @@ impl pb::otp_service_server::OtpService for OtpApi {
         &self,
         request: Request<pb::VerifyCodeRequest>,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
-        let client = client_ip::of(&request, &self.trusted_proxies);
-        self.limits.check_verify(client).map_err(ServiceError::from)?;
-        let call = self.enter(&request, client, Work::Check, request.get_ref().purpose).await?;
+        let call = Call::of(&request)?;
         Box::pin(self.verify_flow(request, call)).await
     }
 }
 
-/// A SendCode or VerifyCode past its front-line limit.
-struct Call {
-    client: Option<std::net::IpAddr>,
-    deadline: Option<tokio::time::Instant>,
-    entry: Entry,
-}
-
-/// How a call holds its place in the hashing queue.
-enum Entry {
-    /// Taken already: an unkeyed call.
-    Admitted(Slot),
-    /// Taken once the call's `idempotency-key` is claimed, so that repeats waiting for the first attempt's answer
-    /// hold no place.
-    Keyed(String),
-}
-
 impl OtpApi {
-    /// Reads the call's deadline and key; an unkeyed call then takes its place in the hashing queue for `work`,
-    /// before the request is parsed or anything is read, and before the call's own span, so that a refusal stays
-    /// cheap however many a client that retries at once makes (docs/performance.md). A refusal counts under the
-    /// `purpose` the raw request names, when it is a valid one.
-    async fn enter<M>(
-        &self,
-        request: &Request<M>,
-        client: Option<std::net::IpAddr>,
-        work: Work,
-        purpose: i32,
-    ) -> Result<Call, Status> {
-        let deadline = deadline(request.metadata());
-        let entry = match idempotency::key_of(request.metadata())? {
-            Some(key) => Entry::Keyed(key),
-            None => {
-                let purpose = optional_purpose(purpose).ok().flatten();
-                Entry::Admitted(self.service.admit(work, purpose, client, deadline).await?)
-            }
-        };
-        Ok(Call { client, deadline, entry })
-    }
-
     /// SendCode past its front-line checks.
     #[tracing::instrument(name = "SendCode", skip_all, fields(phone = tracing::field::Empty, purpose = tracing::field::Empty))]
     async fn send_flow(
@@ -187,7 +143,7 @@ impl OtpApi {
         let answer = detached(async move {
             let work = move |hand_over| async move {
                 cmd.hand_over = Some(hand_over);
-                let slot = service.admit(Work::Send, Some(cmd.purpose), client, deadline).await?;
+                let slot = service.admit(Work::Send, client, deadline).await?;
                 service.send_code(cmd, slot).await.map(pb::SendCodeResponse::from)
             };
             keys.run(keyed, deadline, idempotency::recovered_send, work).await
@@ -220,7 +176,7 @@ impl OtpApi {
         let keys = self.keys.clone();
         let answer = detached(async move {
             let work = move |_| async move {
-                let slot = service.admit(Work::Check, Some(cmd.purpose), client, deadline).await?;
+                let slot = service.admit(Work::Check, client, deadline).await?;
                 service.verify_code(cmd, slot).await.map(pb::VerifyCodeResponse::from)
             };
             keys.run(keyed, deadline, |_| None, work).await

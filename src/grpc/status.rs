@@ -86,6 +86,29 @@ static OVERLOADED: std::sync::LazyLock<Status> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// The `OVERLOADED` answer as HTTP, for a call refused before tonic read it ([`super::admit`]): a trailers-only
+/// response (`grpc-status`, `grpc-message`, `grpc-status-details-bin`) whose values were encoded once, where
+/// `Status::into_http` would percent-encode the message and base64-encode the details every time. The map is made
+/// with room for the `date` header hyper adds, so that adding it does not grow the map.
+pub(super) fn overloaded_http<B: Default>() -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue};
+    static HEADERS: std::sync::LazyLock<Vec<(HeaderName, HeaderValue)>> = std::sync::LazyLock::new(|| {
+        let encoded = OVERLOADED.clone().into_http::<()>().into_parts().0.headers;
+        // Static values: a clone is a copy, with no reference count to touch.
+        let leaked = |value: &HeaderValue| {
+            HeaderValue::from_static(String::from_utf8_lossy(value.as_bytes()).to_string().leak())
+        };
+        encoded.iter().map(|(name, value)| (name.clone(), leaked(value))).collect()
+    });
+    let mut headers = HeaderMap::with_capacity(HEADERS.len() + 1);
+    for (name, value) in HEADERS.iter() {
+        headers.append(name.clone(), value.clone());
+    }
+    let mut response = tonic::codegen::http::Response::new(B::default());
+    *response.headers_mut() = headers;
+    response
+}
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let mut details = ErrorDetails::new();
@@ -357,4 +380,22 @@ fn secs(d: Duration) -> u64 {
 fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
     tracing::error!(error = %ErrorChain(error), "internal error");
     Status::internal("internal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prebuilt_refusal_is_what_tonic_would_send_with_room_for_the_date() {
+        let ours = overloaded_http::<()>();
+        let tonics = OVERLOADED.clone().into_http::<()>();
+        assert_eq!(ours.status(), tonics.status());
+        assert_eq!(ours.headers(), tonics.headers());
+        let status = Status::from_header_map(ours.headers()).unwrap();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.get_error_details().error_info().unwrap().reason, "OVERLOADED");
+        assert!(status.get_error_details().retry_info().is_some());
+        assert!(ours.headers().capacity() > ours.headers().len(), "hyper's date header fits without a new table");
+    }
 }

@@ -268,7 +268,8 @@ impl Places {
         let mut waiting = Wait { places: self, work, client, id, handed_over: Some(handed_over) };
         let answer = match own_deadline {
             None => waiting.answer().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, waiting.answer()).await {
+            // Boxed: a timer is large, and every call that waits would carry one in its future.
+            Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, waiting.answer())).await {
                 Ok(answer) => answer,
                 // The caller's deadline: a short deadline says nothing of how the line drains.
                 Err(_) => waiting.leave(),

@@ -155,25 +155,17 @@ impl VerificationService {
     }
 
     /// A place in the hashing queue for a SendCode ([`Work::Send`]) or a VerifyCode ([`Work::Check`]) of `client`,
-    /// taken before the request is parsed, counted or stored (a keyed call's once its key is claimed): past a full
-    /// queue a call waits at most the admission wait (never past `deadline`) and is refused `OVERLOADED`, at little
-    /// more than a health check's cost (docs/performance.md, "Clients that retry at once"). A refusal counts as the
-    /// flow's `overloaded` outcome under `purpose`, when the request names a valid one.
+    /// taken before the request is read, counted or stored (a keyed call's once its key is claimed): past a full
+    /// queue a call waits at most the admission wait (never past `deadline`) and is refused `OVERLOADED`, at about
+    /// a health check's cost (docs/performance.md, "Clients that retry at once"). The refusal is counted by the
+    /// hashing queue alone: the request's purpose is not read yet.
     pub async fn admit(
         &self,
         work: Work,
-        purpose: Option<Purpose>,
         client: Option<std::net::IpAddr>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Slot, ServiceError> {
-        let admitted = self.inner.hasher.admit(work, client, deadline).await;
-        if let (Err(_), Some(purpose)) = (&admitted, purpose) {
-            match work {
-                Work::Send => self.inner.metrics.send(purpose, Channel::Sms, SendResult::Overloaded),
-                Work::Check => self.inner.metrics.verification(purpose, VerifyResult::Overloaded),
-            }
-        }
-        Ok(admitted?)
+        Ok(self.inner.hasher.admit(work, client, deadline).await?)
     }
 
     /// SendCode, holding its place in the hashing queue ([`Self::admit`]): checks the SIM, the lock, the cooldown

@@ -157,9 +157,10 @@ async fn a_storm_from_one_client_does_not_starve_another(backend: Backend) {
 }
 
 /// A refusal is decided before the request is read: the place in the hashing queue is the first thing a SendCode
-/// or VerifyCode without an idempotency key asks for, so under a full queue even a request that would be invalid is answered `OVERLOADED`
-/// (nothing parsed, spanned or spawned: what keeps a refusal cheap). Once there is room the
-/// same request gets its field violations.
+/// or VerifyCode without an idempotency key asks for, before tonic reads the body, so under a full queue even a
+/// request that would be invalid, or too large to read, is answered `OVERLOADED` (nothing read, decoded, parsed,
+/// spanned or spawned: what keeps a refusal cheap). Once there is room the same requests get their field
+/// violations, and the oversized one the transport's `OUT_OF_RANGE`.
 #[tokio::test]
 async fn a_refusal_is_decided_before_the_request_is_read() {
     let args = [
@@ -203,6 +204,9 @@ async fn a_refusal_is_decided_before_the_request_is_read() {
     assert_eq!((refused.code(), reason(&refused).as_str()), (Code::ResourceExhausted, "OVERLOADED"));
     let refused = app.otp.clone().verify_code(invalid_check.clone()).await.unwrap_err();
     assert_eq!((refused.code(), reason(&refused).as_str()), (Code::ResourceExhausted, "OVERLOADED"));
+    let oversized = send_req(&"1".repeat(64 * 1024), Purpose::Login);
+    let refused = app.otp.clone().send_code(oversized.clone()).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::ResourceExhausted, "OVERLOADED"), "body unread");
 
     assert_eq!(busy.await.unwrap().unwrap().result(), VerifyResult::WrongCode);
     // Once there is room (again tried until the place is back), the same requests get their field violations.
@@ -215,6 +219,8 @@ async fn a_refusal_is_decided_before_the_request_is_read() {
         assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
         let invalid = app.otp.clone().verify_code(invalid_check).await.unwrap_err();
         assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+        let oversized = app.otp.clone().send_code(oversized).await.unwrap_err();
+        assert_eq!(oversized.code(), Code::OutOfRange, "{oversized:?}");
         return;
     }
     panic!("the queue never had room again");
