@@ -335,9 +335,9 @@ pub struct Settings {
     #[arg(long, env = "OTPD_HASH_QUEUE", default_value_t = 0, global = true)]
     pub hash_queue: usize,
     /// The queueing delay the automatic --hash-queue aims at. With the admission wait and the hash itself, a
-    /// served call waited 8.6-13 hashes at p99 at the default cost, with up to 512 calls in flight, on two machines
+    /// served call waited 8.0-9.1 hashes at p99 at the default cost, with 512 calls in flight, on two machines
     /// (more where hashes are faster: the target is a time).
-    #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "100ms", global = true)]
+    #[arg(long, env = "OTPD_HASH_QUEUE_DELAY", default_value = "75ms", global = true)]
     pub hash_queue_delay: humantime::Duration,
     /// How long at most a call that finds the hashing queue full waits for a place before it is refused OVERLOADED
     /// (never past its deadline; waits end on a grid of an eighth of it); checks of codes already sent are served
