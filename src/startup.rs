@@ -281,8 +281,12 @@ impl Application {
             self.keys.clone(),
         );
         let otp = OtpServiceServer::new(api).max_decoding_message_size(self.config.max_request_bytes);
-        let admit_first =
-            AdmitFirstLayer::new(self.service.clone(), Arc::clone(&self.limits), self.config.trusted_proxies.clone());
+        let admit_first = AdmitFirstLayer::new(
+            self.service.clone(),
+            Arc::clone(&self.limits),
+            self.config.trusted_proxies.clone(),
+            self.config.max_request_bytes,
+        );
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
         let metrics_addr = self.metrics_addr();

@@ -1,21 +1,25 @@
 //! The front of `otp.v1.OtpService`: a SendCode or VerifyCode passes its per-address limit and takes its place
-//! in the hashing queue here, on the HTTP request, before it gets a span and before tonic reads or decodes its
-//! body. Only the RPC metrics come before it, so every call is still timed and counted. A call refused
-//! `OVERLOADED` is answered with a response encoded once ([`super::status::overloaded_http`]): no span, no body
-//! read, no message decoded, no handler, no status encoded. That is what keeps a refusal's cost below a health
+//! in the hashing queue here, on the HTTP request, before it gets a span and before tonic decodes its body. Only
+//! the RPC metrics come before it, so every call is still timed and counted. The body is read (bounded) before
+//! the place is taken, so that a body still on its way holds no place. A call refused `OVERLOADED` is answered
+//! with a response encoded once ([`super::status::overloaded_http`]): no span, no message decoded, no handler,
+//! no status encoded. That is what keeps a refusal's cost below a health
 //! check's when clients retry at once (docs/performance.md, "Clients that retry at once").
 //!
 //! What the front decided reaches the handler in the request's extensions ([`Call::of`]). An admitted call's span
 //! starts once it has its place, so a trace does not show the admission wait; `rpc_server_call_duration_seconds`
 //! does. A call with an `idempotency-key` takes its place later, once its key is claimed, so that repeats waiting
 //! for the first attempt's answer hold none. Refusals at admission are counted by
-//! `otpd_hash_queue_refusals_total`: the request's purpose is in the body, which a refusal never reads.
+//! `otpd_hash_queue_refusals_total`: the request's purpose is in the body, which a refusal never decodes.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
+use http_body_util::{BodyExt, Full};
 use tonic::Status;
+use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Service};
 
@@ -75,9 +79,15 @@ pub struct AdmitFirstLayer {
 
 impl AdmitFirstLayer {
     /// Calls take their places in `service`'s hashing queue, behind the per-address `limits` (addresses read
-    /// through the `trusted` proxies).
-    pub fn new(service: VerificationService, limits: Arc<FrontLimits>, trusted: TrustedProxies) -> Self {
-        Self { front: Arc::new(Front { service, limits, trusted }) }
+    /// through the `trusted` proxies), once their body, of at most `max_request_bytes` and its prefix, is read.
+    pub fn new(
+        service: VerificationService,
+        limits: Arc<FrontLimits>,
+        trusted: TrustedProxies,
+        max_request_bytes: usize,
+    ) -> Self {
+        let max_body = max_request_bytes.saturating_add(GRPC_PREFIX);
+        Self { front: Arc::new(Front { service, limits, trusted, max_body }) }
     }
 }
 
@@ -100,13 +110,17 @@ struct Front {
     service: VerificationService,
     limits: Arc<FrontLimits>,
     trusted: TrustedProxies,
+    /// The longest body read: one message and its prefix.
+    max_body: usize,
 }
 
-impl<S, B, ResBody> Service<Request<B>> for AdmitFirst<S>
+/// A gRPC message's prefix: its compression flag and its length.
+const GRPC_PREFIX: usize = 5;
+
+impl<S, ResBody> Service<Request<Body>> for AdmitFirst<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
     ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -117,7 +131,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let work = match request.uri().path() {
             SEND_CODE => Work::Send,
             VERIFY_CODE => Work::Check,
@@ -133,6 +147,10 @@ where
         let front = Arc::clone(&self.front);
         // Kept small (under glibc's 1 KiB per-thread cache of freed blocks), as every call allocates one.
         Box::pin(async move {
+            // The body is read before the place is taken, so that a body that trickles in holds no place.
+            if let Err(refusal) = front.read_body(&mut request).await {
+                return Ok(refusal);
+            }
             match front.admit(headers, work).await {
                 Ok(call) => {
                     request.extensions_mut().insert(Decided(Arc::new(Mutex::new(Some(call)))));
@@ -172,6 +190,32 @@ impl Front {
         .map_err(|limited| refuse(limited.into()))?;
         let key = idempotency::key_of(request.headers()).map_err(refuse)?;
         Ok(Headers { client, deadline: deadline(request.headers()), key })
+    }
+
+    /// Reads the request's body whole (at most one message of `--max-request-bytes` and its 5-byte prefix) and
+    /// puts it back for tonic to decode. Larger is `OUT_OF_RANGE`, as tonic answers it; a stream the client reset
+    /// is `CANCELLED`.
+    ///
+    /// In place and frame by frame, rather than with `collect` on the request taken apart, whose state would take
+    /// the call's future past 1 KiB.
+    async fn read_body<R: Default>(&self, request: &mut Request<Body>) -> Result<(), Refusal<R>> {
+        let mut body = std::mem::take(request.body_mut());
+        let mut read = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(Status::cancelled("the request's body was not received").into_http());
+            };
+            // Trailers, which a request does not have in gRPC, are not passed on.
+            let Ok(data) = frame.into_data() else { continue };
+            if read.len() + data.len() > self.max_body {
+                let limit = self.max_body - GRPC_PREFIX;
+                let message = format!("the request is larger than the {limit} bytes this server reads");
+                return Err(Status::out_of_range(message).into_http());
+            }
+            read.extend_from_slice(&data);
+        }
+        *request.body_mut() = Body::new(Full::new(read.freeze()));
+        Ok(())
     }
 
     /// An unkeyed call's place for `work`; a keyed call takes it once its key is claimed.

@@ -100,7 +100,7 @@ impl OtpRequests {
 #[tonic::async_trait]
 impl pb::otp_service_server::OtpService for OtpApi {
     async fn send_code(&self, request: Request<pb::SendCodeRequest>) -> Result<Response<pb::SendCodeResponse>, Status> {
-        // Its per-address limit and its place in the hashing queue were decided before tonic read the request.
+        // Its per-address limit and its place in the hashing queue were decided before tonic decoded the request.
         let call = Call::of(&request)?;
         // Boxed: the flow's state is made only for a call that goes on, not as part of every call's future.
         Box::pin(self.send_flow(request, call)).await

@@ -86,7 +86,7 @@ static OVERLOADED: std::sync::LazyLock<Status> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// The `OVERLOADED` answer as HTTP, for a call refused before tonic read it ([`super::admit`]): a trailers-only
+/// The `OVERLOADED` answer as HTTP, for a call refused before tonic decoded it ([`super::admit`]): a trailers-only
 /// response (`grpc-status`, `grpc-message`, `grpc-status-details-bin`) whose values were encoded once, where
 /// `Status::into_http` would percent-encode the message and base64-encode the details every time. The map is made
 /// with room for the `date` header hyper adds, so that adding it does not grow the map.
