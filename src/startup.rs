@@ -306,7 +306,7 @@ impl Application {
             .http2_keepalive_timeout(Some(connections.http2_keepalive_timeout))
             .concurrency_limit_per_connection(self.config.max_calls_per_connection)
             // Outermost first: every call is timed and counted; a SendCode or VerifyCode is then admitted (or
-            // refused) before it gets a span or tonic reads it.
+            // refused) before it gets a span or tonic decodes it.
             .layer(rpc_metrics.clone())
             .layer(admit_first)
             .layer(crate::telemetry::TraceContextLayer)

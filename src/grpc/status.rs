@@ -387,7 +387,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prebuilt_refusal_is_what_tonic_would_send_with_room_for_the_date() {
+    fn the_prebuilt_refusal_is_what_tonic_would_send() {
         let ours = overloaded_http::<()>();
         let tonics = OVERLOADED.clone().into_http::<()>();
         assert_eq!(ours.status(), tonics.status());
@@ -396,6 +396,5 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(status.get_error_details().error_info().unwrap().reason, "OVERLOADED");
         assert!(status.get_error_details().retry_info().is_some());
-        assert!(ours.headers().capacity() > ours.headers().len(), "hyper's date header fits without a new table");
     }
 }

@@ -155,7 +155,7 @@ impl VerificationService {
     }
 
     /// A place in the hashing queue for a SendCode ([`Work::Send`]) or a VerifyCode ([`Work::Check`]) of `client`,
-    /// taken before the request is read, counted or stored (a keyed call's once its key is claimed): past a full
+    /// taken before the request is decoded, counted or stored (a keyed call's once its key is claimed): past a full
     /// queue a call waits at most the admission wait (never past `deadline`) and is refused `OVERLOADED`, at about
     /// a health check's cost (docs/performance.md, "Clients that retry at once"). The refusal is counted by the
     /// hashing queue alone: the request's purpose is not read yet.
