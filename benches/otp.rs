@@ -13,7 +13,7 @@ use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
 use otpd::clock::SystemClock;
 use otpd::domain::{AllowedCountries, CodeLength, OtpCode, PhoneNumber};
-use otpd::hashing::{Argon2Params, CodeHasher, HashPriority, Pepper, QueueLimit, Work};
+use otpd::hashing::{Argon2Params, CodeHasher, Pepper, QueueLimit, Work};
 use otpd::limits::FrontLimits;
 use otpd::sms::render_body;
 
@@ -21,8 +21,7 @@ const PEPPER: &[u8] = b"benchmark-pepper-0123456789";
 
 fn hasher(memory_kib: u32) -> CodeHasher {
     let params = Argon2Params { memory_kib, ..Argon2Params::default() };
-    CodeHasher::new(Pepper::new(PEPPER.to_vec()).unwrap(), params, 1, HashPriority::Nice(0), QueueLimit::Fixed(64))
-        .unwrap()
+    CodeHasher::new(Pepper::new(PEPPER.to_vec()).unwrap(), params, 1, 0, QueueLimit::Fixed(64)).unwrap()
 }
 
 fn small(c: &mut Criterion) {

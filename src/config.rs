@@ -324,12 +324,11 @@ pub struct Settings {
     /// bounded by the cgroup memory limit at argon2 memory + 1 MiB per worker; see docs/operations.md).
     #[arg(long, env = "OTPD_HASH_WORKERS", default_value_t = 0, global = true)]
     pub hash_workers: usize,
-    /// How the hashing threads run below the rest of the process: `idle` (Linux's SCHED_IDLE: a hash takes a core
-    /// only while no other thread of the process wants it, and gives it up the moment one wakes), or that many
-    /// steps of nice, 0 to 19 (0: the same priority). argon2 takes every cycle it is given, so the reactor that
-    /// answers refusals, health checks and the database's replies goes first.
-    #[arg(long, env = "OTPD_HASH_NICE", default_value = "idle", global = true)]
-    pub hash_nice: crate::hashing::HashPriority,
+    /// How many steps of CPU priority (nice) the hashing threads run below the rest of the process, 0 to 19: argon2
+    /// takes every cycle it is given, so the reactor that answers refusals, health checks and the database's
+    /// replies goes first. 0: the same priority.
+    #[arg(long, env = "OTPD_HASH_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19), global = true)]
+    pub hash_nice: u8,
     /// Longest hashing queue (computations waiting or running); past it calls are refused OVERLOADED at once.
     /// 0: what the workers finish within --hash-queue-delay, from one hash timed at start-up, then from how long
     /// the workers' hashes take.
@@ -487,8 +486,8 @@ pub struct Config {
     pub argon2: Argon2Params,
     /// argon2 computations at once, and why that many.
     pub hash_workers: crate::hashing::sizing::Sizing,
-    /// How the hashing threads run below the rest of the process.
-    pub hash_nice: crate::hashing::HashPriority,
+    /// How far below the process's CPU priority the hashing threads run.
+    pub hash_nice: u8,
     /// The hashing queue's bound.
     pub hash_queue: QueueLimit,
     /// How long a call waits for a place in a full hashing queue.

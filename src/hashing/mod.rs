@@ -38,7 +38,6 @@ mod workers;
 pub use admission::Work;
 use admission::{Places, client_key};
 use queue_size::QueueSize;
-pub use workers::HashPriority;
 
 /// The admission wait when none is configured: how long a call that finds the queue full waits for a place.
 pub const DEFAULT_ADMISSION_WAIT: Duration = Duration::from_millis(50);
@@ -268,13 +267,13 @@ pub struct CodeHasher {
 }
 
 impl CodeHasher {
-    /// A hasher that runs at most `workers` argon2 computations at once, on threads scheduled at `priority` below
-    /// the rest of the process, with a queue of at most `limit`.
+    /// A hasher that runs at most `workers` argon2 computations at once, on threads `nice` steps below the rest of
+    /// the process in CPU priority, with a queue of at most `limit`.
     pub fn new(
         pepper: Pepper,
         params: Argon2Params,
         workers: usize,
-        priority: HashPriority,
+        nice: u8,
         limit: QueueLimit,
     ) -> Result<Self, String> {
         params.validate()?;
@@ -283,7 +282,7 @@ impl CodeHasher {
             pepper,
             params,
             permits: Arc::new(Semaphore::new(workers)),
-            threads: Arc::new(workers::Workers::start(workers, priority).map_err(|e| format!("hashing threads: {e}"))?),
+            threads: Arc::new(workers::Workers::start(workers, nice).map_err(|e| format!("hashing threads: {e}"))?),
             hashes: Arc::new(AtomicU64::new(0)),
             places: Arc::new(Places::new(usize::MAX, DEFAULT_ADMISSION_WAIT)),
             size: None,
@@ -560,7 +559,7 @@ mod tests {
 
     fn hasher(pepper: Pepper) -> CodeHasher {
         let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
-        CodeHasher::new(pepper, params, 2, HashPriority::Nice(0), QueueLimit::Fixed(64)).unwrap()
+        CodeHasher::new(pepper, params, 2, 0, QueueLimit::Fixed(64)).unwrap()
     }
 
     /// Hashes outside any flow: a slot with no deadline.
@@ -574,21 +573,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_refuses_past_its_bound_and_frees_places() {
-        let h =
-            CodeHasher::new(fresh(), Argon2Params::default(), 1, HashPriority::Nice(0), QueueLimit::Fixed(2)).unwrap();
+        let h = CodeHasher::new(fresh(), Argon2Params::default(), 1, 0, QueueLimit::Fixed(2)).unwrap();
         let h = h.with_admission_wait(Duration::ZERO);
         let a = h.admit(Work::Send, None, None).await.unwrap();
         let _b = h.admit(Work::Send, None, None).await.unwrap();
         assert!(matches!(h.admit(Work::Check, None, None).await, Err(HashError::Overloaded)));
         drop(a);
         assert!(h.admit(Work::Send, None, None).await.is_ok());
-        let sized = CodeHasher::new(
-            fresh(),
-            Argon2Params::default(),
-            2,
-            HashPriority::Nice(0),
-            QueueLimit::Delay(Duration::from_secs(1)),
-        );
+        let sized = CodeHasher::new(fresh(), Argon2Params::default(), 2, 0, QueueLimit::Delay(Duration::from_secs(1)));
         let limit = sized.unwrap().queue_limit();
         assert!(limit >= 2 && limit % 2 == 0, "whole hashes per worker: {limit}");
     }
@@ -596,8 +588,7 @@ mod tests {
     #[tokio::test]
     async fn an_automatic_queue_follows_how_long_the_workers_take() {
         let cheap = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
-        let h = CodeHasher::new(fresh(), cheap, 2, HashPriority::Nice(0), QueueLimit::Delay(Duration::from_secs(1)))
-            .unwrap();
+        let h = CodeHasher::new(fresh(), cheap, 2, 0, QueueLimit::Delay(Duration::from_secs(1))).unwrap();
         assert!(h.queue_limit() > 2, "a cheap hash: many per second");
         // As if the workers had slowed to 10 s a hash (a machine taken by something else): the next computation
         // brings the bound down to one a worker.
@@ -701,9 +692,8 @@ mod tests {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let pepper = Pepper::new(b"metrics-test-pepper-0123".to_vec()).unwrap();
         let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
-        let hasher = CodeHasher::new(pepper, params, 1, HashPriority::Nice(0), QueueLimit::Fixed(2))
-            .unwrap()
-            .with_metrics(Arc::clone(&metrics));
+        let hasher =
+            CodeHasher::new(pepper, params, 1, 0, QueueLimit::Fixed(2)).unwrap().with_metrics(Arc::clone(&metrics));
         let hasher = hasher.with_admission_wait(Duration::ZERO);
         let admit = |deadline| hasher.admit(Work::Send, None, deadline);
         assert_eq!(metrics.sample("otpd_hash_queue_limit"), Some(2.0));
